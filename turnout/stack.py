@@ -1,0 +1,197 @@
+"""The local stack: blue and green Triton pools, the control plane and Envoy, as real
+processes on loopback, each logging to ``<dir>/logs``. ``stack.json`` records them."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from triton_slots.launcher import TritonServer, prepare_backends
+from triton_slots.procs import ManagedProcess, ProcessError, free_port, pid_alive, stop_pid
+from triton_slots.slot import SLOT_NAMES, Endpoint
+from turnout.config import ControlPlaneConfig
+from turnout.errors import StackError
+from turnout.proxy import EnvoyProxy
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_MODEL = REPO_ROOT / "examples" / "models" / "classifier"
+DEFAULT_DIR = Path(".turnout")
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass
+class StackInfo:
+    """What ``turnout stack up`` started; read by every other command."""
+
+    directory: str
+    ingress: str
+    api_url: str
+    token: str
+    xds_port: int
+    envoy_admin: str
+    model: str
+    slots: dict[str, list[dict]] = field(default_factory=dict)
+    processes: dict[str, int] = field(default_factory=dict)  # name -> pid
+    logs: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, directory: Path) -> StackInfo:
+        path = directory / "stack.json"
+        try:
+            return cls(**json.loads(path.read_text()))
+        except FileNotFoundError as exc:
+            raise StackError(
+                f"no stack in {directory}: start one with `turnout stack up --dir {directory}`"
+            ) from exc
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise StackError(f"{path} is not a stack record: {exc}") from exc
+
+    def save(self) -> None:
+        path = Path(self.directory) / "stack.json"
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(asdict(self), indent=2))
+        os.replace(partial, path)
+
+    def endpoints(self, slot: str) -> list[Endpoint]:
+        return [Endpoint.from_dict(e) for e in self.slots.get(slot, [])]
+
+
+def slot_repository(directory: Path, slot: str) -> Path:
+    return directory / "slots" / slot / "models"
+
+
+def start_slots(
+    directory: Path, *, per_slot: int = 1, model: Path = EXAMPLE_MODEL,
+    progress: Progress = _quiet,
+) -> dict[str, list[TritonServer]]:
+    """Start ``per_slot`` Triton servers for each slot, each slot with its own model
+    repository holding ``model``; wait until all are ready. Stops them all on failure."""
+    backends = prepare_backends(directory / "triton-backends")
+    servers: dict[str, list[TritonServer]] = {s: [] for s in SLOT_NAMES}
+    try:
+        for slot in SLOT_NAMES:
+            repository = slot_repository(directory, slot)
+            target = repository / model.name
+            if not target.exists():
+                repository.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(model, target)
+            for index in range(per_slot):
+                name = f"triton-{slot}-{index}"
+                servers[slot].append(
+                    TritonServer.start(
+                        name=name, model_repository=repository, backends=backends,
+                        log_path=directory / "logs" / f"{name}.log", models=[model.name],
+                    )
+                )
+        for pool in servers.values():
+            for server in pool:
+                waited = server.wait_ready()
+                progress(f"  {server.process.name} ready on {server.endpoint.grpc_address}"
+                         f" ({waited:.1f}s)")
+    except BaseException:
+        for pool in servers.values():
+            for server in pool:
+                server.stop()
+        raise
+    return servers
+
+
+def _wait_ports(path: Path, process: ManagedProcess, timeout: float = 20.0) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        process.check_alive()
+        if path.exists():
+            return json.loads(path.read_text())
+        time.sleep(0.05)
+    raise ProcessError(f"control plane did not start in {timeout:.0f}s; log {process.log_path}")
+
+
+def up(
+    directory: Path = DEFAULT_DIR, *, per_slot: int = 1, model: Path = EXAMPLE_MODEL,
+    progress: Progress = _quiet,
+) -> StackInfo:
+    """Start the whole local stack and record it in ``<directory>/stack.json``."""
+    directory = directory.resolve()
+    if (directory / "stack.json").exists():
+        info = StackInfo.load(directory)
+        if any(pid_alive(pid) for pid in info.processes.values()):
+            raise StackError(
+                f"a stack is already running in {directory} (ingress {info.ingress}); "
+                f"stop it with `turnout stack down --dir {directory}`"
+            )
+    directory.mkdir(parents=True, exist_ok=True)
+    logs = directory / "logs"
+    started: list[ManagedProcess] = []
+    try:
+        progress(f"starting {per_slot} Triton server(s) per slot (model {model.name})")
+        servers = start_slots(directory, per_slot=per_slot, model=model, progress=progress)
+        started += [s.process for pool in servers.values() for s in pool]
+        token = secrets.token_urlsafe(24)
+        config = ControlPlaneConfig(
+            state_dir=directory, token=token, ingress_port=free_port(),
+            slots={slot: [s.endpoint for s in pool] for slot, pool in servers.items()},
+        )
+        config_path = directory / "controlplane.json"
+        config_path.write_text(config.to_json())
+        config_path.chmod(0o600)
+        ports_path = directory / "controlplane.ports"
+        ports_path.unlink(missing_ok=True)
+        progress("starting control plane")
+        plane = ManagedProcess.spawn(
+            "controlplane", [sys.executable, "-m", "turnout.controlplane",
+                             "--config", str(config_path)],
+            log_path=logs / "controlplane.log",
+        )
+        started.append(plane)
+        ports = _wait_ports(ports_path, plane)
+        progress("starting envoy")
+        envoy = EnvoyProxy.start(
+            node_id="envoy-0", node_cluster=config.group, xds_host="127.0.0.1",
+            xds_port=ports["xds_port"], work_dir=directory, log_dir=logs,
+        )
+        started.append(envoy.process)
+        waited = envoy.wait_ready()
+        progress(f"  envoy ready ({waited:.1f}s)")
+    except BaseException:
+        for process in reversed(started):
+            process.stop()
+        raise
+    info = StackInfo(
+        directory=str(directory),
+        ingress=f"{config.ingress_host}:{config.ingress_port}",
+        api_url=f"http://127.0.0.1:{ports['api_port']}",
+        token=token,
+        xds_port=ports["xds_port"],
+        envoy_admin=envoy.admin_url,
+        model=model.name,
+        slots={slot: [e.as_dict() for e in eps] for slot, eps in config.slots.items()},
+        processes={p.name: p.pid for p in started},
+        logs={p.name: str(p.log_path) for p in started},
+    )
+    info.save()
+    return info
+
+
+def down(directory: Path = DEFAULT_DIR, *, progress: Progress = _quiet) -> list[str]:
+    """Stop every process of the stack (Envoy first, Triton last) and forget it."""
+    directory = directory.resolve()
+    info = StackInfo.load(directory)
+    stopped = []
+    for name, pid in reversed(list(info.processes.items())):
+        if pid_alive(pid):
+            stop_pid(pid)
+            stopped.append(name)
+            progress(f"stopped {name} (pid {pid})")
+    (directory / "stack.json").unlink(missing_ok=True)
+    return stopped

@@ -1,0 +1,294 @@
+"""The snapshot cache: current snapshot per node group, watches, and ACK tracking.
+
+The cache never imports the server. Streams report to it through a :class:`StreamHandle`
+(opened, ACKed, NACKed, closed); publishers call :meth:`SnapshotCache.publish_and_wait`.
+Everything here runs on one asyncio event loop and is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from xds_server import type_urls
+from xds_server.snapshot import Snapshot
+
+Outcome = Literal["acked", "nacked", "timeout", "disconnected", "superseded"]
+
+
+@dataclass(frozen=True)
+class Nack:
+    """A rejected push: which node, which type and version, and Envoy's message."""
+
+    node_id: str
+    type_url: str
+    version: str
+    message: str
+    at: float  # wall clock, seconds since the epoch
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "node": self.node_id,
+            "type": type_urls.SHORT_NAMES.get(self.type_url, self.type_url),
+            "version": self.version,
+            "message": self.message,
+            "at": self.at,
+        }
+
+
+@dataclass
+class StreamHandle:
+    """The cache's view of one ADS stream. Owned by the cache; the server reports into it."""
+
+    stream_id: int
+    node_id: str
+    group: str
+    connected_at: float
+    subscribed: set[str] = field(default_factory=set)
+    acked: dict[str, str] = field(default_factory=dict)
+    nacked: dict[str, Nack] = field(default_factory=dict)
+
+    def resolved(self, snapshot: Snapshot) -> Outcome | None:
+        """``acked`` or ``nacked`` once every subscribed type answered ``snapshot``'s version."""
+        outcome: Outcome = "acked"
+        for type_url in self.subscribed:
+            version = snapshot.version(type_url)
+            if self.acked.get(type_url) == version:
+                continue
+            nack = self.nacked.get(type_url)
+            if nack is not None and nack.version == version:
+                outcome = "nacked"
+                continue
+            return None
+        return outcome
+
+
+@dataclass(frozen=True)
+class NodeOutcome:
+    node_id: str
+    stream_id: int
+    outcome: Outcome
+    seconds: float | None  # time from publication to this node's answer
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """What one publication did: per-type versions, time to the last answer, per node."""
+
+    group: str
+    versions: dict[str, str]
+    seconds: float
+    outcomes: tuple[NodeOutcome, ...]
+
+    @property
+    def converged(self) -> bool:
+        """True when every node connected at publication ACKed (none NACKed or timed out)."""
+        return all(o.outcome == "acked" for o in self.outcomes)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "group": self.group,
+            "versions": self.versions,
+            "seconds": self.seconds,
+            "converged": self.converged,
+            "nodes": [o.__dict__ for o in self.outcomes],
+        }
+
+
+@dataclass
+class _Publication:
+    snapshot: Snapshot
+    started: float
+    pending: dict[int, StreamHandle]
+    outcomes: list[NodeOutcome] = field(default_factory=list)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def settle(self, handle: StreamHandle, outcome: Outcome, detail: str = "") -> None:
+        if self.pending.pop(handle.stream_id, None) is None:
+            return
+        elapsed = None if outcome in ("timeout", "superseded") else time.monotonic() - self.started
+        self.outcomes.append(
+            NodeOutcome(handle.node_id, handle.stream_id, outcome, elapsed, detail)
+        )
+        if not self.pending:
+            self.done.set()
+
+
+@dataclass
+class _Group:
+    snapshot: Snapshot | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    streams: dict[int, StreamHandle] = field(default_factory=dict)
+    publications: list[_Publication] = field(default_factory=list)
+    last_nack: Nack | None = None
+
+
+class SnapshotCache:
+    """Snapshots keyed by node group (Envoy's ``node.cluster``), with fleet ACK tracking."""
+
+    def __init__(
+        self, *, logger: logging.Logger | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._groups: dict[str, _Group] = {}
+        self._next_stream = 0
+        self._log = logger or logging.getLogger("turnout.xds.cache")
+        self._clock = clock
+
+    def _group(self, name: str) -> _Group:
+        return self._groups.setdefault(name, _Group())
+
+    # ---- publisher side -------------------------------------------------------------
+    def snapshot(self, group: str) -> Snapshot | None:
+        return self._group(group).snapshot
+
+    def set_snapshot(self, group: str, snapshot: Snapshot, *, verify: bool = True) -> None:
+        """Make ``snapshot`` current for ``group`` and wake its streams. Checks consistency
+        first unless ``verify`` is False (tests use that to make Envoy NACK)."""
+        if verify:
+            snapshot.consistent()
+        state = self._group(group)
+        for publication in state.publications:
+            for handle in list(publication.pending.values()):
+                publication.settle(handle, "superseded")
+        state.publications.clear()
+        state.snapshot = snapshot
+        woken, state.changed = state.changed, asyncio.Event()
+        woken.set()
+
+    async def publish_and_wait(
+        self, group: str, snapshot: Snapshot, *, timeout: float = 10.0, verify: bool = True
+    ) -> Convergence:
+        """Publish ``snapshot`` and wait until every stream of ``group`` connected now has
+        ACKed or NACKed it, or ``timeout`` seconds pass. Returns the measured convergence.
+
+        Make before break: when the new snapshot drops clusters, an intermediate snapshot
+        (new routes, old and new clusters) is published and awaited first."""
+        previous = self.snapshot(group)
+        if verify:
+            snapshot.consistent()
+        if previous is not None:
+            dropped = previous.names(type_urls.CLUSTER) - snapshot.names(type_urls.CLUSTER)
+            if dropped:
+                bridge = _bridge(previous, snapshot)
+                first = await self.publish_and_wait(group, bridge, timeout=timeout, verify=verify)
+                if not first.converged:
+                    return first
+        started = time.monotonic()
+        self.set_snapshot(group, snapshot, verify=False)
+        state = self._group(group)
+        publication = _Publication(snapshot, started, dict(state.streams))
+        if publication.pending:
+            state.publications.append(publication)
+            for handle in list(publication.pending.values()):
+                self._progress(state, handle)
+        else:
+            publication.done.set()
+        try:
+            await asyncio.wait_for(publication.done.wait(), timeout)
+        except TimeoutError:
+            for handle in list(publication.pending.values()):
+                publication.settle(handle, "timeout", _waiting_for(handle, snapshot))
+        finally:
+            if publication in state.publications:
+                state.publications.remove(publication)
+        answered = [o.seconds for o in publication.outcomes if o.seconds is not None]
+        return Convergence(
+            group=group,
+            versions=snapshot.versions,
+            seconds=max(answered, default=time.monotonic() - started),
+            outcomes=tuple(sorted(publication.outcomes, key=lambda o: o.stream_id)),
+        )
+
+    # ---- stream side ----------------------------------------------------------------
+    def open_stream(self, node_id: str, group: str) -> StreamHandle:
+        self._next_stream += 1
+        handle = StreamHandle(self._next_stream, node_id, group, self._clock())
+        self._group(group).streams[handle.stream_id] = handle
+        return handle
+
+    def close_stream(self, handle: StreamHandle) -> None:
+        state = self._group(handle.group)
+        state.streams.pop(handle.stream_id, None)
+        for publication in state.publications:
+            publication.settle(handle, "disconnected")
+
+    def changed(self, group: str) -> asyncio.Event:
+        """An event set when ``group``'s snapshot is next replaced."""
+        return self._group(group).changed
+
+    def subscribed(self, handle: StreamHandle, type_url: str) -> None:
+        handle.subscribed.add(type_url)
+
+    def acked(self, handle: StreamHandle, type_url: str, version: str) -> None:
+        handle.acked[type_url] = version
+        self._progress(self._group(handle.group), handle)
+
+    def nacked(self, handle: StreamHandle, type_url: str, version: str, message: str) -> None:
+        nack = Nack(handle.node_id, type_url, version, message, self._clock())
+        handle.nacked[type_url] = nack
+        state = self._group(handle.group)
+        state.last_nack = nack
+        self._log.warning(
+            "NACK from node %s (group %s) for %s version %s: %s",
+            handle.node_id, handle.group, type_urls.SHORT_NAMES.get(type_url, type_url),
+            version, message,
+        )
+        self._progress(state, handle)
+
+    def _progress(self, state: _Group, handle: StreamHandle) -> None:
+        for publication in state.publications:
+            if handle.stream_id in publication.pending:
+                outcome = handle.resolved(publication.snapshot)
+                if outcome is not None:
+                    detail = "; ".join(n.message for n in handle.nacked.values()
+                                       if n.version == publication.snapshot.version(n.type_url))
+                    publication.settle(handle, outcome, detail)
+
+    # ---- status ---------------------------------------------------------------------
+    def status(self, group: str) -> dict[str, object]:
+        """A JSON-ready view of the group: versions, connected proxies, last NACK."""
+        state = self._group(group)
+        snapshot = state.snapshot
+        return {
+            "group": group,
+            "versions": snapshot.versions if snapshot else {},
+            "proxies": [
+                {
+                    "node": h.node_id,
+                    "stream": h.stream_id,
+                    "connected_at": h.connected_at,
+                    "acked": {type_urls.SHORT_NAMES[t]: v for t, v in sorted(h.acked.items())},
+                    "in_sync": bool(snapshot) and h.resolved(snapshot) == "acked",
+                }
+                for h in state.streams.values()
+            ],
+            "last_nack": state.last_nack.as_dict() if state.last_nack else None,
+        }
+
+
+def _bridge(old: Snapshot, new: Snapshot) -> Snapshot:
+    """New listeners and routes over the union of old and new clusters and endpoints."""
+    def union(type_url: str) -> list:
+        merged = dict(old.resources(type_url))
+        merged.update(new.resources(type_url))
+        return list(merged.values())
+
+    return Snapshot.build(
+        listeners=new.resources(type_urls.LISTENER).values(),
+        routes=new.resources(type_urls.ROUTE).values(),
+        clusters=union(type_urls.CLUSTER),
+        endpoints=union(type_urls.ENDPOINT),
+    )
+
+
+def _waiting_for(handle: StreamHandle, snapshot: Snapshot) -> str:
+    missing = [
+        type_urls.SHORT_NAMES[t] for t in sorted(handle.subscribed)
+        if handle.acked.get(t) != snapshot.version(t)
+    ]
+    return "no answer for " + ", ".join(missing)

@@ -1,0 +1,223 @@
+"""Builders of the Envoy resources Turnout serves. Pure functions returning protobufs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import (
+    address_pb2,
+    base_pb2,
+    config_source_pb2,
+    health_check_pb2,
+    protocol_pb2,
+)
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_pb2
+from envoy.type.matcher.v3 import string_pb2
+from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+
+_HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+RETRY_ON = "connect-failure,refused-stream,unavailable"
+
+
+def _any(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    whole = int(seconds)
+    return duration_pb2.Duration(seconds=whole, nanos=round((seconds - whole) * 1e9))
+
+
+def _ads() -> config_source_pb2.ConfigSource:
+    return config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(),
+        resource_api_version=config_source_pb2.V3,
+    )
+
+
+@dataclass(frozen=True)
+class HostPort:
+    """One upstream endpoint as EDS sees it."""
+
+    host: str
+    port: int
+    healthy: bool = True
+
+
+def grpc_cluster(name: str, *, connect_timeout_s: float = 1.0) -> cluster_pb2.Cluster:
+    """An EDS cluster fed over ADS, speaking HTTP/2 (gRPC) to its upstreams."""
+    http2 = hpo_pb2.HttpProtocolOptions(
+        explicit_http_config=hpo_pb2.HttpProtocolOptions.ExplicitHttpConfig(
+            http2_protocol_options=protocol_pb2.Http2ProtocolOptions()
+        )
+    )
+    return cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.EDS,
+        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads()),
+        connect_timeout=_duration(connect_timeout_s),
+        lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
+        typed_extension_protocol_options={_HTTP_OPTIONS_KEY: _any(http2)},
+    )
+
+
+def load_assignment(
+    cluster: str, endpoints: Iterable[HostPort]
+) -> endpoint_pb2.ClusterLoadAssignment:
+    """The endpoints of ``cluster`` with their health (unhealthy hosts get no traffic)."""
+    lb_endpoints = [
+        endpoint_components_pb2.LbEndpoint(
+            endpoint=endpoint_components_pb2.Endpoint(
+                address=address_pb2.Address(
+                    socket_address=address_pb2.SocketAddress(address=e.host, port_value=e.port)
+                )
+            ),
+            health_status=health_check_pb2.HEALTHY if e.healthy else health_check_pb2.UNHEALTHY,
+        )
+        for e in endpoints
+    ]
+    return endpoint_pb2.ClusterLoadAssignment(
+        cluster_name=cluster,
+        endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=lb_endpoints)],
+    )
+
+
+def http_listener(
+    name: str, *, host: str, port: int, route_config: str, stat_prefix: str = "ingress"
+) -> listener_pb2.Listener:
+    """A listener whose connection manager takes its routes from RDS (over ADS).
+
+    The codec is AUTO, so gRPC clients (HTTP/2 with prior knowledge) and HTTP/1.1 both work.
+    """
+    manager = hcm_pb2.HttpConnectionManager(
+        stat_prefix=stat_prefix,
+        codec_type=hcm_pb2.HttpConnectionManager.AUTO,
+        rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=route_config),
+        http_filters=[
+            hcm_pb2.HttpFilter(
+                name="envoy.filters.http.router", typed_config=_any(router_pb2.Router())
+            )
+        ],
+        http2_protocol_options=protocol_pb2.Http2ProtocolOptions(),
+    )
+    return listener_pb2.Listener(
+        name=name,
+        address=address_pb2.Address(
+            socket_address=address_pb2.SocketAddress(address=host, port_value=port)
+        ),
+        filter_chains=[
+            listener_components_pb2.FilterChain(
+                filters=[
+                    listener_components_pb2.Filter(
+                        name="envoy.filters.network.http_connection_manager",
+                        typed_config=_any(manager),
+                    )
+                ]
+            )
+        ],
+    )
+
+
+def _retry_policy(retries: int) -> rc_pb2.RetryPolicy:
+    return rc_pb2.RetryPolicy(
+        retry_on=RETRY_ON,
+        num_retries=wrappers_pb2.UInt32Value(value=retries),
+        retry_host_predicate=[
+            rc_pb2.RetryPolicy.RetryHostPredicate(
+                name="envoy.retry_host_predicates.previous_hosts",
+                typed_config=_any(previous_hosts_pb2.PreviousHostsPredicate()),
+            )
+        ],
+        host_selection_retry_max_attempts=3,
+    )
+
+
+def _served_by(slot: str) -> list[base_pb2.HeaderValueOption]:
+    return [
+        base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key="x-turnout-served-by", value=slot),
+            append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+        )
+    ]
+
+
+def split_routes(
+    name: str,
+    *,
+    clusters: Mapping[str, str],
+    weights: Mapping[str, int],
+    header: str = "x-turnout-slot",
+    retries: int = 2,
+    timeout_s: float = 60.0,
+    validate_clusters: bool = True,
+) -> route_pb2.RouteConfiguration:
+    """Routes for a set of slots: a request whose ``header`` names a slot goes to that
+    slot's cluster; every other request is split by ``weighted_clusters``.
+
+    ``clusters`` maps slot name to cluster name; ``weights`` maps slot name to a
+    non-negative relative weight (their sum must be positive). Every cluster stays
+    named in the weighted split, at weight 0 if idle, so a weight change never touches CDS.
+    ``validate_clusters`` makes Envoy reject (NACK) a table naming an unknown cluster.
+    """
+    if sum(weights.values()) <= 0:
+        raise ValueError("weights must sum to more than 0")
+    unknown = set(weights) - set(clusters)
+    if unknown:
+        raise ValueError(f"weights name unknown slots: {sorted(unknown)}")
+    retry = _retry_policy(retries)
+    timeout = _duration(timeout_s)
+    routes = [
+        rc_pb2.Route(
+            name=f"preview-{slot}",
+            match=rc_pb2.RouteMatch(
+                prefix="/",
+                headers=[
+                    rc_pb2.HeaderMatcher(
+                        name=header,
+                        string_match=string_pb2.StringMatcher(exact=slot),
+                    )
+                ],
+            ),
+            route=rc_pb2.RouteAction(cluster=cluster, retry_policy=retry, timeout=timeout),
+            response_headers_to_add=_served_by(slot),
+        )
+        for slot, cluster in sorted(clusters.items())
+    ]
+    routes.append(
+        rc_pb2.Route(
+            name="split",
+            match=rc_pb2.RouteMatch(prefix="/"),
+            route=rc_pb2.RouteAction(
+                weighted_clusters=rc_pb2.WeightedCluster(
+                    clusters=[
+                        rc_pb2.WeightedCluster.ClusterWeight(
+                            name=cluster,
+                            weight=wrappers_pb2.UInt32Value(value=weights.get(slot, 0)),
+                            response_headers_to_add=_served_by(slot),
+                        )
+                        for slot, cluster in sorted(clusters.items())
+                    ]
+                ),
+                retry_policy=retry,
+                timeout=timeout,
+            ),
+        )
+    )
+    return route_pb2.RouteConfiguration(
+        name=name,
+        virtual_hosts=[rc_pb2.VirtualHost(name="models", domains=["*"], routes=routes)],
+        validate_clusters=wrappers_pb2.BoolValue(value=validate_clusters),
+    )

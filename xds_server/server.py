@@ -1,0 +1,220 @@
+"""The ADS server: state-of-the-world streams, nonces, ACK and NACK.
+
+Rules followed (Envoy's xds_protocol; see the project's NOTES section 2):
+
+* nonces are per stream and per type; a request whose ``response_nonce`` is not the last
+  one sent for its type is stale and ignored;
+* a NACK is a request carrying ``error_detail``; the rejected version is not resent, the
+  stream waits for a new version, and the cache records the node and the message;
+* the node is read from a stream's first request and kept for the stream's life;
+* LDS and CDS are answered with the full set, RDS and EDS with the requested names, and a
+  request naming new resources is answered even when the version is unchanged;
+* a reconnecting Envoy that already holds the current version gets no redundant push;
+* pending types go out in the order CDS, EDS, LDS, RDS, and listeners and routes wait
+  until the stream has answered its outstanding clusters and endpoints (make before break);
+* only one response per type is outstanding at a time on a stream.
+
+Responses are pre-encoded by the snapshot and shared by every stream; a stream appends
+its nonce only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import grpc
+from envoy.service.discovery.v3 import discovery_pb2
+
+from xds_server import type_urls
+from xds_server.cache import SnapshotCache, StreamHandle
+from xds_server.snapshot import Snapshot
+
+ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+DEFAULT_GROUP = "turnout"
+
+
+@dataclass
+class _TypeState:
+    names: frozenset[str] = frozenset()
+    nonce: str = ""
+    sent_version: str | None = None
+    sent_names: frozenset[str] = frozenset()
+    outstanding: bool = False
+    sends: int = 0
+
+
+@dataclass
+class _Stream:
+    handle: StreamHandle | None = None
+    types: dict[str, _TypeState] = field(default_factory=dict)
+    nonce_counter: int = 0
+
+    def next_nonce(self) -> str:
+        self.nonce_counter += 1
+        return str(self.nonce_counter)
+
+
+class AdsServer:
+    """Serves ``StreamAggregatedResources`` from a :class:`SnapshotCache`.
+
+    Register with ``server.add_generic_rpc_handlers((ads.handler(),))`` on a
+    ``grpc.aio.server``. Each stream is one coroutine on the server's event loop.
+    """
+
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        *,
+        default_group: str = DEFAULT_GROUP,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._cache = cache
+        self._default_group = default_group
+        self._log = logger or logging.getLogger("turnout.xds.server")
+        self.sends_by_type: dict[str, int] = dict.fromkeys(type_urls.ALL_TYPES, 0)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        method = grpc.stream_stream_rpc_method_handler(
+            self._serve,
+            request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+            response_serializer=None,  # responses are pre-encoded bytes
+        )
+        return grpc.method_handlers_generic_handler(
+            "envoy.service.discovery.v3.AggregatedDiscoveryService",
+            {"StreamAggregatedResources": method},
+        )
+
+    async def _serve(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:
+        stream = _Stream()
+        reader: asyncio.Task | None = None
+        waiter: asyncio.Task | None = None
+        try:
+            first = await context.read()
+            if first is grpc.aio.EOF:
+                return
+            if not first.HasField("node") or not first.node.id:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry node.id"
+                )
+            group = first.node.cluster or self._default_group
+            stream.handle = self._cache.open_stream(first.node.id, group)
+            self._log.info(
+                "stream %d opened: node %s, group %s",
+                stream.handle.stream_id, first.node.id, group,
+            )
+            changed = self._cache.changed(group)
+            for response in self._on_request(stream, first):
+                await context.write(response)
+            reader = asyncio.ensure_future(context.read())
+            waiter = asyncio.ensure_future(changed.wait())
+            while True:
+                done, _ = await asyncio.wait(
+                    {reader, waiter}, return_when=asyncio.FIRST_COMPLETED
+                )
+                responses: list[bytes] = []
+                if reader in done:
+                    request = reader.result()
+                    if request is grpc.aio.EOF:
+                        return
+                    responses.extend(self._on_request(stream, request))
+                    reader = asyncio.ensure_future(context.read())
+                if waiter in done:
+                    changed = self._cache.changed(group)
+                    waiter = asyncio.ensure_future(changed.wait())
+                    responses.extend(self._flush(stream))
+                for response in responses:
+                    await context.write(response)
+        finally:
+            for task in (reader, waiter):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+            if stream.handle is not None:
+                self._log.info("stream %d closed", stream.handle.stream_id)
+                self._cache.close_stream(stream.handle)
+
+    # ---- protocol ---------------------------------------------------------------------
+    def _on_request(self, stream: _Stream, request: discovery_pb2.DiscoveryRequest) -> list[bytes]:
+        handle = stream.handle
+        assert handle is not None
+        type_url = request.type_url
+        if type_url not in type_urls.ALL_TYPES:
+            self._log.warning("node %s asked for unsupported type %s", handle.node_id, type_url)
+            return []
+        state = stream.types.get(type_url)
+        if state is None:
+            state = stream.types[type_url] = _TypeState()
+            self._cache.subscribed(handle, type_url)
+            if request.version_info and not request.response_nonce:
+                # A reconnecting Envoy already holds this version: no need to push it again.
+                state.sent_version = request.version_info
+                state.sent_names = frozenset(request.resource_names)
+                self._cache.acked(handle, type_url, request.version_info)
+        elif not request.response_nonce:
+            pass  # a subscription change, not an answer to any response
+        elif request.response_nonce != state.nonce:
+            return []  # stale: answers a response that a newer one has replaced
+        elif request.HasField("error_detail"):
+            state.outstanding = False
+            self._cache.nacked(
+                handle, type_url, state.sent_version or "", request.error_detail.message
+            )
+        else:
+            state.outstanding = False
+            self._cache.acked(handle, type_url, request.version_info)
+        if type_url not in type_urls.WILDCARD_TYPES:
+            state.names = frozenset(request.resource_names)
+        return self._flush(stream)
+
+    def _flush(self, stream: _Stream) -> list[bytes]:
+        handle = stream.handle
+        assert handle is not None
+        snapshot = self._cache.snapshot(handle.group)
+        if snapshot is None:
+            return []
+        out: list[bytes] = []
+        for type_url in type_urls.PUSH_ORDER:
+            state = stream.types.get(type_url)
+            if state is None or state.outstanding:
+                continue
+            if type_url in type_urls.DEPENDENT_TYPES and self._prerequisites_pending(stream):
+                continue
+            encoded = self._response_for(snapshot, type_url, state)
+            if encoded is None:
+                continue
+            nonce = stream.next_nonce()
+            state.nonce = nonce
+            state.sent_version = snapshot.version(type_url)
+            state.sent_names = state.names
+            state.outstanding = True
+            state.sends += 1
+            self.sends_by_type[type_url] += 1
+            out.append(encoded + discovery_pb2.DiscoveryResponse(nonce=nonce).SerializeToString())
+        return out
+
+    @staticmethod
+    def _prerequisites_pending(stream: _Stream) -> bool:
+        for type_url in (type_urls.CLUSTER, type_urls.ENDPOINT):
+            state = stream.types.get(type_url)
+            if state is not None and state.outstanding:
+                return True
+        return False
+
+    @staticmethod
+    def _response_for(snapshot: Snapshot, type_url: str, state: _TypeState) -> bytes | None:
+        version = snapshot.version(type_url)
+        if type_url in type_urls.WILDCARD_TYPES:
+            return None if state.sent_version == version else snapshot.encode(type_url, None)
+        if not state.names:
+            return None
+        available = state.names & snapshot.names(type_url)
+        if not available:
+            return None
+        newly_requested = not state.names <= state.sent_names
+        if state.sent_version == version and not newly_requested:
+            return None
+        return snapshot.encode(type_url, state.names)

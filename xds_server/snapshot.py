@@ -1,0 +1,184 @@
+"""Snapshots: one frozen, versioned set of Envoy resources for a node group.
+
+A snapshot is a value. Each type's version is a digest of its resources' deterministic
+serialisation, so publishing the same content twice yields the same version (a restarted
+control plane recognises what a reconnecting Envoy already has and pushes nothing).
+Responses are encoded once per (type, requested names) and the bytes are shared by every
+stream: callers only append their nonce.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+from xds_server import type_urls
+from xds_server.errors import InconsistentSnapshotError
+
+_HCM_TYPE = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
+
+
+def resource_name(message: Message) -> str:
+    """The xDS name of a resource (``cluster_name`` for a ClusterLoadAssignment)."""
+    if isinstance(message, endpoint_pb2.ClusterLoadAssignment):
+        return message.cluster_name
+    return message.name  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class _TypeSet:
+    """One type's resources, packed once, with the version digest over them."""
+
+    version: str
+    messages: Mapping[str, Message]
+    packed: Mapping[str, any_pb2.Any]
+
+    @classmethod
+    def of(cls, type_url: str, messages: Iterable[Message]) -> _TypeSet:
+        by_name: dict[str, Message] = {}
+        for message in messages:
+            name = resource_name(message)
+            if name in by_name:
+                raise InconsistentSnapshotError([f"duplicate {type_url} resource {name!r}"])
+            by_name[name] = message
+        packed = {
+            name: any_pb2.Any(type_url=type_url, value=msg.SerializeToString(deterministic=True))
+            for name, msg in sorted(by_name.items())
+        }
+        digest = hashlib.sha256()
+        for name, any_msg in packed.items():
+            digest.update(name.encode())
+            digest.update(b"\0")
+            digest.update(any_msg.value)
+            digest.update(b"\0")
+        return cls(
+            version=digest.hexdigest()[:16],
+            messages=MappingProxyType(by_name),
+            packed=MappingProxyType(packed),
+        )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Listeners, routes, clusters and endpoints for one node group, with a version per type.
+
+    Immutable and safe to share between streams and tasks. :meth:`encode` memoises response
+    bytes; the memo is the only mutable part and is only ever added to.
+    """
+
+    types: Mapping[str, _TypeSet]
+    _encoded: dict[tuple[str, frozenset[str] | None], bytes] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        listeners: Iterable[listener_pb2.Listener] = (),
+        routes: Iterable[route_pb2.RouteConfiguration] = (),
+        clusters: Iterable[cluster_pb2.Cluster] = (),
+        endpoints: Iterable[endpoint_pb2.ClusterLoadAssignment] = (),
+    ) -> Snapshot:
+        return cls(
+            types=MappingProxyType(
+                {
+                    type_urls.LISTENER: _TypeSet.of(type_urls.LISTENER, listeners),
+                    type_urls.ROUTE: _TypeSet.of(type_urls.ROUTE, routes),
+                    type_urls.CLUSTER: _TypeSet.of(type_urls.CLUSTER, clusters),
+                    type_urls.ENDPOINT: _TypeSet.of(type_urls.ENDPOINT, endpoints),
+                }
+            )
+        )
+
+    def version(self, type_url: str) -> str:
+        return self.types[type_url].version
+
+    @property
+    def versions(self) -> dict[str, str]:
+        """Versions keyed by short type name (``lds``, ``rds``, ``cds``, ``eds``)."""
+        return {type_urls.SHORT_NAMES[t]: ts.version for t, ts in self.types.items()}
+
+    def resources(self, type_url: str) -> Mapping[str, Message]:
+        return self.types[type_url].messages
+
+    def names(self, type_url: str) -> frozenset[str]:
+        return frozenset(self.types[type_url].messages)
+
+    def encode(self, type_url: str, names: frozenset[str] | None) -> bytes:
+        """The DiscoveryResponse for ``type_url`` (all resources when ``names`` is None),
+        serialised without a nonce. Append a serialised ``DiscoveryResponse(nonce=...)``:
+        concatenated protobuf messages merge, so the bytes are shared by all streams."""
+        key = (type_url, names)
+        cached = self._encoded.get(key)
+        if cached is None:
+            type_set = self.types[type_url]
+            wanted = type_set.packed if names is None else {
+                n: a for n, a in type_set.packed.items() if n in names
+            }
+            cached = discovery_pb2.DiscoveryResponse(
+                version_info=type_set.version,
+                type_url=type_url,
+                resources=list(wanted.values()),
+            ).SerializeToString()
+            self._encoded[key] = cached
+        return cached
+
+    def consistent(self) -> None:
+        """Raise :class:`InconsistentSnapshotError` unless every reference resolves:
+        listeners name route tables present here, routes name clusters present here, and
+        every EDS cluster has a ClusterLoadAssignment."""
+        problems: list[str] = []
+        clusters = self.resources(type_urls.CLUSTER)
+        routes = self.resources(type_urls.ROUTE)
+        endpoints = self.names(type_urls.ENDPOINT)
+        for name, cluster in clusters.items():
+            if cluster.type == cluster_pb2.Cluster.EDS:
+                eds_name = cluster.eds_cluster_config.service_name or name
+                if eds_name not in endpoints:
+                    problems.append(f"cluster {name!r} has no endpoints {eds_name!r}")
+        for name, listener in self.resources(type_urls.LISTENER).items():
+            for route_name in _rds_names(listener):
+                if route_name not in routes:
+                    problems.append(f"listener {name!r} names unknown route table {route_name!r}")
+        for name, table in routes.items():
+            for cluster_name in _route_clusters(table):
+                if cluster_name not in clusters:
+                    problems.append(f"route table {name!r} names unknown cluster {cluster_name!r}")
+        if problems:
+            raise InconsistentSnapshotError(problems)
+
+
+def _rds_names(listener: listener_pb2.Listener) -> Iterable[str]:
+    for chain in listener.filter_chains:
+        for network_filter in chain.filters:
+            if network_filter.typed_config.type_url == _HCM_TYPE:
+                hcm = hcm_pb2.HttpConnectionManager()
+                network_filter.typed_config.Unpack(hcm)
+                if hcm.HasField("rds"):
+                    yield hcm.rds.route_config_name
+
+
+def _route_clusters(table: route_pb2.RouteConfiguration) -> Iterable[str]:
+    for vhost in table.virtual_hosts:
+        for route in vhost.routes:
+            if not route.HasField("route"):
+                continue
+            action = route.route
+            if action.cluster:
+                yield action.cluster
+            for weighted in action.weighted_clusters.clusters:
+                yield weighted.name

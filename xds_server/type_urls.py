@@ -1,0 +1,19 @@
+"""xDS type URLs and the order in which types are pushed (make before break)."""
+
+LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+
+#: Clusters, then their endpoints, then listeners, then routes: a route never names a
+#: cluster Envoy does not have yet.
+PUSH_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+
+#: Types whose responses carry the full set (a missing resource is deleted).
+WILDCARD_TYPES = frozenset({LISTENER, CLUSTER})
+
+#: Types whose pending pushes wait until the stream has ACKed clusters and endpoints.
+DEPENDENT_TYPES = frozenset({LISTENER, ROUTE})
+
+SHORT_NAMES = {LISTENER: "lds", ROUTE: "rds", CLUSTER: "cds", ENDPOINT: "eds"}
+ALL_TYPES = frozenset(SHORT_NAMES)
