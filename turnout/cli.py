@@ -140,3 +140,7 @@ def render_status(data: dict[str, Any]) -> str:
     else:
         lines.append("last NACK  none")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

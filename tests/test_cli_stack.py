@@ -1,0 +1,54 @@
+"""The real CLI end to end: `turnout stack up`, `traffic set`, `status`, `stack down`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from triton_slots.procs import pid_alive
+from turnout.loadgen import send
+from turnout.stack import StackInfo
+
+pytestmark = pytest.mark.integration
+
+
+def turnout(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "turnout.cli", *args], capture_output=True, text=True,
+        timeout=120, check=check,
+    )
+
+
+def test_stack_lifecycle_through_the_cli(tmp_path: Path):
+    directory = tmp_path / "stack"
+    up = turnout("stack", "up", "--dir", str(directory))
+    info = StackInfo.load(directory)
+    try:
+        assert f"ingress {info.ingress}" in up.stdout
+        assert len(info.processes) == 4  # two Tritons, the control plane, Envoy
+        again = turnout("stack", "up", "--dir", str(directory), check=False)
+        assert again.returncode != 0 and "already running" in again.stderr
+
+        moved = turnout("traffic", "set", "--green", "30", "--dir", str(directory))
+        assert "1/1 proxies ACKed" in moved.stdout
+        status = json.loads(turnout("status", "--json", "--dir", str(directory)).stdout)
+        assert status["weights"] == {"blue": 70, "green": 30}
+        assert [p["in_sync"] for p in status["xds"]["proxies"]] == [True]
+        assert all(e["ready"] for eps in status["slots"].values() for e in eps)
+        assert send(info.ingress, 50, concurrency=2).failed == 0
+
+        bad = turnout("traffic", "set", "--green", "130", "--dir", str(directory), check=False)
+        assert bad.returncode == 2 and "130" in bad.stderr
+        for log in info.logs.values():
+            assert os.path.getsize(log) > 0, log
+    finally:
+        down = turnout("stack", "down", "--dir", str(directory))
+    assert "stack stopped (4 processes)" in down.stdout
+    assert not any(pid_alive(pid) for pid in info.processes.values())
+    missing = turnout("status", "--dir", str(directory), check=False)
+    assert missing.returncode == 1 and "no stack" in missing.stderr

@@ -1,0 +1,117 @@
+"""Real Envoy + real Triton + our ADS server: splits, preview header, switching, NACK."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from turnout.cli import main as cli
+from turnout.loadgen import LoadGenerator, send
+from turnout.topology import ROUTE_NAME
+from xds_server import Snapshot
+from xds_server import type_urls as t
+from xds_server.resources import split_routes
+
+pytestmark = pytest.mark.integration
+
+
+def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {slot: after[slot] - before[slot] for slot in before}
+
+
+def test_split_90_10_within_3_points(live):
+    result = live.set_green(10)
+    assert result.converged, result
+    before = live.served()
+    stats = send(live.ingress, 2000, concurrency=4)
+    served = _delta(before, live.served())
+    assert stats.failed == 0, stats.errors
+    assert served["blue"] + served["green"] == 2000
+    green_share = served["green"] / 2000 * 100
+    assert 7.0 <= green_share <= 13.0, served
+
+
+@pytest.mark.parametrize("slot", ["blue", "green"])
+def test_preview_header_reaches_only_the_named_slot(live, slot):
+    # Weights send everything to the *other* slot: only the header can reach this one.
+    assert live.set_green(0 if slot == "green" else 100).converged
+    before = live.served()
+    stats = send(live.ingress, 300, concurrency=2, headers={"x-turnout-slot": slot})
+    served = _delta(before, live.served())
+    assert stats.failed == 0, stats.errors
+    other = "blue" if slot == "green" else "green"
+    assert served == {slot: 300, other: 0}
+
+
+def test_switch_0_100_0_under_load_drops_nothing(live):
+    assert live.set_green(0).converged
+    before = live.served()
+    load = LoadGenerator(live.ingress, concurrency=4).start()
+    pushes = []
+    try:
+        time.sleep(0.5)
+        for green in (10, 25, 50, 75, 100, 75, 50, 25, 10, 0):
+            result = live.set_green(green)
+            assert result.converged, result
+            pushes.append(result.seconds)
+            time.sleep(0.3)
+    finally:
+        stats = load.stop()
+    served = _delta(before, live.served())
+    assert stats.failed == 0, stats.errors
+    assert stats.ok > 500
+    assert served["green"] > 0 and served["blue"] > 0
+    assert served["blue"] + served["green"] == stats.ok
+    # The switches were RDS-only: Envoy never drained a listener or rebuilt a cluster.
+    envoy_stats = live.envoy.stats()
+    for counter in ("listener_manager.listener_modified", "cluster_manager.cluster_modified",
+                    "cluster_manager.cds.update_rejected"):
+        assert envoy_stats[counter] == 0, counter
+    assert envoy_stats["http.ingress.rds.ingress_routes.update_success"] >= 10
+
+
+def test_route_envoy_rejects_is_nacked_held_and_shown(live):
+    assert live.set_green(20).converged
+    good = live.plane.cache.snapshot(live.plane.config.group)
+    purple = split_routes(
+        ROUTE_NAME, clusters={"blue": "slot_blue", "green": "slot_purple"},
+        weights={"blue": 50, "green": 50},
+    )
+    bad = Snapshot.build(
+        listeners=good.resources(t.LISTENER).values(), routes=[purple],
+        clusters=good.resources(t.CLUSTER).values(),
+        endpoints=good.resources(t.ENDPOINT).values(),
+    )
+    load = LoadGenerator(live.ingress, concurrency=2).start()
+    try:
+        time.sleep(0.3)
+        sends_before = live.plane.ads.sends_by_type[t.ROUTE]
+        result = live.loop.run(live.plane.publish(bad, verify=False))
+        assert [o.outcome for o in result.outcomes] == ["nacked"]
+        assert "slot_purple" in result.outcomes[0].detail
+        time.sleep(1.0)
+        # Held: the rejected table was sent once and not again.
+        assert live.plane.ads.sends_by_type[t.ROUTE] == sends_before + 1
+        # The CLI shows the NACK with the node and Envoy's message.
+        shown = CliRunner().invoke(cli, ["status", "--json", "--dir", str(live.directory)])
+        assert shown.exit_code == 0, shown.output
+        nack = json.loads(shown.output)["xds"]["last_nack"]
+        assert nack["node"] == "envoy-test"
+        assert nack["type"] == "rds"
+        assert "slot_purple" in nack["message"]
+        text = CliRunner().invoke(cli, ["status", "--dir", str(live.directory)])
+        assert "last NACK" in text.output and "slot_purple" in text.output
+        # Envoy kept serving the last good table: traffic still flows, still split.
+        before = live.served()
+        stats = send(live.ingress, 400, concurrency=2)
+        assert stats.failed == 0, stats.errors
+        served = _delta(before, live.served())
+        assert served["blue"] > 0 and served["green"] > 0
+        # A good version is accepted again.
+        assert live.set_green(0).converged
+    finally:
+        stats = load.stop()
+    assert stats.failed == 0, stats.errors

@@ -1,0 +1,72 @@
+"""Snapshot values: versions, consistency, shared encoding."""
+
+from __future__ import annotations
+
+import pytest
+from envoy.service.discovery.v3 import discovery_pb2
+
+from tests.xds_fakes import snapshot
+from xds_server import InconsistentSnapshotError, Snapshot
+from xds_server import type_urls as t
+from xds_server.resources import grpc_cluster, split_routes
+
+
+def test_versions_are_content_digests():
+    assert snapshot(10).versions == snapshot(10).versions
+    assert snapshot(10).version(t.ROUTE) != snapshot(11).version(t.ROUTE)
+
+
+def test_health_change_is_eds_only():
+    before, after = snapshot(10).versions, snapshot(10, green_healthy=False).versions
+    assert {k for k in before if before[k] != after[k]} == {"eds"}
+
+
+def test_consistent_rejects_route_to_unknown_cluster():
+    good = snapshot(10)
+    purple = split_routes(
+        "ingress_routes", clusters={"blue": "slot_blue", "purple": "slot_purple"},
+        weights={"blue": 50, "purple": 50},
+    )
+    bad = Snapshot.build(
+        listeners=good.resources(t.LISTENER).values(),
+        routes=[purple],
+        clusters=good.resources(t.CLUSTER).values(),
+        endpoints=good.resources(t.ENDPOINT).values(),
+    )
+    with pytest.raises(InconsistentSnapshotError, match="slot_purple"):
+        bad.consistent()
+
+
+def test_consistent_rejects_cluster_without_endpoints_and_listener_without_routes():
+    good = snapshot(0)
+    bad = Snapshot.build(
+        listeners=good.resources(t.LISTENER).values(),
+        clusters=[*good.resources(t.CLUSTER).values(), grpc_cluster("slot_extra")],
+        endpoints=good.resources(t.ENDPOINT).values(),
+    )
+    with pytest.raises(InconsistentSnapshotError) as info:
+        bad.consistent()
+    text = str(info.value)
+    assert "slot_extra" in text
+    assert "ingress_routes" in text
+
+
+def test_duplicate_names_are_refused():
+    with pytest.raises(InconsistentSnapshotError, match="duplicate"):
+        Snapshot.build(clusters=[grpc_cluster("a"), grpc_cluster("a")])
+
+
+def test_encoding_is_shared_and_a_nonce_can_be_appended():
+    snap = snapshot(10)
+    first = snap.encode(t.ROUTE, frozenset({"ingress_routes"}))
+    assert snap.encode(t.ROUTE, frozenset({"ingress_routes"})) is first
+    wire = first + discovery_pb2.DiscoveryResponse(nonce="42").SerializeToString()
+    parsed = discovery_pb2.DiscoveryResponse.FromString(wire)
+    assert parsed.nonce == "42"
+    assert parsed.version_info == snap.version(t.ROUTE)
+    assert len(parsed.resources) == 1
+
+
+def test_weights_must_sum_positive():
+    with pytest.raises(ValueError):
+        split_routes("r", clusters={"blue": "slot_blue"}, weights={"blue": 0})
