@@ -6,22 +6,24 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from triton_slots.artifact import inspect
+from triton_slots.deploy import stage_artifact
 from triton_slots.launcher import TritonServer, prepare_backends
 from triton_slots.procs import ManagedProcess, ProcessError, free_port, pid_alive, stop_pid
+from triton_slots.registry import LocalRegistry
 from triton_slots.slot import SLOT_NAMES, Endpoint
 from turnout.config import ControlPlaneConfig
 from turnout.errors import StackError
 from turnout.proxy import EnvoyProxy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE_MODEL = REPO_ROOT / "examples" / "models" / "classifier"
+EXAMPLE_MODEL = REPO_ROOT / "examples" / "models" / "classifier" / "v1"
 DEFAULT_DIR = Path(".turnout")
 Progress = Callable[[str], None]
 
@@ -67,6 +69,10 @@ class StackInfo:
         return [Endpoint.from_dict(e) for e in self.slots.get(slot, [])]
 
 
+def registry_root(directory: Path) -> Path:
+    return directory / "registry"
+
+
 def slot_repository(directory: Path, slot: str) -> Path:
     return directory / "slots" / slot / "models"
 
@@ -78,20 +84,21 @@ def start_slots(
     """Start ``per_slot`` Triton servers for each slot, each slot with its own model
     repository holding ``model``; wait until all are ready. Stops them all on failure."""
     backends = prepare_backends(directory / "triton-backends")
+    registry = LocalRegistry(registry_root(directory))
+    record = registry.push(model, name=inspect(model).model_name, version=model.name,
+                           source=str(model))
     servers: dict[str, list[TritonServer]] = {s: [] for s in SLOT_NAMES}
     try:
         for slot in SLOT_NAMES:
             repository = slot_repository(directory, slot)
-            target = repository / model.name
-            if not target.exists():
-                repository.mkdir(parents=True, exist_ok=True)
-                shutil.copytree(model, target)
+            stage_artifact(record, repository)
             for index in range(per_slot):
                 name = f"triton-{slot}-{index}"
                 servers[slot].append(
                     TritonServer.start(
                         name=name, model_repository=repository, backends=backends,
-                        log_path=directory / "logs" / f"{name}.log", models=[model.name],
+                        log_path=directory / "logs" / f"{name}.log",
+                        models=[record.model_name],
                     )
                 )
         for pool in servers.values():
@@ -104,6 +111,9 @@ def start_slots(
             for server in pool:
                 server.stop()
         raise
+    if record.stage != "active":
+        registry.set_stage(record.name, record.version, "active",
+                           reason="initial version of the local stack", slot=SLOT_NAMES[0])
     return servers
 
 
@@ -134,7 +144,8 @@ def up(
     logs = directory / "logs"
     started: list[ManagedProcess] = []
     try:
-        progress(f"starting {per_slot} Triton server(s) per slot (model {model.name})")
+        model_name = inspect(model).model_name
+        progress(f"starting {per_slot} Triton server(s) per slot ({model_name} {model.name})")
         servers = start_slots(directory, per_slot=per_slot, model=model, progress=progress)
         started += [s.process for pool in servers.values() for s in pool]
         token = secrets.token_urlsafe(24)
@@ -174,7 +185,7 @@ def up(
         token=token,
         xds_port=ports["xds_port"],
         envoy_admin=envoy.admin_url,
-        model=model.name,
+        model=model_name,
         slots={slot: [e.as_dict() for e in eps] for slot, eps in config.slots.items()},
         processes={p.name: p.pid for p in started},
         logs={p.name: str(p.log_path) for p in started},

@@ -1,0 +1,79 @@
+"""Triton's HTTP repository and health API for one server (load, unload, ready, config).
+
+Foreign errors (HTTP, sockets) become :class:`TritonAdminError` carrying Triton's message.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from triton_slots.slot import Endpoint
+
+
+class TritonAdminError(RuntimeError):
+    def __init__(self, endpoint: Endpoint, message: str) -> None:
+        self.endpoint = endpoint
+        super().__init__(f"{endpoint.http_url}: {message}")
+
+
+class TritonAdmin:
+    def __init__(self, endpoint: Endpoint, *, timeout: float = 60.0) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else (b"" if method == "POST"
+                                                                   else None)
+        request = urllib.request.Request(self.endpoint.http_url + path, data=data, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                raw = response.read()
+                return response.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                message = json.loads(raw).get("error", raw.decode())
+            except (json.JSONDecodeError, AttributeError):
+                message = raw.decode(errors="replace") or exc.reason
+            return exc.code, {"error": message}
+        except (urllib.error.URLError, OSError) as exc:
+            raise TritonAdminError(self.endpoint, f"unreachable: {exc}") from exc
+
+    def server_ready(self) -> bool:
+        try:
+            status, _ = self._call("GET", "/v2/health/ready")
+        except TritonAdminError:
+            return False
+        return status == 200
+
+    def load(self, model: str) -> None:
+        status, body = self._call("POST", f"/v2/repository/models/{model}/load")
+        if status != 200:
+            raise TritonAdminError(self.endpoint, f"load {model!r} failed: {body['error']}")
+
+    def unload(self, model: str) -> None:
+        status, body = self._call("POST", f"/v2/repository/models/{model}/unload")
+        if status != 200:
+            raise TritonAdminError(self.endpoint, f"unload {model!r} failed: {body['error']}")
+
+    def model_ready(self, model: str) -> bool:
+        try:
+            status, _ = self._call("GET", f"/v2/models/{model}/ready")
+        except TritonAdminError:
+            return False
+        return status == 200
+
+    def model_config(self, model: str) -> dict[str, Any]:
+        status, body = self._call("GET", f"/v2/models/{model}/config")
+        if status != 200:
+            raise TritonAdminError(self.endpoint, f"config of {model!r}: {body['error']}")
+        return body
+
+    def index(self) -> list[dict[str, Any]]:
+        status, body = self._call("POST", "/v2/repository/index", {})
+        if status != 200:
+            raise TritonAdminError(self.endpoint, f"repository index: {body['error']}")
+        return body

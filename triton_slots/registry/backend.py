@@ -1,0 +1,103 @@
+"""The registry interface, its records, and its errors.
+
+    RegistryError
+     ├── ArtifactExistsError      name:version already pushed with other content
+     ├── ArtifactNotFoundError    no such name:version
+     ├── CorruptArtifactError     stored files no longer match the recorded digest
+     └── StageTransitionError     e.g. retired -> active
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+STAGES = ("candidate", "active", "standby", "failed", "retired")
+
+#: Allowed stage changes (a deploy may always reset to candidate, except from active).
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "candidate": frozenset({"candidate", "active", "failed", "retired", "standby"}),
+    "active": frozenset({"standby", "failed", "active"}),
+    "standby": frozenset({"active", "retired", "candidate", "standby", "failed"}),
+    "failed": frozenset({"candidate", "retired", "failed"}),
+    "retired": frozenset({"candidate", "retired"}),
+}
+
+
+class RegistryError(Exception):
+    """Base class of registry errors."""
+
+
+class ArtifactExistsError(RegistryError):
+    pass
+
+
+class ArtifactNotFoundError(RegistryError):
+    pass
+
+
+class CorruptArtifactError(RegistryError):
+    pass
+
+
+class StageTransitionError(RegistryError):
+    pass
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """``name:version`` -> (name, version)."""
+    name, sep, version = ref.partition(":")
+    if not sep or not name or not version:
+        raise RegistryError(f"expected NAME:VERSION, got {ref!r}")
+    return name, version
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    """One registry entry. ``path`` is owned by the registry: read it, never write it."""
+
+    name: str
+    version: str
+    digest: str
+    created: float
+    source: str
+    model_name: str
+    path: Path
+    labels: dict[str, str] = field(default_factory=dict)
+    slot: str | None = None
+    stage: str = "candidate"
+    stage_reason: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "version": self.version, "digest": self.digest,
+            "created": self.created, "source": self.source, "model_name": self.model_name,
+            "path": str(self.path), "labels": self.labels, "slot": self.slot,
+            "stage": self.stage, "stage_reason": self.stage_reason,
+        }
+
+
+class RegistryBackend(Protocol):
+    """Where artifacts live. Implementations must make a push visible only once complete,
+    and be safe with concurrent writers."""
+
+    def push(self, directory: Path, *, name: str, version: str, source: str = "",
+             labels: dict[str, str] | None = None) -> ArtifactRecord: ...
+
+    def get(self, name: str, version: str) -> ArtifactRecord: ...
+
+    def list(self, name: str | None = None) -> list[ArtifactRecord]: ...
+
+    def verify(self, name: str, version: str) -> ArtifactRecord: ...
+
+    def set_stage(self, name: str, version: str, stage: str, *, reason: str = "",
+                  slot: str | None = None, clear_slot: bool = False) -> ArtifactRecord: ...
+
+    def save_report(self, name: str, version: str, kind: str, body: dict[str, Any]) -> None: ...
+
+    def report(self, name: str, version: str, kind: str) -> dict[str, Any] | None: ...
