@@ -98,6 +98,7 @@ class Live:
             directory=str(directory), ingress=live.ingress,
             api_url=f"http://127.0.0.1:{plane.api_port}", token=config.token,
             xds_port=plane.xds_port, envoy_admin=envoy.admin_url, model="classifier",
+            slots={slot: [s.endpoint.as_dict() for s in pool] for slot, pool in servers.items()},
         ).save()
         return live
 

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from turnout import stack as local_stack
+from turnout.cli_models import register as register_models
 from turnout.client import ApiClient
 from turnout.errors import TurnoutError
 
@@ -110,6 +111,9 @@ def status(directory: Path, as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2))
         return
     click.echo(render_status(data))
+
+
+register_models(main, dir_option)
 
 
 def render_status(data: dict[str, Any]) -> str:

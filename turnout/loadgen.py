@@ -6,6 +6,7 @@ request is accounted for: ``ok`` or ``failed`` by gRPC status.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter
@@ -66,6 +67,7 @@ class LoadGenerator:
         headers: dict[str, str] | None = None,
         limit: int | None = None,
         keep_latencies: bool = False,
+        warmup: int = 0,
     ) -> None:
         self.address = address
         self.model = model
@@ -74,6 +76,7 @@ class LoadGenerator:
         self.headers = headers
         self.limit = limit
         self.keep_latencies = keep_latencies
+        self.warmup = warmup  # per thread, sent before counting (connection set-up)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._stats = LoadStats()
@@ -92,6 +95,11 @@ class LoadGenerator:
         inputs = make_inputs(self.batch, seed=seed)
         local = LoadStats()
         try:
+            for _ in range(self.warmup):
+                if self._stop.is_set():
+                    break
+                with contextlib.suppress(InferenceServerException):
+                    client.infer(self.model, inputs, headers=self.headers, client_timeout=30)
             while not self._stop.is_set() and self._take_ticket():
                 started = time.perf_counter()
                 try:

@@ -1,0 +1,1 @@
+"""Gates: the pre-traffic validation suite (``gates.validation``) and metric gates."""

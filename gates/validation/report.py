@@ -1,0 +1,58 @@
+"""Verdicts and evidence of the validation suite, as JSON and as a table."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check: ``passed`` only with evidence that it passed (missing data fails)."""
+
+    name: str
+    passed: bool
+    summary: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class ValidationReport:
+    ref: str
+    digest: str
+    slot: str
+    baseline_slot: str | None
+    started: float
+    seconds: float = 0.0
+    checks: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["passed"] = self.passed
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ValidationReport:
+        checks = [CheckResult(**c) for c in data.get("checks", [])]
+        fields = {k: v for k, v in data.items() if k not in ("checks", "passed")}
+        return cls(**fields, checks=checks)
+
+    def table(self) -> str:
+        width = max((len(c.name) for c in self.checks), default=10)
+        lines = [
+            f"validation of {self.ref} ({self.digest[:12]}) on slot {self.slot}"
+            + (f", compared with {self.baseline_slot}" if self.baseline_slot else ""),
+            f"{'check':<{width}}  verdict  seconds  evidence",
+        ]
+        for check in self.checks:
+            verdict = "PASS" if check.passed else "FAIL"
+            lines.append(f"{check.name:<{width}}  {verdict:<7}  {check.seconds:>7.2f}  "
+                         f"{check.summary}")
+        lines.append(f"{'overall':<{width}}  {'PASS' if self.passed else 'FAIL':<7}  "
+                     f"{self.seconds:>7.2f}")
+        return "\n".join(lines)

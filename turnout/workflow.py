@@ -1,0 +1,69 @@
+"""Deploy and validate against the local stack: glue between the registry, the slots and
+the control plane's view of which slot is idle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from gates.validation import SlotTarget, ValidationReport, ValidationSettings, run_suite
+from triton_slots.deploy import DeployResult, deploy
+from triton_slots.registry import LocalRegistry
+from triton_slots.slot import SLOT_NAMES
+from turnout.client import ApiClient
+from turnout.errors import StackError
+from turnout.stack import StackInfo, registry_root, slot_repository
+
+
+def idle_slot(weights: dict[str, int]) -> str:
+    """The slot with no weighted traffic; refuses while traffic is split between both."""
+    idle = [slot for slot in SLOT_NAMES if weights.get(slot, 0) == 0]
+    if len(idle) != 1:
+        raise StackError(f"no single idle slot (weights {weights}); finish or roll back first")
+    return idle[0]
+
+
+def other(slot: str) -> str:
+    return SLOT_NAMES[1] if slot == SLOT_NAMES[0] else SLOT_NAMES[0]
+
+
+def registry_for(directory: Path) -> LocalRegistry:
+    return LocalRegistry(registry_root(directory.resolve()))
+
+
+def deploy_to_idle(directory: Path, name: str, version: str, *, slot: str | None = None,
+                   timeout: float = 120.0, progress: Callable[[str], None] = print
+                   ) -> DeployResult:
+    info = StackInfo.load(directory.resolve())
+    weights = ApiClient(info.api_url, info.token).status()["weights"]
+    target = slot or idle_slot(weights)
+    if weights.get(target, 0) != 0:
+        raise StackError(f"slot {target} carries {weights[target]}% of traffic; "
+                         "deploy only to the idle slot")
+    return deploy(
+        registry_for(directory), name, version, slot=target,
+        endpoints=info.endpoints(target),
+        repository=slot_repository(Path(info.directory), target),
+        timeout=timeout, progress=progress,
+    )
+
+
+def validate(directory: Path, name: str, version: str, *,
+             settings: ValidationSettings | None = None,
+             progress: Callable[[str], None] = print) -> ValidationReport:
+    info = StackInfo.load(directory.resolve())
+    registry = registry_for(directory)
+    record = registry.verify(name, version)
+    if record.slot is None:
+        raise StackError(f"{record.ref} is not deployed to a slot; run `turnout deploy` first")
+    report = run_suite(
+        ref=record.ref, digest=record.digest, model=record.model_name,
+        candidate=SlotTarget(record.slot, info.ingress),
+        baseline=SlotTarget(other(record.slot), info.ingress),
+        settings=settings, progress=progress,
+    )
+    registry.save_report(name, version, "validation", report.as_dict())
+    if not report.passed:
+        failed = "; ".join(f"{c.name}: {c.summary}" for c in report.checks if not c.passed)
+        registry.set_stage(name, version, "failed", reason=f"validation failed: {failed}")
+    return report
