@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from turnout.errors import ConfigError
-from turnout.weights import Weights, WeightsFile
+from turnout.weights import Weights
 
 
 @pytest.mark.parametrize("body", [{"green": 101}, {"green": -1}, {"green": "10"},
@@ -19,16 +19,14 @@ def test_green_only_fills_blue():
     assert Weights.from_mapping({"green": 25}).as_dict() == {"blue": 75, "green": 25}
 
 
-def test_weights_file_round_trip_and_default(tmp_path):
-    store = WeightsFile(tmp_path / "w.json")
-    assert store.load() == Weights(blue=100, green=0)
-    store.save(Weights.with_green(40))
-    assert WeightsFile(tmp_path / "w.json").load() == Weights(blue=60, green=40)
-    assert not list(tmp_path.glob("*.partial"))
+def test_store_keeps_weights_and_audit_across_instances(tmp_path):
+    from turnout.store import Store
 
-
-def test_corrupt_weights_file_names_the_file(tmp_path):
-    path = tmp_path / "w.json"
-    path.write_text("{not json")
-    with pytest.raises(ConfigError, match=str(path)):
-        WeightsFile(path).load()
+    store = Store(tmp_path / "state.db")
+    assert store.weights() == Weights(blue=100, green=0)
+    store.set_weights(Weights.with_green(40), actor="tester", message="why not")
+    again = Store(tmp_path / "state.db")
+    assert again.weights() == Weights(blue=60, green=40)
+    [entry] = again.history()
+    assert (entry.actor, entry.kind, entry.weights) == ("tester", "weights",
+                                                        {"blue": 60, "green": 40})

@@ -32,8 +32,8 @@ class ControlPlaneConfig:
             raise ConfigError(f"unknown slot(s) {sorted(unknown)}; slots are {SLOT_NAMES}")
 
     @property
-    def weights_path(self) -> Path:
-        return self.state_dir / "weights.json"
+    def state_path(self) -> Path:
+        return self.state_dir / "state.db"
 
     def to_json(self) -> str:
         data = asdict(self)

@@ -22,8 +22,9 @@ import grpc
 from triton_slots.health import probe_all
 from triton_slots.slot import Endpoint
 from turnout.config import ControlPlaneConfig
+from turnout.store import Store
 from turnout.topology import build_snapshot
-from turnout.weights import Weights, WeightsFile
+from turnout.weights import Weights
 from xds_server import AdsServer, Convergence, Snapshot, SnapshotCache
 
 log = logging.getLogger("turnout.controlplane")
@@ -39,8 +40,8 @@ class ControlPlane:
         self.config = config
         self.cache = SnapshotCache()
         self.ads = AdsServer(self.cache, default_group=config.group)
-        self._weights_file = WeightsFile(config.weights_path)
-        self.weights = self._weights_file.load()
+        self.store = Store(config.state_path)
+        self.weights = self.store.weights()
         self.health: dict[Endpoint, bool] = {}
         self.last_push: Convergence | None = None
         self._lock = asyncio.Lock()
@@ -103,10 +104,17 @@ class ControlPlane:
         if self._http is not None:
             await self._http.close()
 
-    async def set_weights(self, weights: Weights, *, timeout: float | None = None) -> Convergence:
-        """Record ``weights`` durably, push them (an RDS-only change) and wait for the fleet."""
+    async def set_weights(self, weights: Weights, *, actor: str = "api",
+                          timeout: float | None = None) -> Convergence:
+        """Record ``weights`` durably (with an audit entry), then push them."""
+        self.store.set_weights(weights, actor=actor, message="weights set")
+        return await self.apply_weights(weights, timeout=timeout)
+
+    async def apply_weights(self, weights: Weights, *, timeout: float | None = None
+                            ) -> Convergence:
+        """Push ``weights``, already recorded durably by the caller (an RDS-only change),
+        and wait until every connected Envoy answered."""
         async with self._lock:
-            self._weights_file.save(weights)
             self.weights = weights
             result = await self.cache.publish_and_wait(
                 self.config.group,

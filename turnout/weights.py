@@ -1,12 +1,9 @@
-"""Traffic weights per slot, validated, and kept durably on disk (atomic replace)."""
+"""Traffic weights per slot, validated."""
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from triton_slots.slot import SLOT_NAMES
 from turnout.errors import ConfigError
@@ -46,28 +43,3 @@ class Weights:
 
     def as_dict(self) -> dict[str, int]:
         return {"blue": self.blue, "green": self.green}
-
-
-class WeightsFile:
-    """The weights Envoy should be serving, written before every push so that a restarted
-    control plane serves exactly what was last decided."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def load(self) -> Weights:
-        if not self.path.exists():
-            return Weights()
-        try:
-            return Weights.from_mapping(json.loads(self.path.read_text()))
-        except (json.JSONDecodeError, AttributeError) as exc:
-            raise ConfigError(f"{self.path}: not a weights file: {exc}") from exc
-
-    def save(self, weights: Weights) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_suffix(self.path.suffix + ".partial")
-        with open(partial, "w") as handle:
-            json.dump(weights.as_dict(), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, self.path)
