@@ -1,0 +1,183 @@
+"""Load and check a rollout policy: YAML (with line numbers from PyYAML's composer),
+JSON Schema (``rollout.schema.json``), then rules a schema cannot say. Every problem is
+reported at once, each with file, line and field path."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from turnout.errors import ConfigError
+from turnout.policy.model import Policy, build_policy
+
+SCHEMA_PATH = Path(__file__).with_name("rollout.schema.json")
+Path_ = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class PolicyError(ConfigError):
+    """A policy with problems; ``problems`` lists each one with its line and field."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@cache
+def schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def _dotted(path: Path_) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+class _Lines:
+    """Line numbers (1-based) of every value and key in a composed YAML document."""
+
+    def __init__(self, root: yaml.Node | None) -> None:
+        self.values: dict[Path_, int] = {}
+        self.keys: dict[Path_, int] = {}
+        self.duplicates: list[tuple[Path_, int]] = []
+        if root is not None:
+            self._walk(root, ())
+
+    def _walk(self, node: yaml.Node, path: Path_) -> None:
+        self.values[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                if key in seen:
+                    self.duplicates.append(((*path, key), key_node.start_mark.line + 1))
+                seen.add(key)
+                self.keys[(*path, key)] = key_node.start_mark.line + 1
+                self._walk(value_node, (*path, key))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self._walk(item, (*path, index))
+
+    def line(self, path: Path_) -> int:
+        while path:
+            if path in self.keys:
+                return self.keys[path]
+            if path in self.values:
+                return self.values[path]
+            path = path[:-1]
+        return self.values.get((), 1)
+
+
+def _schema_problems(doc: Any, lines: _Lines, file: str) -> list[Problem]:
+    problems: list[Problem] = []
+    validator = jsonschema.Draft202012Validator(schema())
+    for error in validator.iter_errors(doc):
+        path: Path_ = tuple(error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            allowed = set(error.schema.get("properties", {}))
+            for key in sorted(set(error.instance) - allowed):
+                hint = _closest(key, allowed)
+                problems.append(Problem(file, lines.line((*path, key)), _dotted((*path, key)),
+                                        "unknown field" + (f" (did you mean {hint!r}?)"
+                                                           if hint else "")))
+            continue
+        if error.validator == "pattern" and "description" in error.schema:
+            problems.append(Problem(file, lines.line(path), _dotted(path),
+                                    f"{error.instance!r} is invalid: "
+                                    f"{error.schema['description']}"))
+            continue
+        problems.append(Problem(file, lines.line(path), _dotted(path), error.message))
+    return problems
+
+
+def _closest(key: str, options: set[str]) -> str | None:
+    import difflib
+
+    match = difflib.get_close_matches(key, sorted(options), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def _rule_problems(doc: dict[str, Any], lines: _Lines, file: str) -> list[Problem]:
+    problems: list[Problem] = []
+    spec = doc.get("spec", {})
+    steps = spec.get("strategy", {}).get("steps") or []
+    previous = 0
+    for index, step in enumerate(steps):
+        weight = step.get("weight")
+        if isinstance(weight, int) and weight <= previous:
+            path = ("spec", "strategy", "steps", index, "weight")
+            problems.append(Problem(file, lines.line(path), _dotted(path),
+                                    f"weights must increase: {weight} after {previous}"))
+        if isinstance(weight, int):
+            previous = max(previous, weight)
+    if steps and steps[-1].get("weight") != 100:
+        path = ("spec", "strategy", "steps", len(steps) - 1, "weight")
+        problems.append(Problem(file, lines.line(path), _dotted(path),
+                                "the last step must be weight 100 (promotion)"))
+    names: set[str] = set()
+    for index, metric in enumerate(spec.get("gates", {}).get("metrics") or []):
+        base = ("spec", "gates", "metrics", index)
+        if ("builtin" in metric) == ("query" in metric):
+            problems.append(Problem(file, lines.line(base), _dotted(base),
+                                    "give exactly one of 'builtin' or 'query'"))
+        if not any(k in metric for k in ("max", "min", "maxRatio", "minRatio")):
+            problems.append(Problem(file, lines.line(base), _dotted(base),
+                                    "needs a threshold: max, min, maxRatio or minRatio"))
+        name = metric.get("name")
+        if name in names:
+            path = (*base, "name")
+            problems.append(Problem(file, lines.line(path), _dotted(path),
+                                    f"duplicate metric name {name!r}"))
+        names.add(name)
+    return problems
+
+
+def load_text(text: str, file: str = "<policy>") -> Policy:
+    """Check a policy document; raises :class:`PolicyError` listing every problem."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        doc = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise PolicyError([Problem(file, line, "", f"invalid YAML: {exc.problem}")]) from exc
+    lines = _Lines(root)
+    if not isinstance(doc, dict):
+        raise PolicyError([Problem(file, 1, "", "a policy must be a YAML mapping")])
+    problems = [Problem(file, line, _dotted(path), "duplicate key")
+                for path, line in lines.duplicates]
+    problems += _schema_problems(doc, lines, file)
+    try:
+        problems += _rule_problems(doc, lines, file)
+    except (AttributeError, TypeError):
+        pass  # the document's shape is already reported by the schema
+    if problems:
+        raise PolicyError(sorted(problems, key=lambda p: (p.line, p.path)))
+    return build_policy(doc, source=file)
+
+
+def load_file(path: Path) -> Policy:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise PolicyError([Problem(str(path), 1, "", f"cannot read: {exc.strerror}")]) from exc
+    return load_text(text, str(path))

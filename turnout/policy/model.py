@@ -1,0 +1,163 @@
+"""The rollout policy as typed, frozen values (built from a validated document)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from gates.validation.settings import LatencySettings, ParitySettings, ValidationSettings
+
+DEFAULT_STEPS = (10, 25, 50, 100)
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 30s, 5m or 1h")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class Step:
+    weight: int
+    bake_s: float = 60.0
+    approval: bool = False
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    builtin: str | None = None
+    query: str | None = None
+    max: float | None = None
+    min: float | None = None
+    max_ratio: float | None = None
+    min_ratio: float | None = None
+    dry_run: bool = False
+
+    @property
+    def relative(self) -> bool:
+        return self.max_ratio is not None or self.min_ratio is not None
+
+    def thresholds(self) -> str:
+        parts = []
+        for label, value in (("<=", self.max), (">=", self.min), ("ratio<=", self.max_ratio),
+                             ("ratio>=", self.min_ratio)):
+            if value is not None:
+                parts.append(f"{label}{value:g}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    interval_s: float = 5.0
+    window_s: float = 15.0
+    min_requests: int = 20
+    failure_limit: int = 0
+    inconclusive_limit: int = 6
+    consecutive_error_limit: int = 4
+    metrics: tuple[MetricSpec, ...] = (
+        MetricSpec("error-rate", builtin="error_rate", max=0.01),
+        MetricSpec("p99-latency", builtin="p99_latency_ms", max_ratio=1.5),
+    )
+
+
+@dataclass(frozen=True)
+class RollbackSettings:
+    automatic: bool = True
+    keep_warm_s: float = 1800.0
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    model: str
+    steps: tuple[Step, ...]
+    validation_enabled: bool = True
+    validation: ValidationSettings = field(default_factory=ValidationSettings)
+    gates: GateSettings = field(default_factory=GateSettings)
+    rollback: RollbackSettings = field(default_factory=RollbackSettings)
+    progress_deadline_s: float = 1800.0
+    source: str = ""
+    document: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def model_ref(self) -> tuple[str, str]:
+        name, _, version = self.model.partition(":")
+        return name, version
+
+    def minimum_duration_s(self) -> float:
+        """The fastest the rollout can finish: every step needs its bake time and at
+        least one gate interval of measurements (approvals add their wait)."""
+        per_step = [max(s.bake_s, self.gates.interval_s) for s in self.steps]
+        return sum(per_step)
+
+
+def build_policy(doc: dict[str, Any], source: str = "") -> Policy:
+    """A Policy from a schema-valid document, with defaults for what it leaves out."""
+    spec = doc["spec"]
+    steps_doc = spec.get("strategy", {}).get("steps")
+    steps = tuple(
+        Step(weight=s["weight"], bake_s=parse_duration(s.get("bake", "60s")),
+             approval=s.get("approval", False))
+        for s in steps_doc
+    ) if steps_doc else tuple(Step(w) for w in DEFAULT_STEPS)
+    gates_doc = spec.get("gates", {})
+    defaults = GateSettings()
+    metrics = tuple(
+        MetricSpec(name=m["name"], builtin=m.get("builtin"), query=m.get("query"),
+                   max=m.get("max"), min=m.get("min"), max_ratio=m.get("maxRatio"),
+                   min_ratio=m.get("minRatio"), dry_run=m.get("dryRun", False))
+        for m in gates_doc["metrics"]
+    ) if "metrics" in gates_doc else defaults.metrics
+    gates = GateSettings(
+        interval_s=parse_duration(gates_doc.get("interval", "5s")),
+        window_s=parse_duration(gates_doc.get("window", "15s")),
+        min_requests=gates_doc.get("minRequests", defaults.min_requests),
+        failure_limit=gates_doc.get("failureLimit", defaults.failure_limit),
+        inconclusive_limit=gates_doc.get("inconclusiveLimit", defaults.inconclusive_limit),
+        consecutive_error_limit=gates_doc.get("consecutiveErrorLimit",
+                                              defaults.consecutive_error_limit),
+        metrics=metrics,
+    )
+    validation_doc = spec.get("validation", {})
+    lat, par = validation_doc.get("latency", {}), validation_doc.get("parity", {})
+    lat_d, par_d = LatencySettings(), ParitySettings()
+    validation = ValidationSettings(
+        latency=LatencySettings(
+            concurrency=lat.get("concurrency", lat_d.concurrency),
+            requests=lat.get("requests", lat_d.requests),
+            rounds=lat.get("rounds", lat_d.rounds),
+            batch_sizes=tuple(lat.get("batchSizes", lat_d.batch_sizes)),
+            p99_budget_ms=lat.get("p99BudgetMs", lat_d.p99_budget_ms),
+            max_p99_ratio=lat.get("maxP99Ratio", lat_d.max_p99_ratio),
+            min_throughput_ratio=lat.get("minThroughputRatio", lat_d.min_throughput_ratio),
+        ),
+        parity=ParitySettings(
+            samples=par.get("samples", par_d.samples),
+            seed=par.get("seed", par_d.seed),
+            max_abs_diff=par.get("maxAbsDiff", par_d.max_abs_diff),
+            max_rel_diff=par.get("maxRelDiff", par_d.max_rel_diff),
+            min_top1_agreement=par.get("minTop1Agreement", par_d.min_top1_agreement),
+        ),
+        checks=tuple(validation_doc.get("checks", ValidationSettings().checks)),
+    )
+    rollback_doc = spec.get("rollback", {})
+    return Policy(
+        name=doc["metadata"]["name"],
+        model=spec["model"],
+        steps=steps,
+        validation_enabled=validation_doc.get("enabled", True),
+        validation=validation,
+        gates=gates,
+        rollback=RollbackSettings(
+            automatic=rollback_doc.get("automatic", True),
+            keep_warm_s=parse_duration(rollback_doc.get("keepWarm", "30m")),
+        ),
+        progress_deadline_s=parse_duration(spec.get("progressDeadline", "30m")),
+        source=source,
+        document=doc,
+    )
