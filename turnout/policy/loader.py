@@ -4,6 +4,7 @@ reported at once, each with file, line and field path."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from functools import cache
@@ -166,10 +167,9 @@ def load_text(text: str, file: str = "<policy>") -> Policy:
     problems = [Problem(file, line, _dotted(path), "duplicate key")
                 for path, line in lines.duplicates]
     problems += _schema_problems(doc, lines, file)
-    try:
+    # A document of the wrong shape is already reported by the schema.
+    with contextlib.suppress(AttributeError, TypeError):
         problems += _rule_problems(doc, lines, file)
-    except (AttributeError, TypeError):
-        pass  # the document's shape is already reported by the schema
     if problems:
         raise PolicyError(sorted(problems, key=lambda p: (p.line, p.path)))
     return build_policy(doc, source=file)

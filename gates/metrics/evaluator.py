@@ -1,0 +1,208 @@
+"""Evaluate gate metrics into measurements, and a step's measurements into a verdict.
+
+Conditions are evaluated here only. No data, NaN, too few requests, a missing baseline
+or a query error is never Successful. Dry-run metrics are measured and recorded but
+never decide.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gates.metrics.builtins import BUILTINS, REQUESTS, render
+from gates.metrics.measurement import Measurement, Phase
+from gates.metrics.provider import MetricsError, MetricsProvider, NoData
+
+
+class MetricLike(Protocol):
+    name: str
+    builtin: str | None
+    query: str | None
+    max: float | None
+    min: float | None
+    max_ratio: float | None
+    min_ratio: float | None
+    dry_run: bool
+
+    @property
+    def relative(self) -> bool: ...
+
+    def thresholds(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class GateRound:
+    """All metrics evaluated once. Its phase: Failed if any deciding metric failed, else
+    Error, else Inconclusive, else Successful."""
+
+    at: float
+    window_s: float
+    measurements: tuple[Measurement, ...]
+
+    @property
+    def phase(self) -> Phase:
+        deciding = [m.phase for m in self.measurements if not m.dry_run]
+        for phase in (Phase.FAILED, Phase.ERROR, Phase.INCONCLUSIVE):
+            if phase in deciding:
+                return phase
+        return Phase.SUCCESSFUL if deciding else Phase.INCONCLUSIVE
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"at": self.at, "window_s": self.window_s, "phase": str(self.phase),
+                "measurements": [m.as_dict() for m in self.measurements]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GateRound:
+        return cls(data["at"], data["window_s"],
+                   tuple(Measurement.from_dict(m) for m in data["measurements"]))
+
+
+def _value(provider: MetricsProvider, query: str, slot: str, window_s: float) -> float:
+    return provider.query_value(render(query, slot=slot, window_s=window_s))
+
+
+def _query_of(metric: MetricLike) -> str:
+    if metric.builtin is not None:
+        return BUILTINS[metric.builtin]
+    assert metric.query is not None
+    return metric.query
+
+
+def measure(
+    provider: MetricsProvider, metric: MetricLike, *, candidate: str, active: str,
+    window_s: float, min_requests: int, candidate_requests: float | None,
+    baselines: dict[str, float], now: float | None = None,
+) -> Measurement:
+    """Evaluate one metric. ``baselines`` holds the last good active-slot value per metric
+    (used when the active slot has too little traffic, e.g. at 100 %); it is updated."""
+    now = time.time() if now is None else now
+
+    def result(phase: Phase, message: str, **extra: Any) -> Measurement:
+        return Measurement(metric.name, phase, message, threshold=metric.thresholds(),
+                           dry_run=metric.dry_run, at=now, requests=candidate_requests,
+                           **extra)
+
+    if candidate_requests is None:
+        return result(Phase.INCONCLUSIVE, "request count unavailable")
+    if candidate_requests < min_requests:
+        return result(Phase.INCONCLUSIVE,
+                      f"{candidate_requests:.0f} requests in window < minRequests {min_requests}")
+    query = _query_of(metric)
+    try:
+        value = _value(provider, query, candidate, window_s)
+    except MetricsError as exc:
+        return result(Phase.ERROR, f"query failed: {exc}")
+    except NoData as exc:
+        return result(Phase.INCONCLUSIVE, f"no data: {exc}")
+    if metric.max is not None and value > metric.max:
+        return result(Phase.FAILED, f"{value:.4g} > max {metric.max:g}", value=value)
+    if metric.min is not None and value < metric.min:
+        return result(Phase.FAILED, f"{value:.4g} < min {metric.min:g}", value=value)
+    if not metric.relative:
+        return result(Phase.SUCCESSFUL, f"{value:.4g} within {metric.thresholds()}", value=value)
+    baseline = _baseline(provider, metric, query, active, window_s, min_requests, baselines)
+    if isinstance(baseline, Measurement):
+        return result(baseline.phase, baseline.message, value=value)
+    ratio = value / baseline if baseline > 0 else (1.0 if value == 0 else math.inf)
+    if metric.max_ratio is not None and ratio > metric.max_ratio:
+        return result(Phase.FAILED, f"{value:.4g} is {ratio:.2f}x active {baseline:.4g} "
+                      f"> {metric.max_ratio:g}x", value=value, baseline=baseline, ratio=ratio)
+    if metric.min_ratio is not None and ratio < metric.min_ratio:
+        return result(Phase.FAILED, f"{value:.4g} is {ratio:.2f}x active {baseline:.4g} "
+                      f"< {metric.min_ratio:g}x", value=value, baseline=baseline, ratio=ratio)
+    return result(Phase.SUCCESSFUL, f"{value:.4g} is {ratio:.2f}x active {baseline:.4g}",
+                  value=value, baseline=baseline, ratio=ratio)
+
+
+def _baseline(provider: MetricsProvider, metric: MetricLike, query: str, active: str,
+              window_s: float, min_requests: int, baselines: dict[str, float]
+              ) -> float | Measurement:
+    try:
+        active_requests = _value(provider, REQUESTS, active, window_s)
+        if active_requests >= min_requests:
+            value = _value(provider, query, active, window_s)
+            baselines[metric.name] = value
+            return value
+    except MetricsError as exc:
+        return Measurement(metric.name, Phase.ERROR, f"baseline query failed: {exc}")
+    except NoData:
+        pass
+    if metric.name in baselines:
+        return baselines[metric.name]
+    return Measurement(metric.name, Phase.INCONCLUSIVE,
+                       f"no baseline: active slot {active} has too little traffic")
+
+
+def measure_round(
+    provider: MetricsProvider, metrics: Iterable[MetricLike], *, candidate: str, active: str,
+    window_s: float, min_requests: int, baselines: dict[str, float],
+) -> GateRound:
+    now = time.time()
+    try:
+        requests: float | None = _value(provider, REQUESTS, candidate, window_s)
+        request_error = ""
+    except MetricsError as exc:
+        requests, request_error = None, f"query failed: {exc}"
+    except NoData:
+        requests, request_error = 0.0, ""
+    measurements = []
+    for metric in metrics:
+        if request_error:
+            measurements.append(Measurement(metric.name, Phase.ERROR, request_error,
+                                            threshold=metric.thresholds(),
+                                            dry_run=metric.dry_run, at=now))
+            continue
+        measurements.append(measure(provider, metric, candidate=candidate, active=active,
+                                    window_s=window_s, min_requests=min_requests,
+                                    candidate_requests=requests, baselines=baselines, now=now))
+    return GateRound(now, window_s, tuple(measurements))
+
+
+@dataclass(frozen=True)
+class Limits:
+    failure_limit: int
+    inconclusive_limit: int
+    consecutive_error_limit: int
+
+
+@dataclass(frozen=True)
+class RoundVerdict:
+    """What a step's rounds say: ``failed`` (roll back), ``hold`` (pause: not enough
+    evidence for too long), ``pass`` (the last round succeeded), or ``wait``."""
+
+    decision: str
+    reason: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def assess(rounds: Sequence[GateRound], limits: Limits) -> RoundVerdict:
+    failed = sum(1 for r in rounds if r.phase is Phase.FAILED)
+    inconclusive = sum(1 for r in rounds if r.phase is Phase.INCONCLUSIVE)
+    trailing_errors = 0
+    for r in reversed(rounds):
+        if r.phase is not Phase.ERROR:
+            break
+        trailing_errors += 1
+    counts = {"rounds": len(rounds), "failed": failed, "inconclusive": inconclusive,
+              "consecutive_errors": trailing_errors}
+    if failed > limits.failure_limit:
+        worst = next(r for r in reversed(rounds) if r.phase is Phase.FAILED)
+        reasons = "; ".join(f"{m.metric}: {m.message}" for m in worst.measurements
+                            if m.phase is Phase.FAILED and not m.dry_run)
+        return RoundVerdict("failed", reasons, counts)
+    if trailing_errors > limits.consecutive_error_limit:
+        last = rounds[-1].measurements
+        detail = next((m.message for m in last if m.phase is Phase.ERROR), "")
+        return RoundVerdict("hold", f"{trailing_errors} consecutive metric errors ({detail})",
+                            counts)
+    if inconclusive > limits.inconclusive_limit:
+        last = rounds[-1].measurements
+        detail = next((m.message for m in last if m.phase is Phase.INCONCLUSIVE), "")
+        return RoundVerdict("hold", f"{inconclusive} inconclusive rounds ({detail})", counts)
+    if rounds and rounds[-1].phase is Phase.SUCCESSFUL:
+        return RoundVerdict("pass", "", counts)
+    return RoundVerdict("wait", "", counts)

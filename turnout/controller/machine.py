@@ -1,0 +1,305 @@
+"""The rollout state machine as a pure function: ``transition(state, event, now)`` returns
+the next state and the actions to carry out. No I/O, no clock of its own."""
+
+from __future__ import annotations
+
+import copy
+
+from gates.metrics.evaluator import GateRound, Limits, assess
+from turnout.controller.state import (
+    Action,
+    Command,
+    Deploy,
+    DeployFinished,
+    Event,
+    GatesMeasured,
+    MarkFailed,
+    MarkPromoted,
+    MeasureGates,
+    Note,
+    PushWeights,
+    RolloutPhase,
+    RolloutState,
+    Started,
+    Tick,
+    TransitionError,
+    Validate,
+    ValidationFinished,
+    WeightsPushed,
+)
+from turnout.policy.model import Policy, build_policy
+
+P = RolloutPhase
+AUTO = "controller"
+
+
+def policy_of(state: RolloutState) -> Policy:
+    return build_policy(state.policy, state.source)
+
+
+class _Step:
+    """Builder of one transition's result."""
+
+    def __init__(self, state: RolloutState, now: float) -> None:
+        self.state = copy.deepcopy(state)
+        self.now = now
+        self.actions: list[Action] = []
+        self.policy = policy_of(state)
+
+    def note(self, kind: str, message: str, *, actor: str = AUTO, evidence: object = None
+             ) -> None:
+        self.actions.append(Note(kind, actor, message, evidence))
+
+    def go(self, phase: RolloutPhase, message: str, *, actor: str = AUTO,
+           evidence: object = None) -> None:
+        old = self.state.phase
+        self.state.phase = phase
+        self.state.reason = message
+        if phase in (P.PROMOTED, P.ROLLED_BACK, P.ABORTED, P.FAILED):
+            self.state.finished_at = self.now
+        self.note("transition", f"{old} -> {phase}: {message}", actor=actor, evidence=evidence)
+
+    def push(self, weight: int) -> None:
+        self.state.target_weight = weight
+        self.actions.append(PushWeights(weight))
+
+    def enter_step(self, index: int, *, actor: str = AUTO) -> None:
+        steps = self.policy.steps
+        self.state.step = index
+        self.state.rounds = []
+        self.state.measuring = False
+        step = steps[index]
+        if step.approval and self.state.approved_step < index and not self.state.full_promotion:
+            self.go(P.AWAITING_APPROVAL,
+                    f"step {index + 1}/{len(steps)} ({step.weight}%) needs approval "
+                    "(`turnout promote`)", actor=actor)
+            return
+        self.go(P.SHIFTING, f"step {index + 1}/{len(steps)}: shifting to {step.weight}%",
+                actor=actor)
+        self.push(step.weight)
+
+    def roll_back(self, reason: str, *, actor: str = AUTO,
+                  ending: RolloutPhase = P.ROLLED_BACK, evidence: object = None) -> None:
+        self.state.ending = ending
+        self.state.rollback_decided_at = self.now
+        self.go(P.ROLLING_BACK, reason, actor=actor, evidence=evidence)
+        self.push(0)
+
+    def pause(self, reason: str, *, actor: str = AUTO) -> None:
+        self.state.paused_from = self.state.phase
+        self.state.measuring = False
+        self.go(P.PAUSED, reason, actor=actor)
+
+    def result(self) -> tuple[RolloutState, list[Action]]:
+        return self.state, self.actions
+
+
+def transition(state: RolloutState, event: Event, now: float
+               ) -> tuple[RolloutState, list[Action]]:
+    """The next state and the actions to carry out. Raises TransitionError for a command
+    that does not apply in the current phase."""
+    t = _Step(state, now)
+    s = t.state
+    if isinstance(event, Command):
+        _command(t, event)
+        return t.result()
+    if isinstance(event, Started) and s.phase is P.PENDING:
+        t.go(P.DEPLOYING, f"deploying {s.model} to {s.candidate_slot}")
+        t.actions.append(Deploy())
+    elif isinstance(event, DeployFinished) and s.phase is P.DEPLOYING:
+        if not event.ok:
+            t.go(P.FAILED, f"deploy failed: {event.message}")
+        elif t.policy.validation_enabled:
+            t.go(P.VALIDATING, f"{s.model} ready on {s.candidate_slot}; validating")
+            t.actions.append(Validate())
+        else:
+            t.enter_step(0)
+    elif isinstance(event, ValidationFinished) and s.phase is P.VALIDATING:
+        if event.passed:
+            t.note("validation", f"passed: {event.summary}", evidence=event.report)
+            t.enter_step(0)
+        else:
+            t.go(P.FAILED, f"validation failed: {event.summary}", evidence=event.report)
+            t.actions.append(MarkFailed(f"validation failed: {event.summary}"))
+    elif isinstance(event, WeightsPushed):
+        _pushed(t, event)
+    elif isinstance(event, GatesMeasured) and s.phase is P.BAKING and s.measuring:
+        _measured(t, GateRound.from_dict(event.round))
+    elif isinstance(event, Tick):
+        _tick(t)
+    return t.result()
+
+
+def _pushed(t: _Step, event: WeightsPushed) -> None:
+    s = t.state
+    if event.weight != s.target_weight:
+        return  # an answer to an older push
+    if s.phase is P.ROLLING_BACK:
+        if event.converged:
+            s.applied_weight = event.weight
+            s.rollback_acked_at = t.now
+            ending = s.ending or P.ROLLED_BACK
+            t.go(ending, f"0% on {s.model}; {s.stable_slot} serves all traffic "
+                 f"(ACKed in {event.seconds * 1e3:.1f} ms)")
+            t.actions.append(MarkFailed(f"{ending}: {s.reason}"))
+        # not converged: the next tick pushes again (a rollback must complete)
+        return
+    if s.phase is not P.SHIFTING:
+        return
+    if not event.converged:
+        t.pause(f"not every Envoy ACKed {event.weight}%: {event.detail}")
+        return
+    s.applied_weight = event.weight
+    s.steps_log.append({"step": s.step, "weight": event.weight, "entered_at": t.now,
+                        "ack_ms": round(event.seconds * 1e3, 3)})
+    if s.full_promotion:
+        _promote(t, "promoted (--full: gates skipped by the operator)")
+        return
+    s.step_entered_at = t.now
+    s.next_measure_at = t.now + t.policy.gates.interval_s
+    s.rounds = []
+    t.go(P.BAKING, f"step {s.step + 1}/{len(t.policy.steps)}: {event.weight}% ACKed by every "
+         f"Envoy in {event.seconds * 1e3:.1f} ms; baking")
+
+
+def _promote(t: _Step, message: str, *, actor: str = AUTO) -> None:
+    s = t.state
+    s.promoted_at = t.now
+    s.keep_warm_until = t.now + t.policy.rollback.keep_warm_s
+    t.go(P.PROMOTED, f"{message}; {s.stable_slot} stays warm as standby until rollback "
+         "window ends", actor=actor)
+    t.actions.append(MarkPromoted())
+
+
+def _tick(t: _Step) -> None:
+    s = t.state
+    if s.phase is P.ROLLING_BACK and s.applied_weight != 0:
+        t.push(0)  # retry until every Envoy has it
+        return
+    if s.phase is not P.BAKING:
+        return
+    if s.deadline_at and t.now >= s.deadline_at:
+        t.roll_back(f"progress deadline passed at step {s.step + 1} "
+                    f"({t.policy.progress_deadline_s:.0f}s)")
+        return
+    if s.measuring or s.next_measure_at is None or t.now < s.next_measure_at:
+        return
+    assert s.step_entered_at is not None
+    # Only data from this step counts: the window never reaches before the step began.
+    window = min(t.policy.gates.window_s, max(1.0, t.now - s.step_entered_at))
+    s.measuring = True
+    t.actions.append(MeasureGates(window))
+
+
+def _measured(t: _Step, gate_round: GateRound) -> None:
+    s = t.state
+    s.measuring = False
+    s.rounds.append(gate_round.as_dict())
+    s.next_measure_at = t.now + t.policy.gates.interval_s
+    gates = t.policy.gates
+    limits = Limits(gates.failure_limit, gates.inconclusive_limit, gates.consecutive_error_limit)
+    rounds = [GateRound.from_dict(r) for r in s.rounds]
+    verdict = assess(rounds, limits)
+    t.note("gates", f"step {s.step + 1} round {len(rounds)}: {gate_round.phase}",
+           evidence=gate_round.as_dict())
+    if gate_round.phase == "Failed" and s.first_failure_at is None:
+        s.first_failure_at = t.now
+    if verdict.decision == "failed":
+        if t.policy.rollback.automatic:
+            t.roll_back(f"gate failed at {s.target_weight}%: {verdict.reason}",
+                        evidence=gate_round.as_dict())
+        else:
+            t.pause(f"gate failed at {s.target_weight}% (automatic rollback off): "
+                    f"{verdict.reason}")
+        return
+    if verdict.decision == "hold":
+        t.pause(f"holding at {s.target_weight}%: {verdict.reason}")
+        return
+    assert s.step_entered_at is not None
+    baked = t.now - s.step_entered_at >= t.policy.steps[s.step].bake_s
+    if verdict.decision == "pass" and baked:
+        if s.step + 1 >= len(t.policy.steps):
+            _promote(t, f"all {len(t.policy.steps)} steps passed their gates")
+        else:
+            t.enter_step(s.step + 1)
+
+
+def _command(t: _Step, command: Command) -> None:
+    s = t.state
+    name, actor = command.name, command.actor
+    if name == "rollback" and s.phase is P.PROMOTED:
+        if s.keep_warm_until is not None and t.now > s.keep_warm_until:
+            raise TransitionError(
+                f"the keep-warm window of {s.stable_slot} ended; deploy the old version again")
+        t.roll_back(f"rollback after promotion requested by {actor}", actor=actor)
+        return
+    if s.finished:
+        raise TransitionError(f"rollout {s.name} is {s.phase}; nothing to {name}")
+    if name in ("abort", "rollback"):
+        ending = P.ABORTED if name == "abort" else P.ROLLED_BACK
+        if s.phase in (P.PENDING, P.DEPLOYING, P.VALIDATING) and s.applied_weight == 0 \
+                and s.target_weight == 0:
+            t.go(ending, f"{name} requested by {actor} before any traffic moved", actor=actor)
+            t.actions.append(MarkFailed(f"{name} by {actor}"))
+            return
+        if s.phase is P.ROLLING_BACK:
+            raise TransitionError("already rolling back")
+        t.roll_back(f"{name} requested by {actor}", actor=actor, ending=ending)
+        return
+    if name == "pause":
+        if s.phase not in (P.BAKING, P.AWAITING_APPROVAL, P.SHIFTING):
+            raise TransitionError(f"cannot pause while {s.phase}")
+        t.pause(f"paused by {actor}", actor=actor)
+        return
+    if name == "resume":
+        if s.phase is not P.PAUSED:
+            raise TransitionError(f"not paused (phase {s.phase})")
+        _resume(t, actor)
+        return
+    if name == "promote":
+        _promote_command(t, command)
+        return
+    raise TransitionError(f"unknown command {name!r}")
+
+
+def _resume(t: _Step, actor: str) -> None:
+    s = t.state
+    origin = s.paused_from or P.BAKING
+    s.paused_from = None
+    if origin is P.SHIFTING:
+        t.go(P.SHIFTING, f"resumed by {actor}: pushing {s.target_weight}% again", actor=actor)
+        t.push(s.target_weight)
+    elif origin is P.AWAITING_APPROVAL:
+        t.go(P.AWAITING_APPROVAL, f"resumed by {actor}", actor=actor)
+    else:
+        # Fresh evidence: the bake and the counters restart at this weight.
+        s.rounds = []
+        s.step_entered_at = t.now
+        s.next_measure_at = t.now + t.policy.gates.interval_s
+        t.go(P.BAKING, f"resumed by {actor} at {s.applied_weight}%; bake restarts", actor=actor)
+
+
+def _promote_command(t: _Step, command: Command) -> None:
+    s = t.state
+    if s.phase not in (P.BAKING, P.AWAITING_APPROVAL, P.PAUSED):
+        raise TransitionError(f"cannot promote while {s.phase}")
+    last = len(t.policy.steps) - 1
+    if command.full:
+        s.full_promotion = True
+        t.note("command", f"full promotion requested by {command.actor}", actor=command.actor)
+        t.enter_step(last, actor=command.actor)
+        return
+    if s.phase is P.AWAITING_APPROVAL:
+        s.approved_step = s.step
+        t.note("approval", f"step {s.step + 1} approved by {command.actor}",
+               actor=command.actor)
+        t.enter_step(s.step, actor=command.actor)
+        return
+    # From baking (or paused at a weight): skip the rest of this step.
+    if s.step >= last:
+        _promote(t, f"promoted by {command.actor}", actor=command.actor)
+    else:
+        s.approved_step = max(s.approved_step, s.step + 1)
+        t.note("command", f"step {s.step + 1} cut short by {command.actor}",
+               actor=command.actor)
+        t.enter_step(s.step + 1, actor=command.actor)

@@ -1,0 +1,177 @@
+"""Rollout state (a plain dataclass, stored as JSON), its phases, events and actions."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class RolloutPhase(StrEnum):
+    PENDING = "pending"
+    DEPLOYING = "deploying"
+    VALIDATING = "validating"
+    SHIFTING = "shifting"  # weights of step i pushed, waiting for every Envoy's ACK
+    BAKING = "baking"  # at step i's weight, gates measured every interval
+    AWAITING_APPROVAL = "awaiting_approval"
+    PAUSED = "paused"
+    ROLLING_BACK = "rolling_back"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+    ABORTED = "aborted"
+    FAILED = "failed"
+
+
+#: Phases after which the rollout makes no more progress (a promoted rollout can still be
+#: rolled back within its keep-warm window).
+FINISHED = frozenset({RolloutPhase.PROMOTED, RolloutPhase.ROLLED_BACK, RolloutPhase.ABORTED,
+                      RolloutPhase.FAILED})
+
+
+class TransitionError(Exception):
+    """A command that makes no sense in the current phase (the API answers 409)."""
+
+
+@dataclass
+class RolloutState:
+    id: str
+    name: str
+    model: str  # registry NAME:VERSION
+    digest: str
+    candidate_slot: str
+    stable_slot: str
+    stable_model: str | None  # what the stable slot serves (NAME:VERSION), if known
+    policy: dict[str, Any]  # the validated document
+    source: str
+    created_at: float
+    phase: RolloutPhase = RolloutPhase.PENDING
+    step: int = -1
+    target_weight: int = 0  # candidate percent decided (stored with the weights)
+    applied_weight: int = 0  # candidate percent every Envoy has ACKed
+    step_entered_at: float | None = None
+    next_measure_at: float | None = None
+    measuring: bool = False
+    rounds: list[dict[str, Any]] = field(default_factory=list)  # this step's gate rounds
+    baselines: dict[str, float] = field(default_factory=dict)
+    approved_step: int = -1
+    full_promotion: bool = False
+    paused_from: RolloutPhase | None = None
+    ending: RolloutPhase | None = None  # where ROLLING_BACK ends: rolled_back or aborted
+    reason: str = ""
+    deadline_at: float = 0.0
+    promoted_at: float | None = None
+    keep_warm_until: float | None = None
+    finished_at: float | None = None
+    first_failure_at: float | None = None
+    rollback_decided_at: float | None = None
+    rollback_acked_at: float | None = None
+    steps_log: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RolloutState:
+        data = dict(data)
+        data["phase"] = RolloutPhase(data["phase"])
+        for key in ("paused_from", "ending"):
+            if data.get(key) is not None:
+                data[key] = RolloutPhase(data[key])
+        return cls(**data)
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in FINISHED
+
+
+# ---- events (what happened) ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Started:
+    pass
+
+
+@dataclass(frozen=True)
+class Tick:
+    pass
+
+
+@dataclass(frozen=True)
+class DeployFinished:
+    ok: bool
+    message: str
+    digest: str = ""
+
+
+@dataclass(frozen=True)
+class ValidationFinished:
+    passed: bool
+    summary: str
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WeightsPushed:
+    weight: int
+    converged: bool
+    seconds: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class GatesMeasured:
+    round: dict[str, Any]  # a GateRound as a dict
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str  # pause | resume | promote | abort | rollback
+    actor: str
+    full: bool = False
+
+
+Event = Started | Tick | DeployFinished | ValidationFinished | WeightsPushed | GatesMeasured \
+    | Command
+
+
+# ---- actions (what the driver must do) ----------------------------------------------------
+@dataclass(frozen=True)
+class Deploy:
+    pass
+
+
+@dataclass(frozen=True)
+class Validate:
+    pass
+
+
+@dataclass(frozen=True)
+class PushWeights:
+    weight: int  # candidate percent
+
+
+@dataclass(frozen=True)
+class MeasureGates:
+    window_s: float
+
+
+@dataclass(frozen=True)
+class MarkPromoted:
+    pass
+
+
+@dataclass(frozen=True)
+class MarkFailed:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Note:
+    """An audit entry to record with the new state."""
+
+    kind: str
+    actor: str
+    message: str
+    evidence: Any = None
+
+
+Action = Deploy | Validate | PushWeights | MeasureGates | MarkPromoted | MarkFailed | Note
