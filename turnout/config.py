@@ -25,6 +25,10 @@ class ControlPlaneConfig:
     health_interval_s: float = 1.0
     push_timeout_s: float = 10.0
     slots: dict[str, list[Endpoint]] = field(default_factory=dict)
+    repositories: dict[str, str] = field(default_factory=dict)  # slot -> model repository
+    registry_root: str = ""
+    prometheus_url: str = ""
+    tick_s: float = 0.25
 
     def __post_init__(self) -> None:
         unknown = set(self.slots) - set(SLOT_NAMES)

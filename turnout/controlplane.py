@@ -19,10 +19,15 @@ from pathlib import Path
 import aiohttp
 import grpc
 
+from gates.metrics import PrometheusProvider
 from triton_slots.health import probe_all
+from triton_slots.registry import LocalRegistry
 from triton_slots.slot import Endpoint
 from turnout.config import ControlPlaneConfig
+from turnout.controller.driver import RolloutController
+from turnout.controller.state import RolloutState
 from turnout.store import Store
+from turnout.telemetry import Telemetry
 from turnout.topology import build_snapshot
 from turnout.weights import Weights
 from xds_server import AdsServer, Convergence, Snapshot, SnapshotCache
@@ -42,6 +47,19 @@ class ControlPlane:
         self.ads = AdsServer(self.cache, default_group=config.group)
         self.store = Store(config.state_path)
         self.weights = self.store.weights()
+        self.telemetry = Telemetry()
+        self._last_round: tuple[str, int, int] | None = None
+        self.telemetry.set_weights(self.weights.as_dict())
+        registry_root = Path(config.registry_root or config.state_dir / "registry")
+        self.controller = RolloutController(
+            self, self.store,
+            registry=LocalRegistry(registry_root),
+            repositories={s: Path(p) for s, p in config.repositories.items()},
+            provider=PrometheusProvider(config.prometheus_url) if config.prometheus_url
+            else None,
+            tick_s=config.tick_s,
+            on_change=self._rollout_changed,
+        )
         self.health: dict[Endpoint, bool] = {}
         self.last_push: Convergence | None = None
         self._lock = asyncio.Lock()
@@ -89,10 +107,12 @@ class ControlPlane:
         await self._grpc.start()
         self._api_runner, self.api_port = await start_api(self)
         self._health_task = asyncio.create_task(self._watch_health())
+        await self.controller.start()
         log.info("xDS on %s:%d, API on %s:%d", self.config.bind_host, self.xds_port,
                  self.config.bind_host, self.api_port)
 
     async def stop(self) -> None:
+        await self.controller.stop()
         if self._health_task is not None:
             self._health_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -122,6 +142,10 @@ class ControlPlane:
                 timeout=timeout or self.config.push_timeout_s,
             )
             self.last_push = result
+            self.telemetry.set_weights(weights.as_dict())
+            self.telemetry.pushes.labels(
+                outcome="converged" if result.converged else "not_converged").inc()
+            self.telemetry.push_seconds.observe(result.seconds)
             log.info("weights %s: %s in %.1f ms", weights.as_dict(),
                      "converged" if result.converged else "NOT converged", result.seconds * 1e3)
             return result
@@ -151,6 +175,17 @@ class ControlPlane:
                         timeout=self.config.push_timeout_s,
                     )
 
+    def _rollout_changed(self, state: RolloutState) -> None:
+        self.telemetry.set_phase(state.phase, state.step)
+        key = (state.id, state.step, len(state.rounds))
+        if state.rounds and key != self._last_round:
+            self.telemetry.record_round(state.rounds[-1])
+        self._last_round = key
+
+    def metrics(self) -> bytes:
+        self.telemetry.connected.set(len(self.cache.status(self.config.group)["proxies"]))
+        return self.telemetry.render()
+
     def status(self) -> dict[str, object]:
         return {
             "ingress": f"{self.config.ingress_host}:{self.config.ingress_port}",
@@ -165,6 +200,7 @@ class ControlPlane:
             },
             "xds": self.cache.status(self.config.group),
             "last_push": self.last_push.as_dict() if self.last_push else None,
+            "rollout": self.controller.describe(),
         }
 
 

@@ -195,6 +195,9 @@ def _measured(t: _Step, gate_round: GateRound) -> None:
     s = t.state
     s.measuring = False
     s.rounds.append(gate_round.as_dict())
+    for m in gate_round.measurements:
+        if m.baseline is not None:
+            s.baselines[m.metric] = m.baseline
     s.next_measure_at = t.now + t.policy.gates.interval_s
     gates = t.policy.gates
     limits = Limits(gates.failure_limit, gates.inconclusive_limit, gates.consecutive_error_limit)

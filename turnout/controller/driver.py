@@ -1,0 +1,395 @@
+"""Drives one rollout at a time: feeds events to the pure state machine, stores each new
+state (with the weights it decided and its audit entries) *before* acting, and carries
+out the actions. Runs on the control plane's event loop; blocking work (deploy,
+validation, metric queries) runs in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gates.metrics import MetricsProvider, measure_round
+from gates.validation import SlotTarget, run_suite
+from triton_slots.deploy import DeployError, deploy
+from triton_slots.registry import RegistryBackend, RegistryError
+from triton_slots.slot import SLOT_NAMES
+from turnout.controller.machine import policy_of, transition
+from turnout.controller.state import (
+    Action,
+    Command,
+    Deploy,
+    DeployFinished,
+    Event,
+    GatesMeasured,
+    MarkFailed,
+    MarkPromoted,
+    MeasureGates,
+    Note,
+    PushWeights,
+    RolloutPhase,
+    RolloutState,
+    Started,
+    Tick,
+    TransitionError,
+    Validate,
+    ValidationFinished,
+    WeightsPushed,
+)
+from turnout.errors import ConfigError
+from turnout.policy import Policy
+from turnout.store import AuditEntry, Store
+from turnout.weights import Weights
+
+if TYPE_CHECKING:
+    from turnout.controlplane import ControlPlane
+
+log = logging.getLogger("turnout.controller")
+
+
+class RolloutConflict(TransitionError):
+    """Another rollout is in progress, or the slots are not in a state to start one."""
+
+
+@dataclass
+class _Job:
+    state: RolloutState
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    task: asyncio.Task | None = None
+    workers: set[asyncio.Task] = field(default_factory=set)
+
+
+def weights_for(state: RolloutState, candidate_percent: int) -> Weights:
+    values = {state.candidate_slot: candidate_percent, state.stable_slot: 100 - candidate_percent}
+    return Weights(**values)
+
+
+class RolloutController:
+    def __init__(
+        self,
+        plane: ControlPlane,
+        store: Store,
+        *,
+        registry: RegistryBackend,
+        repositories: dict[str, Path],
+        provider: MetricsProvider | None,
+        tick_s: float = 0.25,
+        clock: Callable[[], float] = time.time,
+        on_change: Callable[[RolloutState], None] = lambda _: None,
+    ) -> None:
+        self.plane = plane
+        self.store = store
+        self.registry = registry
+        self.repositories = repositories
+        self.provider = provider
+        self.tick_s = tick_s
+        self.clock = clock
+        self.on_change = on_change
+        self._job: _Job | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Resume the rollout in progress, if any, exactly where it was."""
+        data = self.store.active_rollout()
+        if data is None:
+            return
+        state = RolloutState.from_dict(data)
+        state.measuring = False
+        log.info("resuming rollout %s at %s (step %d, %d%%)", state.name, state.phase,
+                 state.step + 1, state.target_weight)
+        self.store.commit(audit=[AuditEntry(
+            kind="resume", actor="controller", rollout=state.id, phase_from=str(state.phase),
+            phase_to=str(state.phase), weights=self.plane.weights.as_dict(),
+            message=f"control plane restarted; resuming at {state.phase}, step "
+                    f"{state.step + 1}, serving {self.plane.weights.as_dict()}")])
+        job = self._spawn(state)
+        if state.phase is RolloutPhase.PENDING:
+            await job.queue.put((Started(), None))
+        for action in _actions_to_resume(state):
+            self._execute(job, action)
+
+    async def stop(self) -> None:
+        job, self._job = self._job, None
+        if job is None:
+            return
+        tasks = [t for t in (job.task, *job.workers) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # ---- API ------------------------------------------------------------------------------
+    def current(self) -> RolloutState | None:
+        if self._job is not None:
+            return self._job.state
+        data = self.store.latest_rollout()
+        return RolloutState.from_dict(data) if data else None
+
+    @property
+    def busy(self) -> bool:
+        return self._job is not None and not self._job.state.finished
+
+    async def apply(self, policy: Policy, *, actor: str) -> RolloutState:
+        if self.busy:
+            assert self._job is not None
+            raise RolloutConflict(f"rollout {self._job.state.name} is {self._job.state.phase}; "
+                                  "abort it or wait for it to finish")
+        name, version = policy.model_ref
+        try:
+            record = self.registry.verify(name, version)
+        except RegistryError as exc:
+            raise ConfigError(f"{policy.source}: spec.model: {exc}") from exc
+        weights = self.plane.weights.as_dict()
+        stable = [slot for slot in SLOT_NAMES if weights[slot] == 100]
+        if len(stable) != 1:
+            raise RolloutConflict(f"traffic is split {weights}; a rollout starts from one slot "
+                                  "at 100%")
+        stable_slot = stable[0]
+        candidate_slot = next(s for s in SLOT_NAMES if s != stable_slot)
+        stable_model = next((r.ref for r in self.registry.list(name)
+                             if r.slot == stable_slot and r.stage == "active"), None)
+        if stable_model == record.ref:
+            raise RolloutConflict(f"{record.ref} already serves from {stable_slot}")
+        now = self.clock()
+        state = RolloutState(
+            id=uuid.uuid4().hex[:12], name=policy.name, model=record.ref, digest=record.digest,
+            candidate_slot=candidate_slot, stable_slot=stable_slot, stable_model=stable_model,
+            policy=policy.document, source=policy.source, created_at=now,
+            deadline_at=now + policy.progress_deadline_s,
+        )
+        self.store.commit(
+            rollout=(state.id, str(state.phase), False, state.as_dict()),
+            audit=[AuditEntry(kind="apply", actor=actor, rollout=state.id,
+                              phase_to=str(state.phase), weights=weights,
+                              digests=self._digests(state),
+                              message=f"applied {policy.source or policy.name}: {record.ref} "
+                                      f"onto {candidate_slot} (stable {stable_slot})")])
+        job = self._spawn(state)
+        await self._send(job, Started())
+        return job.state
+
+    async def command(self, name: str, *, actor: str, full: bool = False) -> RolloutState:
+        job = self._job
+        if job is None or job.state.finished:
+            data = self.store.latest_rollout()
+            if data is None:
+                raise TransitionError("no rollout to act on")
+            state = RolloutState.from_dict(data)
+            if not (name == "rollback" and state.phase is RolloutPhase.PROMOTED):
+                raise TransitionError(f"rollout {state.name} is {state.phase}; nothing to {name}")
+            job = self._spawn(state)
+        return await self._send(job, Command(name, actor, full))
+
+    # ---- the loop -------------------------------------------------------------------------
+    def _spawn(self, state: RolloutState) -> _Job:
+        job = _Job(state)
+        self._job = job
+        job.task = asyncio.create_task(self._run(job), name=f"rollout-{state.id}")
+        return job
+
+    async def _send(self, job: _Job, event: Event) -> RolloutState:
+        reply: asyncio.Future = asyncio.get_running_loop().create_future()
+        await job.queue.put((event, reply))
+        return await reply
+
+    async def _run(self, job: _Job) -> None:
+        ticker = asyncio.create_task(self._tick(job))
+        try:
+            while True:
+                event, reply = await job.queue.get()
+                try:
+                    self._handle(job, event)
+                except TransitionError as exc:
+                    if reply is not None and not reply.done():
+                        reply.set_exception(exc)
+                    continue
+                except Exception as exc:  # never lose the loop; record what broke
+                    log.exception("rollout %s: handling %r failed", job.state.name, event)
+                    if reply is not None and not reply.done():
+                        reply.set_exception(exc)
+                    continue
+                if reply is not None and not reply.done():
+                    reply.set_result(job.state)
+        finally:
+            ticker.cancel()
+
+    async def _tick(self, job: _Job) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            if job.queue.empty():
+                await job.queue.put((Tick(), None))
+
+    def _handle(self, job: _Job, event: Event) -> None:
+        old = job.state
+        new, actions = transition(old, event, self.clock())
+        if new == old and not actions:
+            return
+        pushes = [a for a in actions if isinstance(a, PushWeights)]
+        weights = weights_for(new, pushes[-1].weight) if pushes else None
+        audit = [self._audit(old, new, a, weights) for a in actions if isinstance(a, Note)]
+        if weights is not None and not audit:
+            audit.append(AuditEntry(kind="weights", actor="controller", rollout=new.id,
+                                    phase_from=str(old.phase), phase_to=str(new.phase),
+                                    weights=weights.as_dict(), digests=self._digests(new),
+                                    message=f"pushing {pushes[-1].weight}% again"))
+        # Durable before acting: a crash from here on resumes from this state and weights.
+        self.store.commit(rollout=(new.id, str(new.phase), new.finished, new.as_dict()),
+                          weights=weights, audit=audit)
+        job.state = new
+        self.on_change(new)
+        for action in actions:
+            self._execute(job, action)
+
+    def _audit(self, old: RolloutState, new: RolloutState, note: Note,
+               weights: Weights | None) -> AuditEntry:
+        return AuditEntry(
+            kind=note.kind, actor=note.actor, message=note.message, rollout=new.id,
+            phase_from=str(old.phase), phase_to=str(new.phase),
+            weights=(weights or weights_for(new, new.applied_weight)).as_dict(),
+            digests=self._digests(new), evidence=note.evidence,
+        )
+
+    def _digests(self, state: RolloutState) -> dict[str, str]:
+        digests = {state.model: state.digest}
+        if state.stable_model:
+            with contextlib.suppress(RegistryError):
+                name, version = state.stable_model.split(":", 1)
+                digests[state.stable_model] = self.registry.get(name, version).digest
+        return digests
+
+    # ---- actions --------------------------------------------------------------------------
+    def _execute(self, job: _Job, action: Action) -> None:
+        if isinstance(action, Note):
+            return
+        if isinstance(action, MarkPromoted):
+            self._mark_promoted(job.state)
+            return
+        if isinstance(action, MarkFailed):
+            self._mark_failed(job.state, action.reason)
+            return
+        worker = asyncio.create_task(self._work(job, action))
+        job.workers.add(worker)
+        worker.add_done_callback(job.workers.discard)
+
+    async def _work(self, job: _Job, action: Action) -> None:
+        state = job.state
+        event: Event
+        if isinstance(action, Deploy):
+            event = await asyncio.to_thread(self._deploy, state)
+        elif isinstance(action, Validate):
+            event = await asyncio.to_thread(self._validate, state)
+        elif isinstance(action, PushWeights):
+            result = await self.plane.apply_weights(weights_for(state, action.weight))
+            detail = "; ".join(f"{o.node_id}: {o.outcome} {o.detail}".strip()
+                               for o in result.outcomes if o.outcome != "acked")
+            event = WeightsPushed(action.weight, result.converged, result.seconds, detail)
+        elif isinstance(action, MeasureGates):
+            event = await asyncio.to_thread(self._measure, state, action.window_s)
+        else:  # pragma: no cover - every action type is handled above
+            raise AssertionError(action)
+        await job.queue.put((event, None))
+
+    def _deploy(self, state: RolloutState) -> DeployFinished:
+        name, version = state.model.split(":", 1)
+        try:
+            result = deploy(self.registry, name, version, slot=state.candidate_slot,
+                            endpoints=self.plane.config.slots[state.candidate_slot],
+                            repository=self.repositories[state.candidate_slot],
+                            progress=lambda line: log.info("deploy: %s", line))
+        except DeployError as exc:
+            return DeployFinished(False, str(exc))
+        return DeployFinished(True, f"ready on {len(result.endpoints)} server(s) in "
+                              f"{result.seconds:.1f}s", result.digest)
+
+    def _validate(self, state: RolloutState) -> ValidationFinished:
+        policy = policy_of(state)
+        name, version = state.model.split(":", 1)
+        ingress = f"127.0.0.1:{self.plane.config.ingress_port}"
+        record = self.registry.get(name, version)
+        report = run_suite(
+            ref=state.model, digest=state.digest, model=record.model_name,
+            candidate=SlotTarget(state.candidate_slot, ingress),
+            baseline=SlotTarget(state.stable_slot, ingress),
+            settings=policy.validation, progress=lambda line: log.info("validate: %s", line),
+        )
+        self.registry.save_report(name, version, "validation", report.as_dict())
+        failed = [f"{c.name}: {c.summary}" for c in report.checks if not c.passed]
+        summary = "; ".join(failed) if failed else ", ".join(
+            f"{c.name} ok" for c in report.checks)
+        return ValidationFinished(report.passed, summary, report.as_dict())
+
+    def _measure(self, state: RolloutState, window_s: float) -> GatesMeasured:
+        policy = policy_of(state)
+        if self.provider is None:
+            from gates.metrics.evaluator import GateRound
+            from gates.metrics.measurement import Measurement, Phase
+
+            measurements = tuple(Measurement(m.name, Phase.ERROR, "no metrics provider "
+                                             "configured", dry_run=m.dry_run, at=self.clock())
+                                 for m in policy.gates.metrics)
+            return GatesMeasured(GateRound(self.clock(), window_s, measurements).as_dict())
+        gate_round = measure_round(
+            self.provider, policy.gates.metrics, candidate=state.candidate_slot,
+            active=state.stable_slot, window_s=window_s,
+            min_requests=policy.gates.min_requests, baselines=dict(state.baselines),
+        )
+        return GatesMeasured(gate_round.as_dict())
+
+    def _mark_promoted(self, state: RolloutState) -> None:
+        name, version = state.model.split(":", 1)
+        try:
+            if state.stable_model:
+                old_name, old_version = state.stable_model.split(":", 1)
+                self.registry.set_stage(old_name, old_version, "standby",
+                                        reason=f"replaced by {state.model}; kept warm")
+            self.registry.set_stage(name, version, "active", reason=f"promoted by {state.name}",
+                                    slot=state.candidate_slot)
+        except RegistryError as exc:
+            log.error("registry update after promotion failed: %s", exc)
+
+    def _mark_failed(self, state: RolloutState, reason: str) -> None:
+        name, version = state.model.split(":", 1)
+        try:
+            self.registry.set_stage(name, version, "failed", reason=reason)
+            if state.stable_model:
+                old_name, old_version = state.stable_model.split(":", 1)
+                if self.registry.get(old_name, old_version).stage != "active":
+                    self.registry.set_stage(old_name, old_version, "active",
+                                            reason=f"restored by {state.name}",
+                                            slot=state.stable_slot)
+        except RegistryError as exc:
+            log.error("registry update after rollback failed: %s", exc)
+
+    def describe(self) -> dict[str, Any] | None:
+        state = self.current()
+        if state is None:
+            return None
+        policy = policy_of(state)
+        data = state.as_dict()
+        data.pop("policy")
+        data["steps"] = [{"weight": s.weight, "bake_s": s.bake_s, "approval": s.approval}
+                         for s in policy.steps]
+        data["latest_round"] = state.rounds[-1] if state.rounds else None
+        data["now"] = self.clock()
+        return data
+
+
+def _actions_to_resume(state: RolloutState) -> list[Action]:
+    """What was in flight when the control plane stopped, to be done again (each is
+    idempotent). Baking simply continues on the next tick."""
+    phase = state.phase
+    if phase is RolloutPhase.DEPLOYING:
+        return [Deploy()]
+    if phase is RolloutPhase.VALIDATING:
+        return [Validate()]
+    if phase in (RolloutPhase.SHIFTING, RolloutPhase.ROLLING_BACK):
+        return [PushWeights(state.target_weight)]
+    return []
