@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,12 @@ import click
 
 from turnout import stack as local_stack
 from turnout.cli_models import register as register_models
+from turnout.cli_rollout import register as register_rollout
+from turnout.cli_rollout import render_rollout
 from turnout.client import ApiClient
 from turnout.errors import TurnoutError
+
+FINISHED_PHASES = {"promoted", "rolled_back", "aborted", "failed"}
 
 dir_option = click.option(
     "--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
@@ -103,17 +108,32 @@ def traffic_set(directory: Path, green: int, timeout: float) -> None:
 @main.command()
 @dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the full status as JSON.")
+@click.option("--watch", is_flag=True, help="Refresh every second until the rollout ends.")
+@click.option("--interval", default=1.0, show_default=True, help="Seconds between refreshes.")
 @friendly
-def status(directory: Path, as_json: bool) -> None:
-    """Ingress, slots and readiness, weights, proxies and their ACKed versions, last NACK."""
-    data = _client(directory).status()
+def status(directory: Path, as_json: bool, watch: bool, interval: float) -> None:
+    """Weights, slots, proxies and their ACKed versions, last NACK, and the rollout."""
+    client = _client(directory)
+    data = client.status()
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    click.echo(render_status(data))
+    if not watch:
+        click.echo(render_status(data))
+        return
+    while True:
+        click.clear()
+        click.echo(time.strftime("%H:%M:%S ") + "turnout status --watch (Ctrl-C to stop)\n")
+        click.echo(render_status(data))
+        rollout = data.get("rollout")
+        if rollout is None or rollout["phase"] in FINISHED_PHASES:
+            break
+        time.sleep(interval)
+        data = client.status()
 
 
 register_models(main, dir_option)
+register_rollout(main, dir_option, _client, friendly)
 
 
 def render_status(data: dict[str, Any]) -> str:
@@ -143,6 +163,9 @@ def render_status(data: dict[str, Any]) -> str:
         )
     else:
         lines.append("last NACK  none")
+    if data.get("rollout"):
+        lines.append("")
+        lines.extend(render_rollout(data["rollout"]))
     return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import urllib.error
 import urllib.request
@@ -13,7 +14,9 @@ from turnout.errors import ApiError
 class ApiClient:
     """Talks to one control plane. Synchronous; safe to use from several threads."""
 
-    def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 30.0,
+                 actor: str | None = None) -> None:
+        self.actor = actor or f"cli:{getpass.getuser()}"
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
@@ -24,15 +27,20 @@ class ApiClient:
         request.add_header("Content-Type", "application/json")
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
+        request.add_header("X-Turnout-Actor", self.actor)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.load(response)
         except urllib.error.HTTPError as exc:
             try:
-                message = json.load(exc).get("error", exc.reason)
+                body = json.load(exc)
+                message = body.get("error", exc.reason)
+                problems = body.get("problems") or []
             except (json.JSONDecodeError, AttributeError):
-                message = exc.reason
-            raise ApiError(f"{method} {path}: {message}", status=exc.code) from exc
+                message, problems = exc.reason, []
+            if problems:
+                message = message + ":\n" + "\n".join(problems)
+            raise ApiError(message, status=exc.code) from exc
         except (urllib.error.URLError, OSError) as exc:
             raise ApiError(f"control plane at {self.base_url} unreachable: {exc}") from exc
 
@@ -44,3 +52,16 @@ class ApiClient:
         if timeout is not None:
             body["timeout"] = timeout
         return self._call("POST", "/v1/traffic", body)
+
+    def apply(self, policy_text: str, source: str) -> dict[str, Any]:
+        return self._call("POST", "/v1/rollouts", {"policy": policy_text, "source": source})
+
+    def rollout(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/rollouts/current")
+
+    def command(self, name: str, *, full: bool = False) -> dict[str, Any]:
+        return self._call("POST", f"/v1/rollouts/current/{name}", {"full": full})
+
+    def history(self, *, rollout: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+        query = f"?limit={limit}" + (f"&rollout={rollout}" if rollout else "")
+        return self._call("GET", "/v1/history" + query)

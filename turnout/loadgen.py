@@ -68,6 +68,7 @@ class LoadGenerator:
         limit: int | None = None,
         keep_latencies: bool = False,
         warmup: int = 0,
+        rate: float | None = None,
     ) -> None:
         self.address = address
         self.model = model
@@ -77,6 +78,7 @@ class LoadGenerator:
         self.limit = limit
         self.keep_latencies = keep_latencies
         self.warmup = warmup  # per thread, sent before counting (connection set-up)
+        self.rate = rate  # total requests per second across threads; None: as fast as possible
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._stats = LoadStats()
@@ -100,7 +102,14 @@ class LoadGenerator:
                     break
                 with contextlib.suppress(InferenceServerException):
                     client.infer(self.model, inputs, headers=self.headers, client_timeout=30)
+            period = self.concurrency / self.rate if self.rate else 0.0
+            next_at = time.perf_counter()
             while not self._stop.is_set() and self._take_ticket():
+                if period:
+                    next_at += period
+                    delay = next_at - time.perf_counter()
+                    if delay > 0:
+                        self._stop.wait(delay)
                 started = time.perf_counter()
                 try:
                     client.infer(self.model, inputs, headers=self.headers, client_timeout=30)

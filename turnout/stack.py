@@ -20,6 +20,7 @@ from triton_slots.registry import LocalRegistry
 from triton_slots.slot import SLOT_NAMES, Endpoint
 from turnout.config import ControlPlaneConfig
 from turnout.errors import StackError
+from turnout.prometheus import PrometheusServer, render_config
 from turnout.proxy import EnvoyProxy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +44,7 @@ class StackInfo:
     xds_port: int
     envoy_admin: str
     model: str
+    prometheus_url: str = ""
     slots: dict[str, list[dict]] = field(default_factory=dict)
     processes: dict[str, int] = field(default_factory=dict)  # name -> pid
     logs: dict[str, str] = field(default_factory=dict)
@@ -127,9 +129,28 @@ def _wait_ports(path: Path, process: ManagedProcess, timeout: float = 20.0) -> d
     raise ProcessError(f"control plane did not start in {timeout:.0f}s; log {process.log_path}")
 
 
+def start_control_plane(directory: Path) -> ManagedProcess:
+    """Start the control plane from ``<directory>/controlplane.json`` (same ports every
+    time, so Envoy and Prometheus find it again after a restart); wait until it listens."""
+    config_path = directory / "controlplane.json"
+    ports_path = directory / "controlplane.ports"
+    ports_path.unlink(missing_ok=True)
+    plane = ManagedProcess.spawn(
+        "controlplane",
+        [sys.executable, "-m", "turnout.controlplane", "--config", str(config_path)],
+        log_path=directory / "logs" / "controlplane.log",
+    )
+    try:
+        _wait_ports(ports_path, plane)
+    except BaseException:
+        plane.stop()
+        raise
+    return plane
+
+
 def up(
     directory: Path = DEFAULT_DIR, *, per_slot: int = 1, model: Path = EXAMPLE_MODEL,
-    progress: Progress = _quiet,
+    scrape_interval_s: float = 1.0, progress: Progress = _quiet,
 ) -> StackInfo:
     """Start the whole local stack and record it in ``<directory>/stack.json``."""
     directory = directory.resolve()
@@ -148,32 +169,40 @@ def up(
         progress(f"starting {per_slot} Triton server(s) per slot ({model_name} {model.name})")
         servers = start_slots(directory, per_slot=per_slot, model=model, progress=progress)
         started += [s.process for pool in servers.values() for s in pool]
-        token = secrets.token_urlsafe(24)
+        slots = {slot: [s.endpoint for s in pool] for slot, pool in servers.items()}
+        prometheus_port = free_port()
         config = ControlPlaneConfig(
-            state_dir=directory, token=token, ingress_port=free_port(),
-            slots={slot: [s.endpoint for s in pool] for slot, pool in servers.items()},
+            state_dir=directory, token=secrets.token_urlsafe(24), ingress_port=free_port(),
+            xds_port=free_port(), api_port=free_port(), slots=slots,
+            repositories={slot: str(slot_repository(directory, slot)) for slot in slots},
+            registry_root=str(registry_root(directory)),
+            prometheus_url=f"http://127.0.0.1:{prometheus_port}",
         )
         config_path = directory / "controlplane.json"
         config_path.write_text(config.to_json())
         config_path.chmod(0o600)
-        ports_path = directory / "controlplane.ports"
-        ports_path.unlink(missing_ok=True)
         progress("starting control plane")
-        plane = ManagedProcess.spawn(
-            "controlplane", [sys.executable, "-m", "turnout.controlplane",
-                             "--config", str(config_path)],
-            log_path=logs / "controlplane.log",
-        )
-        started.append(plane)
-        ports = _wait_ports(ports_path, plane)
+        started.append(start_control_plane(directory))
         progress("starting envoy")
         envoy = EnvoyProxy.start(
             node_id="envoy-0", node_cluster=config.group, xds_host="127.0.0.1",
-            xds_port=ports["xds_port"], work_dir=directory, log_dir=logs,
+            xds_port=config.xds_port, work_dir=directory, log_dir=logs,
         )
         started.append(envoy.process)
         waited = envoy.wait_ready()
         progress(f"  envoy ready ({waited:.1f}s)")
+        progress(f"starting prometheus (scrape every {scrape_interval_s:g}s)")
+        prometheus = PrometheusServer.start(
+            directory=directory / "prometheus", port=prometheus_port,
+            log_path=logs / "prometheus.log",
+            config_text=render_config(
+                scrape_interval_s=scrape_interval_s,
+                envoy_admin=f"127.0.0.1:{envoy.admin_port}",
+                control_plane=f"127.0.0.1:{config.api_port}", slots=slots),
+        )
+        started.append(prometheus.process)
+        waited = prometheus.wait_ready()
+        progress(f"  prometheus ready on {prometheus.url} ({waited:.1f}s)")
     except BaseException:
         for process in reversed(started):
             process.stop()
@@ -181,11 +210,12 @@ def up(
     info = StackInfo(
         directory=str(directory),
         ingress=f"{config.ingress_host}:{config.ingress_port}",
-        api_url=f"http://127.0.0.1:{ports['api_port']}",
-        token=token,
-        xds_port=ports["xds_port"],
+        api_url=f"http://127.0.0.1:{config.api_port}",
+        token=config.token,
+        xds_port=config.xds_port,
         envoy_admin=envoy.admin_url,
         model=model_name,
+        prometheus_url=prometheus.url,
         slots={slot: [e.as_dict() for e in eps] for slot, eps in config.slots.items()},
         processes={p.name: p.pid for p in started},
         logs={p.name: str(p.log_path) for p in started},

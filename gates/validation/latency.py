@@ -43,6 +43,10 @@ def _measure_pair(candidate: SlotTarget, baseline: SlotTarget | None, model: str
     """Alternate baseline and candidate rounds (same run, same machine state) and take
     the median of each figure over the rounds: one noisy moment cannot decide."""
     per_round = max(1, s.requests // s.rounds)
+    for target in (baseline, candidate):
+        if target is not None and s.slot_warmup_requests:
+            LoadGenerator(target.address, model=model, concurrency=s.concurrency, batch=batch,
+                          headers=target.headers, limit=s.slot_warmup_requests).start().wait()
     cand_rounds, base_rounds = [], []
     for _ in range(s.rounds):
         if baseline is not None:

@@ -234,12 +234,16 @@ class RolloutController:
             return
         pushes = [a for a in actions if isinstance(a, PushWeights)]
         weights = weights_for(new, pushes[-1].weight) if pushes else None
-        audit = [self._audit(old, new, a, weights) for a in actions if isinstance(a, Note)]
-        if weights is not None and not audit:
-            audit.append(AuditEntry(kind="weights", actor="controller", rollout=new.id,
-                                    phase_from=str(old.phase), phase_to=str(new.phase),
-                                    weights=weights.as_dict(), digests=self._digests(new),
-                                    message=f"pushing {pushes[-1].weight}% again"))
+        # Notes carry the weights every Envoy has ACKed; a decided push gets its own entry.
+        acked = weights_for(new, new.applied_weight)
+        audit = [self._audit(old, new, a, acked) for a in actions if isinstance(a, Note)]
+        if weights is not None:
+            actor = next((a.actor for a in actions if isinstance(a, Note)), "controller")
+            audit.append(AuditEntry(
+                kind="weights", actor=actor, rollout=new.id, phase_from=str(old.phase),
+                phase_to=str(new.phase), weights=weights.as_dict(),
+                digests=self._digests(new),
+                message=f"push {pushes[-1].weight}% to {new.model} on {new.candidate_slot}"))
         # Durable before acting: a crash from here on resumes from this state and weights.
         self.store.commit(rollout=(new.id, str(new.phase), new.finished, new.as_dict()),
                           weights=weights, audit=audit)
@@ -249,11 +253,10 @@ class RolloutController:
             self._execute(job, action)
 
     def _audit(self, old: RolloutState, new: RolloutState, note: Note,
-               weights: Weights | None) -> AuditEntry:
+               weights: Weights) -> AuditEntry:
         return AuditEntry(
             kind=note.kind, actor=note.actor, message=note.message, rollout=new.id,
-            phase_from=str(old.phase), phase_to=str(new.phase),
-            weights=(weights or weights_for(new, new.applied_weight)).as_dict(),
+            phase_from=str(old.phase), phase_to=str(new.phase), weights=weights.as_dict(),
             digests=self._digests(new), evidence=note.evidence,
         )
 

@@ -1,0 +1,164 @@
+"""``turnout lint|plan|schema|apply|pause|resume|promote|abort|rollback|history`` and the
+rollout part of ``turnout status``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from turnout.policy import SCHEMA_PATH, Policy, PolicyError, load_file
+
+
+def _load(path: Path) -> Policy:
+    try:
+        return load_file(path)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        raise click.ClickException(f"{path}: {len(exc.problems)} problem(s)") from exc
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:g}h"
+    if seconds >= 60:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"
+
+
+def render_plan(policy: Policy) -> str:
+    g = policy.gates
+    lines = [f"rollout {policy.name}: {policy.model} onto the idle slot",
+             "validation: " + (", ".join(policy.validation.checks) if policy.validation_enabled
+                               else "off"),
+             f"{'step':>4} {'weight':>7} {'bake':>6}  approval"]
+    for index, step in enumerate(policy.steps, 1):
+        lines.append(f"{index:>4} {step.weight:>6}% {_duration(step.bake_s):>6}  "
+                     f"{'yes' if step.approval else '-'}")
+    lines.append(f"gates every {_duration(g.interval_s)} over {_duration(g.window_s)} windows; "
+                 f"minRequests {g.min_requests}; limits: failure {g.failure_limit}, "
+                 f"inconclusive {g.inconclusive_limit}, consecutive errors "
+                 f"{g.consecutive_error_limit}")
+    for m in g.metrics:
+        source = m.builtin or f"query {m.query!r}"
+        lines.append(f"  {m.name:<16} {source:<18} {m.thresholds()}"
+                     + ("  (dry run)" if m.dry_run else ""))
+    rb = policy.rollback
+    lines.append(f"rollback: {'automatic' if rb.automatic else 'manual'}; old slot kept warm "
+                 f"{_duration(rb.keep_warm_s)} after promotion")
+    approvals = sum(1 for s in policy.steps if s.approval)
+    lines.append(f"minimum duration: {_duration(policy.minimum_duration_s())}"
+                 + (f" plus {approvals} approval wait(s)" if approvals else "")
+                 + " (plus deploy and validation); deadline "
+                 + _duration(policy.progress_deadline_s))
+    return "\n".join(lines)
+
+
+def render_rollout(r: dict[str, Any]) -> list[str]:
+    steps = r["steps"]
+    lines = [f"rollout  {r['name']}: {r['model']} -> {r['candidate_slot']} "
+             f"(stable {r['stable_slot']}: {r.get('stable_model') or '?'})"]
+    where = ""
+    if 0 <= r["step"] < len(steps):
+        where = f"  step {r['step'] + 1}/{len(steps)} ({steps[r['step']]['weight']}%)"
+        if r["phase"] == "baking" and r.get("step_entered_at"):
+            baked = r["now"] - r["step_entered_at"]
+            where += f"  baked {baked:.1f}s/{steps[r['step']]['bake_s']:g}s"
+    lines.append(f"phase    {r['phase']}{where}")
+    lines.append(f"reason   {r['reason']}")
+    marks = []
+    for index, step in enumerate(steps):
+        done = index < r["step"] or r["phase"] == "promoted"
+        current = index == r["step"] and r["phase"] not in ("promoted",)
+        marks.append(f"[{step['weight']}{' ok' if done else (' ..' if current else '')}]")
+    lines.append("steps    " + " ".join(marks))
+    latest = r.get("latest_round")
+    if latest:
+        lines.append(f"gates    round {len(r['rounds'])}: {latest['phase']} "
+                     f"(window {latest['window_s']:.0f}s)")
+        for m in latest["measurements"]:
+            value = "-" if m["value"] is None else f"{m['value']:.4g}"
+            lines.append(f"  {m['metric']:<16} {m['phase']:<12} {value:>9}  {m['message']}"
+                         + ("  (dry run)" if m["dry_run"] else ""))
+    return lines
+
+
+def register(main: click.Group, dir_option, client_for, friendly) -> None:  # type: ignore[no-untyped-def]
+    @main.command()
+    @click.argument("file", type=click.Path(path_type=Path))
+    def lint(file: Path) -> None:
+        """Check a rollout policy: every problem with file, line and field."""
+        policy = _load(file)
+        click.echo(f"{file}: ok ({policy.model}, {len(policy.steps)} steps, minimum "
+                   f"{_duration(policy.minimum_duration_s())})")
+
+    @main.command()
+    @click.argument("file", type=click.Path(path_type=Path))
+    def plan(file: Path) -> None:
+        """Print a policy's steps, gates and minimum duration."""
+        click.echo(render_plan(_load(file)))
+
+    @main.command()
+    @click.option("--path", "show_path", is_flag=True, help="Print the schema file's path.")
+    def schema(show_path: bool) -> None:
+        """Print the rollout policy JSON Schema (for editors)."""
+        click.echo(str(SCHEMA_PATH) if show_path else SCHEMA_PATH.read_text())
+
+    @main.command()
+    @dir_option
+    @click.argument("file", type=click.Path(path_type=Path))
+    @friendly
+    def apply(directory: Path, file: Path) -> None:
+        """Start a rollout from a policy file."""
+        _load(file)
+        described = client_for(directory).apply(file.read_text(), str(file))
+        click.echo(f"rollout {described['name']} started: {described['model']} -> "
+                   f"{described['candidate_slot']} ({described['phase']})")
+        click.echo("follow it with `turnout status --watch`")
+
+    for name, help_text in (
+        ("pause", "Hold the rollout at its current weight."),
+        ("resume", "Continue a paused rollout (its bake restarts)."),
+        ("abort", "Stop the rollout and send all traffic back to the stable slot."),
+        ("rollback", "Send all traffic back to the stable slot (also after promotion)."),
+    ):
+        main.command(name=name, help=help_text)(dir_option(friendly(_simple(name, client_for))))
+
+    @main.command()
+    @dir_option
+    @click.option("--full", is_flag=True, help="Skip the remaining steps and gates: 100% now.")
+    @friendly
+    def promote(directory: Path, full: bool) -> None:
+        """Approve the waiting step, or cut the current step short (--full: go to 100%)."""
+        described = client_for(directory).command("promote", full=full)
+        click.echo(f"{described['name']}: {described['phase']} - {described['reason']}")
+
+    @main.command()
+    @dir_option
+    @click.option("--json", "as_json", is_flag=True)
+    @click.option("--limit", default=200, show_default=True)
+    @click.option("--rollout", default=None, help="Only this rollout id.")
+    @friendly
+    def history(directory: Path, as_json: bool, limit: int, rollout: str | None) -> None:
+        """The audit log: every transition and weight change, who or what caused it."""
+        entries = client_for(directory).history(rollout=rollout, limit=limit)
+        if as_json:
+            click.echo(json.dumps(entries, indent=2))
+            return
+        for e in entries:
+            at = time.strftime("%H:%M:%S", time.localtime(e["at"])) + f".{int(e['at'] * 10) % 10}"
+            weights = e.get("weights") or {}
+            split = f"b{weights.get('blue', '?')}/g{weights.get('green', '?')}" if weights else ""
+            click.echo(f"{at} {e['actor']:<14} {e['kind']:<10} {split:<9} {e['message']}")
+
+
+def _simple(name: str, client_for):  # type: ignore[no-untyped-def]
+    def command(directory: Path) -> None:
+        described = client_for(directory).command(name)
+        click.echo(f"{described['name']}: {described['phase']} - {described['reason']}")
+    command.__name__ = name
+    return command

@@ -1,0 +1,82 @@
+"""A real Prometheus for the local stack: config generated from the stack's targets
+(Envoy's admin, every Triton metrics port labelled with its slot, the control plane)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from triton_slots.procs import ManagedProcess, ProcessError, free_port
+from triton_slots.slot import Endpoint
+
+
+def prometheus_binary() -> str:
+    found = shutil.which("prometheus")
+    if found is None:
+        raise ProcessError("prometheus not found: run `make prometheus` "
+                           "(apt-get install -y --no-install-recommends prometheus)")
+    return found
+
+
+def render_config(*, scrape_interval_s: float, envoy_admin: str, control_plane: str,
+                  slots: dict[str, list[Endpoint]]) -> str:
+    interval = f"{scrape_interval_s:g}s"
+    config = {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        "scrape_configs": [
+            {"job_name": "envoy", "metrics_path": "/stats/prometheus",
+             "static_configs": [{"targets": [envoy_admin]}]},
+            {"job_name": "turnout", "metrics_path": "/metrics",
+             "static_configs": [{"targets": [control_plane]}]},
+            {"job_name": "triton",
+             "static_configs": [
+                 {"targets": [f"{e.host}:{e.metrics_port}" for e in endpoints],
+                  "labels": {"slot": slot}}
+                 for slot, endpoints in slots.items() if endpoints]},
+        ],
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+@dataclass
+class PrometheusServer:
+    url: str
+    process: ManagedProcess
+
+    @classmethod
+    def start(cls, *, directory: Path, config_text: str, log_path: Path, port: int = 0
+              ) -> PrometheusServer:
+        directory.mkdir(parents=True, exist_ok=True)
+        config = directory / "prometheus.yml"
+        config.write_text(config_text)
+        port = port or free_port()
+        argv = [
+            prometheus_binary(),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={directory / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--storage.tsdb.retention.time=2d",
+            "--web.enable-lifecycle",
+        ]
+        process = ManagedProcess.spawn("prometheus", argv, log_path=log_path)
+        return cls(f"http://127.0.0.1:{port}", process)
+
+    def wait_ready(self, *, timeout: float = 30.0) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            self.process.check_alive()
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
+                    if response.status == 200:
+                        return time.monotonic() - started
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise ProcessError(f"prometheus not ready after {timeout:.0f}s; "
+                           f"log {self.process.log_path}")
