@@ -76,6 +76,15 @@ def stack_down(directory: Path) -> None:
     click.echo(f"stack stopped ({len(stopped)} processes)")
 
 
+@stack.command("restart-controlplane")
+@dir_option
+@friendly
+def stack_restart_controlplane(directory: Path) -> None:
+    """Restart the control plane (same ports); it resumes any rollout where it was."""
+    pid = local_stack.restart_control_plane(directory)
+    click.echo(f"control plane running again (pid {pid})")
+
+
 @main.group()
 def traffic() -> None:
     """Move traffic between the slots."""

@@ -224,6 +224,20 @@ def up(
     return info
 
 
+def restart_control_plane(directory: Path = DEFAULT_DIR) -> int:
+    """Stop the control plane if it runs, start it again with the same config and ports,
+    and record its new pid. Weights and rollout state come back from the store."""
+    directory = directory.resolve()
+    info = StackInfo.load(directory)
+    old = info.processes.get("controlplane")
+    if old is not None and pid_alive(old):
+        stop_pid(old)
+    plane = start_control_plane(directory)
+    info.processes["controlplane"] = plane.pid
+    info.save()
+    return plane.pid
+
+
 def down(directory: Path = DEFAULT_DIR, *, progress: Progress = _quiet) -> list[str]:
     """Stop every process of the stack (Envoy first, Triton last) and forget it."""
     directory = directory.resolve()

@@ -56,12 +56,12 @@ class GateSettings:
     interval_s: float = 5.0
     window_s: float = 15.0
     min_requests: int = 20
-    failure_limit: int = 0
+    failure_limit: int = 1  # a single noisy round does not roll back
     inconclusive_limit: int = 6
     consecutive_error_limit: int = 4
     metrics: tuple[MetricSpec, ...] = (
         MetricSpec("error-rate", builtin="error_rate", max=0.01),
-        MetricSpec("p99-latency", builtin="p99_latency_ms", max_ratio=1.5),
+        MetricSpec("p99-latency", builtin="p99_latency_ms", max_ratio=2.5),
     )
 
 
