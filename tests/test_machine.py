@@ -1,0 +1,214 @@
+"""The rollout state machine as a pure function: (state, event, now) -> (state, actions)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gates.metrics.evaluator import GateRound
+from gates.metrics.measurement import Measurement, Phase
+from turnout.controller.machine import transition
+from turnout.controller.state import (
+    Command,
+    Deploy,
+    DeployFinished,
+    GatesMeasured,
+    MarkFailed,
+    MarkPromoted,
+    MeasureGates,
+    PushWeights,
+    RolloutPhase,
+    RolloutState,
+    Started,
+    Tick,
+    TransitionError,
+    Validate,
+    ValidationFinished,
+    WeightsPushed,
+)
+from turnout.policy import load_text
+
+P = RolloutPhase
+POLICY = """
+apiVersion: turnout/v1
+kind: Rollout
+metadata: {name: t}
+spec:
+  model: classifier:v2
+  strategy:
+    steps:
+      - {weight: 10, bake: 10s}
+      - {weight: 50, bake: 10s, approval: true}
+      - {weight: 100, bake: 10s}
+  gates:
+    interval: 5s
+    window: 30s
+    failureLimit: 0
+    inconclusiveLimit: 2
+    consecutiveErrorLimit: 1
+    metrics:
+      - {name: errors, builtin: error_rate, max: 0.01}
+      - {name: shadow, builtin: throughput_rps, min: 1000, dryRun: true}
+  rollback: {keepWarm: 60s}
+  progressDeadline: 10m
+"""
+
+
+def new_state(policy: str = POLICY) -> RolloutState:
+    doc = load_text(policy).document
+    return RolloutState(id="r1", name="t", model="classifier:v2", digest="d" * 64,
+                        candidate_slot="green", stable_slot="blue",
+                        stable_model="classifier:v1", policy=doc, source="p.yaml",
+                        created_at=0.0, deadline_at=600.0)
+
+
+def run(state, event, now):
+    return transition(state, event, now)
+
+
+def gate(phase: Phase, *, dry_phase: Phase = Phase.FAILED, at: float = 0.0) -> GatesMeasured:
+    round_ = GateRound(at, 5.0, (
+        Measurement("errors", phase, f"errors {phase}", value=0.0 if phase is Phase.SUCCESSFUL
+                    else None),
+        Measurement("shadow", dry_phase, "dry run", dry_run=True),
+    ))
+    return GatesMeasured(round_.as_dict())
+
+
+def to_baking(now: float = 0.0) -> RolloutState:
+    s, actions = run(new_state(), Started(), now)
+    assert s.phase is P.DEPLOYING and actions[-1] == Deploy()
+    s, actions = run(s, DeployFinished(True, "ok"), now)
+    assert s.phase is P.VALIDATING and Validate() in actions
+    s, actions = run(s, ValidationFinished(True, "all ok"), now)
+    assert s.phase is P.SHIFTING and PushWeights(10) in actions
+    assert s.target_weight == 10 and s.applied_weight == 0
+    s, actions = run(s, WeightsPushed(10, True, 0.002), now)
+    assert s.phase is P.BAKING and s.applied_weight == 10
+    return s
+
+
+def measure(s: RolloutState, now: float) -> RolloutState:
+    s, actions = run(s, Tick(), now)
+    assert any(isinstance(a, MeasureGates) for a in actions), (s.phase, actions)
+    return s
+
+
+def test_happy_path_with_approval_and_promotion():
+    s = to_baking(0.0)
+    s, actions = run(s, Tick(), 1.0)
+    assert actions == []  # not yet time to measure
+    s = measure(s, 5.0)
+    s, _ = run(s, gate(Phase.SUCCESSFUL), 5.0)
+    assert s.phase is P.BAKING  # bake (10 s) not done: a dry-run failure decides nothing
+    s = measure(s, 10.0)
+    s, actions = run(s, gate(Phase.SUCCESSFUL), 10.0)
+    assert s.phase is P.AWAITING_APPROVAL and s.step == 1
+    assert not any(isinstance(a, PushWeights) for a in actions)
+    with pytest.raises(TransitionError):
+        run(s, Command("resume", "sre"), 11.0)
+    s, actions = run(s, Command("promote", "sre"), 12.0)
+    assert s.phase is P.SHIFTING and PushWeights(50) in actions
+    s, _ = run(s, WeightsPushed(50, True, 0.002), 12.0)
+    s = measure(s, 17.0)
+    s, _ = run(s, gate(Phase.SUCCESSFUL), 22.0)
+    assert s.phase is P.SHIFTING and s.target_weight == 100
+    s, _ = run(s, WeightsPushed(100, True, 0.002), 22.0)
+    s = measure(s, 32.0)
+    s, actions = run(s, gate(Phase.SUCCESSFUL), 32.0)
+    assert s.phase is P.PROMOTED and MarkPromoted() in actions
+    assert s.keep_warm_until == 92.0
+
+
+def test_gate_failure_rolls_back_and_records_timing():
+    s = measure(to_baking(), 5.0)
+    s, actions = run(s, gate(Phase.FAILED), 5.0)
+    assert s.phase is P.ROLLING_BACK and PushWeights(0) in actions
+    assert s.first_failure_at == 5.0 and s.rollback_decided_at == 5.0
+    assert "errors" in s.reason
+    s, actions = run(s, WeightsPushed(0, True, 0.001), 5.1)
+    assert s.phase is P.ROLLED_BACK and s.applied_weight == 0
+    assert any(isinstance(a, MarkFailed) for a in actions)
+    assert s.rollback_acked_at == 5.1
+
+
+def test_rollback_push_is_retried_until_acked():
+    s = measure(to_baking(), 5.0)
+    s, _ = run(s, gate(Phase.FAILED), 5.0)
+    s, _ = run(s, WeightsPushed(0, False, 10.0, "envoy-1: timeout"), 15.0)
+    assert s.phase is P.ROLLING_BACK
+    s, actions = run(s, Tick(), 15.5)
+    assert PushWeights(0) in actions
+
+
+def test_missing_data_holds_and_never_promotes():
+    s = to_baking()
+    for index, now in enumerate((5.0, 10.0, 15.0)):
+        s = measure(s, now)
+        s, actions = run(s, gate(Phase.INCONCLUSIVE), now)
+        assert not any(isinstance(a, PushWeights) for a in actions)
+        assert s.phase is (P.BAKING if index < 2 else P.PAUSED)
+    assert "inconclusive" in s.reason
+    assert s.applied_weight == 10
+
+
+def test_metric_errors_hold_after_the_consecutive_limit():
+    s = to_baking()
+    for now in (5.0, 10.0):
+        s = measure(s, now)
+        s, _ = run(s, gate(Phase.ERROR), now)
+    assert s.phase is P.PAUSED and "consecutive metric errors" in s.reason
+    s, _ = run(s, Command("resume", "sre"), 20.0)
+    assert s.phase is P.BAKING and s.rounds == [] and s.step_entered_at == 20.0
+
+
+def test_unacked_push_pauses_and_resume_pushes_again():
+    s, _ = run(new_state(), Started(), 0)
+    s, _ = run(s, DeployFinished(True, "ok"), 0)
+    s, _ = run(s, ValidationFinished(True, "ok"), 0)
+    s, _ = run(s, WeightsPushed(10, False, 10.0, "envoy-2: nacked"), 10.0)
+    assert s.phase is P.PAUSED and "envoy-2" in s.reason
+    s, actions = run(s, Command("resume", "sre"), 11.0)
+    assert s.phase is P.SHIFTING and PushWeights(10) in actions
+
+
+def test_failed_validation_or_deploy_never_moves_traffic():
+    s, _ = run(new_state(), Started(), 0)
+    failed, actions = run(s, DeployFinished(False, "load failed"), 1)
+    assert failed.phase is P.FAILED and not any(isinstance(a, PushWeights) for a in actions)
+    s, _ = run(s, DeployFinished(True, "ok"), 1)
+    s, actions = run(s, ValidationFinished(False, "parity: NaN"), 2)
+    assert s.phase is P.FAILED and s.target_weight == 0
+    assert not any(isinstance(a, PushWeights) for a in actions)
+
+
+def test_deadline_rolls_back():
+    s = to_baking()
+    s, _ = run(s, Tick(), 600.0)
+    assert s.phase is P.ROLLING_BACK and "deadline" in s.reason
+
+
+def test_abort_promote_full_and_rollback_after_promotion():
+    s = to_baking()
+    aborted, actions = run(s, Command("abort", "sre"), 3.0)
+    assert aborted.phase is P.ROLLING_BACK and PushWeights(0) in actions
+    aborted, _ = run(aborted, WeightsPushed(0, True, 0.001), 3.1)
+    assert aborted.phase is P.ABORTED
+    with pytest.raises(TransitionError):
+        run(aborted, Command("pause", "sre"), 4.0)
+
+    s, actions = run(s, Command("promote", "sre", full=True), 3.0)
+    assert s.phase is P.SHIFTING and PushWeights(100) in actions  # approval skipped
+    s, actions = run(s, WeightsPushed(100, True, 0.001), 3.1)
+    assert s.phase is P.PROMOTED
+    back, actions = run(s, Command("rollback", "sre"), 30.0)
+    assert back.phase is P.ROLLING_BACK and PushWeights(0) in actions
+    with pytest.raises(TransitionError, match="keep-warm"):
+        run(s, Command("rollback", "sre"), 3.1 + 61.0)
+
+
+def test_pause_stops_measuring():
+    s = to_baking()
+    s, _ = run(s, Command("pause", "sre"), 1.0)
+    assert s.phase is P.PAUSED
+    s, actions = run(s, Tick(), 100.0)
+    assert actions == [] and s.phase is P.PAUSED

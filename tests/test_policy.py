@@ -1,0 +1,106 @@
+"""Rollout policy: schema, line numbers, rules, plan."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+from click.testing import CliRunner
+
+from turnout.cli import main as cli
+from turnout.policy import SCHEMA_PATH, PolicyError, load_file, load_text
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+GOOD = (EXAMPLES / "rollout-v2.yaml").read_text()
+
+
+def _problems(text: str) -> list[str]:
+    with pytest.raises(PolicyError) as info:
+        load_text(text, "p.yaml")
+    return [str(p) for p in info.value.problems]
+
+
+def _line_of(text: str, needle: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+def test_examples_load_with_their_values():
+    policy = load_file(EXAMPLES / "rollout-v2.yaml")
+    assert policy.model == "classifier:v2"
+    assert [s.weight for s in policy.steps] == [10, 25, 50, 100]
+    assert policy.gates.interval_s == 2.0
+    assert policy.validation.latency.batch_sizes == (1, 8)
+    assert [m.name for m in policy.gates.metrics if m.dry_run] == ["throughput"]
+    assert load_file(EXAMPLES / "rollout-v3.yaml").validation.checks == ("adversarial",)
+
+
+def test_defaults_fill_what_is_left_out():
+    minimal = ("apiVersion: turnout/v1\nkind: Rollout\nmetadata: {name: m}\n"
+               "spec: {model: 'classifier:v2'}\n")
+    policy = load_text(minimal)
+    assert [s.weight for s in policy.steps] == [10, 25, 50, 100]
+    assert {m.builtin for m in policy.gates.metrics} == {"error_rate", "p99_latency_ms"}
+    assert policy.rollback.automatic is True
+
+
+def test_a_typo_is_an_error_with_line_and_suggestion():
+    text = GOOD.replace("maxRatio: 2.5", "maxRatoi: 2.5")
+    problems = _problems(text)
+    problem = next(p for p in problems if "maxRatoi" in p)
+    line = _line_of(text, "maxRatoi")
+    assert problem.startswith(f"p.yaml:{line}: spec.gates.metrics[1].maxRatoi: unknown field")
+    assert "did you mean 'maxRatio'" in problem
+
+
+def test_every_problem_is_reported_at_once():
+    text = (GOOD.replace("bake: 4s\n      - weight: 25", "bake: 4 secs\n      - weight: 25")
+            .replace("weight: 50", "weight: 20")
+            .replace("apiVersion: turnout/v1", "apiVersion: turnout/v2"))
+    problems = _problems(text)
+    assert len(problems) == 3
+    joined = "\n".join(problems)
+    assert f"p.yaml:{_line_of(text, 'apiVersion')}: apiVersion:" in joined
+    assert f"p.yaml:{_line_of(text, '4 secs')}: spec.strategy.steps[0].bake:" in joined
+    assert f"p.yaml:{_line_of(text, 'weight: 20')}: spec.strategy.steps[2].weight: " \
+           "weights must increase" in joined
+
+
+def test_rules_the_schema_cannot_say():
+    text = GOOD.replace("      - weight: 100\n        bake: 4s\n", "")
+    assert any("last step must be weight 100" in p for p in _problems(text))
+    text = GOOD.replace("        builtin: error_rate\n        max: 0.01\n",
+                        "        builtin: error_rate\n")
+    assert any("needs a threshold" in p for p in _problems(text))
+    text = GOOD.replace("builtin: error_rate", "builtin: error_rate\n        query: up")
+    assert any("exactly one of 'builtin' or 'query'" in p for p in _problems(text))
+    text = GOOD.replace("name: p99-latency", "name: error-rate")
+    assert any("duplicate metric name" in p for p in _problems(text))
+
+
+def test_duplicate_keys_and_bad_yaml():
+    text = GOOD.replace("  progressDeadline: 10m",
+                        "  progressDeadline: 10m\n  progressDeadline: 5m")
+    assert any("duplicate key" in p for p in _problems(text))
+    [problem] = _problems("spec: [unclosed\n")
+    assert problem.startswith("p.yaml:") and "invalid YAML" in problem
+
+
+def test_schema_is_a_valid_published_schema():
+    document = json.loads(SCHEMA_PATH.read_text())
+    jsonschema.Draft202012Validator.check_schema(document)
+
+
+def test_lint_and_plan_cli(tmp_path):
+    runner = CliRunner()
+    ok = runner.invoke(cli, ["lint", str(EXAMPLES / "rollout-v2.yaml")])
+    assert ok.exit_code == 0 and "ok (classifier:v2, 4 steps, minimum 16s)" in ok.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GOOD.replace("keepWarm: 30m", "keepWarm: forever"))
+    result = runner.invoke(cli, ["lint", str(bad)])
+    assert result.exit_code == 1
+    assert f"{bad}:{_line_of(bad.read_text(), 'forever')}: spec.rollback.keepWarm" in result.output
+    plan = runner.invoke(cli, ["plan", str(EXAMPLES / "rollout-v2.yaml")])
+    assert plan.exit_code == 0
+    assert "minimum duration: 16s" in plan.output and "(dry run)" in plan.output
