@@ -266,3 +266,22 @@ async def test_dropping_a_cluster_publishes_routes_first(harness):
     result = await publish
     assert result.converged
     await envoy.close()
+
+
+async def test_publish_waits_for_a_proxy_when_none_is_connected(harness):
+    publish = asyncio.ensure_future(
+        harness.cache.publish_and_wait(GROUP, snapshot(70), timeout=5.0, min_proxies=1))
+    await asyncio.sleep(0.2)
+    assert not publish.done(), "an empty fleet must not count as converged"
+    envoy = harness.client("late")
+    await _subscribe_all(envoy)
+    result = await publish
+    assert result.converged and [o.node_id for o in result.outcomes] == ["late"]
+    await envoy.close()
+
+
+async def test_publish_to_an_empty_fleet_times_out_not_converged(harness):
+    result = await harness.cache.publish_and_wait(GROUP, snapshot(80), timeout=0.2,
+                                                  min_proxies=1)
+    assert not result.converged
+    assert "fewer than 1 proxies" in result.outcomes[0].detail

@@ -29,6 +29,7 @@ class ControlPlaneConfig:
     registry_root: str = ""
     prometheus_url: str = ""
     tick_s: float = 0.25
+    min_proxies: int = 1  # a push converges only once at least this many Envoys ACKed
 
     def __post_init__(self) -> None:
         unknown = set(self.slots) - set(SLOT_NAMES)

@@ -140,6 +140,7 @@ class ControlPlane:
                 self.config.group,
                 self.desired_snapshot(),
                 timeout=timeout or self.config.push_timeout_s,
+                min_proxies=self.config.min_proxies,
             )
             self.last_push = result
             self.telemetry.set_weights(weights.as_dict())

@@ -67,6 +67,10 @@ class StackInfo:
         partial.write_text(json.dumps(asdict(self), indent=2))
         os.replace(partial, path)
 
+    @property
+    def directory_path(self) -> Path:
+        return Path(self.directory)
+
     def endpoints(self, slot: str) -> list[Endpoint]:
         return [Endpoint.from_dict(e) for e in self.slots.get(slot, [])]
 

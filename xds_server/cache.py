@@ -53,7 +53,10 @@ class StreamHandle:
     nacked: dict[str, Nack] = field(default_factory=dict)
 
     def resolved(self, snapshot: Snapshot) -> Outcome | None:
-        """``acked`` or ``nacked`` once every subscribed type answered ``snapshot``'s version."""
+        """``acked`` or ``nacked`` once the stream subscribes to every type the snapshot
+        carries and has answered each type's version."""
+        if not snapshot.types_present() <= self.subscribed:
+            return None
         outcome: Outcome = "acked"
         for type_url in self.subscribed:
             version = snapshot.version(type_url)
@@ -105,6 +108,7 @@ class _Publication:
     snapshot: Snapshot
     started: float
     pending: dict[int, StreamHandle]
+    min_proxies: int = 0
     outcomes: list[NodeOutcome] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -115,7 +119,11 @@ class _Publication:
         self.outcomes.append(
             NodeOutcome(handle.node_id, handle.stream_id, outcome, elapsed, detail)
         )
-        if not self.pending:
+        self.check()
+
+    def check(self) -> None:
+        answered = sum(1 for o in self.outcomes if o.outcome in ("acked", "nacked"))
+        if not self.pending and answered >= self.min_proxies:
             self.done.set()
 
 
@@ -161,10 +169,13 @@ class SnapshotCache:
         woken.set()
 
     async def publish_and_wait(
-        self, group: str, snapshot: Snapshot, *, timeout: float = 10.0, verify: bool = True
+        self, group: str, snapshot: Snapshot, *, timeout: float = 10.0, verify: bool = True,
+        min_proxies: int = 0,
     ) -> Convergence:
         """Publish ``snapshot`` and wait until every stream of ``group`` connected now has
         ACKed or NACKed it, or ``timeout`` seconds pass. Returns the measured convergence.
+        With ``min_proxies``, also wait for at least that many proxies to answer (streams
+        that connect meanwhile count): an empty fleet is not a converged one.
 
         Make before break: when the new snapshot drops clusters, an intermediate snapshot
         (new routes, old and new clusters) is published and awaited first."""
@@ -175,19 +186,18 @@ class SnapshotCache:
             dropped = previous.names(type_urls.CLUSTER) - snapshot.names(type_urls.CLUSTER)
             if dropped:
                 bridge = _bridge(previous, snapshot)
-                first = await self.publish_and_wait(group, bridge, timeout=timeout, verify=verify)
+                first = await self.publish_and_wait(group, bridge, timeout=timeout,
+                                                    verify=verify, min_proxies=min_proxies)
                 if not first.converged:
                     return first
         started = time.monotonic()
         self.set_snapshot(group, snapshot, verify=False)
         state = self._group(group)
-        publication = _Publication(snapshot, started, dict(state.streams))
-        if publication.pending:
-            state.publications.append(publication)
-            for handle in list(publication.pending.values()):
-                self._progress(state, handle)
-        else:
-            publication.done.set()
+        publication = _Publication(snapshot, started, dict(state.streams), min_proxies)
+        state.publications.append(publication)
+        for handle in list(publication.pending.values()):
+            self._progress(state, handle)
+        publication.check()
         try:
             await asyncio.wait_for(publication.done.wait(), timeout)
         except TimeoutError:
@@ -197,6 +207,11 @@ class SnapshotCache:
             if publication in state.publications:
                 state.publications.remove(publication)
         answered = [o.seconds for o in publication.outcomes if o.seconds is not None]
+        missing = min_proxies - sum(1 for o in publication.outcomes
+                                    if o.outcome in ("acked", "nacked"))
+        for _ in range(max(0, missing)):
+            publication.outcomes.append(NodeOutcome(
+                "(none)", 0, "timeout", None, f"fewer than {min_proxies} proxies connected"))
         return Convergence(
             group=group,
             versions=snapshot.versions,
@@ -208,7 +223,11 @@ class SnapshotCache:
     def open_stream(self, node_id: str, group: str) -> StreamHandle:
         self._next_stream += 1
         handle = StreamHandle(self._next_stream, node_id, group, self._clock())
-        self._group(group).streams[handle.stream_id] = handle
+        state = self._group(group)
+        state.streams[handle.stream_id] = handle
+        for publication in state.publications:
+            if publication.min_proxies:  # waiting for the fleet to show up: count this one
+                publication.pending[handle.stream_id] = handle
         return handle
 
     def close_stream(self, handle: StreamHandle) -> None:

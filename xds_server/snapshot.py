@@ -115,6 +115,10 @@ class Snapshot:
     def resources(self, type_url: str) -> Mapping[str, Message]:
         return self.types[type_url].messages
 
+    def types_present(self) -> frozenset[str]:
+        """The types with at least one resource (what a complete client subscribes to)."""
+        return frozenset(t for t, ts in self.types.items() if ts.messages)
+
     def names(self, type_url: str) -> frozenset[str]:
         return frozenset(self.types[type_url].messages)
 

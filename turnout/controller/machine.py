@@ -31,6 +31,7 @@ from turnout.policy.model import Policy, build_policy
 
 P = RolloutPhase
 AUTO = "controller"
+SETTLE_S = 1.0  # Envoy flushes histograms every 1 s (bootstrap); Prometheus scrapes after
 
 
 def policy_of(state: RolloutState) -> Policy:
@@ -185,8 +186,9 @@ def _tick(t: _Step) -> None:
     if s.measuring or s.next_measure_at is None or t.now < s.next_measure_at:
         return
     assert s.step_entered_at is not None
-    # Only data from this step counts: the window never reaches before the step began.
-    window = min(t.policy.gates.window_s, max(1.0, t.now - s.step_entered_at))
+    # Only data from this step counts: the window never reaches before the step began,
+    # less a settling margin for Envoy's stats flush and Prometheus' scrape.
+    window = min(t.policy.gates.window_s, max(1.0, t.now - s.step_entered_at - SETTLE_S))
     s.measuring = True
     t.actions.append(MeasureGates(window))
 
