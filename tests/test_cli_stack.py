@@ -30,7 +30,8 @@ def test_stack_lifecycle_through_the_cli(tmp_path: Path):
     info = StackInfo.load(directory)
     try:
         assert f"ingress {info.ingress}" in up.stdout
-        assert len(info.processes) == 4  # two Tritons, the control plane, Envoy
+        assert set(info.processes) == {"triton-blue-0", "triton-green-0", "controlplane",
+                                       "envoy envoy-0", "prometheus"}
         again = turnout("stack", "up", "--dir", str(directory), check=False)
         assert again.returncode != 0 and "already running" in again.stderr
 
@@ -48,7 +49,7 @@ def test_stack_lifecycle_through_the_cli(tmp_path: Path):
             assert os.path.getsize(log) > 0, log
     finally:
         down = turnout("stack", "down", "--dir", str(directory))
-    assert "stack stopped (4 processes)" in down.stdout
+    assert "stack stopped (5 processes)" in down.stdout
     assert not any(pid_alive(pid) for pid in info.processes.values())
     missing = turnout("status", "--dir", str(directory), check=False)
     assert missing.returncode == 1 and "no stack" in missing.stderr

@@ -1,5 +1,11 @@
-"""``make demo``: the local stack, live inference through Envoy, and the split walked
-0 -> 10 -> 50 -> 100 -> 0 % green, with per-step request counts per slot and failures."""
+"""``make demo``: the whole story on the local stack.
+
+v1 serves from blue under live gRPC load; v2 is rolled out (deployed to green, validated,
+shifted 10 -> 25 -> 50 -> 100 % under Prometheus gates, promoted); then the faulty v3 is
+rolled out and the gates roll it back automatically. A summary follows: per step weights,
+gate values and durations, requests sent and failed, and the time from v3's first failing
+measurement to 0 % on it.
+"""
 
 from __future__ import annotations
 
@@ -7,63 +13,123 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from triton_slots.metrics import requests_served
 from turnout import stack
 from turnout.client import ApiClient
 from turnout.loadgen import LoadGenerator
+from turnout.policy import load_file
+from turnout.workflow import registry_for
 
-STEPS = (0, 10, 50, 100, 0)
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "examples" / "models" / "classifier"
+FINISHED = {"promoted", "rolled_back", "aborted", "failed"}
 
 
-def _served(info: stack.StackInfo) -> dict[str, int]:
-    return {slot: requests_served(info.endpoints(slot)) for slot in ("blue", "green")}
+def follow(client: ApiClient, rollout_id: str, *, timeout: float = 300.0) -> dict[str, Any]:
+    """Print the rollout's audit entries as they happen; return the final state."""
+    seen = 0
+    deadline = time.monotonic() + timeout
+    while True:
+        entries = client.history(rollout=rollout_id)
+        for entry in entries[seen:]:
+            stamp = time.strftime("%H:%M:%S", time.localtime(entry["at"]))
+            if entry["kind"] == "gates":
+                values = ", ".join(
+                    f"{m['metric']}={m['value']:.3g}" if m["value"] is not None
+                    else f"{m['metric']}={m['phase']}"
+                    for m in entry["evidence"]["measurements"])
+                print(f"  {stamp}   {entry['message']}: {values}", flush=True)
+            elif entry["kind"] != "weights":
+                print(f"  {stamp} {entry['message']}", flush=True)
+        seen = len(entries)
+        state = client.rollout()
+        if state["id"] == rollout_id and state["phase"] in FINISHED:
+            return state
+        if time.monotonic() > deadline:
+            raise SystemExit(f"rollout still {state['phase']} after {timeout:.0f}s")
+        time.sleep(0.5)
 
 
-def walk(info: stack.StackInfo, *, steps: tuple[int, ...], hold_s: float, clients: int) -> int:
-    """Move the split through ``steps`` under load; print a table; return failures."""
-    api = ApiClient(info.api_url, info.token)
-    load = LoadGenerator(info.ingress, concurrency=clients).start()
-    print(f"\nload: {clients} gRPC clients -> Envoy {info.ingress}; {hold_s:.0f}s per step\n")
-    print(f"{'green %':>8} {'ACK ms':>8} {'blue reqs':>10} {'green reqs':>11} "
-          f"{'green share':>12} {'failed':>7}")
-    total_failed = 0
-    try:
-        for green in steps:
-            before, (_, failed0) = _served(info), load.counts()
-            push = api.set_traffic(green=green)["push"]
-            time.sleep(hold_s)
-            after, (_, failed1) = _served(info), load.counts()
-            blue_n, green_n = after["blue"] - before["blue"], after["green"] - before["green"]
-            share = green_n / max(1, blue_n + green_n) * 100
-            failed = failed1 - failed0
-            total_failed += failed
-            print(f"{green:>8} {push['seconds'] * 1e3:>8.1f} {blue_n:>10} {green_n:>11} "
-                  f"{share:>11.1f}% {failed:>7}", flush=True)
-    finally:
-        stats = load.stop()
-    print(f"\nrequests sent {stats.sent}, ok {stats.ok}, failed {stats.failed}"
-          + (f" {dict(stats.errors)}" if stats.failed else ""))
-    return max(total_failed, stats.failed)
+def summarize(client: ApiClient, state: dict[str, Any]) -> list[str]:
+    history = client.history(rollout=state["id"])
+    rounds: dict[int, dict[str, Any]] = {}
+    for entry in history:
+        if entry["kind"] == "gates":
+            step = int(entry["message"].split()[1]) - 1
+            rounds[step] = entry["evidence"]
+    lines = [f"{state['name']}: {state['model']} -> {state['candidate_slot']}: "
+             f"{state['phase'].upper()} ({state['reason']})",
+             f"  {'step':>4} {'weight':>7} {'ACK ms':>7} {'duration':>9}  last gate values"]
+    log = state["steps_log"]
+    for index, step in enumerate(log):
+        end = log[index + 1]["entered_at"] if index + 1 < len(log) else state["finished_at"]
+        gate = rounds.get(step["step"])
+        values = ", ".join(
+            f"{m['metric']} {m['value']:.3g}" + (f" ({m['ratio']:.2f}x)" if m["ratio"] else "")
+            for m in (gate or {}).get("measurements", []) if m["value"] is not None)
+        lines.append(f"  {step['step'] + 1:>4} {step['weight']:>6}% {step['ack_ms']:>7.1f} "
+                     f"{end - step['entered_at']:>8.1f}s  {values or '-'}")
+    if state.get("first_failure_at") and state.get("rollback_acked_at"):
+        lines.append(f"  first failing measurement -> 0% ACKed by every Envoy: "
+                     f"{(state['rollback_acked_at'] - state['first_failure_at']) * 1e3:.0f} ms "
+                     f"(decision -> ACK "
+                     f"{(state['rollback_acked_at'] - state['rollback_decided_at']) * 1e3:.0f} ms)")
+    lines.append(f"  total {state['finished_at'] - state['created_at']:.1f}s from apply")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", type=Path, default=Path(".turnout-demo"))
-    parser.add_argument("--hold", type=float, default=3.0, help="seconds per step")
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--rate", type=float, default=200.0, help="requests/s in total")
     args = parser.parse_args(argv)
-    print(f"== starting the local stack in {args.dir} (logs in {args.dir}/logs)")
-    info = stack.up(args.dir, progress=print)
+    if (args.dir / "stack.json").exists():
+        stack.down(args.dir)  # a previous demo left running (interrupted)
+    for leftover in ("state.db", "state.db-wal", "state.db-shm"):
+        (args.dir / leftover).unlink(missing_ok=True)
+    print(f"== 1. local stack in {args.dir} (logs: {args.dir}/logs)", flush=True)
+    info = stack.up(args.dir, progress=lambda line: print(line, flush=True))
+    summaries: list[str] = []
     try:
-        failed = walk(info, steps=STEPS, hold_s=args.hold, clients=args.clients)
+        registry = registry_for(args.dir)
+        for version in ("v2", "v3"):
+            record = registry.push(MODELS / version, name="classifier", version=version)
+            print(f"pushed {record.ref} ({record.digest[:12]})")
+        client = ApiClient(info.api_url, info.token, actor="demo")
+        load = LoadGenerator(info.ingress, concurrency=args.clients, rate=args.rate).start()
+        print(f"load: {args.clients} gRPC clients, {args.rate:.0f} req/s -> Envoy "
+              f"{info.ingress}", flush=True)
+        time.sleep(2)
+        results = []
+        for number, file in ((2, "rollout-v2.yaml"), (3, "rollout-v3.yaml")):
+            path = ROOT / "examples" / file
+            policy = load_file(path)
+            print(f"\n== {number}. turnout apply examples/{file} ({policy.model})", flush=True)
+            started = client.apply(path.read_text(), f"examples/{file}")
+            results.append(follow(client, started["id"]))
+        stats = load.stop()
+        gates = policy.gates
+        print("\n== summary")
+        for state in results:
+            summaries.extend(summarize(client, state))
+        summaries.append(f"requests through Envoy: sent {stats.sent}, ok {stats.ok}, "
+                         f"failed {stats.failed}" + (f" {dict(stats.errors)}" if stats.failed
+                                                     else ""))
+        summaries.append(f"intervals: Prometheus scrape 1s, Envoy stats flush 1s, gates every "
+                         f"{gates.interval_s:g}s over windows of up to {gates.window_s:g}s")
+        print("\n".join(summaries))
     finally:
-        print("== stopping the local stack")
+        print("\n== stopping the local stack")
         stack.down(args.dir)
-    if failed:
-        print(f"FAILED: {failed} requests failed", file=sys.stderr)
+    outcome = [r["phase"] for r in results]
+    if outcome != ["promoted", "rolled_back"] or stats.failed:
+        print(f"FAILED: expected v2 promoted and v3 rolled back with 0 failed requests, "
+              f"got {outcome} and {stats.failed} failed", file=sys.stderr)
         return 1
-    print("zero failed requests across every switch")
+    print("v2 promoted, v3 rolled back automatically, zero failed requests")
     return 0
 
 
