@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -49,6 +50,7 @@ class ControlPlane:
         self.weights = self.store.weights()
         self.telemetry = Telemetry()
         self._last_round: tuple[str, int, int] | None = None
+        self._addresses: dict[str, str] = {}
         self.telemetry.set_weights(self.weights.as_dict())
         registry_root = Path(config.registry_root or config.state_dir / "registry")
         self.controller = RolloutController(
@@ -82,7 +84,21 @@ class ControlPlane:
             endpoints=self.config.slots,
             health=self.health,
             weights=self.weights,
+            resolve=self._resolve,
         )
+
+    def _resolve(self, host: str) -> str:
+        """An IPv4 address for ``host`` (EDS needs addresses), cached; on failure the name
+        is kept and logged, and Envoy's NACK will say why."""
+        cached = self._addresses.get(host)
+        if cached is None:
+            try:
+                cached = socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0]
+            except OSError as exc:
+                log.error("cannot resolve slot endpoint host %s: %s", host, exc)
+                return host
+            self._addresses[host] = cached
+        return cached
 
     async def start(self) -> None:
         """Probe slot health, publish the stored weights (no traffic moves on start-up),

@@ -13,15 +13,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from triton_slots.artifact import inspect
-from triton_slots.deploy import stage_artifact
 from triton_slots.launcher import TritonServer, prepare_backends
 from triton_slots.procs import ManagedProcess, ProcessError, free_port, pid_alive, stop_pid
-from triton_slots.registry import LocalRegistry
 from triton_slots.slot import SLOT_NAMES, Endpoint
 from turnout.config import ControlPlaneConfig
 from turnout.errors import StackError
 from turnout.prometheus import PrometheusServer, render_config
 from turnout.proxy import EnvoyProxy
+from turnout.seed import registry_root, seed, slot_repository
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_MODEL = REPO_ROOT / "examples" / "models" / "classifier" / "v1"
@@ -75,14 +74,6 @@ class StackInfo:
         return [Endpoint.from_dict(e) for e in self.slots.get(slot, [])]
 
 
-def registry_root(directory: Path) -> Path:
-    return directory / "registry"
-
-
-def slot_repository(directory: Path, slot: str) -> Path:
-    return directory / "slots" / slot / "models"
-
-
 def start_slots(
     directory: Path, *, per_slot: int = 1, model: Path = EXAMPLE_MODEL,
     progress: Progress = _quiet,
@@ -90,14 +81,11 @@ def start_slots(
     """Start ``per_slot`` Triton servers for each slot, each slot with its own model
     repository holding ``model``; wait until all are ready. Stops them all on failure."""
     backends = prepare_backends(directory / "triton-backends")
-    registry = LocalRegistry(registry_root(directory))
-    record = registry.push(model, name=inspect(model).model_name, version=model.name,
-                           source=str(model))
+    record = seed(directory, model)
     servers: dict[str, list[TritonServer]] = {s: [] for s in SLOT_NAMES}
     try:
         for slot in SLOT_NAMES:
             repository = slot_repository(directory, slot)
-            stage_artifact(record, repository)
             for index in range(per_slot):
                 name = f"triton-{slot}-{index}"
                 servers[slot].append(
@@ -117,9 +105,6 @@ def start_slots(
             for server in pool:
                 server.stop()
         raise
-    if record.stage != "active":
-        registry.set_stage(record.name, record.version, "active",
-                           reason="initial version of the local stack", slot=SLOT_NAMES[0])
     return servers
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from triton_slots.slot import SLOT_NAMES, Endpoint
 from turnout.weights import Weights
@@ -30,8 +30,10 @@ def build_snapshot(
     endpoints: Mapping[str, list[Endpoint]],
     health: Mapping[Endpoint, bool],
     weights: Weights,
+    resolve: Callable[[str], str] = lambda host: host,
 ) -> Snapshot:
-    """Both slot clusters always present (so a weight change is an RDS-only change)."""
+    """Both slot clusters always present (so a weight change is an RDS-only change).
+    ``resolve`` turns endpoint host names into IP addresses (EDS carries addresses only)."""
     clusters = {slot: cluster_of(slot) for slot in SLOT_NAMES}
     return Snapshot.build(
         listeners=[
@@ -45,7 +47,7 @@ def build_snapshot(
             load_assignment(
                 clusters[slot],
                 [
-                    HostPort(e.host, e.grpc_port, health.get(e, False))
+                    HostPort(resolve(e.host), e.grpc_port, health.get(e, False))
                     for e in endpoints.get(slot, [])
                 ],
             )
