@@ -4,10 +4,12 @@ Weights live beside this file in ``weights.npz`` (W1, b1, W2, b2), so the artifa
 self-contained and its digest covers the weights. Non-finite inputs are refused with
 INVALID_ARG. Optional config parameters inject faults (used by the faulty example):
 ``fault_delay_ms`` sleeps per request; ``fault_nan_threshold`` returns NaN for rows whose
-first feature exceeds it.
+first feature exceeds it; with ``fault_flag_file`` set, both apply only while that file
+exists (benchmarks switch a fault on at a known instant).
 """
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -30,6 +32,11 @@ class TritonPythonModel:
         self.b2 = weights["b2"].astype(np.float32)
         self.delay_s = _parameter(config, "fault_delay_ms", 0.0) / 1000.0
         self.nan_threshold = _parameter(config, "fault_nan_threshold", float("inf"))
+        flag = config.get("parameters", {}).get("fault_flag_file", {}).get("string_value")
+        self.flag_file = flag or None
+
+    def _faulty(self) -> bool:
+        return self.flag_file is None or os.path.exists(self.flag_file)
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
         hidden = np.maximum(x @ self.w1 + self.b1, 0.0)
@@ -37,7 +44,7 @@ class TritonPythonModel:
         logits = logits - logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         probs = (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
-        if self.nan_threshold != float("inf"):
+        if self.nan_threshold != float("inf") and self._faulty():
             probs[x[:, 0] > self.nan_threshold] = np.nan
         return probs
 
@@ -51,7 +58,7 @@ class TritonPythonModel:
                 )
                 responses.append(pb_utils.InferenceResponse(error=error))
                 continue
-            if self.delay_s:
+            if self.delay_s and self._faulty():
                 time.sleep(self.delay_s)
             out = pb_utils.Tensor("PROBS", self._forward(x))
             responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
