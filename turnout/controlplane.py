@@ -32,6 +32,7 @@ from turnout.telemetry import Telemetry
 from turnout.topology import build_snapshot
 from turnout.weights import Weights
 from xds_server import AdsServer, Convergence, Snapshot, SnapshotCache
+from xds_server.server import tune_gc
 
 log = logging.getLogger("turnout.controlplane")
 
@@ -224,6 +225,7 @@ class ControlPlane:
 async def _run(config: ControlPlaneConfig) -> None:
     plane = ControlPlane(config)
     await plane.start()
+    tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -64,7 +64,7 @@ class EnvoyProxy:
         xds_port: int,
         work_dir: Path,
         log_dir: Path,
-        concurrency: int = 2,
+        concurrency: int = 1,
     ) -> EnvoyProxy:
         admin_port = free_port()
         config = work_dir / f"envoy-{node_id}.yaml"

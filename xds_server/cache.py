@@ -110,6 +110,7 @@ class _Publication:
     pending: dict[int, StreamHandle]
     min_proxies: int = 0
     outcomes: list[NodeOutcome] = field(default_factory=list)
+    answered: int = 0  # outcomes that are acked or nacked (kept, not recounted: O(1))
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def settle(self, handle: StreamHandle, outcome: Outcome, detail: str = "") -> None:
@@ -119,18 +120,19 @@ class _Publication:
         self.outcomes.append(
             NodeOutcome(handle.node_id, handle.stream_id, outcome, elapsed, detail)
         )
+        if outcome in ("acked", "nacked"):
+            self.answered += 1
         self.check()
 
     def check(self) -> None:
-        answered = sum(1 for o in self.outcomes if o.outcome in ("acked", "nacked"))
-        if not self.pending and answered >= self.min_proxies:
+        if not self.pending and self.answered >= self.min_proxies:
             self.done.set()
 
 
 @dataclass
 class _Group:
     snapshot: Snapshot | None = None
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    watchers: dict[int, Callable[[], None]] = field(default_factory=dict)
     streams: dict[int, StreamHandle] = field(default_factory=dict)
     publications: list[_Publication] = field(default_factory=list)
     last_nack: Nack | None = None
@@ -165,8 +167,8 @@ class SnapshotCache:
                 publication.settle(handle, "superseded")
         state.publications.clear()
         state.snapshot = snapshot
-        woken, state.changed = state.changed, asyncio.Event()
-        woken.set()
+        for notify in list(state.watchers.values()):
+            notify()
 
     async def publish_and_wait(
         self, group: str, snapshot: Snapshot, *, timeout: float = 10.0, verify: bool = True,
@@ -207,9 +209,7 @@ class SnapshotCache:
             if publication in state.publications:
                 state.publications.remove(publication)
         answered = [o.seconds for o in publication.outcomes if o.seconds is not None]
-        missing = min_proxies - sum(1 for o in publication.outcomes
-                                    if o.outcome in ("acked", "nacked"))
-        for _ in range(max(0, missing)):
+        for _ in range(max(0, min_proxies - publication.answered)):
             publication.outcomes.append(NodeOutcome(
                 "(none)", 0, "timeout", None, f"fewer than {min_proxies} proxies connected"))
         return Convergence(
@@ -233,12 +233,14 @@ class SnapshotCache:
     def close_stream(self, handle: StreamHandle) -> None:
         state = self._group(handle.group)
         state.streams.pop(handle.stream_id, None)
+        state.watchers.pop(handle.stream_id, None)
         for publication in state.publications:
             publication.settle(handle, "disconnected")
 
-    def changed(self, group: str) -> asyncio.Event:
-        """An event set when ``group``'s snapshot is next replaced."""
-        return self._group(group).changed
+    def watch(self, handle: StreamHandle, notify: Callable[[], None]) -> None:
+        """Call ``notify`` (cheap, non-blocking) whenever the stream's group gets a new
+        snapshot, until the stream is closed."""
+        self._group(handle.group).watchers[handle.stream_id] = notify
 
     def subscribed(self, handle: StreamHandle, type_url: str) -> None:
         handle.subscribed.add(type_url)

@@ -108,10 +108,16 @@ def http_listener(
         rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=route_config),
         http_filters=[
             hcm_pb2.HttpFilter(
-                name="envoy.filters.http.router", typed_config=_any(router_pb2.Router())
+                name="envoy.filters.http.router",
+                typed_config=_any(router_pb2.Router(
+                    # No per-request dynamic stat names or x-envoy-* response headers.
+                    dynamic_stats=wrappers_pb2.BoolValue(value=False),
+                    suppress_envoy_headers=True,
+                )),
             )
         ],
         http2_protocol_options=protocol_pb2.Http2ProtocolOptions(),
+        generate_request_id=wrappers_pb2.BoolValue(value=False),
     )
     return listener_pb2.Listener(
         name=name,
