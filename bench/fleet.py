@@ -25,7 +25,7 @@ def run(streams: int, pushes: int) -> dict[str, object]:
             while not port_file.exists() or not port_file.read_text():
                 time.sleep(0.05)
             port = port_file.read_text()
-            processes = 1 if streams <= 1000 else 4
+            processes = 1
             per = streams // processes
             for index in range(processes):
                 count = per + (streams % processes if index == 0 else 0)
@@ -45,7 +45,7 @@ def run(streams: int, pushes: int) -> dict[str, object]:
     incomplete = sum(1 for p in data["pushes"] if p["acked"] < streams)
     result = {
         "streams": streams,
-        "client_processes": 1 if streams <= 1000 else 4,
+        "client_processes": 1,
         "pushes": pushes,
         "incomplete_pushes": incomplete,
         "last_ack": summary_ms(seconds),

@@ -46,7 +46,10 @@ async def main(port: int, count: int, first_id: int) -> None:
                                                 f"sim-{first_id + index}")))
         if index % 100 == 99:
             await asyncio.sleep(0.01)  # do not stampede the accept queue
-    await asyncio.gather(*tasks, return_exceptions=True)
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        print(f"{len(errors)} streams failed, e.g. {errors[0]!r}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,22 @@ import time
 
 import grpc
 
-from tests.xds_fakes import GROUP, snapshot
+from triton_slots.slot import Endpoint
+from turnout.topology import build_snapshot
+from turnout.weights import Weights
 from xds_server import AdsServer, SnapshotCache
 from xds_server.server import tune_gc
+
+GROUP = "turnout"
+_BLUE = Endpoint("127.0.0.1", 1001, 1002, 1003)
+_GREEN = Endpoint("127.0.0.1", 2001, 2002, 2003)
+
+
+def snapshot(green: int):  # type: ignore[no-untyped-def]
+    """The production topology's snapshot, with fixed endpoints (nothing is dialled)."""
+    return build_snapshot(ingress_host="127.0.0.1", ingress_port=8080,
+                          endpoints={"blue": [_BLUE], "green": [_GREEN]},
+                          health={_BLUE: True, _GREEN: True}, weights=Weights.with_green(green))
 
 
 def rss_mib() -> float:
@@ -44,10 +57,16 @@ async def main(port_file: str, streams: int, pushes: int, out: str) -> None:
     with open(port_file, "w") as handle:
         handle.write(str(port))
     started = time.monotonic()
+    last_report = started
     while True:  # every stream connected and in sync with the first snapshot
         status = cache.status(GROUP)
-        if sum(1 for p in status["proxies"] if p["in_sync"]) >= streams:
+        in_sync = sum(1 for p in status["proxies"] if p["in_sync"])
+        if in_sync >= streams:
             break
+        if time.monotonic() - last_report > 5:
+            last_report = time.monotonic()
+            print(f"  {len(status['proxies'])} streams connected, {in_sync} in sync",
+                  file=sys.stderr, flush=True)
         if time.monotonic() - started > 600:
             raise SystemExit(f"only {len(status['proxies'])} streams after 600 s")
         await asyncio.sleep(0.2)
