@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import statistics
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -42,8 +43,13 @@ def write_json(name: str, data: object) -> Path:
     return path
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through `finally`: the stack is stopped
+
+
 @contextlib.contextmanager
 def local_stack(**options: object) -> Iterator[stack.StackInfo]:
+    signal.signal(signal.SIGTERM, _terminate)
     with tempfile.TemporaryDirectory(prefix="turnout-bench-") as tmp:
         info = stack.up(Path(tmp), progress=lambda line: print(line, flush=True), **options)
         try:

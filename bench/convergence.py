@@ -64,12 +64,12 @@ def _routes_file(path: Path, version: int, green: int) -> None:
     body = MessageToDict(table, preserving_proto_field_name=True)
     body["@type"] = ROUTE_TYPE
     partial = path.with_suffix(".partial")
-    partial.write_text(yaml.safe_dump({"version_info": str(version), "resources": [body]}))
+    partial.write_text(json.dumps({"version_info": str(version), "resources": [body]}))
     os.replace(partial, path)  # an atomic rename is what Envoy's file watch sees
 
 
 def file_baseline(info, pushes: int, workdir: Path) -> dict[str, object]:  # type: ignore[no-untyped-def]
-    routes = workdir / "routes.yaml"
+    routes = workdir / "routes.json"
     _routes_file(routes, 0, 0)
     admin_port, listen_port = free_port(), free_port()
     endpoint = {s: info.endpoints(s)[0] for s in ("blue", "green")}

@@ -21,14 +21,18 @@ MODELS = Path(__file__).resolve().parent.parent / "examples" / "models" / "class
 STEPS = [(10, "2s"), (25, "2s"), (50, "2s"), (100, "2s")]
 
 
-def wait_finished(client: ApiClient, rollout_id: str, timeout: float = 120.0) -> dict:
+def wait_finished(client: ApiClient, rollout_id: str, timeout: float = 120.0,
+                  skip_phase: str = "") -> dict:
     deadline = time.monotonic() + timeout
+    state: dict = {}
     while time.monotonic() < deadline:
         state = client.rollout()
-        if state["id"] == rollout_id and state["phase"] in FINISHED:
+        if state["id"] == rollout_id and state["phase"] in FINISHED \
+                and state["phase"] != skip_phase:
             return state
         time.sleep(0.2)
-    raise TimeoutError(f"rollout {rollout_id} did not finish")
+    raise TimeoutError(f"rollout {rollout_id} did not finish: {state.get('phase')} "
+                       f"{state.get('reason')}")
 
 
 def run(cycles: int, rate: float) -> dict[str, object]:
@@ -51,7 +55,7 @@ def run(cycles: int, rate: float) -> dict[str, object]:
             outcomes.append(wait_finished(client, started["id"])["phase"])
             time.sleep(1)
             client.command("rollback")
-            outcomes.append(wait_finished(client, started["id"])["phase"])
+            outcomes.append(wait_finished(client, started["id"], skip_phase="promoted")["phase"])
             time.sleep(1)
         started = client.apply(policy("classifier:v3", name="faulty", steps=STEPS), "bench")
         outcomes.append(wait_finished(client, started["id"])["phase"])

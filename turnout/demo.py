@@ -10,6 +10,7 @@ measurement to 0 % on it.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--rate", type=float, default=200.0, help="requests/s in total")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))  # run `finally`
     if (args.dir / "stack.json").exists():
         stack.down(args.dir)  # a previous demo left running (interrupted)
     for leftover in ("state.db", "state.db-wal", "state.db-shm"):

@@ -109,11 +109,9 @@ def http_listener(
         http_filters=[
             hcm_pb2.HttpFilter(
                 name="envoy.filters.http.router",
-                typed_config=_any(router_pb2.Router(
-                    # No per-request dynamic stat names or x-envoy-* response headers.
-                    dynamic_stats=wrappers_pb2.BoolValue(value=False),
-                    suppress_envoy_headers=True,
-                )),
+                # dynamic_stats must stay on: the gates read each slot cluster's
+                # upstream_rq_time histogram and response-code counters from it.
+                typed_config=_any(router_pb2.Router(suppress_envoy_headers=True)),
             )
         ],
         http2_protocol_options=protocol_pb2.Http2ProtocolOptions(),
