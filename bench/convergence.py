@@ -38,8 +38,11 @@ def route_version(admin: str) -> str:
 def wait_version(admin: str, version: str, timeout: float = 10.0) -> float:
     deadline = time.perf_counter() + timeout
     while time.perf_counter() < deadline:
-        if route_version(admin) == version:
-            return time.perf_counter()
+        try:
+            if route_version(admin) == version:
+                return time.perf_counter()
+        except OSError:  # admin not listening yet
+            time.sleep(0.05)
         time.sleep(0.0005)
     raise TimeoutError(f"version {version} never showed in {admin}")
 

@@ -27,15 +27,19 @@ def datapath(data: dict) -> list[str]:
              f"(medians of {data['rounds']} alternating rounds of {data['duration_s']:g} s). "
              "`python -m bench.datapath`", "",
              "| batch | conc. | direct p50 ms | direct p99 ms | direct rps | Envoy p50 ms | "
-             "Envoy p99 ms | Envoy rps | added p50 ms | rps ratio | loadgen cores (direct/Envoy) |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "Envoy p99 ms | Envoy rps | added p50 ms | rps ratio | minimal static Envoy: "
+             "added p50 ms, rps ratio | loadgen cores (direct/Envoy) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     worst_added, worst_ratio = 0.0, 1.0
     for c in data["cells"]:
         d, e = c["direct"], c["envoy"]
         lines.append(f"| {c['batch']} | {c['concurrency']} | {d['p50_ms']:.3f} | "
                      f"{d['p99_ms']:.3f} | {d['throughput_rps']:.0f} | {e['p50_ms']:.3f} | "
                      f"{e['p99_ms']:.3f} | {e['throughput_rps']:.0f} | {c['p50_added_ms']:+.3f} | "
-                     f"{c['throughput_ratio']:.2f} | {d['loadgen_cpu_cores']:.2f} / "
+                     f"{c['throughput_ratio']:.2f} | "
+                     + (f"{c['minimal_p50_added_ms']:+.3f}, {c['minimal_throughput_ratio']:.2f}"
+                        if "minimal_envoy" in c else "-")
+                     + f" | {d['loadgen_cpu_cores']:.2f} / "
                      f"{e['loadgen_cpu_cores']:.2f} |")
         worst_added = max(worst_added, c["p50_added_ms"])
         worst_ratio = min(worst_ratio, c["throughput_ratio"])

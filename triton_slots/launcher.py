@@ -10,14 +10,11 @@ import os
 import shutil
 import sys
 import sysconfig
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from triton_slots.procs import ManagedProcess, ProcessError, free_port
+from triton_slots.procs import ManagedProcess, ProcessError, free_port, wait_http
 from triton_slots.slot import Endpoint
 
 
@@ -110,24 +107,9 @@ class TritonServer:
 
     def wait_ready(self, *, timeout: float = 60.0) -> float:
         """Block until ``/v2/health/ready`` answers 200; returns the seconds waited."""
-        started = time.monotonic()
-        url = f"{self.endpoint.http_url}/v2/health/ready"
-        while time.monotonic() - started < timeout:
-            self.process.check_alive()
-            if http_ok(url):
-                return time.monotonic() - started
-            time.sleep(0.1)
-        raise ProcessError(
-            f"{self.process.name} not ready after {timeout:.0f}s; log {self.process.log_path}"
-        )
+        return wait_http(self.process, f"{self.endpoint.http_url}/v2/health/ready",
+                         timeout=timeout, what=self.process.name)
 
     def stop(self) -> None:
         self.process.stop()
 
-
-def http_ok(url: str, *, timeout: float = 1.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return 200 <= response.status < 300
-    except (urllib.error.URLError, OSError):
-        return False

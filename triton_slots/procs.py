@@ -8,6 +8,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,3 +116,18 @@ def stop_pid(pid: int, *, timeout: float = 10.0, popen: subprocess.Popen | None 
         os.kill(pid, signal.SIGKILL)
     if popen is not None:
         popen.wait()
+
+
+def wait_http(process: ManagedProcess, url: str, *, timeout: float, what: str) -> float:
+    """Poll ``url`` until it answers 2xx while ``process`` lives; returns seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        process.check_alive()
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if 200 <= response.status < 300:
+                    return time.monotonic() - started
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.05)
+    raise ProcessError(f"{what} not ready after {timeout:.0f}s; log {process.log_path}")

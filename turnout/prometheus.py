@@ -4,15 +4,12 @@
 from __future__ import annotations
 
 import shutil
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from triton_slots.procs import ManagedProcess, ProcessError, free_port
+from triton_slots.procs import ManagedProcess, ProcessError, free_port, wait_http
 from triton_slots.slot import Endpoint
 
 
@@ -68,15 +65,5 @@ class PrometheusServer:
         return cls(f"http://127.0.0.1:{port}", process)
 
     def wait_ready(self, *, timeout: float = 30.0) -> float:
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            self.process.check_alive()
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
-                    if response.status == 200:
-                        return time.monotonic() - started
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.1)
-        raise ProcessError(f"prometheus not ready after {timeout:.0f}s; "
-                           f"log {self.process.log_path}")
+        return wait_http(self.process, f"{self.url}/-/ready", timeout=timeout,
+                         what="prometheus")

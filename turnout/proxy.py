@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from triton_slots.procs import ManagedProcess, ProcessError, free_port
+from triton_slots.procs import ManagedProcess, ProcessError, free_port, wait_http
 
 BOOTSTRAP_TEMPLATE = Path(__file__).resolve().parent.parent / "envoy" / "bootstrap.yaml"
 
@@ -93,19 +92,8 @@ class EnvoyProxy:
 
     def wait_ready(self, *, timeout: float = 30.0) -> float:
         """Block until the admin ``/ready`` says LIVE (initial xDS fetch done)."""
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            self.process.check_alive()
-            try:
-                with urllib.request.urlopen(f"{self.admin_url}/ready", timeout=1) as response:
-                    if response.status == 200:
-                        return time.monotonic() - started
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.05)
-        raise ProcessError(
-            f"envoy {self.node_id} not ready after {timeout:.0f}s; log {self.process.log_path}"
-        )
+        return wait_http(self.process, f"{self.admin_url}/ready", timeout=timeout,
+                         what=f"envoy {self.node_id}")
 
     def stats(self, prefix: str = "") -> dict[str, int]:
         """Counters and gauges from the admin ``/stats?format=json``."""

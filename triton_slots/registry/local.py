@@ -17,10 +17,10 @@ import shutil
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from triton_slots import sqlite
 from triton_slots.artifact import digest_of, inspect
 from triton_slots.registry.backend import (
     STAGES,
@@ -73,29 +73,14 @@ class LocalRegistry:
         root.mkdir(parents=True, exist_ok=True)
         (root / "artifacts").mkdir(exist_ok=True)
         (root / ".staging").mkdir(exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+        self._db = root / "registry.db"
+        sqlite.initialise(self._db, _SCHEMA)
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.root / "registry.db", timeout=30, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        try:
-            yield db
-        finally:
-            db.close()
+    def _connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return sqlite.connect(self._db)
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+    def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return sqlite.transaction(self._db)
 
     def _path(self, name: str, version: str) -> Path:
         return self.root / "artifacts" / name / version
