@@ -18,7 +18,9 @@ from turnout.loadgen import LoadGenerator
 pytestmark = pytest.mark.integration
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "models" / "classifier"
-FAST = ValidationSettings(latency=LatencySettings(requests=180))
+# Looser than the defaults (a shared 2-core CI box is noisy); v3 is ~20x slower anyway.
+FAST = ValidationSettings(latency=LatencySettings(requests=180, max_p99_ratio=3.0,
+                                                 p99_budget_ms=100.0))
 
 
 @pytest.fixture(scope="module")
