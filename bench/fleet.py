@@ -25,7 +25,7 @@ def run(streams: int, pushes: int) -> dict[str, object]:
             while not port_file.exists() or not port_file.read_text():
                 time.sleep(0.05)
             port = port_file.read_text()
-            processes = 1
+            processes = 1  # see bench/NOTES.md: several client processes stall
             per = streams // processes
             for index in range(processes):
                 count = per + (streams % processes if index == 0 else 0)

@@ -5,6 +5,8 @@ killed. Streams share channels, 100 per channel."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 import sys
 
 import grpc
@@ -17,6 +19,14 @@ NAMES = {t.ENDPOINT: ["slot_blue", "slot_green"], t.ROUTE: ["ingress_routes"]}
 
 
 async def stream(channel: grpc.aio.Channel, node_id: str) -> None:
+    """Like Envoy: when the stream fails (refused under load, reset), open it again."""
+    while True:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await _stream_once(channel, node_id)
+        await asyncio.sleep(0.25 + random.random() * 0.25)
+
+
+async def _stream_once(channel: grpc.aio.Channel, node_id: str) -> None:
     call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
     node = base_pb2.Node(id=node_id, cluster="turnout")
     first = True
@@ -38,7 +48,8 @@ async def stream(channel: grpc.aio.Channel, node_id: str) -> None:
 
 
 async def main(port: int, count: int, first_id: int) -> None:
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}",
+                                          options=[("grpc.use_local_subchannel_pool", 1)])
                 for _ in range((count + 99) // 100)]
     tasks = []
     for index in range(count):
