@@ -63,6 +63,7 @@ class _Stream:
     handle: StreamHandle | None = None
     types: dict[str, _TypeState] = field(default_factory=dict)
     nonce_counter: int = 0
+    change_queued: bool = False
 
     def next_nonce(self) -> str:
         self.nonce_counter += 1
@@ -121,7 +122,12 @@ class AdsServer:
                 "stream %d opened: node %s, group %s",
                 stream.handle.stream_id, first.node.id, group,
             )
-            self._cache.watch(stream.handle, lambda: inbox.put_nowait(_CHANGED))
+            def changed() -> None:  # at most one marker queued: a burst is one flush
+                if not stream.change_queued:
+                    stream.change_queued = True
+                    inbox.put_nowait(_CHANGED)
+
+            self._cache.watch(stream.handle, changed)
             reader = asyncio.create_task(_read_into(requests, inbox))
             item: object = first
             while True:
@@ -134,9 +140,8 @@ class AdsServer:
                 for response in responses:
                     yield response
                 item = await inbox.get()
-                if item is _CHANGED:  # coalesce a burst of changes into one flush
-                    while not inbox.empty() and inbox._queue[0] is _CHANGED:  # type: ignore[attr-defined]
-                        inbox.get_nowait()
+                if item is _CHANGED:
+                    stream.change_queued = False
         finally:
             if reader is not None:
                 reader.cancel()
