@@ -212,3 +212,17 @@ def test_pause_stops_measuring():
     assert s.phase is P.PAUSED
     s, actions = run(s, Tick(), 100.0)
     assert actions == [] and s.phase is P.PAUSED
+
+
+def test_a_crashed_worker_becomes_a_failure_not_a_hang():
+    from turnout.controller.driver import _failure_event
+
+    s, _ = run(new_state(), Started(), 0)
+    event = _failure_event(s, Deploy(), "StageTransitionError: active to candidate")
+    failed, _ = run(s, event, 1)
+    assert failed.phase is P.FAILED and "StageTransitionError" in failed.reason
+    s = to_baking()
+    s = measure(s, 5.0)
+    event = _failure_event(s, MeasureGates(5.0), "boom")
+    s, _ = run(s, event, 5.0)
+    assert s.phase is P.BAKING and s.rounds[-1]["phase"] == "Error"

@@ -42,22 +42,10 @@ class TritonAdmin:
         except (urllib.error.URLError, OSError) as exc:
             raise TritonAdminError(self.endpoint, f"unreachable: {exc}") from exc
 
-    def server_ready(self) -> bool:
-        try:
-            status, _ = self._call("GET", "/v2/health/ready")
-        except TritonAdminError:
-            return False
-        return status == 200
-
     def load(self, model: str) -> None:
         status, body = self._call("POST", f"/v2/repository/models/{model}/load")
         if status != 200:
             raise TritonAdminError(self.endpoint, f"load {model!r} failed: {body['error']}")
-
-    def unload(self, model: str) -> None:
-        status, body = self._call("POST", f"/v2/repository/models/{model}/unload")
-        if status != 200:
-            raise TritonAdminError(self.endpoint, f"unload {model!r} failed: {body['error']}")
 
     def model_ready(self, model: str) -> bool:
         try:

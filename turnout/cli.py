@@ -2,46 +2,20 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from turnout import stack as local_stack
+from turnout.cli_common import client_for, dir_option, friendly
 from turnout.cli_models import register as register_models
 from turnout.cli_rollout import register as register_rollout
 from turnout.cli_rollout import render_rollout
-from turnout.client import ApiClient
-from turnout.errors import TurnoutError
 
 FINISHED_PHASES = {"promoted", "rolled_back", "aborted", "failed"}
-
-dir_option = click.option(
-    "--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
-    default=local_stack.DEFAULT_DIR, envvar="TURNOUT_DIR", show_default=True,
-    help="Directory of the local stack (state, logs). Env: TURNOUT_DIR.",
-)
-
-
-def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn Turnout's own errors into a one-line message and exit status 1."""
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except TurnoutError as exc:
-            raise click.ClickException(str(exc)) from exc
-    return wrapper
-
-
-def _client(directory: Path) -> ApiClient:
-    info = local_stack.StackInfo.load(directory.resolve())
-    return ApiClient(info.api_url, info.token)
-
 
 @click.group()
 @click.version_option(package_name="turnout")
@@ -99,7 +73,7 @@ def traffic() -> None:
 @friendly
 def traffic_set(directory: Path, green: int, timeout: float) -> None:
     """Set the split, wait for every Envoy to ACK, print the convergence time."""
-    reply = _client(directory).set_traffic(green=green, timeout=timeout)
+    reply = client_for(directory).set_traffic(green=green, timeout=timeout)
     push = reply["push"]
     nodes = push["nodes"]
     acked = sum(1 for n in nodes if n["outcome"] == "acked")
@@ -122,7 +96,7 @@ def traffic_set(directory: Path, green: int, timeout: float) -> None:
 @friendly
 def status(directory: Path, as_json: bool, watch: bool, interval: float) -> None:
     """Weights, slots, proxies and their ACKed versions, last NACK, and the rollout."""
-    client = _client(directory)
+    client = client_for(directory)
     data = client.status()
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -141,8 +115,8 @@ def status(directory: Path, as_json: bool, watch: bool, interval: float) -> None
         data = client.status()
 
 
-register_models(main, dir_option)
-register_rollout(main, dir_option, _client, friendly)
+register_models(main)
+register_rollout(main)
 
 
 def render_status(data: dict[str, Any]) -> str:

@@ -9,18 +9,9 @@ from pathlib import Path
 import click
 
 from gates.validation import ValidationReport
-from triton_slots.artifact import ArtifactError
-from triton_slots.deploy import DeployError
-from triton_slots.registry import RegistryError, parse_ref
+from triton_slots.registry import parse_ref
 from turnout import workflow
-from turnout.errors import TurnoutError
-
-
-def run_friendly(func, *args, **kwargs):  # type: ignore[no-untyped-def]
-    try:
-        return func(*args, **kwargs)
-    except (TurnoutError, RegistryError, ArtifactError, DeployError) as exc:
-        raise click.ClickException(str(exc)) from exc
+from turnout.cli_common import dir_option, friendly
 
 
 def _labels(values: tuple[str, ...]) -> dict[str, str]:
@@ -33,13 +24,14 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
     return labels
 
 
-def register(main: click.Group, dir_option) -> None:  # type: ignore[no-untyped-def]
+def register(main: click.Group) -> None:
     @main.group()
     def models() -> None:
         """The model registry: push, list and show versioned Triton artifacts."""
 
     @models.command("push")
     @dir_option
+    @friendly
     @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
     @click.option("--name", required=True, help="Model name (must match config.pbtxt).")
     @click.option("--version", "version", required=True, help="Registry version, e.g. v2.")
@@ -48,17 +40,18 @@ def register(main: click.Group, dir_option) -> None:  # type: ignore[no-untyped-
     def models_push(directory: Path, model_dir: Path, name: str, version: str,
                     labels: tuple[str, ...], source: str) -> None:
         """Check a Triton model directory and store it as NAME:VERSION."""
-        registry = run_friendly(workflow.registry_for, directory)
-        record = run_friendly(registry.push, model_dir, name=name, version=version,
+        registry = workflow.registry_for(directory)
+        record = registry.push(model_dir, name=name, version=version,
                               source=source, labels=_labels(labels))
         click.echo(f"pushed {record.ref} digest {record.digest[:12]} stage {record.stage}")
 
     @models.command("list")
     @dir_option
+    @friendly
     @click.option("--json", "as_json", is_flag=True)
     def models_list(directory: Path, as_json: bool) -> None:
         """Every version with digest, slot and stage."""
-        records = run_friendly(workflow.registry_for, directory).list()
+        records = workflow.registry_for(directory).list()
         if as_json:
             click.echo(json.dumps([r.as_dict() for r in records], indent=2))
             return
@@ -70,39 +63,42 @@ def register(main: click.Group, dir_option) -> None:  # type: ignore[no-untyped-
 
     @models.command("show")
     @dir_option
+    @friendly
     @click.argument("ref")
     def models_show(directory: Path, ref: str) -> None:
         """One version's metadata and its last validation report."""
-        name, version = run_friendly(parse_ref, ref)
-        registry = run_friendly(workflow.registry_for, directory)
-        record = run_friendly(registry.get, name, version)
+        name, version = parse_ref(ref)
+        registry = workflow.registry_for(directory)
+        record = registry.get(name, version)
         data = record.as_dict()
         data["validation"] = registry.report(name, version, "validation")
         click.echo(json.dumps(data, indent=2))
 
     @main.command("deploy")
     @dir_option
+    @friendly
     @click.argument("ref")
     @click.option("--slot", type=click.Choice(["blue", "green"]), default=None,
                   help="Target slot (default: the idle one).")
     @click.option("--timeout", type=float, default=120.0, show_default=True)
     def deploy_cmd(directory: Path, ref: str, slot: str | None, timeout: float) -> None:
         """Load NAME:VERSION into every Triton server of the idle slot and verify it."""
-        name, version = run_friendly(parse_ref, ref)
-        result = run_friendly(workflow.deploy_to_idle, directory, name, version, slot=slot,
+        name, version = parse_ref(ref)
+        result = workflow.deploy_to_idle(directory, name, version, slot=slot,
                               timeout=timeout, progress=click.echo)
         click.echo(f"{result.ref} deployed to {result.slot} on {len(result.endpoints)} "
                    f"server(s) in {result.seconds:.1f}s (digest {result.digest[:12]} verified)")
 
     @main.command("validate")
     @dir_option
+    @friendly
     @click.argument("ref")
     @click.option("--json", "as_json", is_flag=True)
     def validate_cmd(directory: Path, ref: str, as_json: bool) -> None:
         """Run the validation suite on the slot holding NAME:VERSION (exit 1 if it fails)."""
-        name, version = run_friendly(parse_ref, ref)
-        report: ValidationReport = run_friendly(
-            workflow.validate, directory, name, version,
+        name, version = parse_ref(ref)
+        report: ValidationReport = workflow.validate(
+            directory, name, version,
             progress=(lambda _: None) if as_json else click.echo,
         )
         click.echo(json.dumps(report.as_dict(), indent=2) if as_json else report.table())

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from turnout.cli_common import client_for, dir_option, friendly
 from turnout.policy import SCHEMA_PATH, Policy, PolicyError, load_file
 
 
@@ -87,7 +89,7 @@ def render_rollout(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def register(main: click.Group, dir_option, client_for, friendly) -> None:  # type: ignore[no-untyped-def]
+def register(main: click.Group) -> None:
     @main.command()
     @click.argument("file", type=click.Path(path_type=Path))
     def lint(file: Path) -> None:
@@ -126,7 +128,7 @@ def register(main: click.Group, dir_option, client_for, friendly) -> None:  # ty
         ("abort", "Stop the rollout and send all traffic back to the stable slot."),
         ("rollback", "Send all traffic back to the stable slot (also after promotion)."),
     ):
-        main.command(name=name, help=help_text)(dir_option(friendly(_simple(name, client_for))))
+        main.command(name=name, help=help_text)(dir_option(friendly(_simple(name))))
 
     @main.command()
     @dir_option
@@ -156,7 +158,7 @@ def register(main: click.Group, dir_option, client_for, friendly) -> None:  # ty
             click.echo(f"{at} {e['actor']:<14} {e['kind']:<10} {split:<9} {e['message']}")
 
 
-def _simple(name: str, client_for):  # type: ignore[no-untyped-def]
+def _simple(name: str) -> Callable[[Path], None]:
     def command(directory: Path) -> None:
         described = client_for(directory).command(name)
         click.echo(f"{described['name']}: {described['phase']} - {described['reason']}")

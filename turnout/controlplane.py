@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import socket
-import time
 from pathlib import Path
 
 import aiohttp
@@ -72,7 +71,6 @@ class ControlPlane:
         self._api_runner: object | None = None
         self.xds_port = config.xds_port
         self.api_port = config.api_port
-        self.started_at = time.time()
 
     @property
     def endpoints(self) -> list[Endpoint]:
@@ -153,17 +151,9 @@ class ControlPlane:
         and wait until every connected Envoy answered."""
         async with self._lock:
             self.weights = weights
-            result = await self.cache.publish_and_wait(
-                self.config.group,
-                self.desired_snapshot(),
-                timeout=timeout or self.config.push_timeout_s,
-                min_proxies=self.config.min_proxies,
-            )
-            self.last_push = result
+            result = await self._publish_locked(self.desired_snapshot(), timeout=timeout,
+                                                min_proxies=self.config.min_proxies)
             self.telemetry.set_weights(weights.as_dict())
-            self.telemetry.pushes.labels(
-                outcome="converged" if result.converged else "not_converged").inc()
-            self.telemetry.push_seconds.observe(result.seconds)
             log.info("weights %s: %s in %.1f ms", weights.as_dict(),
                      "converged" if result.converged else "NOT converged", result.seconds * 1e3)
             return result
@@ -171,11 +161,20 @@ class ControlPlane:
     async def publish(self, snapshot: Snapshot, *, verify: bool = True) -> Convergence:
         """Publish an arbitrary snapshot (tests and tools); normal pushes use set_weights."""
         async with self._lock:
-            result = await self.cache.publish_and_wait(
-                self.config.group, snapshot, timeout=self.config.push_timeout_s, verify=verify
-            )
-            self.last_push = result
-            return result
+            return await self._publish_locked(snapshot, verify=verify)
+
+    async def _publish_locked(self, snapshot: Snapshot, *, timeout: float | None = None,
+                              verify: bool = True, min_proxies: int = 0) -> Convergence:
+        """Every push goes through here (the caller holds the lock)."""
+        result = await self.cache.publish_and_wait(
+            self.config.group, snapshot, timeout=timeout or self.config.push_timeout_s,
+            verify=verify, min_proxies=min_proxies,
+        )
+        self.last_push = result
+        self.telemetry.pushes.labels(
+            outcome="converged" if result.converged else "not_converged").inc()
+        self.telemetry.push_seconds.observe(result.seconds)
+        return result
 
     async def _watch_health(self) -> None:
         assert self._http is not None
@@ -188,10 +187,7 @@ class ControlPlane:
                 log.info("endpoint health changed: %s", changed)
                 async with self._lock:
                     self.health = health
-                    await self.cache.publish_and_wait(
-                        self.config.group, self.desired_snapshot(),
-                        timeout=self.config.push_timeout_s,
-                    )
+                    await self._publish_locked(self.desired_snapshot())
 
     def _rollout_changed(self, state: RolloutState) -> None:
         self.telemetry.set_phase(state.phase, state.step)

@@ -10,6 +10,7 @@ measurement to 0 % on it.
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import sys
 import time
@@ -24,6 +25,7 @@ from turnout.workflow import registry_for
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "examples" / "models" / "classifier"
+DEFAULT_DIR = Path(".turnout-demo")
 FINISHED = {"promoted", "rolled_back", "aborted", "failed"}
 
 
@@ -57,8 +59,7 @@ def summarize(client: ApiClient, state: dict[str, Any]) -> list[str]:
     rounds: dict[int, dict[str, Any]] = {}
     for entry in history:
         if entry["kind"] == "gates":
-            step = int(entry["message"].split()[1]) - 1
-            rounds[step] = entry["evidence"]
+            rounds[entry["evidence"]["step"]] = entry["evidence"]
     lines = [f"{state['name']}: {state['model']} -> {state['candidate_slot']}: "
              f"{state['phase'].upper()} ({state['reason']})",
              f"  {'step':>4} {'weight':>7} {'ACK ms':>7} {'duration':>9}  last gate values"]
@@ -83,15 +84,22 @@ def summarize(client: ApiClient, state: dict[str, Any]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dir", type=Path, default=Path(".turnout-demo"))
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--rate", type=float, default=200.0, help="requests/s in total")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))  # run `finally`
+    marker = args.dir / ".turnout-demo"
+    ours = marker.exists() or args.dir == DEFAULT_DIR
+    if args.dir.exists() and any(args.dir.iterdir()) and not ours:
+        print(f"{args.dir} is not empty and not a demo directory; pick another --dir",
+              file=sys.stderr)
+        return 2
     if (args.dir / "stack.json").exists():
         stack.down(args.dir)  # a previous demo left running (interrupted)
-    for leftover in ("state.db", "state.db-wal", "state.db-shm"):
-        (args.dir / leftover).unlink(missing_ok=True)
+    shutil.rmtree(args.dir, ignore_errors=True)  # every demo starts from nothing
+    args.dir.mkdir(parents=True)
+    marker.touch()
     print(f"== 1. local stack in {args.dir} (logs: {args.dir}/logs)", flush=True)
     info = stack.up(args.dir, progress=lambda line: print(line, flush=True))
     summaries: list[str] = []

@@ -34,12 +34,6 @@ class LoadStats:
     def sent(self) -> int:
         return self.ok + self.failed
 
-    def merge(self, other: LoadStats) -> None:
-        self.ok += other.ok
-        self.failed += other.failed
-        self.errors.update(other.errors)
-        self.latencies_ms.extend(other.latencies_ms)
-
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
 

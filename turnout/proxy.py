@@ -106,12 +106,5 @@ class EnvoyProxy:
             s["name"]: s["value"] for s in body.get("stats", []) if isinstance(s.get("value"), int)
         }
 
-    def config_dump(self, resource: str = "") -> dict:
-        url = f"{self.admin_url}/config_dump"
-        if resource:
-            url += f"?resource={resource}"
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return json.load(response)
-
     def stop(self) -> None:
         self.process.stop()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from gates.validation import SlotTarget, ValidationReport, ValidationSettings, run_suite
+from gates.validation import ValidationReport, ValidationSettings, validate_artifact
 from triton_slots.deploy import DeployResult, deploy
 from triton_slots.registry import LocalRegistry
 from triton_slots.slot import SLOT_NAMES
@@ -56,14 +56,10 @@ def validate(directory: Path, name: str, version: str, *,
     record = registry.verify(name, version)
     if record.slot is None:
         raise StackError(f"{record.ref} is not deployed to a slot; run `turnout deploy` first")
-    report = run_suite(
-        ref=record.ref, digest=record.digest, model=record.model_name,
-        candidate=SlotTarget(record.slot, info.ingress),
-        baseline=SlotTarget(other(record.slot), info.ingress),
-        settings=settings, progress=progress,
-    )
-    registry.save_report(name, version, "validation", report.as_dict())
+    report = validate_artifact(registry, record, ingress=info.ingress,
+                               candidate_slot=record.slot, baseline_slot=other(record.slot),
+                               settings=settings, progress=progress)
     if not report.passed:
-        failed = "; ".join(f"{c.name}: {c.summary}" for c in report.checks if not c.passed)
-        registry.set_stage(name, version, "failed", reason=f"validation failed: {failed}")
+        registry.set_stage(name, version, "failed",
+                           reason=f"validation failed: {report.summary}")
     return report

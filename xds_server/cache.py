@@ -55,7 +55,7 @@ class StreamHandle:
     def resolved(self, snapshot: Snapshot) -> Outcome | None:
         """``acked`` or ``nacked`` once the stream subscribes to every type the snapshot
         carries and has answered each type's version."""
-        if not snapshot.types_present() <= self.subscribed:
+        if not snapshot.types_present <= self.subscribed:
             return None
         outcome: Outcome = "acked"
         for type_url in self.subscribed:

@@ -44,7 +44,6 @@ async def _read_into(requests, inbox: asyncio.Queue) -> None:  # type: ignore[no
         inbox.put_nowait(exc)
 
 
-ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 DEFAULT_GROUP = "turnout"
 
 
@@ -55,7 +54,6 @@ class _TypeState:
     sent_version: str | None = None
     sent_names: frozenset[str] = frozenset()
     outstanding: bool = False
-    sends: int = 0
 
 
 @dataclass
@@ -74,7 +72,8 @@ class AdsServer:
     """Serves ``StreamAggregatedResources`` from a :class:`SnapshotCache`.
 
     Register with ``server.add_generic_rpc_handlers((ads.handler(),))`` on a
-    ``grpc.aio.server``. Each stream is one coroutine on the server's event loop.
+    ``grpc.aio.server``. Each stream is one handler coroutine plus one reader task on the
+    server's event loop.
     """
 
     def __init__(
@@ -205,7 +204,6 @@ class AdsServer:
             state.sent_version = snapshot.version(type_url)
             state.sent_names = state.names
             state.outstanding = True
-            state.sends += 1
             self.sends_by_type[type_url] += 1
             out.append(encoded + discovery_pb2.DiscoveryResponse(nonce=nonce).SerializeToString())
         return out

@@ -9,6 +9,7 @@ stream: callers only append their nonce.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ class _TypeSet:
     version: str
     messages: Mapping[str, Message]
     packed: Mapping[str, any_pb2.Any]
+    names: frozenset[str]
 
     @classmethod
     def of(cls, type_url: str, messages: Iterable[Message]) -> _TypeSet:
@@ -68,6 +70,7 @@ class _TypeSet:
             version=digest.hexdigest()[:16],
             messages=MappingProxyType(by_name),
             packed=MappingProxyType(packed),
+            names=frozenset(by_name),
         )
 
 
@@ -115,12 +118,13 @@ class Snapshot:
     def resources(self, type_url: str) -> Mapping[str, Message]:
         return self.types[type_url].messages
 
+    @functools.cached_property
     def types_present(self) -> frozenset[str]:
         """The types with at least one resource (what a complete client subscribes to)."""
         return frozenset(t for t, ts in self.types.items() if ts.messages)
 
     def names(self, type_url: str) -> frozenset[str]:
-        return frozenset(self.types[type_url].messages)
+        return self.types[type_url].names
 
     def encode(self, type_url: str, names: frozenset[str] | None) -> bytes:
         """The DiscoveryResponse for ``type_url`` (all resources when ``names`` is None),

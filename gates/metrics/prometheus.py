@@ -35,8 +35,3 @@ class PrometheusProvider:
             raise NoData(f"value is {value}")
         return value
 
-    def is_online(self) -> bool:
-        try:
-            return bool(self._client.check_prometheus_connection())
-        except (requests.RequestException, PrometheusApiClientException):
-            return False

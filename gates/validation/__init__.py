@@ -4,7 +4,8 @@ and its evidence; the report is stored with the artifact in the registry."""
 
 from gates.validation.report import CheckResult, ValidationReport
 from gates.validation.settings import ValidationSettings
-from gates.validation.suite import run_suite
+from gates.validation.suite import run_suite, validate_artifact
 from gates.validation.target import SlotTarget
 
-__all__ = ["CheckResult", "SlotTarget", "ValidationReport", "ValidationSettings", "run_suite"]
+__all__ = ["CheckResult", "SlotTarget", "ValidationReport", "ValidationSettings", "run_suite",
+           "validate_artifact"]

@@ -31,6 +31,12 @@ class ValidationReport:
     def passed(self) -> bool:
         return bool(self.checks) and all(c.passed for c in self.checks)
 
+    @property
+    def summary(self) -> str:
+        """The failed checks with their reasons, or which checks passed."""
+        failed = [f"{c.name}: {c.summary}" for c in self.checks if not c.passed]
+        return "; ".join(failed) if failed else ", ".join(f"{c.name} ok" for c in self.checks)
+
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["passed"] = self.passed

@@ -11,6 +11,7 @@ from gates.validation.parity import check_parity
 from gates.validation.report import CheckResult, ValidationReport
 from gates.validation.settings import ValidationSettings
 from gates.validation.target import SlotTarget
+from triton_slots.registry import ArtifactRecord, RegistryBackend
 
 
 def run_suite(
@@ -43,4 +44,26 @@ def run_suite(
         progress(f"  {name}: {'PASS' if result.passed else 'FAIL'} - {result.summary}")
         report.checks.append(result)
     report.seconds = time.monotonic() - t0
+    return report
+
+
+def validate_artifact(
+    registry: RegistryBackend,
+    record: ArtifactRecord,
+    *,
+    ingress: str,
+    candidate_slot: str,
+    baseline_slot: str,
+    settings: ValidationSettings | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> ValidationReport:
+    """Run the suite on the slot holding ``record`` (through Envoy at ``ingress``) against
+    the baseline slot, and store the report with the artifact in the registry."""
+    report = run_suite(
+        ref=record.ref, digest=record.digest, model=record.model_name,
+        candidate=SlotTarget(candidate_slot, ingress),
+        baseline=SlotTarget(baseline_slot, ingress),
+        settings=settings, progress=progress,
+    )
+    registry.save_report(record.name, record.version, "validation", report.as_dict())
     return report

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gates.metrics import MetricsProvider, measure_round
-from gates.validation import SlotTarget, run_suite
+from gates.metrics import GateRound, Measurement, MetricsProvider, Phase, measure_round
+from gates.validation import validate_artifact
 from triton_slots.deploy import DeployError, deploy
 from triton_slots.registry import RegistryBackend, RegistryError
 from triton_slots.slot import SLOT_NAMES
@@ -283,7 +283,16 @@ class RolloutController:
         worker.add_done_callback(job.workers.discard)
 
     async def _work(self, job: _Job, action: Action) -> None:
-        state = job.state
+        """Carry out one action and feed its outcome back. An action that raises becomes
+        its failure event, so a rollout can never hang on a crashed worker."""
+        try:
+            event = await self._outcome(job.state, action)
+        except Exception as exc:
+            log.exception("rollout %s: %s failed", job.state.name, type(action).__name__)
+            event = _failure_event(job.state, action, f"{type(exc).__name__}: {exc}")
+        await job.queue.put((event, None))
+
+    async def _outcome(self, state: RolloutState, action: Action) -> Event:
         event: Event
         if isinstance(action, Deploy):
             event = await asyncio.to_thread(self._deploy, state)
@@ -298,7 +307,7 @@ class RolloutController:
             event = await asyncio.to_thread(self._measure, state, action.window_s)
         else:  # pragma: no cover - every action type is handled above
             raise AssertionError(action)
-        await job.queue.put((event, None))
+        return event
 
     def _deploy(self, state: RolloutState) -> DeployFinished:
         name, version = state.model.split(":", 1)
@@ -313,28 +322,19 @@ class RolloutController:
                               f"{result.seconds:.1f}s", result.digest)
 
     def _validate(self, state: RolloutState) -> ValidationFinished:
-        policy = policy_of(state)
         name, version = state.model.split(":", 1)
-        ingress = f"127.0.0.1:{self.plane.config.ingress_port}"
-        record = self.registry.get(name, version)
-        report = run_suite(
-            ref=state.model, digest=state.digest, model=record.model_name,
-            candidate=SlotTarget(state.candidate_slot, ingress),
-            baseline=SlotTarget(state.stable_slot, ingress),
-            settings=policy.validation, progress=lambda line: log.info("validate: %s", line),
+        report = validate_artifact(
+            self.registry, self.registry.get(name, version),
+            ingress=f"127.0.0.1:{self.plane.config.ingress_port}",
+            candidate_slot=state.candidate_slot, baseline_slot=state.stable_slot,
+            settings=policy_of(state).validation,
+            progress=lambda line: log.info("validate: %s", line),
         )
-        self.registry.save_report(name, version, "validation", report.as_dict())
-        failed = [f"{c.name}: {c.summary}" for c in report.checks if not c.passed]
-        summary = "; ".join(failed) if failed else ", ".join(
-            f"{c.name} ok" for c in report.checks)
-        return ValidationFinished(report.passed, summary, report.as_dict())
+        return ValidationFinished(report.passed, report.summary, report.as_dict())
 
     def _measure(self, state: RolloutState, window_s: float) -> GatesMeasured:
         policy = policy_of(state)
         if self.provider is None:
-            from gates.metrics.evaluator import GateRound
-            from gates.metrics.measurement import Measurement, Phase
-
             measurements = tuple(Measurement(m.name, Phase.ERROR, "no metrics provider "
                                              "configured", dry_run=m.dry_run, at=self.clock())
                                  for m in policy.gates.metrics)
@@ -383,6 +383,20 @@ class RolloutController:
         data["latest_round"] = state.rounds[-1] if state.rounds else None
         data["now"] = self.clock()
         return data
+
+
+def _failure_event(state: RolloutState, action: Action, message: str) -> Event:
+    if isinstance(action, Deploy):
+        return DeployFinished(False, message)
+    if isinstance(action, Validate):
+        return ValidationFinished(False, f"validation errored: {message}")
+    if isinstance(action, PushWeights):
+        return WeightsPushed(action.weight, False, 0.0, message)
+    assert isinstance(action, MeasureGates)
+    measurements = tuple(
+        Measurement(m.name, Phase.ERROR, f"measurement errored: {message}", dry_run=m.dry_run)
+        for m in policy_of(state).gates.metrics)
+    return GatesMeasured(GateRound(time.time(), action.window_s, measurements).as_dict())
 
 
 def _actions_to_resume(state: RolloutState) -> list[Action]:

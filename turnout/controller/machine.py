@@ -99,6 +99,8 @@ def transition(state: RolloutState, event: Event, now: float
                ) -> tuple[RolloutState, list[Action]]:
     """The next state and the actions to carry out. Raises TransitionError for a command
     that does not apply in the current phase."""
+    if isinstance(event, Tick) and state.phase not in (P.BAKING, P.ROLLING_BACK):
+        return state, []  # most ticks: nothing to do, so no copy of the state
     t = _Step(state, now)
     s = t.state
     if isinstance(event, Command):
@@ -206,7 +208,7 @@ def _measured(t: _Step, gate_round: GateRound) -> None:
     rounds = [GateRound.from_dict(r) for r in s.rounds]
     verdict = assess(rounds, limits)
     t.note("gates", f"step {s.step + 1} round {len(rounds)}: {gate_round.phase}",
-           evidence=gate_round.as_dict())
+           evidence={**gate_round.as_dict(), "step": s.step})
     if gate_round.phase == "Failed" and s.first_failure_at is None:
         s.first_failure_at = t.now
     if verdict.decision == "failed":
