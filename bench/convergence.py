@@ -18,11 +18,11 @@ import yaml
 from google.protobuf.json_format import MessageToDict
 
 from bench.common import local_stack, summary_ms, write_json
+from triton_slots.loadgen import LoadGenerator
 from triton_slots.procs import ManagedProcess, free_port
 from turnout.client import ApiClient
-from turnout.loadgen import LoadGenerator
 from turnout.proxy import envoy_binary
-from xds_server.resources import split_routes
+from turnout.topology import split_routes
 
 ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 
@@ -120,7 +120,8 @@ def file_baseline(info, pushes: int, workdir: Path) -> dict[str, object]:  # typ
     admin = f"http://127.0.0.1:{admin_port}"
     try:
         wait_version(admin, "0", timeout=20)
-        load = LoadGenerator(f"127.0.0.1:{listen_port}", concurrency=4, rate=200).start()
+        load = LoadGenerator(f"127.0.0.1:{listen_port}", model="classifier",
+                             concurrency=4, rate=200).start()
         seconds = []
         for i in range(1, pushes + 1):
             started = time.perf_counter()
@@ -135,7 +136,7 @@ def file_baseline(info, pushes: int, workdir: Path) -> dict[str, object]:  # typ
 
 def run(pushes: int) -> dict[str, object]:
     with local_stack() as info, tempfile.TemporaryDirectory() as tmp:
-        load = LoadGenerator(info.ingress, concurrency=4, rate=200).start()
+        load = LoadGenerator(info.ingress, model="classifier", concurrency=4, rate=200).start()
         try:
             ads = ads_pushes(info, pushes)
         finally:

@@ -13,7 +13,7 @@ import time
 
 import grpc
 
-from triton_slots.slot import Endpoint
+from triton_slots.slot import Endpoint, Slot
 from turnout.topology import build_snapshot
 from turnout.weights import Weights
 from xds_server import AdsServer, SnapshotCache
@@ -27,7 +27,7 @@ _GREEN = Endpoint("127.0.0.1", 2001, 2002, 2003)
 def snapshot(green: int):  # type: ignore[no-untyped-def]
     """The production topology's snapshot, with fixed endpoints (nothing is dialled)."""
     return build_snapshot(ingress_host="127.0.0.1", ingress_port=8080,
-                          endpoints={"blue": [_BLUE], "green": [_GREEN]},
+                          slots={"blue": Slot("blue", (_BLUE,)), "green": Slot("green", (_GREEN,))},
                           health={_BLUE: True, _GREEN: True}, weights=Weights.with_green(green))
 
 

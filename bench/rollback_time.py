@@ -16,8 +16,8 @@ from pathlib import Path
 from bench.common import local_stack, write_json
 from bench.policies import policy
 from bench.switching import wait_finished
+from triton_slots.loadgen import LoadGenerator
 from turnout.client import ApiClient
-from turnout.loadgen import LoadGenerator
 from turnout.workflow import registry_for
 
 MODELS = Path(__file__).resolve().parent.parent / "examples" / "models" / "classifier"
@@ -43,7 +43,7 @@ def run(trials: int, interval: str) -> dict[str, object]:
         model = flagged_model(Path(tmp), flag)
         registry = registry_for(info.directory_path)
         client = ApiClient(info.api_url, info.token, actor="bench")
-        load = LoadGenerator(info.ingress, concurrency=4, rate=200).start()
+        load = LoadGenerator(info.ingress, model="classifier", concurrency=4, rate=200).start()
         try:
             for trial in range(trials):
                 registry.push(model, name="classifier", version=f"flag-{trial}")

@@ -15,9 +15,11 @@ from typing import Any
 from triton_slots.launcher import TritonServer
 from triton_slots.metrics import requests_served
 from triton_slots.procs import free_port
+from triton_slots.slot import Slot
 from turnout.config import ControlPlaneConfig
 from turnout.controlplane import ControlPlane
 from turnout.proxy import EnvoyProxy
+from turnout.seed import slot_repository
 from turnout.stack import StackInfo, start_slots
 
 
@@ -63,14 +65,17 @@ class Live:
         return self.loop.run(self.plane.set_weights(Weights.with_green(percent)))
 
     @classmethod
-    def start(cls, directory: Path, *, per_slot: int = 1) -> Live:
-        servers = start_slots(directory, per_slot=per_slot)
+    def start(cls, directory: Path, *, per_slot: int = 1,
+              models: list[Path] | None = None) -> Live:
+        servers = start_slots(directory, per_slot=per_slot, models=models)
         loop: LoopThread | None = None
         plane: ControlPlane | None = None
         try:
             config = ControlPlaneConfig(
                 state_dir=directory, token=secrets.token_urlsafe(16), ingress_port=free_port(),
-                slots={slot: [s.endpoint for s in pool] for slot, pool in servers.items()},
+                slots={name: Slot(name, tuple(s.endpoint for s in pool),
+                                  slot_repository(directory, name))
+                       for name, pool in servers.items()},
             )
             loop = LoopThread()
             plane = loop.run(_make_plane(config))
@@ -97,7 +102,8 @@ class Live:
         StackInfo(
             directory=str(directory), ingress=live.ingress,
             api_url=f"http://127.0.0.1:{plane.api_port}", token=config.token,
-            xds_port=plane.xds_port, envoy_admin=envoy.admin_url, model="classifier",
+            xds_port=plane.xds_port, envoy_admin=envoy.admin_url,
+            models=[m.name for m in models] if models else ["classifier"],
             slots={slot: [s.endpoint.as_dict() for s in pool] for slot, pool in servers.items()},
         ).save()
         return live

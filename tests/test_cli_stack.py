@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from triton_slots.loadgen import send
 from triton_slots.procs import pid_alive
-from turnout.loadgen import send
 from turnout.stack import StackInfo
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,7 @@ def test_stack_lifecycle_through_the_cli(tmp_path: Path):
         assert status["weights"] == {"blue": 70, "green": 30}
         assert [p["in_sync"] for p in status["xds"]["proxies"]] == [True]
         assert all(e["ready"] for eps in status["slots"].values() for e in eps)
-        assert send(info.ingress, 50, concurrency=2).failed == 0
+        assert send(info.ingress, 50, model="classifier", concurrency=2).failed == 0
 
         bad = turnout("traffic", "set", "--green", "130", "--dir", str(directory), check=False)
         assert bad.returncode == 2 and "130" in bad.stderr

@@ -12,8 +12,8 @@ from gates.validation import ValidationSettings
 from gates.validation.settings import LatencySettings
 from triton_slots.admin import TritonAdmin
 from triton_slots.deploy import DIGEST_PARAMETER, DeployError
+from triton_slots.loadgen import LoadGenerator
 from turnout import workflow
-from turnout.loadgen import LoadGenerator
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ def test_deploy_v2_to_green_while_blue_serves(live, registry):
     assert live.set_green(0).converged
     blue_digest = _served_digest(live, "blue")
     green_before = _green_upstream(live)
-    load = LoadGenerator(live.ingress, concurrency=4).start()
+    load = LoadGenerator(live.ingress, model="classifier", concurrency=4).start()
     try:
         time.sleep(0.3)
         result = workflow.deploy_to_idle(live.directory, "classifier", "v2", progress=print)

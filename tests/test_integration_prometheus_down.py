@@ -7,10 +7,10 @@ import time
 import pytest
 
 from tests.rollout_helpers import EXAMPLES, envoy_weights, policy, wait_for
+from triton_slots.loadgen import LoadGenerator
 from triton_slots.procs import stop_pid
 from turnout import stack
 from turnout.client import ApiClient
-from turnout.loadgen import LoadGenerator
 from turnout.workflow import registry_for
 
 pytestmark = pytest.mark.integration
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 def test_prometheus_stopped_mid_rollout_holds_and_never_promotes(tmp_path):
     info = stack.up(tmp_path / "stack", progress=print)
-    load = LoadGenerator(info.ingress, concurrency=4, rate=120).start()
+    load = LoadGenerator(info.ingress, model="classifier", concurrency=4, rate=120).start()
     try:
         registry_for(info.directory_path).push(EXAMPLES / "v2", name="classifier", version="v2")
         client = ApiClient(info.api_url, info.token, actor="pytest")

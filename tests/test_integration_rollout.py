@@ -11,11 +11,11 @@ import time
 import pytest
 
 from tests.rollout_helpers import EXAMPLES, FINISHED, envoy_weights, policy, wait_for
+from triton_slots.loadgen import LoadGenerator
 from triton_slots.procs import pid_alive
 from turnout import stack
 from turnout.client import ApiClient
 from turnout.errors import ApiError
-from turnout.loadgen import LoadGenerator
 from turnout.workflow import registry_for
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,7 @@ def env(tmp_path_factory):
         registry.push(EXAMPLES / "v3", name="classifier", version="v3")
         registry.push(EXAMPLES / "v2", name="classifier", version="v2b")
         client = ApiClient(info.api_url, info.token, actor="pytest")
-        load = LoadGenerator(info.ingress, concurrency=4, rate=120).start()
+        load = LoadGenerator(info.ingress, model="classifier", concurrency=4, rate=120).start()
         yield info, client, registry, load
         stats = load.stop()
         assert stats.failed == 0, stats.errors

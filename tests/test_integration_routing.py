@@ -8,12 +8,11 @@ import time
 import pytest
 from click.testing import CliRunner
 
+from triton_slots.loadgen import LoadGenerator, send
 from turnout.cli import main as cli
-from turnout.loadgen import LoadGenerator, send
-from turnout.topology import ROUTE_NAME
+from turnout.topology import ROUTE_NAME, split_routes
 from xds_server import Snapshot
 from xds_server import type_urls as t
-from xds_server.resources import split_routes
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +25,7 @@ def test_split_90_10_within_3_points(live):
     result = live.set_green(10)
     assert result.converged, result
     before = live.served()
-    stats = send(live.ingress, 2000, concurrency=4)
+    stats = send(live.ingress, 2000, model="classifier", concurrency=4)
     served = _delta(before, live.served())
     assert stats.failed == 0, stats.errors
     assert served["blue"] + served["green"] == 2000
@@ -39,7 +38,8 @@ def test_preview_header_reaches_only_the_named_slot(live, slot):
     # Weights send everything to the *other* slot: only the header can reach this one.
     assert live.set_green(0 if slot == "green" else 100).converged
     before = live.served()
-    stats = send(live.ingress, 300, concurrency=2, headers={"x-turnout-slot": slot})
+    stats = send(live.ingress, 300, model="classifier", concurrency=2,
+                 headers={"x-turnout-slot": slot})
     served = _delta(before, live.served())
     assert stats.failed == 0, stats.errors
     other = "blue" if slot == "green" else "green"
@@ -49,7 +49,7 @@ def test_preview_header_reaches_only_the_named_slot(live, slot):
 def test_switch_0_100_0_under_load_drops_nothing(live):
     assert live.set_green(0).converged
     before = live.served()
-    load = LoadGenerator(live.ingress, concurrency=4).start()
+    load = LoadGenerator(live.ingress, model="classifier", concurrency=4).start()
     pushes = []
     try:
         time.sleep(0.5)
@@ -85,7 +85,7 @@ def test_route_envoy_rejects_is_nacked_held_and_shown(live):
         clusters=good.resources(t.CLUSTER).values(),
         endpoints=good.resources(t.ENDPOINT).values(),
     )
-    load = LoadGenerator(live.ingress, concurrency=2).start()
+    load = LoadGenerator(live.ingress, model="classifier", concurrency=2).start()
     try:
         time.sleep(0.3)
         sends_before = live.plane.ads.sends_by_type[t.ROUTE]
@@ -106,7 +106,7 @@ def test_route_envoy_rejects_is_nacked_held_and_shown(live):
         assert "last NACK" in text.output and "slot_purple" in text.output
         # Envoy kept serving the last good table: traffic still flows, still split.
         before = live.served()
-        stats = send(live.ingress, 400, concurrency=2)
+        stats = send(live.ingress, 400, model="classifier", concurrency=2)
         assert stats.failed == 0, stats.errors
         served = _delta(before, live.served())
         assert served["blue"] > 0 and served["green"] > 0

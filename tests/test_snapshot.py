@@ -6,9 +6,10 @@ import pytest
 from envoy.service.discovery.v3 import discovery_pb2
 
 from tests.xds_fakes import snapshot
+from turnout.topology import split_routes
 from xds_server import InconsistentSnapshotError, Snapshot
 from xds_server import type_urls as t
-from xds_server.resources import grpc_cluster, split_routes
+from xds_server.resources import grpc_cluster
 
 
 def test_versions_are_content_digests():

@@ -38,7 +38,8 @@ async def test_wildcard_cds_returns_full_set_with_version_and_nonce(harness):
     assert response.type_url == t.CLUSTER
     assert response.version_info == harness.cache.snapshot(GROUP).version(t.CLUSTER)
     assert response.nonce
-    assert await _names(response, cluster_pb2.Cluster) == ["slot_blue", "slot_green"]
+    assert await _names(response, cluster_pb2.Cluster) == [
+        "slot_blue", "slot_blue_http", "slot_green", "slot_green_http"]
     await envoy.close()
 
 
@@ -176,11 +177,12 @@ async def test_push_order_clusters_endpoints_then_listeners_and_routes(harness):
     # A change to every type: a new ingress port touches LDS; endpoint health EDS; the
     # weights RDS; and a renamed cluster set CDS (simulate with a different snapshot).
     from tests.xds_fakes import BLUE, GREEN
+    from triton_slots.slot import Slot
     from turnout.topology import build_snapshot
     from turnout.weights import Weights
     changed = build_snapshot(
         ingress_host="127.0.0.1", ingress_port=9090,
-        endpoints={"blue": [BLUE], "green": [GREEN]},
+        slots={"blue": Slot("blue", (BLUE,)), "green": Slot("green", (GREEN,))},
         health={BLUE: True, GREEN: False}, weights=Weights.with_green(30),
     )
     harness.cache.set_snapshot(GROUP, changed)
@@ -236,8 +238,8 @@ async def test_dropping_a_cluster_publishes_routes_first(harness):
     envoy = harness.client()
     await _subscribe_all(envoy)
     current = harness.cache.snapshot(GROUP)
+    from turnout.topology import split_routes
     from xds_server import Snapshot
-    from xds_server.resources import split_routes
     routes_blue_only = split_routes("ingress_routes", clusters={"blue": "slot_blue"},
                                     weights={"blue": 100})
     final = Snapshot.build(

@@ -11,7 +11,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.rpc import status_pb2
 
-from triton_slots.slot import Endpoint
+from triton_slots.slot import Endpoint, Slot
 from turnout.topology import build_snapshot
 from turnout.weights import Weights
 from xds_server import AdsServer, Snapshot, SnapshotCache
@@ -25,7 +25,7 @@ def snapshot(green: int = 0, *, green_healthy: bool = True) -> Snapshot:
     return build_snapshot(
         ingress_host="127.0.0.1",
         ingress_port=8080,
-        endpoints={"blue": [BLUE], "green": [GREEN]},
+        slots={"blue": Slot("blue", (BLUE,)), "green": Slot("green", (GREEN,))},
         health={BLUE: True, GREEN: green_healthy},
         weights=Weights.with_green(green),
     )

@@ -14,6 +14,8 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from triton_slots.signature import ModelSignature
+
 CONFIG_FILE = "config.pbtxt"
 _IGNORED_DIRS = {"__pycache__"}
 _IGNORED_SUFFIXES = {".pyc"}
@@ -109,3 +111,9 @@ def inspect(root: Path) -> ArtifactInfo:
         max_batch_size=config.max_batch_size,
         digest=digest_of(root),
     )
+
+
+def artifact_signature(root: Path) -> ModelSignature:
+    """The signature declared by an artifact's ``config.pbtxt`` (what Triton will serve,
+    unless the backend auto-completes the config)."""
+    return ModelSignature.from_protobuf(parse_config(root / CONFIG_FILE))

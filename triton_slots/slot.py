@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 SLOT_NAMES: tuple[str, str] = ("blue", "green")
+#: The request header that pins a request to one slot (preview); its value is the slot name.
+SLOT_HEADER = "x-turnout-slot"
+#: The response header naming the slot that served a request.
+SERVED_BY_HEADER = "x-turnout-served-by"
 
 
 @dataclass(frozen=True)
@@ -42,19 +46,49 @@ class Endpoint:
         return cls(data["host"], data["http_port"], data["grpc_port"], data["metrics_port"])
 
 
-@dataclass
+def cluster_name(slot: str) -> str:
+    """The Envoy cluster that carries ``slot``'s gRPC traffic."""
+    return f"slot_{slot}"
+
+
+def http_cluster_name(slot: str) -> str:
+    """The Envoy cluster that carries ``slot``'s KServe v2 HTTP/REST traffic."""
+    return f"slot_{slot}_http"
+
+
+@dataclass(frozen=True)
 class Slot:
-    """A pool of Triton endpoints (``blue`` or ``green``) serving one model repository."""
+    """A pool of Triton endpoints (``blue`` or ``green``) serving one model repository,
+    with the names every layer uses for it (Envoy clusters, preview header value)."""
 
     name: str
-    endpoints: list[Endpoint] = field(default_factory=list)
-    model_repository: Path | None = None
+    endpoints: tuple[Endpoint, ...] = ()
+    repository: Path | None = None
 
     def __post_init__(self) -> None:
         if self.name not in SLOT_NAMES:
             raise ValueError(f"slot must be one of {SLOT_NAMES}, not {self.name!r}")
+        object.__setattr__(self, "endpoints", tuple(self.endpoints))
 
     @property
     def cluster(self) -> str:
-        """The Envoy cluster that carries this slot's traffic."""
-        return f"slot_{self.name}"
+        return cluster_name(self.name)
+
+    @property
+    def http_cluster(self) -> str:
+        return http_cluster_name(self.name)
+
+    @property
+    def preview(self) -> tuple[str, str]:
+        """The header (name, value) that pins a request to this slot."""
+        return SLOT_HEADER, self.name
+
+    def as_dict(self) -> dict[str, object]:
+        return {"endpoints": [e.as_dict() for e in self.endpoints],
+                "repository": str(self.repository) if self.repository else ""}
+
+    @classmethod
+    def from_dict(cls, name: str, data: dict) -> Slot:
+        repository = data.get("repository") or None
+        return cls(name, tuple(Endpoint.from_dict(e) for e in data.get("endpoints", [])),
+                   Path(repository) if repository else None)

@@ -32,11 +32,18 @@ def stack() -> None:
 @dir_option
 @click.option("--per-slot", default=1, show_default=True, type=click.IntRange(1, 8),
               help="Triton servers per slot.")
+@click.option("--model", "models", multiple=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A Triton model directory (config.pbtxt + version dirs) to serve from "
+                   "both slots; repeat for several. Default: the example classifier.")
 @friendly
-def stack_up(directory: Path, per_slot: int) -> None:
-    """Start blue and green Triton pools with the demo model, the control plane and Envoy."""
-    info = local_stack.up(directory, per_slot=per_slot, progress=click.echo)
-    click.echo(f"ingress {info.ingress}  (gRPC, KServe v2; model {info.model!r})")
+def stack_up(directory: Path, per_slot: int, models: tuple[Path, ...]) -> None:
+    """Start blue and green Triton pools serving your models (or the example classifier),
+    the control plane, Envoy and Prometheus."""
+    info = local_stack.up(directory, per_slot=per_slot, models=list(models) or None,
+                          progress=click.echo)
+    click.echo(f"ingress {info.ingress}  (KServe v2 over gRPC and HTTP; models "
+               f"{', '.join(info.models)})")
     click.echo(f"api     {info.api_url}")
     click.echo(f"logs    {Path(info.directory) / 'logs'}")
 

@@ -11,8 +11,14 @@ from typing import Any
 
 import click
 
+from triton_slots.artifact import ArtifactError, artifact_signature
+from triton_slots.registry import RegistryError
+from triton_slots.signature import ModelSignature, SignatureError
 from turnout.cli_common import client_for, dir_option, friendly
 from turnout.policy import SCHEMA_PATH, Policy, PolicyError, load_file
+from turnout.policy.fit import fit_problems
+from turnout.seed import registry_root
+from turnout.workflow import registry_for
 
 
 def _load(path: Path) -> Policy:
@@ -35,8 +41,7 @@ def _duration(seconds: float) -> str:
 def render_plan(policy: Policy) -> str:
     g = policy.gates
     lines = [f"rollout {policy.name}: {policy.model} onto the idle slot",
-             "validation: " + (", ".join(policy.validation.checks) if policy.validation_enabled
-                               else "off"),
+             "validation: " + _validation_line(policy),
              f"{'step':>4} {'weight':>7} {'bake':>6}  approval"]
     for index, step in enumerate(policy.steps, 1):
         lines.append(f"{index:>4} {step.weight:>6}% {_duration(step.bake_s):>6}  "
@@ -58,6 +63,18 @@ def render_plan(policy: Policy) -> str:
                  + " (plus deploy and validation); deadline "
                  + _duration(policy.progress_deadline_s))
     return "\n".join(lines)
+
+
+def _validation_line(policy: Policy) -> str:
+    v = policy.validation
+    if not policy.validation_enabled:
+        return "off (validation.enabled: false): nothing is validated before traffic"
+    if not v.checks:
+        return "none (checks: []): nothing is validated before traffic"
+    checks = ", ".join(f"{c} (dry run)" if v.dry_run(c) else str(c) for c in v.checks)
+    source = f"; requests from {v.samples}" if v.samples else "; random inputs from the " \
+        "model's signature"
+    return checks + source
 
 
 def render_rollout(r: dict[str, Any]) -> list[str]:
@@ -91,12 +108,24 @@ def render_rollout(r: dict[str, Any]) -> list[str]:
 
 def register(main: click.Group) -> None:
     @main.command()
+    @dir_option
     @click.argument("file", type=click.Path(path_type=Path))
-    def lint(file: Path) -> None:
-        """Check a rollout policy: every problem with file, line and field."""
+    def lint(directory: Path, file: Path) -> None:
+        """Check a rollout policy: every problem with file, line and field. When the
+        stack's registry holds the model, also check that the policy's samples, inputs and
+        outputs fit the model's signature."""
         policy = _load(file)
+        signature = _registry_signature(directory, policy)
+        if signature is not None:
+            problems = fit_problems(policy, signature)
+            for problem in problems:
+                click.echo(problem, err=True)
+            if problems:
+                raise click.ClickException(f"{file}: {len(problems)} problem(s) with "
+                                           f"{policy.model}'s signature")
+        fitted = " (fits the registry's signature)" if signature is not None else ""
         click.echo(f"{file}: ok ({policy.model}, {len(policy.steps)} steps, minimum "
-                   f"{_duration(policy.minimum_duration_s())})")
+                   f"{_duration(policy.minimum_duration_s())}){fitted}")
 
     @main.command()
     @click.argument("file", type=click.Path(path_type=Path))
@@ -117,7 +146,8 @@ def register(main: click.Group) -> None:
     def apply(directory: Path, file: Path) -> None:
         """Start a rollout from a policy file."""
         _load(file)
-        described = client_for(directory).apply(file.read_text(), str(file))
+        # The absolute path: the control plane resolves relative samples paths against it.
+        described = client_for(directory).apply(file.read_text(), str(file.resolve()))
         click.echo(f"rollout {described['name']} started: {described['model']} -> "
                    f"{described['candidate_slot']} ({described['phase']})")
         click.echo("follow it with `turnout status --watch`")
@@ -156,6 +186,18 @@ def register(main: click.Group) -> None:
             weights = e.get("weights") or {}
             split = f"b{weights.get('blue', '?')}/g{weights.get('green', '?')}" if weights else ""
             click.echo(f"{at} {e['actor']:<14} {e['kind']:<10} {split:<9} {e['message']}")
+
+
+def _registry_signature(directory: Path, policy: Policy) -> ModelSignature | None:
+    """The signature of the policy's model from the stack's registry, if it is there."""
+    if not registry_root(directory.resolve()).exists():
+        return None
+    name, version = policy.model_ref
+    try:
+        record = registry_for(directory).get(name, version)
+        return artifact_signature(record.path)
+    except (RegistryError, ArtifactError, SignatureError):
+        return None
 
 
 def _simple(name: str) -> Callable[[Path], None]:

@@ -56,7 +56,6 @@ class ControlPlane:
         self.controller = RolloutController(
             self, self.store,
             registry=LocalRegistry(registry_root),
-            repositories={s: Path(p) for s, p in config.repositories.items()},
             provider=PrometheusProvider(config.prometheus_url) if config.prometheus_url
             else None,
             tick_s=config.tick_s,
@@ -74,13 +73,13 @@ class ControlPlane:
 
     @property
     def endpoints(self) -> list[Endpoint]:
-        return [e for eps in self.config.slots.values() for e in eps]
+        return self.config.endpoints
 
     def desired_snapshot(self) -> Snapshot:
         return build_snapshot(
             ingress_host=self.config.ingress_host,
             ingress_port=self.config.ingress_port,
-            endpoints=self.config.slots,
+            slots=self.config.slots,
             health=self.health,
             weights=self.weights,
             resolve=self._resolve,
@@ -202,15 +201,15 @@ class ControlPlane:
 
     def status(self) -> dict[str, object]:
         return {
-            "ingress": f"{self.config.ingress_host}:{self.config.ingress_port}",
+            "ingress": self.config.ingress_address,
             "weights": self.weights.as_dict(),
             "slots": {
-                slot: [
+                name: [
                     {"endpoint": e.grpc_address, "http": e.http_url,
                      "ready": self.health.get(e, False)}
-                    for e in eps
+                    for e in slot.endpoints
                 ]
-                for slot, eps in self.config.slots.items()
+                for name, slot in self.config.slots.items()
             },
             "xds": self.cache.status(self.config.group),
             "last_push": self.last_push.as_dict() if self.last_push else None,

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from triton_slots.loadgen import LoadGenerator
 from turnout import stack
 from turnout.client import ApiClient
-from turnout.loadgen import LoadGenerator
 from turnout.policy import load_file
 from turnout.workflow import registry_for
 
@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             record = registry.push(MODELS / version, name="classifier", version=version)
             print(f"pushed {record.ref} ({record.digest[:12]})")
         client = ApiClient(info.api_url, info.token, actor="demo")
-        load = LoadGenerator(info.ingress, concurrency=args.clients, rate=args.rate).start()
+        load = LoadGenerator(info.ingress, model="classifier", concurrency=args.clients,
+                             rate=args.rate).start()
         print(f"load: {args.clients} gRPC clients, {args.rate:.0f} req/s -> Envoy "
               f"{info.ingress}", flush=True)
         time.sleep(2)

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from triton_slots.procs import ManagedProcess, ProcessError, free_port, wait_http
-from triton_slots.slot import Endpoint
+from triton_slots.slot import Slot
 
 
 def prometheus_binary() -> str:
@@ -22,7 +23,7 @@ def prometheus_binary() -> str:
 
 
 def render_config(*, scrape_interval_s: float, envoy_admin: str, control_plane: str,
-                  slots: dict[str, list[Endpoint]]) -> str:
+                  slots: Mapping[str, Slot]) -> str:
     interval = f"{scrape_interval_s:g}s"
     config = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
@@ -33,9 +34,9 @@ def render_config(*, scrape_interval_s: float, envoy_admin: str, control_plane: 
              "static_configs": [{"targets": [control_plane]}]},
             {"job_name": "triton",
              "static_configs": [
-                 {"targets": [f"{e.host}:{e.metrics_port}" for e in endpoints],
-                  "labels": {"slot": slot}}
-                 for slot, endpoints in slots.items() if endpoints]},
+                 {"targets": [f"{e.host}:{e.metrics_port}" for e in slot.endpoints],
+                  "labels": {"slot": name}}
+                 for name, slot in slots.items() if slot.endpoints]},
         ],
     }
     return yaml.safe_dump(config, sort_keys=False)

@@ -1,5 +1,6 @@
-"""Seed a state directory: push the first model version to the registry, stage it into
-both slots' model repositories (digest in its config) and mark it active on blue.
+"""Seed a state directory: push the first version of each model to the registry, stage
+them into both slots' model repositories (digest in each config) and mark them active on
+blue. A slot serves the whole set.
 
 Used by the local stack and, as ``python -m turnout.seed``, by docker-compose's one-shot
 ``seed`` service before the Triton containers start. Idempotent.
@@ -11,8 +12,8 @@ import argparse
 from pathlib import Path
 
 from triton_slots.artifact import inspect
-from triton_slots.deploy import stage_artifact
-from triton_slots.registry import ArtifactRecord, LocalRegistry
+from triton_slots.deploy import stage_artifact, staged_digest
+from triton_slots.registry import ArtifactRecord, LocalRegistry, Stage
 from triton_slots.slot import SLOT_NAMES
 
 
@@ -25,27 +26,43 @@ def slot_repository(directory: Path, slot: str) -> Path:
 
 
 def seed(directory: Path, model: Path, *, version: str | None = None) -> ArtifactRecord:
+    """Seed one model (see :func:`seed_all`)."""
+    return seed_all(directory, [model], version=version)[0]
+
+
+def seed_all(directory: Path, models: list[Path], *, version: str | None = None
+             ) -> list[ArtifactRecord]:
+    """Push each model directory (version: ``version`` or the directory's name), stage it
+    into both slots and mark it active on blue. Model names must be distinct."""
     registry = LocalRegistry(registry_root(directory))
-    record = registry.push(model, name=inspect(model).model_name,
-                           version=version or model.name, source=str(model))
-    for slot in SLOT_NAMES:
-        repository = slot_repository(directory, slot)
-        if not (repository / record.model_name).exists():
-            stage_artifact(record, repository)
-    if record.stage != "active":
-        record = registry.set_stage(record.name, record.version, "active",
-                                    reason="initial version", slot=SLOT_NAMES[0])
-    return record
+    names = [inspect(m).model_name for m in models]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"two model directories serve the same model name: {duplicates}")
+    records = []
+    for model, name in zip(models, names, strict=True):
+        record = registry.push(model, name=name, version=version or model.name,
+                               source=str(model))
+        for slot in SLOT_NAMES:
+            repository = slot_repository(directory, slot)
+            if staged_digest(repository, record.model_name) != record.digest:
+                stage_artifact(record, repository)
+        if record.stage != Stage.ACTIVE:
+            record = registry.set_stage(record.name, record.version, Stage.ACTIVE,
+                                        reason="initial version", slot=SLOT_NAMES[0])
+        records.append(record)
+    return records
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--state", type=Path, required=True, help="state directory")
-    parser.add_argument("--model", type=Path, required=True, help="Triton model directory")
+    parser.add_argument("--model", type=Path, required=True, action="append",
+                        help="Triton model directory (repeat for a set of models)")
     parser.add_argument("--version", default=None, help="registry version (default: dir name)")
     args = parser.parse_args(argv)
-    record = seed(args.state, args.model, version=args.version)
-    print(f"seeded {record.ref} ({record.digest[:12]}) active on {record.slot}")
+    for record in seed_all(args.state, args.model, version=args.version):
+        print(f"seeded {record.ref} ({record.digest[:12]}) active on {record.slot}")
 
 
 if __name__ == "__main__":

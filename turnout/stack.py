@@ -15,12 +15,12 @@ from pathlib import Path
 from triton_slots.artifact import inspect
 from triton_slots.launcher import TritonServer, prepare_backends
 from triton_slots.procs import ManagedProcess, ProcessError, free_port, pid_alive, stop_pid
-from triton_slots.slot import SLOT_NAMES, Endpoint
+from triton_slots.slot import SLOT_NAMES, Endpoint, Slot
 from turnout.config import ControlPlaneConfig
 from turnout.errors import StackError
 from turnout.prometheus import PrometheusServer, render_config
 from turnout.proxy import EnvoyProxy
-from turnout.seed import registry_root, seed, slot_repository
+from turnout.seed import registry_root, seed_all, slot_repository
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_MODEL = REPO_ROOT / "examples" / "models" / "classifier" / "v1"
@@ -42,7 +42,7 @@ class StackInfo:
     token: str
     xds_port: int
     envoy_admin: str
-    model: str
+    models: list[str] = field(default_factory=list)
     prometheus_url: str = ""
     slots: dict[str, list[dict]] = field(default_factory=dict)
     processes: dict[str, int] = field(default_factory=dict)  # name -> pid
@@ -75,13 +75,14 @@ class StackInfo:
 
 
 def start_slots(
-    directory: Path, *, per_slot: int = 1, model: Path = EXAMPLE_MODEL,
+    directory: Path, *, per_slot: int = 1, models: list[Path] | None = None,
     progress: Progress = _quiet,
 ) -> dict[str, list[TritonServer]]:
     """Start ``per_slot`` Triton servers for each slot, each slot with its own model
-    repository holding ``model``; wait until all are ready. Stops them all on failure."""
+    repository holding every model of ``models``; wait until all are ready. Stops them all
+    on failure."""
     backends = prepare_backends(directory / "triton-backends")
-    record = seed(directory, model)
+    records = seed_all(directory, models or [EXAMPLE_MODEL])
     servers: dict[str, list[TritonServer]] = {s: [] for s in SLOT_NAMES}
     try:
         for slot in SLOT_NAMES:
@@ -92,7 +93,7 @@ def start_slots(
                     TritonServer.start(
                         name=name, model_repository=repository, backends=backends,
                         log_path=directory / "logs" / f"{name}.log",
-                        models=[record.model_name],
+                        models=[r.model_name for r in records],
                     )
                 )
         for pool in servers.values():
@@ -138,7 +139,7 @@ def start_control_plane(directory: Path) -> ManagedProcess:
 
 
 def up(
-    directory: Path = DEFAULT_DIR, *, per_slot: int = 1, model: Path = EXAMPLE_MODEL,
+    directory: Path = DEFAULT_DIR, *, per_slot: int = 1, models: list[Path] | None = None,
     scrape_interval_s: float = 1.0, progress: Progress = _quiet,
 ) -> StackInfo:
     """Start the whole local stack and record it in ``<directory>/stack.json``."""
@@ -154,16 +155,19 @@ def up(
     logs = directory / "logs"
     started: list[ManagedProcess] = []
     try:
-        model_name = inspect(model).model_name
-        progress(f"starting {per_slot} Triton server(s) per slot ({model_name} {model.name})")
-        servers = start_slots(directory, per_slot=per_slot, model=model, progress=progress)
+        models = models or [EXAMPLE_MODEL]
+        model_names = [inspect(m).model_name for m in models]
+        progress(f"starting {per_slot} Triton server(s) per slot serving "
+                 + ", ".join(f"{n} ({m.name})" for n, m in zip(model_names, models, strict=True)))
+        servers = start_slots(directory, per_slot=per_slot, models=models, progress=progress)
         started += [s.process for pool in servers.values() for s in pool]
-        slots = {slot: [s.endpoint for s in pool] for slot, pool in servers.items()}
+        slots = {name: Slot(name, tuple(s.endpoint for s in pool),
+                            slot_repository(directory, name))
+                 for name, pool in servers.items()}
         prometheus_port = free_port()
         config = ControlPlaneConfig(
             state_dir=directory, token=secrets.token_urlsafe(24), ingress_port=free_port(),
             xds_port=free_port(), api_port=free_port(), slots=slots,
-            repositories={slot: str(slot_repository(directory, slot)) for slot in slots},
             registry_root=str(registry_root(directory)),
             prometheus_url=f"http://127.0.0.1:{prometheus_port}",
         )
@@ -198,14 +202,15 @@ def up(
         raise
     info = StackInfo(
         directory=str(directory),
-        ingress=f"{config.ingress_host}:{config.ingress_port}",
+        ingress=config.ingress_address,
         api_url=f"http://127.0.0.1:{config.api_port}",
         token=config.token,
         xds_port=config.xds_port,
         envoy_admin=envoy.admin_url,
-        model=model_name,
+        models=model_names,
         prometheus_url=prometheus.url,
-        slots={slot: [e.as_dict() for e in eps] for slot, eps in config.slots.items()},
+        slots={name: [e.as_dict() for e in slot.endpoints]
+               for name, slot in config.slots.items()},
         processes={p.name: p.pid for p in started},
         logs={p.name: str(p.log_path) for p in started},
     )

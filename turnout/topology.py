@@ -1,56 +1,104 @@
-"""Turnout's desired state (slots, their endpoints' health, weights) as an xDS snapshot."""
+"""Turnout's desired state (slots, their endpoints' health, weights) as an xDS snapshot.
+
+Each slot has two clusters over the same Triton servers: gRPC (HTTP/2 to Triton's gRPC
+port) and HTTP/REST (HTTP/1.1 to its HTTP port). Routes, in order: gRPC requests pinned to
+a slot by the preview header, other gRPC requests split by the weights, then the same two
+for everything else (KServe v2 HTTP/REST). Both protocols follow the same weights.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from triton_slots.slot import SLOT_NAMES, Endpoint
+from envoy.config.route.v3 import route_pb2
+
+from triton_slots.slot import SERVED_BY_HEADER, SLOT_HEADER, SLOT_NAMES, Endpoint, Slot
+from triton_slots.slot import cluster_name as cluster_of
 from turnout.weights import Weights
 from xds_server import Snapshot
 from xds_server.resources import (
     HostPort,
+    cluster_route,
     grpc_cluster,
+    http_cluster,
     http_listener,
     load_assignment,
-    split_routes,
+    route_configuration,
+    route_match,
+    set_header,
+    weighted_route,
 )
 
 LISTENER_NAME = "ingress"
 ROUTE_NAME = "ingress_routes"
 
+__all__ = ["LISTENER_NAME", "ROUTE_NAME", "build_snapshot", "cluster_of", "split_routes"]
 
-def cluster_of(slot: str) -> str:
-    return f"slot_{slot}"
+
+def split_routes(
+    name: str,
+    *,
+    clusters: Mapping[str, str],
+    weights: Mapping[str, int],
+    http_clusters: Mapping[str, str] | None = None,
+    header: str = SLOT_HEADER,
+    validate_clusters: bool = True,
+) -> route_pb2.RouteConfiguration:
+    """The route table for a set of slots. ``clusters`` maps slot name to its gRPC cluster,
+    ``http_clusters`` (optional) to its HTTP/REST cluster; ``weights`` maps slot name to a
+    non-negative relative weight (their sum must be positive)."""
+    unknown = set(weights) - set(clusters)
+    if unknown:
+        raise ValueError(f"weights name unknown slots: {sorted(unknown)}")
+    protocols = [(clusters, True)]
+    if http_clusters:
+        protocols.append((http_clusters, False))
+    routes = []
+    for by_slot, grpc in protocols:
+        for slot, cluster in sorted(by_slot.items()):
+            routes.append(cluster_route(
+                f"preview-{slot}" + ("" if grpc else "-http"),
+                route_match(grpc=grpc, header=(header, slot)), cluster,
+                response_headers=[set_header(SERVED_BY_HEADER, slot)]))
+        routes.append(weighted_route(
+            "split" if grpc else "split-http", route_match(grpc=grpc),
+            [(cluster, weights.get(slot, 0), [set_header(SERVED_BY_HEADER, slot)])
+             for slot, cluster in sorted(by_slot.items())]))
+    return route_configuration(name, routes, validate_clusters=validate_clusters)
 
 
 def build_snapshot(
     *,
     ingress_host: str,
     ingress_port: int,
-    endpoints: Mapping[str, list[Endpoint]],
+    slots: Mapping[str, Slot],
     health: Mapping[Endpoint, bool],
     weights: Weights,
     resolve: Callable[[str], str] = lambda host: host,
 ) -> Snapshot:
-    """Both slot clusters always present (so a weight change is an RDS-only change).
+    """Both slots' clusters always present (so a weight change is an RDS-only change).
     ``resolve`` turns endpoint host names into IP addresses (EDS carries addresses only)."""
-    clusters = {slot: cluster_of(slot) for slot in SLOT_NAMES}
+    all_slots = {name: slots.get(name) or Slot(name) for name in SLOT_NAMES}
+
+    def hosts(slot: Slot, port: Callable[[Endpoint], int]) -> list[HostPort]:
+        return [HostPort(resolve(e.host), port(e), health.get(e, False))
+                for e in slot.endpoints]
+
     return Snapshot.build(
         listeners=[
             http_listener(
                 LISTENER_NAME, host=ingress_host, port=ingress_port, route_config=ROUTE_NAME
             )
         ],
-        routes=[split_routes(ROUTE_NAME, clusters=clusters, weights=weights.as_dict())],
-        clusters=[grpc_cluster(name) for name in clusters.values()],
-        endpoints=[
-            load_assignment(
-                clusters[slot],
-                [
-                    HostPort(resolve(e.host), e.grpc_port, health.get(e, False))
-                    for e in endpoints.get(slot, [])
-                ],
-            )
-            for slot in SLOT_NAMES
-        ],
+        routes=[split_routes(
+            ROUTE_NAME, clusters={n: s.cluster for n, s in all_slots.items()},
+            http_clusters={n: s.http_cluster for n, s in all_slots.items()},
+            weights=weights.as_dict())],
+        clusters=[c for s in all_slots.values()
+                  for c in (grpc_cluster(s.cluster), http_cluster(s.http_cluster))],
+        endpoints=[a for s in all_slots.values()
+                   for a in (load_assignment(s.cluster, hosts(s, lambda e: e.grpc_port)),
+                             load_assignment(s.http_cluster,
+                                             hosts(s, lambda e: e.http_port)))],
     )
+

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -64,13 +64,29 @@ def grpc_cluster(name: str, *, connect_timeout_s: float = 1.0) -> cluster_pb2.Cl
             http2_protocol_options=protocol_pb2.Http2ProtocolOptions()
         )
     )
+    return _eds_cluster(name, http2, connect_timeout_s)
+
+
+def http_cluster(name: str, *, connect_timeout_s: float = 1.0) -> cluster_pb2.Cluster:
+    """An EDS cluster fed over ADS, speaking HTTP/1.1 to its upstreams (Triton's HTTP/REST
+    port). Clients may use HTTP/1.1 or HTTP/2 towards Envoy either way."""
+    http1 = hpo_pb2.HttpProtocolOptions(
+        explicit_http_config=hpo_pb2.HttpProtocolOptions.ExplicitHttpConfig(
+            http_protocol_options=protocol_pb2.Http1ProtocolOptions()
+        )
+    )
+    return _eds_cluster(name, http1, connect_timeout_s)
+
+
+def _eds_cluster(name: str, options: hpo_pb2.HttpProtocolOptions, connect_timeout_s: float
+                 ) -> cluster_pb2.Cluster:
     return cluster_pb2.Cluster(
         name=name,
         type=cluster_pb2.Cluster.EDS,
         eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads()),
         connect_timeout=_duration(connect_timeout_s),
         lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
-        typed_extension_protocol_options={_HTTP_OPTIONS_KEY: _any(http2)},
+        typed_extension_protocol_options={_HTTP_OPTIONS_KEY: _any(options)},
     )
 
 
@@ -149,79 +165,67 @@ def _retry_policy(retries: int) -> rc_pb2.RetryPolicy:
     )
 
 
-def _served_by(slot: str) -> list[base_pb2.HeaderValueOption]:
-    return [
-        base_pb2.HeaderValueOption(
-            header=base_pb2.HeaderValue(key="x-turnout-served-by", value=slot),
-            append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
-        )
-    ]
-
-
-def split_routes(
-    name: str,
-    *,
-    clusters: Mapping[str, str],
-    weights: Mapping[str, int],
-    header: str = "x-turnout-slot",
-    retries: int = 2,
-    timeout_s: float = 60.0,
-    validate_clusters: bool = True,
-) -> route_pb2.RouteConfiguration:
-    """Routes for a set of slots: a request whose ``header`` names a slot goes to that
-    slot's cluster; every other request is split by ``weighted_clusters``.
-
-    ``clusters`` maps slot name to cluster name; ``weights`` maps slot name to a
-    non-negative relative weight (their sum must be positive). Every cluster stays
-    named in the weighted split, at weight 0 if idle, so a weight change never touches CDS.
-    ``validate_clusters`` makes Envoy reject (NACK) a table naming an unknown cluster.
-    """
-    if sum(weights.values()) <= 0:
-        raise ValueError("weights must sum to more than 0")
-    unknown = set(weights) - set(clusters)
-    if unknown:
-        raise ValueError(f"weights name unknown slots: {sorted(unknown)}")
-    retry = _retry_policy(retries)
-    timeout = _duration(timeout_s)
-    routes = [
-        rc_pb2.Route(
-            name=f"preview-{slot}",
-            match=rc_pb2.RouteMatch(
-                prefix="/",
-                headers=[
-                    rc_pb2.HeaderMatcher(
-                        name=header,
-                        string_match=string_pb2.StringMatcher(exact=slot),
-                    )
-                ],
-            ),
-            route=rc_pb2.RouteAction(cluster=cluster, retry_policy=retry, timeout=timeout),
-            response_headers_to_add=_served_by(slot),
-        )
-        for slot, cluster in sorted(clusters.items())
-    ]
-    routes.append(
-        rc_pb2.Route(
-            name="split",
-            match=rc_pb2.RouteMatch(prefix="/"),
-            route=rc_pb2.RouteAction(
-                weighted_clusters=rc_pb2.WeightedCluster(
-                    clusters=[
-                        rc_pb2.WeightedCluster.ClusterWeight(
-                            name=cluster,
-                            weight=wrappers_pb2.UInt32Value(value=weights.get(slot, 0)),
-                            response_headers_to_add=_served_by(slot),
-                        )
-                        for slot, cluster in sorted(clusters.items())
-                    ]
-                ),
-                retry_policy=retry,
-                timeout=timeout,
-            ),
-        )
+def set_header(key: str, value: str) -> base_pb2.HeaderValueOption:
+    """A response header written (or overwritten) by Envoy."""
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=key, value=value),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
     )
+
+
+def route_match(*, grpc: bool | None = None, header: tuple[str, str] | None = None
+                ) -> rc_pb2.RouteMatch:
+    """Match every path; ``grpc=True`` only gRPC requests (content-type application/grpc);
+    ``header`` only requests whose header equals the value."""
+    match = rc_pb2.RouteMatch(prefix="/")
+    if grpc:
+        match.grpc.SetInParent()
+    if header is not None:
+        match.headers.append(rc_pb2.HeaderMatcher(
+            name=header[0], string_match=string_pb2.StringMatcher(exact=header[1])))
+    return match
+
+
+def cluster_route(name: str, match: rc_pb2.RouteMatch, cluster: str, *,
+                  response_headers: Iterable[base_pb2.HeaderValueOption] = (),
+                  retries: int = 2, timeout_s: float = 60.0) -> rc_pb2.Route:
+    """A route to one cluster, with retries to other hosts on connection-level failures."""
+    return rc_pb2.Route(
+        name=name, match=match,
+        route=rc_pb2.RouteAction(cluster=cluster, retry_policy=_retry_policy(retries),
+                                 timeout=_duration(timeout_s)),
+        response_headers_to_add=list(response_headers),
+    )
+
+
+def weighted_route(name: str, match: rc_pb2.RouteMatch,
+                   clusters: Sequence[tuple[str, int, Sequence[base_pb2.HeaderValueOption]]],
+                   *, retries: int = 2, timeout_s: float = 60.0) -> rc_pb2.Route:
+    """A route split over ``clusters`` (name, relative weight, response headers) by
+    Envoy's ``weighted_clusters``. Weights must sum to more than 0; a cluster at weight 0
+    stays named, so a weight change never touches CDS."""
+    if sum(weight for _, weight, _ in clusters) <= 0:
+        raise ValueError("weights must sum to more than 0")
+    return rc_pb2.Route(
+        name=name, match=match,
+        route=rc_pb2.RouteAction(
+            weighted_clusters=rc_pb2.WeightedCluster(clusters=[
+                rc_pb2.WeightedCluster.ClusterWeight(
+                    name=cluster, weight=wrappers_pb2.UInt32Value(value=weight),
+                    response_headers_to_add=list(headers))
+                for cluster, weight, headers in clusters
+            ]),
+            retry_policy=_retry_policy(retries), timeout=_duration(timeout_s),
+        ),
+    )
+
+
+def route_configuration(name: str, routes: Iterable[rc_pb2.Route], *,
+                        validate_clusters: bool = True) -> route_pb2.RouteConfiguration:
+    """One virtual host matching every domain. ``validate_clusters`` makes Envoy reject
+    (NACK) a table naming an unknown cluster."""
     return route_pb2.RouteConfiguration(
         name=name,
-        virtual_hosts=[rc_pb2.VirtualHost(name="models", domains=["*"], routes=routes)],
+        virtual_hosts=[rc_pb2.VirtualHost(name="models", domains=["*"], routes=list(routes))],
         validate_clusters=wrappers_pb2.BoolValue(value=validate_clusters),
     )

@@ -1,44 +1,56 @@
 """Built-in per-slot metrics as PromQL over Envoy's and Triton's metrics.
 
 Placeholders: ``$slot`` (the ``slot`` label the scrape config puts on each Triton target),
-``$cluster`` (the slot's Envoy cluster) and ``$window`` (a range such as ``6s``).
+``$cluster`` (the slot's gRPC Envoy cluster), ``$clusters`` (a regex of the slot's gRPC and
+HTTP clusters), ``$model`` (a regex of the model being rolled out; ``.+`` when unknown)
+and ``$window`` (a range such as ``6s``). Envoy's figures are per slot (every model it
+serves); Triton's are per model.
 """
 
 from __future__ import annotations
 
 from string import Template
 
-REQUESTS = 'sum(increase(envoy_cluster_upstream_rq_total{envoy_cluster_name="$cluster"}[$window]))'
+from triton_slots.slot import cluster_name, http_cluster_name
+
+REQUESTS = ('sum(increase(envoy_cluster_upstream_rq_total{envoy_cluster_name=~"$clusters"}'
+            '[$window]))')
 
 BUILTINS: dict[str, str] = {
     # Triton's own failure counter over all of its requests.
     "error_rate": (
-        'sum(increase(nv_inference_request_failure{slot="$slot"}[$window])) / '
-        '(sum(increase(nv_inference_request_success{slot="$slot"}[$window])) + '
-        'sum(increase(nv_inference_request_failure{slot="$slot"}[$window])))'
+        'sum(increase(nv_inference_request_failure{slot="$slot",model=~"$model"}[$window])) / '
+        '(sum(increase(nv_inference_request_success{slot="$slot",model=~"$model"}[$window])) + '
+        'sum(increase(nv_inference_request_failure{slot="$slot",model=~"$model"}[$window])))'
     ),
     # 5xx answers Envoy saw from (or made for) the slot, over all requests to it.
     "upstream_5xx_rate": (
-        '(sum(increase(envoy_cluster_upstream_rq_xx{envoy_cluster_name="$cluster",'
+        '(sum(increase(envoy_cluster_upstream_rq_xx{envoy_cluster_name=~"$clusters",'
         'envoy_response_code_class="5"}[$window])) or vector(0)) / ' + REQUESTS
     ),
     # p99 of Envoy's upstream request time (ms) for the slot's cluster.
     "p99_latency_ms": (
         'histogram_quantile(0.99, sum by (le) (rate(envoy_cluster_upstream_rq_time_bucket'
-        '{envoy_cluster_name="$cluster"}[$window])))'
+        '{envoy_cluster_name=~"$clusters"}[$window])))'
     ),
     # Mean time Triton spent per successful request (ms).
     "mean_latency_ms": (
-        'sum(rate(nv_inference_request_duration_us{slot="$slot"}[$window])) / '
-        'sum(rate(nv_inference_request_success{slot="$slot"}[$window])) / 1000'
+        'sum(rate(nv_inference_request_duration_us{slot="$slot",model=~"$model"}[$window])) / '
+        'sum(rate(nv_inference_request_success{slot="$slot",model=~"$model"}[$window])) / 1000'
     ),
-    "throughput_rps": 'sum(rate(nv_inference_request_success{slot="$slot"}[$window]))',
+    "throughput_rps": (
+        'sum(rate(nv_inference_request_success{slot="$slot",model=~"$model"}[$window]))'
+    ),
     "cpu_utilization": 'avg(nv_cpu_utilization{slot="$slot"})',
     "gpu_utilization": 'avg(nv_gpu_utilization{slot="$slot"})',
 }
 
 
-def render(query: str, *, slot: str, window_s: float) -> str:
+def render(query: str, *, slot: str, window_s: float, model: str = "") -> str:
     return Template(query).safe_substitute(
-        slot=slot, cluster=f"slot_{slot}", window=f"{max(1, round(window_s))}s"
+        slot=slot, cluster=cluster_name(slot),
+        clusters=f"{cluster_name(slot)}|{http_cluster_name(slot)}",
+        # A PromQL regex inside a string literal: a literal dot is written \\.
+        model=model.replace(".", "\\\\.") if model else ".+",
+        window=f"{max(1, round(window_s))}s",
     )

@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 from gates.metrics.builtins import BUILTINS, REQUESTS, render
@@ -61,8 +62,9 @@ class GateRound:
                    tuple(Measurement.from_dict(m) for m in data["measurements"]))
 
 
-def _value(provider: MetricsProvider, query: str, slot: str, window_s: float) -> float:
-    return provider.query_value(render(query, slot=slot, window_s=window_s))
+def _value(provider: MetricsProvider, query: str, slot: str, window_s: float,
+           model: str = "") -> float:
+    return provider.query_value(render(query, slot=slot, window_s=window_s, model=model))
 
 
 def _query_of(metric: MetricLike) -> str:
@@ -75,10 +77,14 @@ def _query_of(metric: MetricLike) -> str:
 def measure(
     provider: MetricsProvider, metric: MetricLike, *, candidate: str, active: str,
     window_s: float, min_requests: int, candidate_requests: float | None,
-    baselines: dict[str, float], now: float | None = None,
+    baselines: dict[str, float], now: float | None = None, model: str = "",
 ) -> Measurement:
     """Evaluate one metric. ``baselines`` holds the last good active-slot value per metric
-    (used when the active slot has too little traffic, e.g. at 100 %); it is updated."""
+    (used when the active slot has too little traffic, e.g. at 100 %); it is updated.
+    ``model`` narrows Triton's per-model metrics to the model being rolled out.
+
+    A value that is not a finite number (NaN, +-Inf) from any source is never Successful:
+    it is Inconclusive, or Failed where a threshold says so."""
     now = time.time() if now is None else now
 
     def result(phase: Phase, message: str, **extra: Any) -> Measurement:
@@ -93,18 +99,23 @@ def measure(
                       f"{candidate_requests:.0f} requests in window < minRequests {min_requests}")
     query = _query_of(metric)
     try:
-        value = _value(provider, query, candidate, window_s)
+        value = _value(provider, query, candidate, window_s, model)
     except MetricsError as exc:
         return result(Phase.ERROR, f"query failed: {exc}")
     except NoData as exc:
         return result(Phase.INCONCLUSIVE, f"no data: {exc}")
+    if math.isnan(value):
+        return result(Phase.INCONCLUSIVE, "no data: the value is NaN")
     if metric.max is not None and value > metric.max:
         return result(Phase.FAILED, f"{value:.4g} > max {metric.max:g}", value=value)
     if metric.min is not None and value < metric.min:
         return result(Phase.FAILED, f"{value:.4g} < min {metric.min:g}", value=value)
+    if math.isinf(value):
+        return result(Phase.INCONCLUSIVE, f"no usable data: the value is {value}")
     if not metric.relative:
         return result(Phase.SUCCESSFUL, f"{value:.4g} within {metric.thresholds()}", value=value)
-    baseline = _baseline(provider, metric, query, active, window_s, min_requests, baselines)
+    baseline = _baseline(provider, metric, query, active, window_s, min_requests, baselines,
+                         model)
     if isinstance(baseline, Measurement):
         return result(baseline.phase, baseline.message, value=value)
     ratio = value / baseline if baseline > 0 else (1.0 if value == 0 else math.inf)
@@ -119,12 +130,14 @@ def measure(
 
 
 def _baseline(provider: MetricsProvider, metric: MetricLike, query: str, active: str,
-              window_s: float, min_requests: int, baselines: dict[str, float]
+              window_s: float, min_requests: int, baselines: dict[str, float], model: str = ""
               ) -> float | Measurement:
     try:
-        active_requests = _value(provider, REQUESTS, active, window_s)
+        active_requests = _value(provider, REQUESTS, active, window_s, model)
         if active_requests >= min_requests:
-            value = _value(provider, query, active, window_s)
+            value = _value(provider, query, active, window_s, model)
+            if not math.isfinite(value):
+                raise NoData(f"active slot value is {value}")
             baselines[metric.name] = value
             return value
     except MetricsError as exc:
@@ -139,11 +152,13 @@ def _baseline(provider: MetricsProvider, metric: MetricLike, query: str, active:
 
 def measure_round(
     provider: MetricsProvider, metrics: Iterable[MetricLike], *, candidate: str, active: str,
-    window_s: float, min_requests: int, baselines: dict[str, float],
+    window_s: float, min_requests: int, baselines: dict[str, float], model: str = "",
 ) -> GateRound:
     now = time.time()
     try:
-        requests: float | None = _value(provider, REQUESTS, candidate, window_s)
+        requests: float | None = _value(provider, REQUESTS, candidate, window_s, model)
+        if requests is not None and not math.isfinite(requests):
+            requests = 0.0
         request_error = ""
     except MetricsError as exc:
         requests, request_error = None, f"query failed: {exc}"
@@ -158,7 +173,8 @@ def measure_round(
             continue
         measurements.append(measure(provider, metric, candidate=candidate, active=active,
                                     window_s=window_s, min_requests=min_requests,
-                                    candidate_requests=requests, baselines=baselines, now=now))
+                                    candidate_requests=requests, baselines=baselines, now=now,
+                                    model=model))
     return GateRound(now, window_s, tuple(measurements))
 
 
@@ -169,12 +185,20 @@ class Limits:
     consecutive_error_limit: int
 
 
+class Decision(StrEnum):
+    """What a step's rounds say."""
+
+    FAILED = "failed"  # roll back
+    HOLD = "hold"  # pause: not enough evidence for too long
+    PASS = "pass"  # the last round succeeded
+    WAIT = "wait"  # keep measuring
+
+
 @dataclass(frozen=True)
 class RoundVerdict:
-    """What a step's rounds say: ``failed`` (roll back), ``hold`` (pause: not enough
-    evidence for too long), ``pass`` (the last round succeeded), or ``wait``."""
+    """The decision of a step's rounds, why, and the counts behind it."""
 
-    decision: str
+    decision: Decision
     reason: str = ""
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -193,16 +217,16 @@ def assess(rounds: Sequence[GateRound], limits: Limits) -> RoundVerdict:
         worst = next(r for r in reversed(rounds) if r.phase is Phase.FAILED)
         reasons = "; ".join(f"{m.metric}: {m.message}" for m in worst.measurements
                             if m.phase is Phase.FAILED and not m.dry_run)
-        return RoundVerdict("failed", reasons, counts)
+        return RoundVerdict(Decision.FAILED, reasons, counts)
     if trailing_errors > limits.consecutive_error_limit:
         last = rounds[-1].measurements
         detail = next((m.message for m in last if m.phase is Phase.ERROR), "")
-        return RoundVerdict("hold", f"{trailing_errors} consecutive metric errors ({detail})",
-                            counts)
+        return RoundVerdict(Decision.HOLD,
+                            f"{trailing_errors} consecutive metric errors ({detail})", counts)
     if inconclusive > limits.inconclusive_limit:
         last = rounds[-1].measurements
         detail = next((m.message for m in last if m.phase is Phase.INCONCLUSIVE), "")
-        return RoundVerdict("hold", f"{inconclusive} inconclusive rounds ({detail})", counts)
+        return RoundVerdict(Decision.HOLD, f"{inconclusive} inconclusive rounds ({detail})", counts)
     if rounds and rounds[-1].phase is Phase.SUCCESSFUL:
-        return RoundVerdict("pass", "", counts)
-    return RoundVerdict("wait", "", counts)
+        return RoundVerdict(Decision.PASS, "", counts)
+    return RoundVerdict(Decision.WAIT, "", counts)

@@ -8,13 +8,19 @@ from typing import Any
 
 @dataclass(frozen=True)
 class CheckResult:
-    """One check: ``passed`` only with evidence that it passed (missing data fails)."""
+    """One check: ``passed`` only with evidence that it passed (missing data fails).
+    A ``dry_run`` check is run and recorded but never decides."""
 
     name: str
     passed: bool
     summary: str
     evidence: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    dry_run: bool = False
+
+    @property
+    def verdict(self) -> str:
+        return ("PASS" if self.passed else "FAIL") + (" (dry run)" if self.dry_run else "")
 
 
 @dataclass
@@ -29,13 +35,20 @@ class ValidationReport:
 
     @property
     def passed(self) -> bool:
-        return bool(self.checks) and all(c.passed for c in self.checks)
+        """Every deciding check passed. With no checks configured nothing was validated,
+        which the policy chose (``checks: []``) and ``turnout plan`` says."""
+        return all(c.passed for c in self.checks if not c.dry_run)
 
     @property
     def summary(self) -> str:
         """The failed checks with their reasons, or which checks passed."""
-        failed = [f"{c.name}: {c.summary}" for c in self.checks if not c.passed]
-        return "; ".join(failed) if failed else ", ".join(f"{c.name} ok" for c in self.checks)
+        if not self.checks:
+            return "no checks configured: nothing validated"
+        failed = [f"{c.name}: {c.summary}" for c in self.checks if not c.passed and not c.dry_run]
+        dry = [f"{c.name} (dry run) {'ok' if c.passed else 'FAILED: ' + c.summary}"
+               for c in self.checks if c.dry_run]
+        return "; ".join(failed + dry) if failed else ", ".join(
+            [f"{c.name} ok" for c in self.checks if not c.dry_run] + dry)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -56,8 +69,7 @@ class ValidationReport:
             f"{'check':<{width}}  verdict  seconds  evidence",
         ]
         for check in self.checks:
-            verdict = "PASS" if check.passed else "FAIL"
-            lines.append(f"{check.name:<{width}}  {verdict:<7}  {check.seconds:>7.2f}  "
+            lines.append(f"{check.name:<{width}}  {check.verdict:<7}  {check.seconds:>7.2f}  "
                          f"{check.summary}")
         lines.append(f"{'overall':<{width}}  {'PASS' if self.passed else 'FAIL':<7}  "
                      f"{self.seconds:>7.2f}")

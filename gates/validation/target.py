@@ -3,33 +3,16 @@ path real traffic takes, and no weighted traffic involved), and the model's sign
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-SLOT_HEADER = "x-turnout-slot"
-
-
-@dataclass(frozen=True)
-class ModelSignature:
-    name: str
-    input_name: str
-    input_dims: tuple[int, ...]  # without the batch dimension
-    input_dtype: str  # Triton datatype string, e.g. "FP32"
-    output_name: str
-    max_batch_size: int
-
-    def sample(self, rows: int, *, seed: int = 0) -> np.ndarray:
-        rng = np.random.default_rng(seed)
-        shape = (rows, *(d if d > 0 else 1 for d in self.input_dims))
-        return rng.random(shape, dtype=np.float64).astype(_numpy_dtype(self.input_dtype))
-
-
-def _numpy_dtype(triton: str) -> np.dtype:
-    from tritonclient.utils import triton_to_np_dtype
-
-    return np.dtype(triton_to_np_dtype(triton))
+from triton_slots.loadgen import fetch_signature
+from triton_slots.signature import ModelSignature
+from triton_slots.slot import SLOT_HEADER
+from triton_slots.tensors import infer_inputs, outputs_of, requested_outputs
 
 
 @dataclass(frozen=True)
@@ -37,7 +20,7 @@ class SlotTarget:
     """A slot as seen through Envoy: requests carry ``x-turnout-slot: <slot>``."""
 
     slot: str
-    address: str  # Envoy ingress host:port
+    address: str  # Envoy ingress host:port, as the control plane reaches it
 
     @property
     def headers(self) -> dict[str, str]:
@@ -49,30 +32,21 @@ class SlotTarget:
     def signature(self, model: str) -> ModelSignature:
         client = self.client()
         try:
-            config = client.get_model_config(model, headers=self.headers, as_json=True)["config"]
+            return fetch_signature(client, model, self.headers)
         finally:
             client.close()
-        first_in, first_out = config["input"][0], config["output"][0]
-        return ModelSignature(
-            name=model,
-            input_name=first_in["name"],
-            input_dims=tuple(int(d) for d in first_in["dims"]),
-            input_dtype=first_in["data_type"].removeprefix("TYPE_"),
-            output_name=first_out["name"],
-            max_batch_size=int(config.get("max_batch_size", 0)),
-        )
 
-    def infer(self, signature: ModelSignature, data: np.ndarray,
-              client: grpcclient.InferenceServerClient | None = None) -> np.ndarray:
+    def infer(self, sig: ModelSignature, arrays: Mapping[str, np.ndarray],
+              client: grpcclient.InferenceServerClient | None = None
+              ) -> dict[str, np.ndarray]:
+        """Every output of ``sig`` for one request made of ``arrays``."""
         own = client is None
         client = client or self.client()
         try:
-            tensor = grpcclient.InferInput(signature.input_name, list(data.shape),
-                                           signature.input_dtype)
-            tensor.set_data_from_numpy(data)
-            result = client.infer(signature.name, [tensor], headers=self.headers,
-                                  client_timeout=30)
-            return result.as_numpy(signature.output_name)
+            result = client.infer(sig.name, infer_inputs(grpcclient, sig, arrays),
+                                  outputs=requested_outputs(grpcclient, sig),
+                                  headers=self.headers, client_timeout=30)
+            return outputs_of(sig, result)
         finally:
             if own:
                 client.close()

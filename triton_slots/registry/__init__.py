@@ -13,6 +13,7 @@ from triton_slots.registry.backend import (
     CorruptArtifactError,
     RegistryBackend,
     RegistryError,
+    Stage,
     StageTransitionError,
     parse_ref,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "LocalRegistry",
     "RegistryBackend",
     "RegistryError",
+    "Stage",
     "StageTransitionError",
     "parse_ref",
 ]

@@ -10,18 +10,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-STAGES = ("candidate", "active", "standby", "failed", "retired")
 
+class Stage(StrEnum):
+    """Where an artifact stands. Stored and compared as its string value."""
+
+    CANDIDATE = "candidate"
+    ACTIVE = "active"
+    STANDBY = "standby"
+    FAILED = "failed"
+    RETIRED = "retired"
+
+
+STAGES = tuple(s.value for s in Stage)
+
+_S = Stage
 #: Allowed stage changes (a deploy may always reset to candidate, except from active).
 TRANSITIONS: dict[str, frozenset[str]] = {
-    "candidate": frozenset({"candidate", "active", "failed", "retired", "standby"}),
-    "active": frozenset({"standby", "failed", "active"}),
-    "standby": frozenset({"active", "retired", "candidate", "standby", "failed"}),
-    "failed": frozenset({"candidate", "retired", "failed"}),
-    "retired": frozenset({"candidate", "retired"}),
+    _S.CANDIDATE: frozenset({_S.CANDIDATE, _S.ACTIVE, _S.FAILED, _S.RETIRED, _S.STANDBY}),
+    _S.ACTIVE: frozenset({_S.STANDBY, _S.FAILED, _S.ACTIVE}),
+    _S.STANDBY: frozenset({_S.ACTIVE, _S.RETIRED, _S.CANDIDATE, _S.STANDBY, _S.FAILED}),
+    _S.FAILED: frozenset({_S.CANDIDATE, _S.RETIRED, _S.FAILED}),
+    _S.RETIRED: frozenset({_S.CANDIDATE, _S.RETIRED}),
 }
 
 

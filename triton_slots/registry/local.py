@@ -30,6 +30,7 @@ from triton_slots.registry.backend import (
     ArtifactRecord,
     CorruptArtifactError,
     RegistryError,
+    Stage,
     StageTransitionError,
 )
 from triton_slots.slot import SLOT_NAMES
@@ -90,7 +91,7 @@ class LocalRegistry:
             name=row["name"], version=row["version"], digest=row["digest"],
             created=row["created"], source=row["source"], model_name=row["model_name"],
             path=self._path(row["name"], row["version"]), labels=json.loads(row["labels"]),
-            slot=row["slot"], stage=row["stage"], stage_reason=row["stage_reason"],
+            slot=row["slot"], stage=Stage(row["stage"]), stage_reason=row["stage_reason"],
         )
 
     # ---- writes -------------------------------------------------------------------------

@@ -13,13 +13,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gates.metrics import GateRound, Measurement, MetricsProvider, Phase, measure_round
 from gates.validation import validate_artifact
+from triton_slots.artifact import ArtifactError, artifact_signature
 from triton_slots.deploy import DeployError, deploy
-from triton_slots.registry import RegistryBackend, RegistryError
+from triton_slots.registry import RegistryBackend, RegistryError, Stage
+from triton_slots.signature import SignatureError
 from triton_slots.slot import SLOT_NAMES
 from turnout.controller.machine import policy_of, transition
 from turnout.controller.state import (
@@ -45,6 +46,7 @@ from turnout.controller.state import (
 )
 from turnout.errors import ConfigError
 from turnout.policy import Policy
+from turnout.policy.fit import fit_problems
 from turnout.store import AuditEntry, Store
 from turnout.weights import Weights
 
@@ -78,7 +80,6 @@ class RolloutController:
         store: Store,
         *,
         registry: RegistryBackend,
-        repositories: dict[str, Path],
         provider: MetricsProvider | None,
         tick_s: float = 0.25,
         clock: Callable[[], float] = time.time,
@@ -87,7 +88,6 @@ class RolloutController:
         self.plane = plane
         self.store = store
         self.registry = registry
-        self.repositories = repositories
         self.provider = provider
         self.tick_s = tick_s
         self.clock = clock
@@ -154,10 +154,18 @@ class RolloutController:
                                   "at 100%")
         stable_slot = stable[0]
         candidate_slot = next(s for s in SLOT_NAMES if s != stable_slot)
+        # The version serving now: the active one (a slot serves every model of the set).
         stable_model = next((r.ref for r in self.registry.list(name)
-                             if r.slot == stable_slot and r.stage == "active"), None)
+                             if r.stage == Stage.ACTIVE), None)
         if stable_model == record.ref:
             raise RolloutConflict(f"{record.ref} already serves from {stable_slot}")
+        try:
+            signature = artifact_signature(record.path)
+        except (ArtifactError, SignatureError) as exc:
+            raise ConfigError(f"{policy.source}: spec.model: {exc}") from exc
+        problems = fit_problems(policy, signature)
+        if problems:
+            raise ConfigError("\n".join(problems))
         now = self.clock()
         state = RolloutState(
             id=uuid.uuid4().hex[:12], name=policy.name, model=record.ref, digest=record.digest,
@@ -311,10 +319,12 @@ class RolloutController:
 
     def _deploy(self, state: RolloutState) -> DeployFinished:
         name, version = state.model.split(":", 1)
+        slot = self.plane.config.slot(state.candidate_slot)
+        if slot.repository is None:
+            return DeployFinished(False, f"slot {slot.name} has no model repository configured")
         try:
-            result = deploy(self.registry, name, version, slot=state.candidate_slot,
-                            endpoints=self.plane.config.slots[state.candidate_slot],
-                            repository=self.repositories[state.candidate_slot],
+            result = deploy(self.registry, name, version, slot=slot.name,
+                            endpoints=list(slot.endpoints), repository=slot.repository,
                             progress=lambda line: log.info("deploy: %s", line))
         except DeployError as exc:
             return DeployFinished(False, str(exc))
@@ -325,7 +335,7 @@ class RolloutController:
         name, version = state.model.split(":", 1)
         report = validate_artifact(
             self.registry, self.registry.get(name, version),
-            ingress=f"127.0.0.1:{self.plane.config.ingress_port}",
+            ingress=self.plane.config.ingress_address,
             candidate_slot=state.candidate_slot, baseline_slot=state.stable_slot,
             settings=policy_of(state).validation,
             progress=lambda line: log.info("validate: %s", line),
@@ -339,10 +349,16 @@ class RolloutController:
                                              "configured", dry_run=m.dry_run, at=self.clock())
                                  for m in policy.gates.metrics)
             return GatesMeasured(GateRound(self.clock(), window_s, measurements).as_dict())
+        name, version = state.model.split(":", 1)
+        try:
+            model = self.registry.get(name, version).model_name
+        except RegistryError:
+            model = ""
         gate_round = measure_round(
             self.provider, policy.gates.metrics, candidate=state.candidate_slot,
             active=state.stable_slot, window_s=window_s,
             min_requests=policy.gates.min_requests, baselines=dict(state.baselines),
+            model=model,
         )
         return GatesMeasured(gate_round.as_dict())
 
@@ -351,9 +367,9 @@ class RolloutController:
         try:
             if state.stable_model:
                 old_name, old_version = state.stable_model.split(":", 1)
-                self.registry.set_stage(old_name, old_version, "standby",
+                self.registry.set_stage(old_name, old_version, Stage.STANDBY,
                                         reason=f"replaced by {state.model}; kept warm")
-            self.registry.set_stage(name, version, "active", reason=f"promoted by {state.name}",
+            self.registry.set_stage(name, version, Stage.ACTIVE, reason=f"promoted by {state.name}",
                                     slot=state.candidate_slot)
         except RegistryError as exc:
             log.error("registry update after promotion failed: %s", exc)
@@ -361,11 +377,11 @@ class RolloutController:
     def _mark_failed(self, state: RolloutState, reason: str) -> None:
         name, version = state.model.split(":", 1)
         try:
-            self.registry.set_stage(name, version, "failed", reason=reason)
+            self.registry.set_stage(name, version, Stage.FAILED, reason=reason)
             if state.stable_model:
                 old_name, old_version = state.stable_model.split(":", 1)
-                if self.registry.get(old_name, old_version).stage != "active":
-                    self.registry.set_stage(old_name, old_version, "active",
+                if self.registry.get(old_name, old_version).stage != Stage.ACTIVE:
+                    self.registry.set_stage(old_name, old_version, Stage.ACTIVE,
                                             reason=f"restored by {state.name}",
                                             slot=state.stable_slot)
         except RegistryError as exc:

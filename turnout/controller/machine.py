@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 
-from gates.metrics.evaluator import GateRound, Limits, assess
+from gates.metrics.evaluator import Decision, GateRound, Limits, assess
 from turnout.controller.state import (
     Action,
     Command,
@@ -211,7 +211,7 @@ def _measured(t: _Step, gate_round: GateRound) -> None:
            evidence={**gate_round.as_dict(), "step": s.step})
     if gate_round.phase == "Failed" and s.first_failure_at is None:
         s.first_failure_at = t.now
-    if verdict.decision == "failed":
+    if verdict.decision is Decision.FAILED:
         if t.policy.rollback.automatic:
             t.roll_back(f"gate failed at {s.target_weight}%: {verdict.reason}",
                         evidence=gate_round.as_dict())
@@ -219,12 +219,12 @@ def _measured(t: _Step, gate_round: GateRound) -> None:
             t.pause(f"gate failed at {s.target_weight}% (automatic rollback off): "
                     f"{verdict.reason}")
         return
-    if verdict.decision == "hold":
+    if verdict.decision is Decision.HOLD:
         t.pause(f"holding at {s.target_weight}%: {verdict.reason}")
         return
     assert s.step_entered_at is not None
     baked = t.now - s.step_entered_at >= t.policy.steps[s.step].bake_s
-    if verdict.decision == "pass" and baked:
+    if verdict.decision is Decision.PASS and baked:
         if s.step + 1 >= len(t.policy.steps):
             _promote(t, f"all {len(t.policy.steps)} steps passed their gates")
         else:

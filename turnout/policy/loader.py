@@ -15,7 +15,7 @@ import jsonschema
 import yaml
 
 from turnout.errors import ConfigError
-from turnout.policy.model import Policy, build_policy
+from turnout.policy.model import Policy, build_policy, resolve_samples
 
 SCHEMA_PATH = Path(__file__).with_name("rollout.schema.json")
 Path_ = tuple[str | int, ...]
@@ -134,6 +134,19 @@ def _rule_problems(doc: dict[str, Any], lines: _Lines, file: str) -> list[Proble
         path = ("spec", "strategy", "steps", len(steps) - 1, "weight")
         problems.append(Problem(file, lines.line(path), _dotted(path),
                                 "the last step must be weight 100 (promotion)"))
+    validation = spec.get("validation", {})
+    for name, hint in (validation.get("inputs") or {}).items():
+        bounds = hint.get("range")
+        if isinstance(bounds, list) and len(bounds) == 2 and not bounds[0] < bounds[1]:
+            path = ("spec", "validation", "inputs", name, "range")
+            problems.append(Problem(file, lines.line(path), _dotted(path),
+                                    f"range must be [low, high) with low < high, not {bounds}"))
+    samples = resolve_samples(validation.get("samples"), file)
+    if samples and not file.startswith("<") and not Path(samples).is_file():
+        path = ("spec", "validation", "samples")
+        problems.append(Problem(file, lines.line(path), _dotted(path),
+                                f"samples file {samples} does not exist (paths are relative "
+                                "to the policy file)"))
     names: set[str] = set()
     for index, metric in enumerate(spec.get("gates", {}).get("metrics") or []):
         base = ("spec", "gates", "metrics", index)

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from gates.validation.settings import LatencySettings, ParitySettings, ValidationSettings
+from gates.validation.settings import (
+    AdversarialSettings,
+    Check,
+    LatencySettings,
+    OutputTolerance,
+    ParitySettings,
+    ValidationSettings,
+)
+from triton_slots.tensors import InputHint
 
 DEFAULT_STEPS = (10, 25, 50, 100)
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$")
@@ -96,6 +105,57 @@ class Policy:
         return sum(per_step)
 
 
+def resolve_samples(samples: str | None, source: str) -> str | None:
+    """A samples path relative to the policy file's directory, made absolute."""
+    if not samples:
+        return None
+    path = Path(samples)
+    if not path.is_absolute() and source and not source.startswith("<"):
+        path = Path(source).resolve().parent / path
+    return str(path)
+
+
+def _validation(validation_doc: dict[str, Any], source: str) -> ValidationSettings:
+    lat, par = validation_doc.get("latency", {}), validation_doc.get("parity", {})
+    adv = validation_doc.get("adversarial", {})
+    lat_d, par_d, adv_d = LatencySettings(), ParitySettings(), AdversarialSettings()
+    return ValidationSettings(
+        latency=LatencySettings(
+            concurrency=lat.get("concurrency", lat_d.concurrency),
+            requests=lat.get("requests", lat_d.requests),
+            rounds=lat.get("rounds", lat_d.rounds),
+            batch_sizes=tuple(lat.get("batchSizes", lat_d.batch_sizes)),
+            p99_budget_ms=lat.get("p99BudgetMs", lat_d.p99_budget_ms),
+            max_p99_ratio=lat.get("maxP99Ratio", lat_d.max_p99_ratio),
+            min_throughput_ratio=lat.get("minThroughputRatio", lat_d.min_throughput_ratio),
+            dry_run=lat.get("dryRun", False),
+        ),
+        parity=ParitySettings(
+            samples=par.get("samples", par_d.samples),
+            batch=par.get("batch", par_d.batch),
+            seed=par.get("seed", par_d.seed),
+            max_abs_diff=par.get("maxAbsDiff", par_d.max_abs_diff),
+            max_rel_diff=par.get("maxRelDiff", par_d.max_rel_diff),
+            min_top1_agreement=par.get("minTop1Agreement", par_d.min_top1_agreement),
+            outputs={name: OutputTolerance(max_abs_diff=o.get("maxAbsDiff"),
+                                           max_rel_diff=o.get("maxRelDiff"),
+                                           class_scores=o.get("classScores", False))
+                     for name, o in par.get("outputs", {}).items()},
+            dry_run=par.get("dryRun", False),
+        ),
+        adversarial=AdversarialSettings(
+            timeout_s=parse_duration(adv["timeout"]) if "timeout" in adv else adv_d.timeout_s,
+            dry_run=adv.get("dryRun", False),
+        ),
+        checks=tuple(Check(c) for c in validation_doc.get("checks", ValidationSettings().checks)),
+        samples=resolve_samples(validation_doc.get("samples"), source),
+        inputs={name: InputHint(shape=tuple(h["shape"]) if "shape" in h else None,
+                                low=h["range"][0] if "range" in h else None,
+                                high=h["range"][1] if "range" in h else None)
+                for name, h in validation_doc.get("inputs", {}).items()},
+    )
+
+
 def build_policy(doc: dict[str, Any], source: str = "") -> Policy:
     """A Policy from a schema-valid document, with defaults for what it leaves out."""
     spec = doc["spec"]
@@ -124,27 +184,7 @@ def build_policy(doc: dict[str, Any], source: str = "") -> Policy:
         metrics=metrics,
     )
     validation_doc = spec.get("validation", {})
-    lat, par = validation_doc.get("latency", {}), validation_doc.get("parity", {})
-    lat_d, par_d = LatencySettings(), ParitySettings()
-    validation = ValidationSettings(
-        latency=LatencySettings(
-            concurrency=lat.get("concurrency", lat_d.concurrency),
-            requests=lat.get("requests", lat_d.requests),
-            rounds=lat.get("rounds", lat_d.rounds),
-            batch_sizes=tuple(lat.get("batchSizes", lat_d.batch_sizes)),
-            p99_budget_ms=lat.get("p99BudgetMs", lat_d.p99_budget_ms),
-            max_p99_ratio=lat.get("maxP99Ratio", lat_d.max_p99_ratio),
-            min_throughput_ratio=lat.get("minThroughputRatio", lat_d.min_throughput_ratio),
-        ),
-        parity=ParitySettings(
-            samples=par.get("samples", par_d.samples),
-            seed=par.get("seed", par_d.seed),
-            max_abs_diff=par.get("maxAbsDiff", par_d.max_abs_diff),
-            max_rel_diff=par.get("maxRelDiff", par_d.max_rel_diff),
-            min_top1_agreement=par.get("minTop1Agreement", par_d.min_top1_agreement),
-        ),
-        checks=tuple(validation_doc.get("checks", ValidationSettings().checks)),
-    )
+    validation = _validation(validation_doc, source)
     rollback_doc = spec.get("rollback", {})
     return Policy(
         name=doc["metadata"]["name"],

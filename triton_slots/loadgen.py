@@ -1,4 +1,6 @@
-"""gRPC inference load (KServe v2 via ``tritonclient``) against Envoy or a Triton server.
+"""gRPC inference load (KServe v2 via ``tritonclient``) against Envoy or a Triton server,
+for any model: requests are built from the model's signature (fetched from the target,
+through the same headers) unless the caller gives the inputs.
 
 Threads, each with its own client, send until stopped or a count is reached. Every
 request is accounted for: ``ok`` or ``failed`` by gRPC status.
@@ -16,9 +18,8 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-DEFAULT_MODEL = "classifier"
-INPUT_NAME = "INPUT"
-FEATURES = 16
+from triton_slots.signature import ModelSignature
+from triton_slots.tensors import Hints, infer_inputs, random_inputs
 
 
 @dataclass
@@ -38,11 +39,18 @@ class LoadStats:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
 
 
-def make_inputs(batch: int = 1, *, seed: int = 0) -> list[grpcclient.InferInput]:
-    data = np.random.default_rng(seed).random((batch, FEATURES), dtype=np.float32)
-    tensor = grpcclient.InferInput(INPUT_NAME, list(data.shape), "FP32")
-    tensor.set_data_from_numpy(data)
-    return [tensor]
+def fetch_signature(client: grpcclient.InferenceServerClient, model: str,
+                    headers: dict[str, str] | None = None) -> ModelSignature:
+    """The model's signature as the target (Triton, or Envoy in front of it) reports it."""
+    config = client.get_model_config(model, headers=headers, as_json=True)["config"]
+    return ModelSignature.from_config(config, name=model)
+
+
+def make_inputs(sig: ModelSignature, batch: int = 1, *, seed: int = 0,
+                hints: Hints | None = None) -> list[grpcclient.InferInput]:
+    """Random inputs for one request of ``batch`` rows (one request's worth for a model
+    that does not batch)."""
+    return infer_inputs(grpcclient, sig, random_inputs(sig, batch, seed=seed, hints=hints))
 
 
 class LoadGenerator:
@@ -55,7 +63,7 @@ class LoadGenerator:
         self,
         address: str,
         *,
-        model: str = DEFAULT_MODEL,
+        model: str,
         concurrency: int = 4,
         batch: int = 1,
         headers: dict[str, str] | None = None,
@@ -63,6 +71,9 @@ class LoadGenerator:
         keep_latencies: bool = False,
         warmup: int = 0,
         rate: float | None = None,
+        signature: ModelSignature | None = None,
+        hints: Hints | None = None,
+        requests: list[dict[str, np.ndarray]] | None = None,
     ) -> None:
         self.address = address
         self.model = model
@@ -73,6 +84,9 @@ class LoadGenerator:
         self.keep_latencies = keep_latencies
         self.warmup = warmup  # per thread, sent before counting (connection set-up)
         self.rate = rate  # total requests per second across threads; None: as fast as possible
+        self.signature = signature
+        self.hints = hints
+        self.requests = requests  # real request data to cycle through (per thread)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._stats = LoadStats()
@@ -88,14 +102,22 @@ class LoadGenerator:
 
     def _worker(self, seed: int) -> None:
         client = grpcclient.InferenceServerClient(self.address)
-        inputs = make_inputs(self.batch, seed=seed)
         local = LoadStats()
         try:
+            try:
+                requests = self._requests(client, seed)
+            except InferenceServerException as exc:  # cannot even describe the model
+                with self._lock:
+                    self._stats.failed += 1
+                    self._stats.errors[f"signature: {exc.status() or exc}"] += 1
+                return
+            turn = 0
             for _ in range(self.warmup):
                 if self._stop.is_set():
                     break
                 with contextlib.suppress(InferenceServerException):
-                    client.infer(self.model, inputs, headers=self.headers, client_timeout=30)
+                    client.infer(self.model, requests[0], headers=self.headers,
+                                 client_timeout=30)
             period = self.concurrency / self.rate if self.rate else 0.0
             next_at = time.perf_counter()
             while not self._stop.is_set() and self._take_ticket():
@@ -104,6 +126,8 @@ class LoadGenerator:
                     delay = next_at - time.perf_counter()
                     if delay > 0:
                         self._stop.wait(delay)
+                inputs = requests[turn % len(requests)]
+                turn += 1
                 started = time.perf_counter()
                 try:
                     client.infer(self.model, inputs, headers=self.headers, client_timeout=30)
@@ -123,6 +147,13 @@ class LoadGenerator:
             client.close()
             with self._lock:
                 self._stats.latencies_ms.extend(local.latencies_ms)
+
+    def _requests(self, client: grpcclient.InferenceServerClient, seed: int
+                  ) -> list[list[grpcclient.InferInput]]:
+        sig = self.signature or fetch_signature(client, self.model, self.headers)
+        if self.requests:
+            return [infer_inputs(grpcclient, sig, r) for r in self.requests]
+        return [make_inputs(sig, self.batch, seed=seed, hints=self.hints)]
 
     def start(self) -> LoadGenerator:
         self._threads = [
