@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2
-from tritonclient.utils import serialize_byte_tensor
 
 from gates.validation.report import CheckResult
 from gates.validation.settings import AdversarialSettings
@@ -59,9 +58,12 @@ class Case:
 
 
 def raw_bytes(array: np.ndarray, datatype: str) -> bytes:
+    """The KServe v2 raw encoding: BYTES elements each as a 4-byte little-endian length
+    and the bytes; other types as their packed little-endian values."""
     if datatype == "BYTES":
-        serialized = serialize_byte_tensor(array)
-        return b"" if serialized is None else serialized.tobytes()
+        return b"".join(struct.pack("<I", len(v)) + v
+                        for v in (x if isinstance(x, bytes) else str(x).encode()
+                                  for x in array.reshape(-1)))
     return np.ascontiguousarray(array).tobytes()
 
 

@@ -147,6 +147,13 @@ class RolloutController:
             record = self.registry.verify(name, version)
         except RegistryError as exc:
             raise ConfigError(f"{policy.source}: spec.model: {exc}") from exc
+        try:
+            signature = artifact_signature(record.path)
+        except (ArtifactError, SignatureError) as exc:
+            raise ConfigError(f"{policy.source}: spec.model: {exc}") from exc
+        problems = fit_problems(policy, signature)
+        if problems:
+            raise ConfigError("\n".join(problems))
         weights = self.plane.weights.as_dict()
         stable = [slot for slot in SLOT_NAMES if weights[slot] == 100]
         if len(stable) != 1:
@@ -159,13 +166,6 @@ class RolloutController:
                              if r.stage == Stage.ACTIVE), None)
         if stable_model == record.ref:
             raise RolloutConflict(f"{record.ref} already serves from {stable_slot}")
-        try:
-            signature = artifact_signature(record.path)
-        except (ArtifactError, SignatureError) as exc:
-            raise ConfigError(f"{policy.source}: spec.model: {exc}") from exc
-        problems = fit_problems(policy, signature)
-        if problems:
-            raise ConfigError("\n".join(problems))
         now = self.clock()
         state = RolloutState(
             id=uuid.uuid4().hex[:12], name=policy.name, model=record.ref, digest=record.digest,
