@@ -33,7 +33,17 @@ def test_compose_files_are_valid():
     assert result.returncode == 0, result.stdout + result.stderr
     config = ControlPlaneConfig.load(ROOT / "examples" / "compose" / "controlplane.json")
     assert set(config.slots) == {"blue", "green"} and config.prometheus_url
+    assert all(slot.repository and slot.endpoints for slot in config.slots.values())
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    # Validation traffic from the control-plane container must reach the Envoy service at
+    # the port its listener binds, never 127.0.0.1 inside the control-plane container.
+    host, port = config.ingress_address.rsplit(":", 1)
+    assert host in compose["services"], f"{host} is not a compose service"
+    assert int(port) == config.ingress_port
+    assert any(str(p).endswith(f":{port}") for p in compose["services"][host]["ports"])
+    for slot in config.slots.values():
+        for endpoint in slot.endpoints:
+            assert endpoint.host in compose["services"], endpoint.host
     for service in compose["services"].values():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]

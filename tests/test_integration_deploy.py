@@ -80,7 +80,7 @@ def test_v3_fails_parity_and_latency_with_evidence(live, registry):
     assert not report.passed
     assert checks["adversarial"].passed
     assert not checks["parity"].passed
-    assert checks["parity"].evidence["nan_rows"] > 0
+    assert checks["parity"].evidence["outputs"]["PROBS"]["nan_rows"] > 0
     assert not checks["latency"].passed
     ratios = [row["p99_ratio"] for row in checks["latency"].evidence["batches"].values()]
     assert all(r > FAST.latency.max_p99_ratio for r in ratios), ratios

@@ -140,7 +140,7 @@ def test_model_rollout_passes_every_check_and_promotes(env, kind):
 
 @pytest.mark.parametrize("kind", ["pair", "bert", "text", "classifier"])
 def test_faulty_version_is_stopped_by_validation(env, kind):
-    info, client, registry, loads, root = env
+    info, client, registry, _, root = env
     samples = None
     if kind == "pair":  # expected outputs make parity absolute; the bad version shifts SUM
         samples = _pair_samples(root)

@@ -104,3 +104,85 @@ def test_lint_and_plan_cli(tmp_path):
     plan = runner.invoke(cli, ["plan", str(EXAMPLES / "rollout-v2.yaml")])
     assert plan.exit_code == 0
     assert "minimum duration: 16s" in plan.output and "(dry run)" in plan.output
+
+
+MINIMAL = ("apiVersion: turnout/v1\nkind: Rollout\nmetadata: {name: m}\n"
+           "spec:\n  model: pair:v2\n")
+
+
+def test_checks_can_be_switched_off_and_plan_says_so(tmp_path):
+    policy = load_text(MINIMAL + "  validation: {checks: []}\n", "p.yaml")
+    assert policy.validation.checks == ()
+    path = tmp_path / "p.yaml"
+    path.write_text(MINIMAL + "  validation: {checks: []}\n")
+    out = CliRunner().invoke(cli, ["plan", str(path)]).output
+    assert "validation: none (checks: []): nothing is validated before traffic" in out
+
+
+def test_dry_run_checks_inputs_and_per_output_tolerances(tmp_path):
+    text = MINIMAL + """  validation:
+    checks: [parity, latency]
+    inputs:
+      A: {range: [0, 5]}
+      ids: {shape: [12]}
+    parity:
+      dryRun: true
+      outputs:
+        SUM: {maxAbsDiff: 0.5, classScores: true}
+    latency: {dryRun: true}
+"""
+    v = load_text(text, "p.yaml").validation
+    assert v.parity.dry_run and v.latency.dry_run and not v.adversarial.dry_run
+    assert v.inputs["A"].low == 0 and v.inputs["A"].high == 5 and v.inputs["ids"].shape == (12,)
+    assert v.parity.tolerance("SUM") == (0.5, None, True)
+    assert v.parity.tolerance("OTHER") == (0.02, None, False)
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    out = CliRunner().invoke(cli, ["plan", str(path)]).output
+    assert "validation: parity (dry run), latency (dry run); random inputs" in out
+
+
+def test_input_ranges_and_samples_paths_are_checked_with_lines(tmp_path):
+    text = MINIMAL + """  validation:
+    samples: missing.jsonl
+    inputs:
+      A: {range: [5, 5]}
+"""
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(PolicyError) as info:
+        load_file(path)
+    problems = [str(p) for p in info.value.problems]
+    assert f"{path}:{_line_of(text, 'samples:')}: spec.validation.samples: samples file " \
+           f"{tmp_path / 'missing.jsonl'} does not exist" in problems[0]
+    assert f"{path}:{_line_of(text, 'range')}: spec.validation.inputs.A.range: range must be " \
+           "[low, high) with low < high, not [5, 5]" in problems[1]
+    (tmp_path / "missing.jsonl").write_text("{}\n")
+    with pytest.raises(PolicyError):  # the range is still wrong
+        load_file(path)
+
+
+def test_lint_checks_samples_against_the_registry_signature(tmp_path):
+    from tests.zoo import write_model
+    from turnout.workflow import registry_for
+
+    stack_dir = tmp_path / "stack"
+    registry_for(stack_dir).push(write_model(tmp_path / "pair", "pair"), name="pair",
+                                 version="v2")
+    (tmp_path / "s.jsonl").write_text(json.dumps({"inputs": [
+        {"name": "A", "shape": [4], "datatype": "INT32", "data": [1, 2, 3, 4]},
+        {"name": "B", "shape": [4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}) + "\n")
+    path = tmp_path / "p.yaml"
+    path.write_text(MINIMAL + "  validation:\n    samples: s.jsonl\n"
+                    "    parity: {outputs: {NOPE: {maxAbsDiff: 1}}}\n")
+    result = CliRunner().invoke(cli, ["lint", "--dir", str(stack_dir), str(path)])
+    assert result.exit_code == 1
+    assert "spec.validation.samples: s.jsonl:1: input 'A' is INT32; pair expects FP32" \
+        in result.output
+    assert "spec.validation.parity.outputs.NOPE: pair has no output 'NOPE'" in result.output
+    (tmp_path / "s.jsonl").write_text((tmp_path / "s.jsonl").read_text().replace(
+        "INT32", "FP32"))
+    path.write_text(MINIMAL + "  validation:\n    samples: s.jsonl\n")
+    result = CliRunner().invoke(cli, ["lint", "--dir", str(stack_dir), str(path)])
+    assert result.exit_code == 0, result.output
+    assert "fits the registry's signature" in result.output

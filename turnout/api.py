@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from turnout.controller.driver import RolloutConflict
-from turnout.controller.state import TransitionError
+from turnout.controller.state import CommandName, TransitionError
 from turnout.errors import ConfigError
 from turnout.policy import PolicyError, load_text
 from turnout.telemetry import CONTENT_TYPE_LATEST
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 _PLANE = web.AppKey("plane", object)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-COMMANDS = ("pause", "resume", "promote", "abort", "rollback")
+COMMANDS = tuple(c.value for c in CommandName)
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:

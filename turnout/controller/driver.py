@@ -26,6 +26,7 @@ from turnout.controller.machine import policy_of, transition
 from turnout.controller.state import (
     Action,
     Command,
+    CommandName,
     Deploy,
     DeployFinished,
     Event,
@@ -191,7 +192,7 @@ class RolloutController:
             if data is None:
                 raise TransitionError("no rollout to act on")
             state = RolloutState.from_dict(data)
-            if not (name == "rollback" and state.phase is RolloutPhase.PROMOTED):
+            if not (name == CommandName.ROLLBACK and state.phase is RolloutPhase.PROMOTED):
                 raise TransitionError(f"rollout {state.name} is {state.phase}; nothing to {name}")
             job = self._spawn(state)
         return await self._send(job, Command(name, actor, full))

@@ -9,6 +9,7 @@ from gates.metrics.evaluator import Decision, GateRound, Limits, assess
 from turnout.controller.state import (
     Action,
     Command,
+    CommandName,
     Deploy,
     DeployFinished,
     Event,
@@ -28,6 +29,8 @@ from turnout.controller.state import (
     WeightsPushed,
 )
 from turnout.policy.model import Policy, build_policy
+
+C = CommandName
 
 P = RolloutPhase
 AUTO = "controller"
@@ -234,7 +237,7 @@ def _measured(t: _Step, gate_round: GateRound) -> None:
 def _command(t: _Step, command: Command) -> None:
     s = t.state
     name, actor = command.name, command.actor
-    if name == "rollback" and s.phase is P.PROMOTED:
+    if name is C.ROLLBACK and s.phase is P.PROMOTED:
         if s.keep_warm_until is not None and t.now > s.keep_warm_until:
             raise TransitionError(
                 f"the keep-warm window of {s.stable_slot} ended; deploy the old version again")
@@ -242,8 +245,8 @@ def _command(t: _Step, command: Command) -> None:
         return
     if s.finished:
         raise TransitionError(f"rollout {s.name} is {s.phase}; nothing to {name}")
-    if name in ("abort", "rollback"):
-        ending = P.ABORTED if name == "abort" else P.ROLLED_BACK
+    if name in (C.ABORT, C.ROLLBACK):
+        ending = P.ABORTED if name is C.ABORT else P.ROLLED_BACK
         if s.phase in (P.PENDING, P.DEPLOYING, P.VALIDATING) and s.applied_weight == 0 \
                 and s.target_weight == 0:
             t.go(ending, f"{name} requested by {actor} before any traffic moved", actor=actor)
@@ -253,17 +256,17 @@ def _command(t: _Step, command: Command) -> None:
             raise TransitionError("already rolling back")
         t.roll_back(f"{name} requested by {actor}", actor=actor, ending=ending)
         return
-    if name == "pause":
+    if name is C.PAUSE:
         if s.phase not in (P.BAKING, P.AWAITING_APPROVAL, P.SHIFTING):
             raise TransitionError(f"cannot pause while {s.phase}")
         t.pause(f"paused by {actor}", actor=actor)
         return
-    if name == "resume":
+    if name is C.RESUME:
         if s.phase is not P.PAUSED:
             raise TransitionError(f"not paused (phase {s.phase})")
         _resume(t, actor)
         return
-    if name == "promote":
+    if name is C.PROMOTE:
         _promote_command(t, command)
         return
     raise TransitionError(f"unknown command {name!r}")

@@ -122,11 +122,27 @@ class GatesMeasured:
     round: dict[str, Any]  # a GateRound as a dict
 
 
+class CommandName(StrEnum):
+    """What an operator can ask of a rollout."""
+
+    PAUSE = "pause"
+    RESUME = "resume"
+    PROMOTE = "promote"
+    ABORT = "abort"
+    ROLLBACK = "rollback"
+
+
 @dataclass(frozen=True)
 class Command:
-    name: str  # pause | resume | promote | abort | rollback
+    name: CommandName
     actor: str
     full: bool = False
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "name", CommandName(self.name))
+        except ValueError:
+            raise TransitionError(f"unknown command {self.name!r}") from None
 
 
 Event = Started | Tick | DeployFinished | ValidationFinished | WeightsPushed | GatesMeasured \
