@@ -13,22 +13,23 @@ import sys
 import threading
 import time
 
-import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
+
+from triton_slots.loadgen import fetch_signature, make_inputs
 
 
 def worker(spec: dict, seed: int, stop_at: float, rows: list, lock: threading.Lock) -> None:
     client = grpcclient.InferenceServerClient(spec["address"])
-    data = np.random.default_rng(seed).random((spec["batch"], 16), dtype=np.float32)
-    tensor = grpcclient.InferInput("INPUT", list(data.shape), "FP32")
-    tensor.set_data_from_numpy(data)
     headers = spec.get("headers")
+    model = spec.get("model", "classifier")
+    # Requests built from the model's signature, as Triton (through Envoy) reports it.
+    tensor = make_inputs(fetch_signature(client, model, headers), spec["batch"], seed=seed)
     period = spec["threads"] / spec["rate"] if spec.get("rate") else 0.0
     local = []
     for _ in range(3):  # connection set-up, not measured
         with contextlib.suppress(InferenceServerException):
-            client.infer("classifier", [tensor], headers=headers)
+            client.infer(model, tensor, headers=headers)
     next_at = time.time()
     while True:
         if period:
@@ -41,7 +42,7 @@ def worker(spec: dict, seed: int, stop_at: float, rows: list, lock: threading.Lo
             break
         t0 = time.perf_counter()
         try:
-            client.infer("classifier", [tensor], headers=headers, client_timeout=30)
+            client.infer(model, tensor, headers=headers, client_timeout=30)
             status = "OK"
         except InferenceServerException as exc:
             status = str(exc.status() or "error")
