@@ -53,3 +53,28 @@ def test_stack_lifecycle_through_the_cli(tmp_path: Path):
     assert not any(pid_alive(pid) for pid in info.processes.values())
     missing = turnout("status", "--dir", str(directory), check=False)
     assert missing.returncode == 1 and "no stack" in missing.stderr
+
+
+def test_stack_up_with_your_own_models(tmp_path: Path):
+    from tests.zoo import write_model
+
+    pair, text = write_model(tmp_path / "pair", "pair"), write_model(tmp_path / "text", "text")
+    (tmp_path / "empty").mkdir()
+    refused = turnout("stack", "up", "--dir", str(tmp_path / "nope"), "--model",
+                      str(tmp_path / "empty"), check=False)
+    assert refused.returncode == 1 and "config.pbtxt: missing" in refused.stderr
+    directory = tmp_path / "stack"
+    up = turnout("stack", "up", "--dir", str(directory), "--model", str(pair), "--model",
+                 str(text))
+    info = StackInfo.load(directory)
+    try:
+        assert "models pair, text" in up.stdout and info.models == ["pair", "text"]
+        for model in ("pair", "text"):
+            for slot in ("blue", "green"):
+                stats = send(info.ingress, 20, model=model, concurrency=1,
+                             headers={"x-turnout-slot": slot})
+                assert stats.ok == 20, (model, slot, stats.errors)
+        models = turnout("models", "list", "--dir", str(directory)).stdout
+        assert "pair" in models and "text" in models and "active" in models
+    finally:
+        turnout("stack", "down", "--dir", str(directory))
