@@ -1,0 +1,111 @@
+"""Mutation scores per core module, from mutmut's results, into ``MUTATION.md``.
+
+``make mutate`` runs ``mutmut run`` (configured in ``pyproject.toml``: the modules whose
+bugs cost traffic, against the fast tests) and then this module, which reads
+``mutmut results --all true`` and writes the score of each module (killed or timed out /
+all mutants), the goal (85 %), and the surviving mutants, with the reasons of those
+listed as equivalent in ``bench/mutation_equivalent.txt`` (``NAME: reason`` per line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EQUIVALENT = ROOT / "bench" / "mutation_equivalent.txt"
+GOAL = 0.85
+_LINE = re.compile(r"^\s*(?P<name>(?P<module>[\w.]+?)\.x\S*__mutmut_\d+): (?P<status>.+)$")
+KILLED = {"killed", "timeout"}
+
+
+def results(mutmut: str) -> list[tuple[str, str, str]]:
+    out = subprocess.run([mutmut, "results", "--all", "true"], capture_output=True,
+                         text=True, check=True, cwd=ROOT).stdout
+    rows = []
+    for line in out.splitlines():
+        match = _LINE.match(line)
+        if match:
+            rows.append((match["module"], match["name"], match["status"].strip()))
+    return rows
+
+
+def equivalents() -> dict[str, str]:
+    if not EQUIVALENT.exists():
+        return {}
+    out = {}
+    for line in EQUIVALENT.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, reason = line.partition(":")
+            out[name.strip()] = reason.strip()
+    return out
+
+
+def report(rows: list[tuple[str, str, str]], equivalent: dict[str, str]) -> tuple[str, dict]:
+    by_module: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    survivors: dict[str, list[str]] = collections.defaultdict(list)
+    for module, name, status in rows:
+        if status not in KILLED and name in equivalent:
+            status = "equivalent"
+        by_module[module][status] += 1
+        if status not in KILLED and status != "equivalent":
+            survivors[module].append(f"{name} ({status})")
+    summary = {}
+    lines = [
+        "# Mutation testing", "",
+        "`make mutate` (mutmut 3, configured in `pyproject.toml`) mutates the modules whose "
+        "bugs cost traffic and runs the fast tests (`-m 'not integration'`) against each "
+        f"mutant. Score = (killed + timed out) / (all mutants - equivalent). Goal: "
+        f"{GOAL:.0%} per module. Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "", "| module | mutants | killed | survived | no tests | equivalent | score | goal |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for module, counts in sorted(by_module.items()):
+        total = sum(counts.values())
+        killed = sum(counts[s] for s in KILLED)
+        scored = total - counts["equivalent"]
+        score = killed / scored if scored else 1.0
+        summary[module] = {"mutants": total, "killed": killed, "score": round(score, 4),
+                           **{k: v for k, v in counts.items() if k not in KILLED}}
+        lines.append(f"| `{module}` | {total} | {killed} | {counts['survived']} | "
+                     f"{counts['no tests']} | {counts['equivalent']} | {score:.1%} | "
+                     f"{'met' if score >= GOAL else 'missed'} |")
+    lines += ["", "## Equivalent mutants (not counted)", ""]
+    lines += [f"- `{name}`: {reason}" for name, reason in sorted(equivalent.items())] or ["none"]
+    lines += ["", "## Surviving mutants", "",
+              "Inspect one with `.venv/bin/mutmut show NAME`.", ""]
+    for module, names in sorted(survivors.items()):
+        lines.append(f"<details><summary>{module}: {len(names)}</summary>\n")
+        lines += [f"- `{n}`" for n in names]
+        lines.append("\n</details>\n")
+    return "\n".join(lines) + "\n", summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--mutmut", default=str(Path(sys.executable).with_name("mutmut")))
+    parser.add_argument("--out", type=Path, default=ROOT / "MUTATION.md")
+    args = parser.parse_args(argv)
+    rows = results(args.mutmut)
+    if not rows:
+        print("no mutmut results: run `make mutate` first", file=sys.stderr)
+        return 1
+    text, summary = report(rows, equivalents())
+    args.out.write_text(text)
+    raw = ROOT / "bench" / "out" / "mutation.json"
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    raw.write_text(json.dumps(summary, indent=2))
+    for module, data in sorted(summary.items()):
+        print(f"{module:32s} {data['killed']:>5}/{data['mutants']:<5} {data['score']:.1%}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
