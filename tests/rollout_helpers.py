@@ -63,6 +63,6 @@ def envoy_weights(info: StackInfo) -> dict[str, int]:
     for route in table["virtual_hosts"][0]["routes"]:
         weighted = route["route"].get("weighted_clusters")
         if weighted:
-            return {c["name"].removeprefix("slot_"): c.get("weight", 0)
+            return {c["name"].removeprefix("slot_").removesuffix("_ha"): c.get("weight", 0)
                     for c in weighted["clusters"]}
     raise AssertionError("no weighted route in Envoy's config")

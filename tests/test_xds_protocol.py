@@ -39,7 +39,8 @@ async def test_wildcard_cds_returns_full_set_with_version_and_nonce(harness):
     assert response.version_info == harness.cache.snapshot(GROUP).version(t.CLUSTER)
     assert response.nonce
     assert await _names(response, cluster_pb2.Cluster) == [
-        "slot_blue", "slot_blue_http", "slot_green", "slot_green_http"]
+        "slot_blue", "slot_blue_ha", "slot_blue_http", "slot_blue_http_ha",
+        "slot_green", "slot_green_ha", "slot_green_http", "slot_green_http_ha"]
     await envoy.close()
 
 

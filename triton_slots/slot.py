@@ -56,6 +56,12 @@ def http_cluster_name(slot: str) -> str:
     return f"slot_{slot}_http"
 
 
+def failover_name(cluster: str) -> str:
+    """The aggregate cluster the weighted split names for ``cluster``: the slot's own
+    servers first, the other slot's when none of them is healthy."""
+    return f"{cluster}_ha"
+
+
 @dataclass(frozen=True)
 class Slot:
     """A pool of Triton endpoints (``blue`` or ``green``) serving one model repository,
@@ -77,6 +83,14 @@ class Slot:
     @property
     def http_cluster(self) -> str:
         return http_cluster_name(self.name)
+
+    @property
+    def failover_cluster(self) -> str:
+        return failover_name(self.cluster)
+
+    @property
+    def failover_http_cluster(self) -> str:
+        return failover_name(self.http_cluster)
 
     @property
     def preview(self) -> tuple[str, str]:

@@ -1,9 +1,13 @@
 """Turnout's desired state (slots, their endpoints' health, weights) as an xDS snapshot.
 
 Each slot has two clusters over the same Triton servers: gRPC (HTTP/2 to Triton's gRPC
-port) and HTTP/REST (HTTP/1.1 to its HTTP port). Routes, in order: gRPC requests pinned to
-a slot by the preview header, other gRPC requests split by the weights, then the same two
-for everything else (KServe v2 HTTP/REST). Both protocols follow the same weights.
+port) and HTTP/REST (HTTP/1.1 to its HTTP port), each with active health checks of
+Triton's readiness, outlier detection and a retry budget. The weighted split names an
+aggregate cluster per slot and protocol (``<cluster>_ha``: the slot's servers, then the
+other slot's), so when every server of a slot is gone its share fails over inside Envoy
+until the controller acts. Preview routes name the slot's own cluster: pinned traffic
+never fails over. Routes, in order: gRPC requests pinned by the preview header, other gRPC
+requests split by the weights, then the same two for everything else (HTTP/REST).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from turnout.weights import Weights
 from xds_server import Snapshot
 from xds_server.resources import (
     HostPort,
+    Resilience,
+    aggregate_cluster,
     cluster_route,
     grpc_cluster,
     http_cluster,
@@ -41,20 +47,24 @@ def split_routes(
     clusters: Mapping[str, str],
     weights: Mapping[str, int],
     http_clusters: Mapping[str, str] | None = None,
+    split_clusters: Mapping[str, str] | None = None,
+    split_http_clusters: Mapping[str, str] | None = None,
     header: str = SLOT_HEADER,
     validate_clusters: bool = True,
 ) -> route_pb2.RouteConfiguration:
     """The route table for a set of slots. ``clusters`` maps slot name to its gRPC cluster,
     ``http_clusters`` (optional) to its HTTP/REST cluster; ``weights`` maps slot name to a
-    non-negative relative weight (their sum must be positive)."""
+    non-negative relative weight (their sum must be positive). The weighted split names
+    ``split_clusters`` / ``split_http_clusters`` where given (failover clusters), preview
+    routes always the slot's own cluster."""
     unknown = set(weights) - set(clusters)
     if unknown:
         raise ValueError(f"weights name unknown slots: {sorted(unknown)}")
-    protocols = [(clusters, True)]
+    protocols = [(clusters, split_clusters or clusters, True)]
     if http_clusters:
-        protocols.append((http_clusters, False))
+        protocols.append((http_clusters, split_http_clusters or http_clusters, False))
     routes = []
-    for by_slot, grpc in protocols:
+    for by_slot, split_by_slot, grpc in protocols:
         for slot, cluster in sorted(by_slot.items()):
             routes.append(cluster_route(
                 f"preview-{slot}" + ("" if grpc else "-http"),
@@ -63,7 +73,7 @@ def split_routes(
         routes.append(weighted_route(
             "split" if grpc else "split-http", route_match(grpc=grpc),
             [(cluster, weights.get(slot, 0), [set_header(SERVED_BY_HEADER, slot)])
-             for slot, cluster in sorted(by_slot.items())]))
+             for slot, cluster in sorted(split_by_slot.items())]))
     return route_configuration(name, routes, validate_clusters=validate_clusters)
 
 
@@ -75,14 +85,19 @@ def build_snapshot(
     health: Mapping[Endpoint, bool],
     weights: Weights,
     resolve: Callable[[str], str] = lambda host: host,
+    resilience: Resilience | None = None,
 ) -> Snapshot:
     """Both slots' clusters always present (so a weight change is an RDS-only change).
     ``resolve`` turns endpoint host names into IP addresses (EDS carries addresses only)."""
     all_slots = {name: slots.get(name) or Slot(name) for name in SLOT_NAMES}
+    resilience = resilience or Resilience()
 
     def hosts(slot: Slot, port: Callable[[Endpoint], int]) -> list[HostPort]:
-        return [HostPort(resolve(e.host), port(e), health.get(e, False))
+        return [HostPort(resolve(e.host), port(e), health.get(e, False), e.http_port)
                 for e in slot.endpoints]
+
+    def others(name: str) -> list[Slot]:
+        return [s for n, s in all_slots.items() if n != name]
 
     return Snapshot.build(
         listeners=[
@@ -93,9 +108,18 @@ def build_snapshot(
         routes=[split_routes(
             ROUTE_NAME, clusters={n: s.cluster for n, s in all_slots.items()},
             http_clusters={n: s.http_cluster for n, s in all_slots.items()},
+            split_clusters={n: s.failover_cluster for n, s in all_slots.items()},
+            split_http_clusters={n: s.failover_http_cluster for n, s in all_slots.items()},
             weights=weights.as_dict())],
-        clusters=[c for s in all_slots.values()
-                  for c in (grpc_cluster(s.cluster), http_cluster(s.http_cluster))],
+        clusters=[c for n, s in all_slots.items() for c in (
+            grpc_cluster(s.cluster, resilience=resilience),
+            http_cluster(s.http_cluster, resilience=resilience),
+            aggregate_cluster(s.failover_cluster,
+                              [s.cluster, *(o.cluster for o in others(n))], resilience),
+            aggregate_cluster(s.failover_http_cluster,
+                              [s.http_cluster, *(o.http_cluster for o in others(n))],
+                              resilience),
+        )],
         endpoints=[a for s in all_slots.values()
                    for a in (load_assignment(s.cluster, hosts(s, lambda e: e.grpc_port)),
                              load_assignment(s.http_cluster,

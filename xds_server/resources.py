@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import (
     address_pb2,
     base_pb2,
@@ -17,17 +17,25 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.extensions.retry.priority.previous_priorities.v3 import (
+    previous_priorities_config_pb2,
+)
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_pb2
 from envoy.type.matcher.v3 import string_pb2
+from envoy.type.v3 import http_pb2 as http_types_pb2
+from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
 _HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-RETRY_ON = "connect-failure,refused-stream,unavailable"
+#: Retried on another host: the request never reached a model, or the server died under
+#: it (``reset``). Inference is idempotent, so a reset request is safe to send again.
+RETRY_ON = "connect-failure,refused-stream,unavailable,reset"
 
 
 def _any(message: object) -> any_pb2.Any:
@@ -50,24 +58,48 @@ def _ads() -> config_source_pb2.ConfigSource:
 
 @dataclass(frozen=True)
 class HostPort:
-    """One upstream endpoint as EDS sees it."""
+    """One upstream endpoint as EDS sees it; ``health_port`` is where Envoy's active
+    health check goes (``None``: the serving port)."""
 
     host: str
     port: int
     healthy: bool = True
+    health_port: int | None = None
 
 
-def grpc_cluster(name: str, *, connect_timeout_s: float = 1.0) -> cluster_pb2.Cluster:
+@dataclass(frozen=True)
+class Resilience:
+    """How a cluster survives dying servers: active HTTP health checks (``path`` on each
+    host's health port), outlier detection on local-origin failures (connect failures,
+    resets), and a retry budget instead of Envoy's default of 3 concurrent retries.
+    With ``panic_threshold`` 0 a cluster whose hosts are all unhealthy sends nothing to
+    them (an aggregate cluster then fails over to its next cluster)."""
+
+    health_path: str = "/v2/health/ready"
+    interval_s: float = 0.5
+    timeout_s: float = 0.25
+    unhealthy_threshold: int = 1
+    healthy_threshold: int = 1
+    local_failures_to_eject: int = 1
+    ejection_s: float = 2.0
+    retry_budget_percent: float = 50.0
+    min_retry_concurrency: int = 64
+    panic_threshold: float = 0.0
+
+
+def grpc_cluster(name: str, *, connect_timeout_s: float = 1.0,
+                 resilience: Resilience | None = None) -> cluster_pb2.Cluster:
     """An EDS cluster fed over ADS, speaking HTTP/2 (gRPC) to its upstreams."""
     http2 = hpo_pb2.HttpProtocolOptions(
         explicit_http_config=hpo_pb2.HttpProtocolOptions.ExplicitHttpConfig(
             http2_protocol_options=protocol_pb2.Http2ProtocolOptions()
         )
     )
-    return _eds_cluster(name, http2, connect_timeout_s)
+    return _eds_cluster(name, http2, connect_timeout_s, resilience)
 
 
-def http_cluster(name: str, *, connect_timeout_s: float = 1.0) -> cluster_pb2.Cluster:
+def http_cluster(name: str, *, connect_timeout_s: float = 1.0,
+                 resilience: Resilience | None = None) -> cluster_pb2.Cluster:
     """An EDS cluster fed over ADS, speaking HTTP/1.1 to its upstreams (Triton's HTTP/REST
     port). Clients may use HTTP/1.1 or HTTP/2 towards Envoy either way."""
     http1 = hpo_pb2.HttpProtocolOptions(
@@ -75,12 +107,65 @@ def http_cluster(name: str, *, connect_timeout_s: float = 1.0) -> cluster_pb2.Cl
             http_protocol_options=protocol_pb2.Http1ProtocolOptions()
         )
     )
-    return _eds_cluster(name, http1, connect_timeout_s)
+    return _eds_cluster(name, http1, connect_timeout_s, resilience)
 
 
-def _eds_cluster(name: str, options: hpo_pb2.HttpProtocolOptions, connect_timeout_s: float
-                 ) -> cluster_pb2.Cluster:
-    return cluster_pb2.Cluster(
+def aggregate_cluster(name: str, clusters: Sequence[str],
+                      resilience: Resilience | None = None) -> cluster_pb2.Cluster:
+    """A cluster that sends to the first of ``clusters`` with healthy hosts (priority
+    failover inside Envoy, no control plane involved). Retries of requests routed here
+    are limited by this cluster's circuit breakers, so it carries the retry budget too."""
+    cluster = cluster_pb2.Cluster(
+        name=name,
+        connect_timeout=_duration(1.0),
+        lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED,
+        cluster_type=cluster_pb2.Cluster.CustomClusterType(
+            name="envoy.clusters.aggregate",
+            typed_config=_any(aggregate_pb2.ClusterConfig(clusters=list(clusters))),
+        ),
+    )
+    if resilience is not None:
+        cluster.circuit_breakers.CopyFrom(_retry_budget(resilience))
+    return cluster
+
+
+def _retry_budget(r: Resilience) -> circuit_breaker_pb2.CircuitBreakers:
+    return circuit_breaker_pb2.CircuitBreakers(thresholds=[
+        circuit_breaker_pb2.CircuitBreakers.Thresholds(
+            retry_budget=circuit_breaker_pb2.CircuitBreakers.Thresholds.RetryBudget(
+                budget_percent=percent_pb2.Percent(value=r.retry_budget_percent),
+                min_retry_concurrency=wrappers_pb2.UInt32Value(value=r.min_retry_concurrency),
+            ))])
+
+
+def _resilient(cluster: cluster_pb2.Cluster, r: Resilience) -> None:
+    cluster.health_checks.append(health_check_pb2.HealthCheck(
+        timeout=_duration(r.timeout_s), interval=_duration(r.interval_s),
+        no_traffic_interval=_duration(r.interval_s),
+        no_traffic_healthy_interval=_duration(max(r.interval_s, 1.0)),
+        unhealthy_threshold=wrappers_pb2.UInt32Value(value=r.unhealthy_threshold),
+        healthy_threshold=wrappers_pb2.UInt32Value(value=r.healthy_threshold),
+        http_health_check=health_check_pb2.HealthCheck.HttpHealthCheck(
+            path=r.health_path, codec_client_type=http_types_pb2.HTTP1),
+    ))
+    cluster.outlier_detection.CopyFrom(outlier_detection_pb2.OutlierDetection(
+        split_external_local_origin_errors=True,
+        consecutive_local_origin_failure=wrappers_pb2.UInt32Value(
+            value=r.local_failures_to_eject),
+        enforcing_consecutive_local_origin_failure=wrappers_pb2.UInt32Value(value=100),
+        consecutive_gateway_failure=wrappers_pb2.UInt32Value(value=3),
+        enforcing_consecutive_gateway_failure=wrappers_pb2.UInt32Value(value=100),
+        interval=_duration(1.0), base_ejection_time=_duration(r.ejection_s),
+        max_ejection_percent=wrappers_pb2.UInt32Value(value=100),
+    ))
+    cluster.circuit_breakers.CopyFrom(_retry_budget(r))
+    cluster.common_lb_config.healthy_panic_threshold.CopyFrom(
+        percent_pb2.Percent(value=r.panic_threshold))
+
+
+def _eds_cluster(name: str, options: hpo_pb2.HttpProtocolOptions, connect_timeout_s: float,
+                 resilience: Resilience | None = None) -> cluster_pb2.Cluster:
+    cluster = cluster_pb2.Cluster(
         name=name,
         type=cluster_pb2.Cluster.EDS,
         eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads()),
@@ -88,6 +173,9 @@ def _eds_cluster(name: str, options: hpo_pb2.HttpProtocolOptions, connect_timeou
         lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
         typed_extension_protocol_options={_HTTP_OPTIONS_KEY: _any(options)},
     )
+    if resilience is not None:
+        _resilient(cluster, resilience)
+    return cluster
 
 
 def load_assignment(
@@ -99,7 +187,9 @@ def load_assignment(
             endpoint=endpoint_components_pb2.Endpoint(
                 address=address_pb2.Address(
                     socket_address=address_pb2.SocketAddress(address=e.host, port_value=e.port)
-                )
+                ),
+                health_check_config=endpoint_components_pb2.Endpoint.HealthCheckConfig(
+                    port_value=e.health_port) if e.health_port else None,
             ),
             health_status=health_check_pb2.HEALTHY if e.healthy else health_check_pb2.UNHEALTHY,
         )
@@ -152,16 +242,28 @@ def http_listener(
 
 
 def _retry_policy(retries: int) -> rc_pb2.RetryPolicy:
+    """Retries on other hosts with exponential back-off (50 ms doubling, at most 400 ms),
+    long enough in total (~1.2 s for 5) for health checks and outlier detection to take a
+    dead server, or a dead slot, out of the choice."""
     return rc_pb2.RetryPolicy(
         retry_on=RETRY_ON,
         num_retries=wrappers_pb2.UInt32Value(value=retries),
+        retry_back_off=rc_pb2.RetryPolicy.RetryBackOff(
+            base_interval=_duration(0.05), max_interval=_duration(0.4)),
         retry_host_predicate=[
             rc_pb2.RetryPolicy.RetryHostPredicate(
                 name="envoy.retry_host_predicates.previous_hosts",
                 typed_config=_any(previous_hosts_pb2.PreviousHostsPredicate()),
             )
         ],
-        host_selection_retry_max_attempts=3,
+        host_selection_retry_max_attempts=5,
+        # With a failover (aggregate) cluster each child is a priority: after two attempts
+        # in one, retries go to the next (a dead slot is left before health checks see it).
+        retry_priority=rc_pb2.RetryPolicy.RetryPriority(
+            name="envoy.retry_priorities.previous_priorities",
+            typed_config=_any(previous_priorities_config_pb2.PreviousPrioritiesConfig(
+                update_frequency=2)),
+        ),
     )
 
 
@@ -188,7 +290,7 @@ def route_match(*, grpc: bool | None = None, header: tuple[str, str] | None = No
 
 def cluster_route(name: str, match: rc_pb2.RouteMatch, cluster: str, *,
                   response_headers: Iterable[base_pb2.HeaderValueOption] = (),
-                  retries: int = 2, timeout_s: float = 60.0) -> rc_pb2.Route:
+                  retries: int = 5, timeout_s: float = 60.0) -> rc_pb2.Route:
     """A route to one cluster, with retries to other hosts on connection-level failures."""
     return rc_pb2.Route(
         name=name, match=match,
@@ -200,7 +302,7 @@ def cluster_route(name: str, match: rc_pb2.RouteMatch, cluster: str, *,
 
 def weighted_route(name: str, match: rc_pb2.RouteMatch,
                    clusters: Sequence[tuple[str, int, Sequence[base_pb2.HeaderValueOption]]],
-                   *, retries: int = 2, timeout_s: float = 60.0) -> rc_pb2.Route:
+                   *, retries: int = 5, timeout_s: float = 60.0) -> rc_pb2.Route:
     """A route split over ``clusters`` (name, relative weight, response headers) by
     Envoy's ``weighted_clusters``. Weights must sum to more than 0; a cluster at weight 0
     stays named, so a weight change never touches CDS."""

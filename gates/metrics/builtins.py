@@ -2,7 +2,9 @@
 
 Placeholders: ``$slot`` (the ``slot`` label the scrape config puts on each Triton target),
 ``$cluster`` (the slot's gRPC Envoy cluster), ``$clusters`` (a regex of the slot's gRPC and
-HTTP clusters), ``$model`` (a regex of the model being rolled out; ``.+`` when unknown)
+HTTP clusters and their failover aggregates: Envoy counts ``upstream_rq_total`` on the
+cluster that served, response codes and ``upstream_rq_time`` on the cluster routed to),
+``$model`` (a regex of the model being rolled out; ``.+`` when unknown)
 and ``$window`` (a range such as ``6s``). Envoy's figures are per slot (every model it
 serves); Triton's are per model.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 from string import Template
 
-from triton_slots.slot import cluster_name, http_cluster_name
+from triton_slots.slot import cluster_name, failover_name, http_cluster_name
 
 REQUESTS = ('sum(increase(envoy_cluster_upstream_rq_total{envoy_cluster_name=~"$clusters"}'
             '[$window]))')
@@ -49,7 +51,8 @@ BUILTINS: dict[str, str] = {
 def render(query: str, *, slot: str, window_s: float, model: str = "") -> str:
     return Template(query).safe_substitute(
         slot=slot, cluster=cluster_name(slot),
-        clusters=f"{cluster_name(slot)}|{http_cluster_name(slot)}",
+        clusters="|".join(c for base in (cluster_name(slot), http_cluster_name(slot))
+                          for c in (base, failover_name(base))),
         # A PromQL regex inside a string literal: a literal dot is written \\.
         model=model.replace(".", "\\\\.") if model else ".+",
         window=f"{max(1, round(window_s))}s",
