@@ -51,6 +51,7 @@ class StreamHandle:
     subscribed: set[str] = field(default_factory=set)
     acked: dict[str, str] = field(default_factory=dict)
     nacked: dict[str, Nack] = field(default_factory=dict)
+    claimed_group: str = ""  # node.cluster as the proxy sent it (may differ from group)
 
     def resolved(self, snapshot: Snapshot) -> Outcome | None:
         """``acked`` or ``nacked`` once the stream subscribes to every type the snapshot
@@ -154,7 +155,11 @@ class SnapshotCache:
 
     # ---- publisher side -------------------------------------------------------------
     def snapshot(self, group: str) -> Snapshot | None:
-        return self._group(group).snapshot
+        state = self._groups.get(group)
+        return state.snapshot if state is not None else None
+
+    def groups(self) -> list[str]:
+        return sorted(self._groups)
 
     def set_snapshot(self, group: str, snapshot: Snapshot, *, verify: bool = True) -> None:
         """Make ``snapshot`` current for ``group`` and wake its streams. Checks consistency
@@ -220,9 +225,10 @@ class SnapshotCache:
         )
 
     # ---- stream side ----------------------------------------------------------------
-    def open_stream(self, node_id: str, group: str) -> StreamHandle:
+    def open_stream(self, node_id: str, group: str, *, claimed: str = "") -> StreamHandle:
         self._next_stream += 1
-        handle = StreamHandle(self._next_stream, node_id, group, self._clock())
+        handle = StreamHandle(self._next_stream, node_id, group, self._clock(),
+                              claimed_group=claimed or group)
         state = self._group(group)
         state.streams[handle.stream_id] = handle
         for publication in state.publications:
@@ -231,11 +237,15 @@ class SnapshotCache:
         return handle
 
     def close_stream(self, handle: StreamHandle) -> None:
-        state = self._group(handle.group)
+        state = self._groups.get(handle.group)
+        if state is None:
+            return
         state.streams.pop(handle.stream_id, None)
         state.watchers.pop(handle.stream_id, None)
         for publication in state.publications:
             publication.settle(handle, "disconnected")
+        if not state.streams and state.snapshot is None and not state.publications:
+            del self._groups[handle.group]  # nothing published for it: free it
 
     def watch(self, handle: StreamHandle, notify: Callable[[], None]) -> None:
         """Call ``notify`` (cheap, non-blocking) whenever the stream's group gets a new
@@ -282,6 +292,7 @@ class SnapshotCache:
                 {
                     "node": h.node_id,
                     "stream": h.stream_id,
+                    "claimed_group": h.claimed_group,
                     "connected_at": h.connected_at,
                     "acked": {type_urls.SHORT_NAMES[t]: v for t, v in sorted(h.acked.items())},
                     "in_sync": bool(snapshot) and h.resolved(snapshot) == "acked",

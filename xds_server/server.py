@@ -9,10 +9,18 @@ Rules followed (Envoy's xds_protocol; see the project's NOTES section 2):
 * the node is read from a stream's first request and kept for the stream's life;
 * LDS and CDS are answered with the full set, RDS and EDS with the requested names, and a
   request naming new resources is answered even when the version is unchanged;
-* a reconnecting Envoy that already holds the current version gets no redundant push;
+* a reconnecting Envoy that already holds the current version of a wildcard type (CDS,
+  LDS) gets no redundant push; RDS and EDS are always answered on a new stream;
+* names a stream stops requesting are forgotten, so asking for one again is answered;
+* after a CDS response the stream's endpoints are sent again even when unchanged (Envoy
+  warms a changed cluster only on a fresh ClusterLoadAssignment);
 * pending types go out in the order CDS, EDS, LDS, RDS, and listeners and routes wait
-  until the stream has answered its outstanding clusters and endpoints (make before break);
-* only one response per type is outstanding at a time on a stream.
+  until the stream has answered its outstanding clusters and endpoints (make before
+  break), and while the current clusters or endpoints are NACKed;
+* a node whose ``node.cluster`` names no published group is served the default group
+  (sidecars often set it to their own service name) and logged;
+* only one response per type is outstanding at a time on a stream, and a stream's inbox
+  is bounded (a flooding client is read no faster than it is served).
 
 Responses are pre-encoded by the snapshot and shared by every stream; a stream appends
 its nonce only.
@@ -33,15 +41,18 @@ from xds_server.cache import SnapshotCache, StreamHandle
 from xds_server.snapshot import Snapshot
 
 _CHANGED = object()  # queued by the cache's watcher when the snapshot changes
+INBOX_LIMIT = 64  # requests read ahead per stream
 
 
 async def _read_into(requests, inbox: asyncio.Queue) -> None:  # type: ignore[no-untyped-def]
     try:
         async for request in requests:
-            inbox.put_nowait(request)
-        inbox.put_nowait(grpc.aio.EOF)
+            await inbox.put(request)  # waits while the inbox is full: back-pressure
+        await inbox.put(grpc.aio.EOF)
+    except asyncio.CancelledError:
+        raise
     except Exception as exc:  # the stream broke: let the handler end it
-        inbox.put_nowait(exc)
+        await inbox.put(exc)
 
 
 DEFAULT_GROUP = "turnout"
@@ -54,6 +65,7 @@ class _TypeState:
     sent_version: str | None = None
     sent_names: frozenset[str] = frozenset()
     outstanding: bool = False
+    nacked_version: str | None = None  # the version this stream rejected last
 
 
 @dataclass
@@ -62,6 +74,7 @@ class _Stream:
     types: dict[str, _TypeState] = field(default_factory=dict)
     nonce_counter: int = 0
     change_queued: bool = False
+    change_pending: bool = False  # a change seen while the inbox was full
 
     def next_nonce(self) -> str:
         self.nonce_counter += 1
@@ -103,7 +116,7 @@ class AdsServer:
         """One stream: a reader task feeds requests into a queue, the cache puts a marker
         there when the snapshot changes, and this coroutine handles both in order."""
         stream = _Stream()
-        inbox: asyncio.Queue = asyncio.Queue()
+        inbox: asyncio.Queue = asyncio.Queue(maxsize=INBOX_LIMIT)
         reader: asyncio.Task | None = None
         try:
             requests = request_iterator.__aiter__()
@@ -115,8 +128,14 @@ class AdsServer:
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry node.id"
                 )
-            group = first.node.cluster or self._default_group
-            stream.handle = self._cache.open_stream(first.node.id, group)
+            claimed = first.node.cluster
+            group = claimed if claimed and self._cache.snapshot(claimed) is not None \
+                else self._default_group
+            stream.handle = self._cache.open_stream(first.node.id, group, claimed=claimed)
+            if claimed and claimed != group:
+                self._log.warning(
+                    "node %s claims group %r, which has no configuration: serving the "
+                    "default group %r", first.node.id, claimed, group)
             self._log.info(
                 "stream %d opened: node %s, group %s",
                 stream.handle.stream_id, first.node.id, group,
@@ -124,7 +143,11 @@ class AdsServer:
             def changed() -> None:  # at most one marker queued: a burst is one flush
                 if not stream.change_queued:
                     stream.change_queued = True
-                    inbox.put_nowait(_CHANGED)
+                    try:
+                        inbox.put_nowait(_CHANGED)
+                    except asyncio.QueueFull:
+                        stream.change_queued = False
+                        stream.change_pending = True
 
             self._cache.watch(stream.handle, changed)
             reader = asyncio.create_task(_read_into(requests, inbox))
@@ -138,6 +161,10 @@ class AdsServer:
                              else self._on_request(stream, item))  # type: ignore[arg-type]
                 for response in responses:
                     yield response
+                if stream.change_pending:
+                    stream.change_pending = False
+                    item = _CHANGED
+                    continue
                 item = await inbox.get()
                 if item is _CHANGED:
                     stream.change_queued = False
@@ -162,10 +189,12 @@ class AdsServer:
         if state is None:
             state = stream.types[type_url] = _TypeState()
             self._cache.subscribed(handle, type_url)
-            if request.version_info and not request.response_nonce:
-                # A reconnecting Envoy already holds this version: no need to push it again.
+            if request.version_info and not request.response_nonce \
+                    and type_url in type_urls.WILDCARD_TYPES:
+                # A reconnecting Envoy already holds this full set: no need to push it
+                # again. (Named types are always answered: which names it holds is
+                # unknown, and a cluster it re-creates needs its endpoints again.)
                 state.sent_version = request.version_info
-                state.sent_names = frozenset(request.resource_names)
                 self._cache.acked(handle, type_url, request.version_info)
         elif not request.response_nonce:
             pass  # a subscription change, not an answer to any response
@@ -173,14 +202,17 @@ class AdsServer:
             return []  # stale: answers a response that a newer one has replaced
         elif request.HasField("error_detail"):
             state.outstanding = False
+            state.nacked_version = state.sent_version
             self._cache.nacked(
                 handle, type_url, state.sent_version or "", request.error_detail.message
             )
         else:
             state.outstanding = False
+            state.nacked_version = None
             self._cache.acked(handle, type_url, request.version_info)
         if type_url not in type_urls.WILDCARD_TYPES:
             state.names = frozenset(request.resource_names)
+            state.sent_names &= state.names  # dropped names are forgotten
         return self._flush(stream)
 
     def _flush(self, stream: _Stream) -> list[bytes]:
@@ -194,7 +226,8 @@ class AdsServer:
             state = stream.types.get(type_url)
             if state is None or state.outstanding:
                 continue
-            if type_url in type_urls.DEPENDENT_TYPES and self._prerequisites_pending(stream):
+            if type_url in type_urls.DEPENDENT_TYPES and \
+                    self._prerequisites_pending(stream, snapshot):
                 continue
             encoded = self._response_for(snapshot, type_url, state)
             if encoded is None:
@@ -204,15 +237,23 @@ class AdsServer:
             state.sent_version = snapshot.version(type_url)
             state.sent_names = state.names
             state.outstanding = True
+            if type_url == type_urls.CLUSTER:
+                endpoints = stream.types.get(type_urls.ENDPOINT)
+                if endpoints is not None:  # warming clusters need their endpoints again
+                    endpoints.sent_version = None
             self.sends_by_type[type_url] += 1
             out.append(encoded + discovery_pb2.DiscoveryResponse(nonce=nonce).SerializeToString())
         return out
 
     @staticmethod
-    def _prerequisites_pending(stream: _Stream) -> bool:
+    def _prerequisites_pending(stream: _Stream, snapshot: Snapshot) -> bool:
+        """Clusters or endpoints not answered yet, or rejected at the current version:
+        listeners and routes naming them must wait."""
         for type_url in (type_urls.CLUSTER, type_urls.ENDPOINT):
             state = stream.types.get(type_url)
-            if state is not None and state.outstanding:
+            if state is None:
+                continue
+            if state.outstanding or state.nacked_version == snapshot.version(type_url):
                 return True
         return False
 

@@ -39,6 +39,10 @@ def resource_name(message: Message) -> str:
     return message.name  # type: ignore[attr-defined]
 
 
+#: Encoded responses kept per snapshot (per type and requested names), oldest dropped.
+MAX_MEMOS = 256
+
+
 @dataclass(frozen=True)
 class _TypeSet:
     """One type's resources, packed once, with the version digest over them."""
@@ -133,6 +137,8 @@ class Snapshot:
         key = (type_url, names)
         cached = self._encoded.get(key)
         if cached is None:
+            if len(self._encoded) >= MAX_MEMOS:  # bounded: odd name sets cannot grow it
+                self._encoded.pop(next(iter(self._encoded)))
             type_set = self.types[type_url]
             wanted = type_set.packed if names is None else {
                 n: a for n, a in type_set.packed.items() if n in names

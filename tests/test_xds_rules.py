@@ -1,0 +1,138 @@
+"""xDS rules that keep every client correct (issue: faults): endpoints re-sent after a
+cluster change, re-requested names answered, the reconnect shortcut only for wildcard
+types, a NACKed CDS holding LDS/RDS back, unknown node groups served the default, bounded
+memos and groups freed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.xds_fakes import GROUP, AdsHarness, snapshot
+from xds_server import type_urls as t
+from xds_server.snapshot import MAX_MEMOS
+
+BLUE, GREEN = "slot_blue", "slot_green"
+
+
+@pytest.fixture
+async def harness():
+    h = await AdsHarness.start()
+    h.cache.set_snapshot(GROUP, snapshot(0))
+    yield h
+    await h.stop()
+
+
+def _other_clusters(green: int):
+    """A snapshot whose CDS differs (a renamed listener port would only touch LDS)."""
+    from tests.xds_fakes import BLUE as B
+    from tests.xds_fakes import GREEN as G
+    from triton_slots.slot import Slot
+    from turnout.topology import build_snapshot
+    from turnout.weights import Weights
+    from xds_server.resources import Resilience
+
+    return build_snapshot(ingress_host="127.0.0.1", ingress_port=8080,
+                          slots={"blue": Slot("blue", (B,)), "green": Slot("green", (G,))},
+                          health={B: True, G: True}, weights=Weights.with_green(green),
+                          resilience=Resilience(interval_s=0.75))
+
+
+async def _subscribe(envoy, type_url, names=()):
+    await envoy.request(type_url, names=names)
+    response = await envoy.response()
+    await envoy.ack(response, names)
+    return response
+
+
+async def test_endpoints_are_resent_after_a_cluster_change(harness):
+    envoy = harness.client()
+    await _subscribe(envoy, t.CLUSTER)
+    eds = await _subscribe(envoy, t.ENDPOINT, (BLUE, GREEN))
+    changed = _other_clusters(0)
+    assert changed.version(t.ENDPOINT) == eds.version_info  # endpoints unchanged
+    harness.cache.set_snapshot(GROUP, changed)
+    cds = await envoy.response()
+    assert cds.type_url == t.CLUSTER
+    await envoy.ack(cds)
+    again = await envoy.response()
+    assert again.type_url == t.ENDPOINT and again.version_info == eds.version_info
+    await envoy.close()
+
+
+async def test_a_dropped_name_requested_again_is_answered(harness):
+    envoy = harness.client()
+    both = await _subscribe(envoy, t.ENDPOINT, (BLUE, GREEN))
+    await envoy.request(t.ENDPOINT, names=(BLUE,), version=both.version_info)
+    assert await envoy.no_response()  # fewer names: nothing new to send
+    await envoy.request(t.ENDPOINT, names=(BLUE, GREEN), version=both.version_info)
+    again = await envoy.response()
+    assert again.version_info == both.version_info and len(again.resources) == 2
+    await envoy.close()
+
+
+async def test_reconnect_shortcut_only_for_wildcard_types(harness):
+    current = harness.cache.snapshot(GROUP)
+    envoy = harness.client()
+    await envoy.request(t.CLUSTER, version=current.version(t.CLUSTER))
+    assert await envoy.no_response()  # CDS: it holds the full set already
+    await envoy.request(t.ENDPOINT, names=(BLUE,), version=current.version(t.ENDPOINT))
+    answered = await envoy.response()  # EDS: which names it holds is unknown: answer
+    assert answered.type_url == t.ENDPOINT and len(answered.resources) == 1
+    await envoy.close()
+
+
+async def test_nacked_clusters_hold_listeners_and_routes(harness):
+    envoy = harness.client()
+    await envoy.request(t.CLUSTER)
+    cds = await envoy.response()
+    await envoy.request(t.LISTENER)
+    await envoy.request(t.CLUSTER, version="", nonce=cds.nonce, error="bad cluster")
+    assert await envoy.no_response(0.4)  # no LDS while the current CDS is rejected
+    harness.cache.set_snapshot(GROUP, _other_clusters(0))
+    fixed = await envoy.response()
+    assert fixed.type_url == t.CLUSTER
+    await envoy.ack(fixed)
+    lds = await envoy.response()
+    assert lds.type_url == t.LISTENER
+    await envoy.close()
+
+
+async def test_unknown_node_group_gets_the_default_and_shows_in_status(harness):
+    envoy = harness.client("sidecar-1", cluster="payments-service")
+    cds = await _subscribe(envoy, t.CLUSTER)
+    assert cds.version_info == harness.cache.snapshot(GROUP).version(t.CLUSTER)
+    proxies = harness.cache.status(GROUP)["proxies"]
+    assert [(p["node"], p["claimed_group"]) for p in proxies] == [
+        ("sidecar-1", "payments-service")]
+    assert harness.cache.groups() == [GROUP]  # no empty group was created
+    await envoy.close()
+
+
+async def test_groups_without_configuration_are_freed(harness):
+    handle = harness.cache.open_stream("n", "scratch")
+    assert "scratch" in harness.cache.groups()
+    harness.cache.close_stream(handle)
+    assert "scratch" not in harness.cache.groups()
+    harness.cache.close_stream(handle)  # twice is harmless
+
+
+def test_response_memos_are_bounded():
+    snap = snapshot(0)
+    for i in range(MAX_MEMOS + 50):
+        snap.encode(t.ENDPOINT, frozenset({BLUE, f"unknown-{i}"}))
+    assert len(snap._encoded) <= MAX_MEMOS
+    assert snap.encode(t.ENDPOINT, frozenset({BLUE}))  # still answers
+
+
+async def test_a_flooding_stream_does_not_starve_others(harness):
+    flood, quiet = harness.client("flood"), harness.client("quiet")
+    await flood.request(t.CLUSTER)
+    for _ in range(500):
+        await flood.request(t.CLUSTER, nonce="stale")
+    await quiet.request(t.CLUSTER)
+    response = await asyncio.wait_for(quiet.response(), 2.0)
+    assert response.type_url == t.CLUSTER
+    await flood.close()
+    await quiet.close()
