@@ -24,6 +24,7 @@ from turnout.controller.driver import RolloutConflict
 from turnout.controller.state import CommandName, TransitionError
 from turnout.errors import ConfigError
 from turnout.policy import PolicyError, load_text
+from turnout.store import StoreUnavailable
 from turnout.telemetry import CONTENT_TYPE_LATEST
 from turnout.weights import Weights
 
@@ -74,6 +75,8 @@ def changes(handler: Handler) -> Handler:
             return _error(409, str(exc))
         except ConfigError as exc:
             return _error(400, str(exc))
+        except StoreUnavailable as exc:
+            return _error(503, str(exc))
     return wrapped
 
 

@@ -22,7 +22,7 @@ import grpc
 from gates.metrics import PrometheusProvider
 from triton_slots.health import probe_all
 from triton_slots.registry import LocalRegistry
-from triton_slots.slot import Endpoint
+from triton_slots.slot import Endpoint, Slot
 from turnout.config import ControlPlaneConfig
 from turnout.controller.driver import RolloutController
 from turnout.controller.state import RolloutState
@@ -31,6 +31,7 @@ from turnout.telemetry import Telemetry
 from turnout.topology import build_snapshot
 from turnout.weights import Weights
 from xds_server import AdsServer, Convergence, Snapshot, SnapshotCache
+from xds_server.cache import Publication
 from xds_server.server import tune_gc
 
 log = logging.getLogger("turnout.controlplane")
@@ -64,6 +65,7 @@ class ControlPlane:
         self.health: dict[Endpoint, bool] = {}
         self.last_push: Convergence | None = None
         self._lock = asyncio.Lock()
+        self._background: set[asyncio.Task] = set()
         self._grpc: grpc.aio.Server | None = None
         self._http: aiohttp.ClientSession | None = None
         self._health_task: asyncio.Task | None = None
@@ -74,6 +76,14 @@ class ControlPlane:
     @property
     def endpoints(self) -> list[Endpoint]:
         return self.config.endpoints
+
+    # ---- what the rollout driver uses (turnout.controller.ports.TrafficPlane) ------------
+    @property
+    def ingress_address(self) -> str:
+        return self.config.ingress_address
+
+    def slot(self, name: str) -> Slot:
+        return self.config.slot(name)
 
     def desired_snapshot(self) -> Snapshot:
         return build_snapshot(
@@ -121,6 +131,7 @@ class ControlPlane:
         await self._grpc.start()
         self._api_runner, self.api_port = await start_api(self)
         self._health_task = asyncio.create_task(self._watch_health())
+        self._report_health()
         await self.controller.start()
         log.info("xDS on %s:%d, API on %s:%d", self.config.bind_host, self.xds_port,
                  self.config.bind_host, self.api_port)
@@ -144,31 +155,34 @@ class ControlPlane:
         self.store.set_weights(weights, actor=actor, message="weights set")
         return await self.apply_weights(weights, timeout=timeout)
 
-    async def apply_weights(self, weights: Weights, *, timeout: float | None = None
-                            ) -> Convergence:
+    async def apply_weights(self, weights: Weights, *, timeout: float | None = None,
+                            quorum: float = 1.0, early: bool = False) -> Convergence:
         """Push ``weights``, already recorded durably by the caller (an RDS-only change),
-        and wait until every connected Envoy answered."""
+        and wait for the connected Envoys' answers (see ``SnapshotCache.publish``). The
+        lock covers building and publishing only, never the wait for ACKs: a proxy that
+        does not answer cannot hold up the next push (a rollback, say)."""
         async with self._lock:
             self.weights = weights
-            result = await self._publish_locked(self.desired_snapshot(), timeout=timeout,
-                                                min_proxies=self.config.min_proxies)
             self.telemetry.set_weights(weights.as_dict())
-            log.info("weights %s: %s in %.1f ms", weights.as_dict(),
-                     "converged" if result.converged else "NOT converged", result.seconds * 1e3)
-            return result
+            publication = self.cache.publish(
+                self.config.group, self.desired_snapshot(),
+                min_proxies=self.config.min_proxies, quorum=quorum, early=early)
+        result = await self._settle(publication, timeout)
+        log.info("weights %s: %s in %.1f ms%s", weights.as_dict(),
+                 "converged" if result.converged else "NOT converged", result.seconds * 1e3,
+                 f"; stragglers {[o.node_id for o in result.stragglers]}"
+                 if result.stragglers else "")
+        return result
 
     async def publish(self, snapshot: Snapshot, *, verify: bool = True) -> Convergence:
         """Publish an arbitrary snapshot (tests and tools); normal pushes use set_weights."""
         async with self._lock:
-            return await self._publish_locked(snapshot, verify=verify)
+            publication = self.cache.publish(self.config.group, snapshot, verify=verify)
+        return await self._settle(publication, None)
 
-    async def _publish_locked(self, snapshot: Snapshot, *, timeout: float | None = None,
-                              verify: bool = True, min_proxies: int = 0) -> Convergence:
-        """Every push goes through here (the caller holds the lock)."""
-        result = await self.cache.publish_and_wait(
-            self.config.group, snapshot, timeout=timeout or self.config.push_timeout_s,
-            verify=verify, min_proxies=min_proxies,
-        )
+    async def _settle(self, publication: Publication, timeout: float | None) -> Convergence:
+        """Every push's result goes through here."""
+        result = await self.cache.wait(publication, timeout or self.config.push_timeout_s)
         self.last_push = result
         self.telemetry.pushes.labels(
             outcome="converged" if result.converged else "not_converged").inc()
@@ -186,7 +200,17 @@ class ControlPlane:
                 log.info("endpoint health changed: %s", changed)
                 async with self._lock:
                     self.health = health
-                    await self._publish_locked(self.desired_snapshot())
+                    publication = self.cache.publish(self.config.group,
+                                                     self.desired_snapshot())
+                self._report_health()
+                settle = asyncio.create_task(self._settle(publication, None))
+                self._background.add(settle)
+                settle.add_done_callback(self._background.discard)
+
+    def _report_health(self) -> None:
+        for name, slot in self.config.slots.items():
+            healthy = sum(1 for e in slot.endpoints if self.health.get(e, False))
+            self.controller.slot_health(name, healthy, len(slot.endpoints))
 
     def _rollout_changed(self, state: RolloutState) -> None:
         self.telemetry.set_phase(state.phase, state.step)

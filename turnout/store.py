@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from triton_slots import sqlite
+from turnout.errors import TurnoutError
 from turnout.weights import Weights
 
 _SCHEMA = """
@@ -69,6 +70,11 @@ class AuditEntry:
         return dict(self.__dict__)
 
 
+class StoreUnavailable(TurnoutError):
+    """A state write failed (disk full, read-only, locked, I/O error); nothing was written.
+    The API answers 503 with this message."""
+
+
 class Store:
     """The control plane's durable state. See the module docstring."""
 
@@ -106,7 +112,15 @@ class Store:
         audit: list[AuditEntry] | tuple[AuditEntry, ...] = (),
     ) -> None:
         """Write a rollout's state (id, phase, terminal, body), the weights and audit
-        entries in one transaction."""
+        entries in one transaction; raises :class:`StoreUnavailable` if it fails."""
+        try:
+            self._commit(rollout, weights, audit)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(f"state store {self.path}: {exc}") from exc
+
+    def _commit(self, rollout: tuple[str, str, bool, dict[str, Any]] | None,
+                weights: Weights | None, audit: list[AuditEntry] | tuple[AuditEntry, ...]
+                ) -> None:
         now = time.time()
         with self.transaction() as db:
             if rollout is not None:

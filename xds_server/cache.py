@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -88,11 +89,24 @@ class Convergence:
     versions: dict[str, str]
     seconds: float
     outcomes: tuple[NodeOutcome, ...]
+    quorum: float = 1.0
+
+    @property
+    def acked(self) -> int:
+        return sum(1 for o in self.outcomes if o.outcome == "acked")
 
     @property
     def converged(self) -> bool:
-        """True when every node connected at publication ACKed (none NACKed or timed out)."""
-        return all(o.outcome == "acked" for o in self.outcomes)
+        """True when the quorum of the nodes connected at publication ACKed: all of them
+        by default (none NACKed or timed out); with a quorum below 1, ``floor(quorum x
+        nodes)`` (at least one), the others being stragglers."""
+        if self.quorum >= 1.0 or not self.outcomes:
+            return all(o.outcome == "acked" for o in self.outcomes)
+        return self.acked >= quorum_count(self.quorum, len(self.outcomes))
+
+    @property
+    def stragglers(self) -> list[NodeOutcome]:
+        return [o for o in self.outcomes if o.outcome != "acked"]
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -100,19 +114,33 @@ class Convergence:
             "versions": self.versions,
             "seconds": self.seconds,
             "converged": self.converged,
+            "quorum": self.quorum,
+            "acked": self.acked,
+            "stragglers": [o.node_id for o in self.stragglers],
             "nodes": [o.__dict__ for o in self.outcomes],
         }
 
 
+def quorum_count(quorum: float, proxies: int) -> int:
+    """How many of ``proxies`` must ACK: ``floor(quorum * proxies)``, at least one."""
+    return max(1, math.floor(quorum * proxies + 1e-9)) if proxies else 0
+
+
 @dataclass
-class _Publication:
+class Publication:
+    """One snapshot being answered by the streams connected when it was published."""
+
     snapshot: Snapshot
     started: float
     pending: dict[int, StreamHandle]
     min_proxies: int = 0
     outcomes: list[NodeOutcome] = field(default_factory=list)
     answered: int = 0  # outcomes that are acked or nacked (kept, not recounted: O(1))
+    acked: int = 0
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    quorum: float = 1.0
+    early: bool = False
+    group: str = ""
 
     def settle(self, handle: StreamHandle, outcome: Outcome, detail: str = "") -> None:
         if self.pending.pop(handle.stream_id, None) is None:
@@ -123,10 +151,15 @@ class _Publication:
         )
         if outcome in ("acked", "nacked"):
             self.answered += 1
+        if outcome == "acked":
+            self.acked += 1
         self.check()
 
     def check(self) -> None:
-        if not self.pending and self.answered >= self.min_proxies:
+        everyone = not self.pending and self.answered >= self.min_proxies
+        enough = self.early and self.acked >= max(
+            self.min_proxies, quorum_count(self.quorum, len(self.outcomes) + len(self.pending)))
+        if everyone or enough:
             self.done.set()
 
 
@@ -135,7 +168,7 @@ class _Group:
     snapshot: Snapshot | None = None
     watchers: dict[int, Callable[[], None]] = field(default_factory=dict)
     streams: dict[int, StreamHandle] = field(default_factory=dict)
-    publications: list[_Publication] = field(default_factory=list)
+    publications: list[Publication] = field(default_factory=list)
     last_nack: Nack | None = None
 
 
@@ -177,12 +210,11 @@ class SnapshotCache:
 
     async def publish_and_wait(
         self, group: str, snapshot: Snapshot, *, timeout: float = 10.0, verify: bool = True,
-        min_proxies: int = 0,
+        min_proxies: int = 0, quorum: float = 1.0, early: bool = False,
     ) -> Convergence:
         """Publish ``snapshot`` and wait until every stream of ``group`` connected now has
-        ACKed or NACKed it, or ``timeout`` seconds pass. Returns the measured convergence.
-        With ``min_proxies``, also wait for at least that many proxies to answer (streams
-        that connect meanwhile count): an empty fleet is not a converged one.
+        ACKed or NACKed it, or ``timeout`` seconds pass (see :meth:`publish` and
+        :meth:`wait`).
 
         Make before break: when the new snapshot drops clusters, an intermediate snapshot
         (new routes, old and new clusters) is published and awaited first."""
@@ -197,31 +229,53 @@ class SnapshotCache:
                                                     verify=verify, min_proxies=min_proxies)
                 if not first.converged:
                     return first
-        started = time.monotonic()
-        self.set_snapshot(group, snapshot, verify=False)
+        publication = self.publish(group, snapshot, verify=False, min_proxies=min_proxies,
+                                   quorum=quorum, early=early)
+        return await self.wait(publication, timeout)
+
+    def publish(self, group: str, snapshot: Snapshot, *, verify: bool = True,
+                min_proxies: int = 0, quorum: float = 1.0, early: bool = False
+                ) -> Publication:
+        """Make ``snapshot`` current and start tracking which streams answer it. Returns at
+        once (no lock needs to be held while proxies answer); :meth:`wait` for the result.
+
+        ``min_proxies``: an empty fleet is not a converged one (streams that connect
+        meanwhile count). ``quorum``: the fraction of connected proxies that must ACK
+        (``floor(quorum * proxies)``, at least one) for :attr:`Convergence.converged`;
+        with ``early`` the wait ends as soon as that many ACKed (stragglers are named)."""
+        self.set_snapshot(group, snapshot, verify=verify)
         state = self._group(group)
-        publication = _Publication(snapshot, started, dict(state.streams), min_proxies)
+        publication = Publication(snapshot, time.monotonic(), dict(state.streams), min_proxies,
+                                  quorum=quorum, early=early, group=group)
         state.publications.append(publication)
         for handle in list(publication.pending.values()):
             self._progress(state, handle)
         publication.check()
+        return publication
+
+    async def wait(self, publication: Publication, timeout: float = 10.0) -> Convergence:
+        """Wait for ``publication`` to settle, at most ``timeout`` seconds."""
+        state = self._group(publication.group)
         try:
             await asyncio.wait_for(publication.done.wait(), timeout)
         except TimeoutError:
-            for handle in list(publication.pending.values()):
-                publication.settle(handle, "timeout", _waiting_for(handle, snapshot))
+            pass
         finally:
             if publication in state.publications:
                 state.publications.remove(publication)
+        for handle in list(publication.pending.values()):
+            publication.settle(handle, "timeout", _waiting_for(handle, publication.snapshot))
         answered = [o.seconds for o in publication.outcomes if o.seconds is not None]
-        for _ in range(max(0, min_proxies - publication.answered)):
+        for _ in range(max(0, publication.min_proxies - publication.answered)):
             publication.outcomes.append(NodeOutcome(
-                "(none)", 0, "timeout", None, f"fewer than {min_proxies} proxies connected"))
+                "(none)", 0, "timeout", None,
+                f"fewer than {publication.min_proxies} proxies connected"))
         return Convergence(
-            group=group,
-            versions=snapshot.versions,
-            seconds=max(answered, default=time.monotonic() - started),
+            group=publication.group,
+            versions=publication.snapshot.versions,
+            seconds=max(answered, default=time.monotonic() - publication.started),
             outcomes=tuple(sorted(publication.outcomes, key=lambda o: o.stream_id)),
+            quorum=publication.quorum,
         )
 
     # ---- stream side ----------------------------------------------------------------

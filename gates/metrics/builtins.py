@@ -18,12 +18,23 @@ from triton_slots.slot import cluster_name, failover_name, http_cluster_name
 REQUESTS = ('sum(increase(envoy_cluster_upstream_rq_total{envoy_cluster_name=~"$clusters"}'
             '[$window]))')
 
+_TRITON_OK = ('(sum(increase(nv_inference_request_success{slot="$slot",model=~"$model"}'
+              '[$window])) or vector(0))')
+_TRITON_FAILED = ('(sum(increase(nv_inference_request_failure{slot="$slot",model=~"$model"}'
+                  '[$window])) or vector(0))')
+UNDELIVERED = " + ".join(
+    f'(sum(increase(envoy_cluster_{counter}{{envoy_cluster_name=~"$clusters"}}[$window])) '
+    "or vector(0))"
+    for counter in ("upstream_rq_retry_limit_exceeded", "upstream_cx_none_healthy",
+                    "upstream_rq_timeout"))
+
 BUILTINS: dict[str, str] = {
-    # Triton's own failure counter over all of its requests.
+    # Failures over all requests to the model: Triton's own failure counter, plus the
+    # requests Envoy could not deliver to the slot (retries exhausted, no healthy upstream,
+    # timeouts): a dead candidate is a failure, not an absence of data.
     "error_rate": (
-        'sum(increase(nv_inference_request_failure{slot="$slot",model=~"$model"}[$window])) / '
-        '(sum(increase(nv_inference_request_success{slot="$slot",model=~"$model"}[$window])) + '
-        'sum(increase(nv_inference_request_failure{slot="$slot",model=~"$model"}[$window])))'
+        "(" + _TRITON_FAILED + " + " + UNDELIVERED + ") / (" + _TRITON_OK + " + "
+        + _TRITON_FAILED + " + " + UNDELIVERED + ")"
     ),
     # 5xx answers Envoy saw from (or made for) the slot, over all requests to it.
     "upstream_5xx_rate": (

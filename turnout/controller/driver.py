@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -38,6 +39,7 @@ from turnout.controller.state import (
     PushWeights,
     RolloutPhase,
     RolloutState,
+    SlotHealth,
     Started,
     Tick,
     TransitionError,
@@ -48,17 +50,30 @@ from turnout.controller.state import (
 from turnout.errors import ConfigError
 from turnout.policy import Policy
 from turnout.policy.fit import fit_problems
-from turnout.store import AuditEntry, Store
+from turnout.store import AuditEntry, Store, StoreUnavailable
 from turnout.weights import Weights
 
 if TYPE_CHECKING:
-    from turnout.controlplane import ControlPlane
+    from turnout.controller.ports import TrafficPlane
 
 log = logging.getLogger("turnout.controller")
+#: A failed state write is retried this many times (doubling from 50 ms) before an
+#: operator's command is answered "store unavailable" (503); the event itself is kept.
+COMMIT_ATTEMPTS = 4
+RETRY_EVENT_S = 0.5  # a worker's outcome that could not be stored is offered again after
 
 
 class RolloutConflict(TransitionError):
     """Another rollout is in progress, or the slots are not in a state to start one."""
+
+
+def _safe_direction(old: RolloutState, new: RolloutState, actions: list[Action]) -> bool:
+    """Rolling back, aborting or finishing: what must happen even while the store fails
+    (traffic back to the stable slot). The record follows when the store comes back."""
+    if new.phase in (RolloutPhase.ROLLING_BACK, RolloutPhase.ROLLED_BACK,
+                     RolloutPhase.ABORTED, RolloutPhase.FAILED):
+        return True
+    return any(isinstance(a, PushWeights) and a.weight == 0 for a in actions)
 
 
 @dataclass
@@ -67,6 +82,13 @@ class _Job:
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     task: asyncio.Task | None = None
     workers: set[asyncio.Task] = field(default_factory=set)
+    # Decisions acted on while the store failed: written, in order, once it answers.
+    unsaved: list[tuple[RolloutState, Weights | None, list[AuditEntry]]] = field(
+        default_factory=list)
+
+
+class _Deferred(Exception):
+    """An event put back on the queue because its decision could not be stored yet."""
 
 
 def weights_for(state: RolloutState, candidate_percent: int) -> Weights:
@@ -77,7 +99,7 @@ def weights_for(state: RolloutState, candidate_percent: int) -> Weights:
 class RolloutController:
     def __init__(
         self,
-        plane: ControlPlane,
+        plane: TrafficPlane,
         store: Store,
         *,
         registry: RegistryBackend,
@@ -94,6 +116,7 @@ class RolloutController:
         self.clock = clock
         self.on_change = on_change
         self._job: _Job | None = None
+        self.health: dict[str, SlotHealth] = {}
 
     # ---- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -105,11 +128,13 @@ class RolloutController:
         state.measuring = False
         log.info("resuming rollout %s at %s (step %d, %d%%)", state.name, state.phase,
                  state.step + 1, state.target_weight)
-        self.store.commit(audit=[AuditEntry(
-            kind="resume", actor="controller", rollout=state.id, phase_from=str(state.phase),
-            phase_to=str(state.phase), weights=self.plane.weights.as_dict(),
-            message=f"control plane restarted; resuming at {state.phase}, step "
-                    f"{state.step + 1}, serving {self.plane.weights.as_dict()}")])
+        with contextlib.suppress(StoreUnavailable):  # resuming matters more than the note
+            self.store.commit(audit=[AuditEntry(
+                kind="resume", actor="controller", rollout=state.id,
+                phase_from=str(state.phase), phase_to=str(state.phase),
+                weights=self.plane.weights.as_dict(),
+                message=f"control plane restarted; resuming at {state.phase}, step "
+                        f"{state.step + 1}, serving {self.plane.weights.as_dict()}")])
         job = self._spawn(state)
         if state.phase is RolloutPhase.PENDING:
             await job.queue.put((Started(), None))
@@ -202,7 +227,17 @@ class RolloutController:
         job = _Job(state)
         self._job = job
         job.task = asyncio.create_task(self._run(job), name=f"rollout-{state.id}")
+        for health in self.health.values():  # what is known now counts from the start
+            job.queue.put_nowait((health, None))
         return job
+
+    def slot_health(self, slot: str, healthy: int, total: int) -> None:
+        """The control plane's probes saw a slot's health change (call on the loop)."""
+        event = SlotHealth(slot, healthy, total)
+        self.health[slot] = event
+        job = self._job
+        if job is not None and not job.state.finished:
+            job.queue.put_nowait((event, None))
 
     async def _send(self, job: _Job, event: Event) -> RolloutState:
         reply: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -215,8 +250,10 @@ class RolloutController:
             while True:
                 event, reply = await job.queue.get()
                 try:
-                    self._handle(job, event)
-                except TransitionError as exc:
+                    await self._handle(job, event, reply)
+                except _Deferred:
+                    continue  # queued again; its reply (if any) is answered then
+                except (TransitionError, StoreUnavailable) as exc:
                     if reply is not None and not reply.done():
                         reply.set_exception(exc)
                     continue
@@ -236,7 +273,37 @@ class RolloutController:
             if job.queue.empty():
                 await job.queue.put((Tick(), None))
 
-    def _handle(self, job: _Job, event: Event) -> None:
+    async def _commit(self, new: RolloutState, weights: Weights | None,
+                      audit: list[AuditEntry], *, attempts: int = COMMIT_ATTEMPTS) -> bool:
+        """Write state, weights and audit in one transaction, retrying with back-off."""
+        delay = 0.05
+        for attempt in range(attempts):
+            try:
+                self.store.commit(rollout=(new.id, str(new.phase), new.finished,
+                                           new.as_dict()), weights=weights, audit=audit)
+                return True
+            except StoreUnavailable as exc:
+                log.error("state write failed (attempt %d/%d): %s", attempt + 1, attempts, exc)
+                if attempt + 1 < attempts:
+                    await asyncio.sleep(delay)
+                    delay *= 2
+        return False
+
+    async def _flush_unsaved(self, job: _Job) -> bool:
+        """Write decisions taken while the store failed; True when none is left."""
+        while job.unsaved:
+            state, weights, audit = job.unsaved[0]
+            if not await self._commit(state, weights, audit, attempts=1):
+                return False
+            job.unsaved.pop(0)
+            log.info("rollout %s: stored a decision taken while the store failed (%s)",
+                     state.name, state.phase)
+        return True
+
+    async def _handle(self, job: _Job, event: Event,
+                      reply: asyncio.Future | None = None) -> None:
+        if job.unsaved and not await self._flush_unsaved(job) and isinstance(event, Tick):
+            return
         old = job.state
         new, actions = transition(old, event, self.clock())
         if new == old and not actions:
@@ -253,9 +320,22 @@ class RolloutController:
                 phase_to=str(new.phase), weights=weights.as_dict(),
                 digests=self._digests(new),
                 message=f"push {pushes[-1].weight}% to {new.model} on {new.candidate_slot}"))
+        stamped = time.time()
+        audit = [e if e.at else dataclasses.replace(e, at=stamped) for e in audit]
         # Durable before acting: a crash from here on resumes from this state and weights.
-        self.store.commit(rollout=(new.id, str(new.phase), new.finished, new.as_dict()),
-                          weights=weights, audit=audit)
+        if job.unsaved or not await self._commit(new, weights, audit):
+            if not _safe_direction(old, new, actions):
+                if isinstance(event, (Command, Tick)):
+                    # An operator gets the reason (503); a tick simply comes again.
+                    raise StoreUnavailable("the state store is failing; nothing was changed "
+                                           "(the rollout holds where it is)")
+                # A worker's outcome is never dropped: offer it again shortly.
+                asyncio.get_running_loop().call_later(
+                    RETRY_EVENT_S, job.queue.put_nowait, (event, reply))
+                raise _Deferred
+            # Traffic goes back to the stable slot now; the record follows.
+            log.error("rollout %s: acting on %s before it is stored", new.name, new.phase)
+            job.unsaved.append((new, weights, audit))
         job.state = new
         self.on_change(new)
         for action in actions:
@@ -308,7 +388,11 @@ class RolloutController:
         elif isinstance(action, Validate):
             event = await asyncio.to_thread(self._validate, state)
         elif isinstance(action, PushWeights):
-            result = await self.plane.apply_weights(weights_for(state, action.weight))
+            convergence = policy_of(state).convergence
+            rollback = action.weight == 0 and state.phase is RolloutPhase.ROLLING_BACK
+            result = await self.plane.apply_weights(
+                weights_for(state, action.weight), timeout=convergence.timeout_s,
+                quorum=convergence.min_acked, early=rollback)
             detail = "; ".join(f"{o.node_id}: {o.outcome} {o.detail}".strip()
                                for o in result.outcomes if o.outcome != "acked")
             event = WeightsPushed(action.weight, result.converged, result.seconds, detail)
@@ -320,7 +404,7 @@ class RolloutController:
 
     def _deploy(self, state: RolloutState) -> DeployFinished:
         name, version = state.model.split(":", 1)
-        slot = self.plane.config.slot(state.candidate_slot)
+        slot = self.plane.slot(state.candidate_slot)
         if slot.repository is None:
             return DeployFinished(False, f"slot {slot.name} has no model repository configured")
         try:
@@ -336,7 +420,7 @@ class RolloutController:
         name, version = state.model.split(":", 1)
         report = validate_artifact(
             self.registry, self.registry.get(name, version),
-            ingress=self.plane.config.ingress_address,
+            ingress=self.plane.ingress_address,
             candidate_slot=state.candidate_slot, baseline_slot=state.stable_slot,
             settings=policy_of(state).validation,
             progress=lambda line: log.info("validate: %s", line),

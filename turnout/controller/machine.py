@@ -21,6 +21,7 @@ from turnout.controller.state import (
     PushWeights,
     RolloutPhase,
     RolloutState,
+    SlotHealth,
     Started,
     Tick,
     TransitionError,
@@ -131,6 +132,8 @@ def transition(state: RolloutState, event: Event, now: float
         _pushed(t, event)
     elif isinstance(event, GatesMeasured) and s.phase is P.BAKING and s.measuring:
         _measured(t, GateRound.from_dict(event.round))
+    elif isinstance(event, SlotHealth):
+        _slot_health(t, event)
     elif isinstance(event, Tick):
         _tick(t)
     return t.result()
@@ -198,6 +201,30 @@ def _tick(t: _Step) -> None:
     t.actions.append(MeasureGates(window))
 
 
+#: Phases in which the candidate may carry traffic (or is about to).
+_LIVE = (P.SHIFTING, P.BAKING, P.AWAITING_APPROVAL, P.PAUSED)
+
+
+def _slot_health(t: _Step, event: SlotHealth) -> None:
+    """A dead candidate is a failure, not an absence of data: when every server of the
+    candidate slot is gone while it carries traffic, roll back at once (or pause, as the
+    policy says). Envoy has already failed its share over to the stable slot."""
+    s = t.state
+    if event.slot != s.candidate_slot or event.total == 0 or event.healthy > 0:
+        return
+    if s.phase not in _LIVE or (s.target_weight == 0 and s.applied_weight == 0):
+        return
+    reason = (f"candidate slot {s.candidate_slot} unhealthy: 0/{event.total} servers ready "
+              f"at {s.target_weight}%")
+    if t.policy.rollback.on_candidate_unhealthy == "pause":
+        if s.phase is not P.PAUSED:
+            t.pause(f"{reason} (policy: pause)")
+        return
+    if s.phase is P.PAUSED:
+        s.paused_from = None
+    t.roll_back(reason)
+
+
 def _measured(t: _Step, gate_round: GateRound) -> None:
     s = t.state
     s.measuring = False
@@ -223,6 +250,11 @@ def _measured(t: _Step, gate_round: GateRound) -> None:
                     f"{verdict.reason}")
         return
     if verdict.decision is Decision.HOLD:
+        errors = verdict.counts.get("consecutive_errors", 0) > gates.consecutive_error_limit
+        if errors and gates.on_metric_errors == "rollback":
+            t.roll_back(f"metrics unavailable at {s.target_weight}% (policy: rollback): "
+                        f"{verdict.reason}", evidence=gate_round.as_dict())
+            return
         t.pause(f"holding at {s.target_weight}%: {verdict.reason}")
         return
     assert s.step_entered_at is not None
@@ -253,7 +285,12 @@ def _command(t: _Step, command: Command) -> None:
             t.actions.append(MarkFailed(f"{name} by {actor}"))
             return
         if s.phase is P.ROLLING_BACK:
-            raise TransitionError("already rolling back")
+            if name is C.ABORT and s.ending is not P.ABORTED:
+                s.ending = P.ABORTED  # already going to 0%: end as aborted
+                t.note("command", f"abort requested by {actor} while rolling back",
+                       actor=actor)
+                return
+            raise TransitionError(f"already rolling back (ends {s.ending or P.ROLLED_BACK})")
         t.roll_back(f"{name} requested by {actor}", actor=actor, ending=ending)
         return
     if name is C.PAUSE:

@@ -145,8 +145,17 @@ class Command:
             raise TransitionError(f"unknown command {self.name!r}") from None
 
 
+@dataclass(frozen=True)
+class SlotHealth:
+    """How many of a slot's servers are ready (the control plane's probes)."""
+
+    slot: str
+    healthy: int
+    total: int
+
+
 Event = Started | Tick | DeployFinished | ValidationFinished | WeightsPushed | GatesMeasured \
-    | Command
+    | Command | SlotHealth
 
 
 # ---- actions (what the driver must do) ----------------------------------------------------

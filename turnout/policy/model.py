@@ -68,6 +68,7 @@ class GateSettings:
     failure_limit: int = 1  # a single noisy round does not roll back
     inconclusive_limit: int = 6
     consecutive_error_limit: int = 4
+    on_metric_errors: str = "pause"  # or "rollback"
     metrics: tuple[MetricSpec, ...] = (
         MetricSpec("error-rate", builtin="error_rate", max=0.01),
         MetricSpec("p99-latency", builtin="p99_latency_ms", max_ratio=2.5),
@@ -78,6 +79,13 @@ class GateSettings:
 class RollbackSettings:
     automatic: bool = True
     keep_warm_s: float = 1800.0
+    on_candidate_unhealthy: str = "rollback"  # or "pause"
+
+
+@dataclass(frozen=True)
+class ConvergenceSettings:
+    min_acked: float = 1.0  # fraction of connected proxies (floor, at least one)
+    timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,7 @@ class Policy:
     validation: ValidationSettings = field(default_factory=ValidationSettings)
     gates: GateSettings = field(default_factory=GateSettings)
     rollback: RollbackSettings = field(default_factory=RollbackSettings)
+    convergence: ConvergenceSettings = field(default_factory=ConvergenceSettings)
     progress_deadline_s: float = 1800.0
     source: str = ""
     document: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -181,11 +190,13 @@ def build_policy(doc: dict[str, Any], source: str = "") -> Policy:
         inconclusive_limit=gates_doc.get("inconclusiveLimit", defaults.inconclusive_limit),
         consecutive_error_limit=gates_doc.get("consecutiveErrorLimit",
                                               defaults.consecutive_error_limit),
+        on_metric_errors=gates_doc.get("onMetricErrors", defaults.on_metric_errors),
         metrics=metrics,
     )
     validation_doc = spec.get("validation", {})
     validation = _validation(validation_doc, source)
     rollback_doc = spec.get("rollback", {})
+    convergence_doc = spec.get("convergence", {})
     return Policy(
         name=doc["metadata"]["name"],
         model=spec["model"],
@@ -196,6 +207,11 @@ def build_policy(doc: dict[str, Any], source: str = "") -> Policy:
         rollback=RollbackSettings(
             automatic=rollback_doc.get("automatic", True),
             keep_warm_s=parse_duration(rollback_doc.get("keepWarm", "30m")),
+            on_candidate_unhealthy=rollback_doc.get("onCandidateUnhealthy", "rollback"),
+        ),
+        convergence=ConvergenceSettings(
+            min_acked=float(convergence_doc.get("minAcked", "100%").rstrip("%")) / 100.0,
+            timeout_s=parse_duration(convergence_doc.get("timeout", "10s")),
         ),
         progress_deadline_s=parse_duration(spec.get("progressDeadline", "30m")),
         source=source,

@@ -1,0 +1,256 @@
+"""The rollout driver in isolation: a fake traffic plane (the other side of its small
+interface), a real SQLite store that can be made to fail, a real registry. Store
+failures, push timeouts and stragglers, crashing workers, a dead candidate."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.zoo import write_model
+from triton_slots.registry import LocalRegistry
+from triton_slots.slot import Slot
+from turnout.controller.driver import RolloutController
+from turnout.controller.state import DeployFinished, RolloutPhase, RolloutState
+from turnout.policy import load_text
+from turnout.store import Store, StoreUnavailable
+from turnout.weights import Weights
+from xds_server import Convergence
+from xds_server.cache import NodeOutcome
+
+P = RolloutPhase
+
+
+def policy(*, steps: str = "[{weight: 20, bake: 50ms}, {weight: 100, bake: 50ms}]",
+           extra: str = "") -> str:
+    return f"""
+apiVersion: turnout/v1
+kind: Rollout
+metadata: {{name: d}}
+spec:
+  model: pair:v2
+  validation: {{checks: []}}
+  strategy: {{steps: {steps}}}
+  gates:
+    interval: 50ms
+    window: 1s
+    minRequests: 1
+    failureLimit: 0
+    metrics: [{{name: errors, builtin: error_rate, max: 0.01}}]
+  progressDeadline: 1m{extra}
+"""
+
+
+class FakePlane:
+    """Publishes nothing; answers each push as scripted (all ACK by default)."""
+
+    def __init__(self) -> None:
+        self.weights = Weights.with_green(0)
+        self.ingress_address = "127.0.0.1:1"
+        self.pushes: list[tuple[dict[str, int], float, bool]] = []
+        self.nodes = ["envoy-a", "envoy-b"]
+        self.silent: set[str] = set()
+        self.delay = 0.0
+
+    def slot(self, name: str) -> Slot:
+        return Slot(name)
+
+    async def apply_weights(self, weights: Weights, *, timeout: float | None = None,
+                            quorum: float = 1.0, early: bool = False) -> Convergence:
+        self.weights = weights
+        self.pushes.append((weights.as_dict(), quorum, early))
+        await asyncio.sleep(self.delay)
+        outcomes = tuple(
+            NodeOutcome(n, i, "timeout" if n in self.silent else "acked",
+                        None if n in self.silent else 0.001)
+            for i, n in enumerate(self.nodes))
+        return Convergence("g", {}, 0.001, outcomes, quorum)
+
+
+class FlakyStore(Store):
+    """The real store, with a switch that makes every write fail like a full disk."""
+
+    failing = False
+
+    def commit(self, **kw):  # type: ignore[no-untyped-def]
+        if self.failing:
+            raise StoreUnavailable("state store: database or disk is full")
+        super().commit(**kw)
+
+
+class Healthy:
+    def query_value(self, promql: str) -> float:
+        return 100.0 if "upstream_rq_total" in promql else 0.0
+
+
+class Controller(RolloutController):
+    """Deploys nothing: the deploy's outcome is scripted (validation is off)."""
+
+    deploy_outcome: DeployFinished | Exception = DeployFinished(True, "ok", "d")
+
+    def _deploy(self, state: RolloutState) -> DeployFinished:
+        if isinstance(self.deploy_outcome, Exception):
+            raise self.deploy_outcome
+        return self.deploy_outcome
+
+
+@pytest.fixture
+def env(tmp_path: Path):
+    registry = LocalRegistry(tmp_path / "registry")
+    registry.push(write_model(tmp_path / "pair", "pair"), name="pair", version="v2")
+    plane, store = FakePlane(), FlakyStore(tmp_path / "state.db")
+    controller = Controller(plane, store, registry=registry, provider=Healthy(),
+                            tick_s=0.01)
+    yield controller, plane, store
+
+
+async def until(controller: RolloutController, phases: set[RolloutPhase],
+                timeout: float = 5.0) -> RolloutState:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = controller.current()
+        if state is not None and state.phase in phases:
+            return state
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"still {controller.current().phase if controller.current() else None}")
+
+
+async def test_a_good_rollout_is_promoted_through_the_fake_plane(env):
+    controller, plane, store = env
+    await controller.apply(load_text(policy()), actor="t")
+    done = await until(controller, {P.PROMOTED})
+    assert [p[0]["green"] for p in plane.pushes] == [20, 100]
+    assert store.weights().green == 100 and done.applied_weight == 100
+    await controller.stop()
+
+
+async def test_abort_goes_out_while_the_store_fails_and_is_recorded_after(env):
+    controller, plane, store = env
+    await controller.apply(load_text(policy(steps="[{weight: 20, bake: 1h}, "
+                                            "{weight: 100, bake: 1s}]")), actor="t")
+    await until(controller, {P.BAKING})
+    store.failing = True
+    await controller.command("abort", actor="sre")
+    done = await until(controller, {P.ABORTED})
+    assert plane.weights.green == 0  # traffic went back although nothing could be written
+    assert done.phase is P.ABORTED
+    assert store.latest_rollout()["phase"] == "baking"  # the store still says baking
+    store.failing = False
+    await asyncio.sleep(0.1)  # the next tick writes what was decided meanwhile
+    assert store.latest_rollout()["phase"] == "aborted"
+    kinds = [(e.actor, e.phase_to) for e in store.history()]
+    assert ("sre", "rolling_back") in kinds and ("controller", "aborted") in kinds
+    assert store.weights().green == 0
+    await controller.stop()
+
+
+async def test_a_command_that_cannot_be_stored_is_refused_and_changes_nothing(env):
+    controller, plane, store = env
+    await controller.apply(load_text(policy(steps="[{weight: 20, bake: 1h}, "
+                                            "{weight: 100, bake: 1s}]")), actor="t")
+    before = await until(controller, {P.BAKING})
+    store.failing = True
+    with pytest.raises(StoreUnavailable, match="nothing was changed"):
+        await controller.command("pause", actor="sre")
+    assert controller.current().phase is P.BAKING and plane.weights.green == 20
+    store.failing = False
+    await controller.command("pause", actor="sre")
+    assert controller.current().phase is P.PAUSED
+    assert before.id == controller.current().id
+    await controller.stop()
+
+
+async def test_a_worker_outcome_is_kept_until_it_can_be_stored(env):
+    controller, plane, store = env
+    plane.delay = 0.2
+    await controller.apply(load_text(policy()), actor="t")
+    await until(controller, {P.SHIFTING})
+    store.failing = True  # the push's answer arrives while writes fail
+    await asyncio.sleep(0.6)
+    assert controller.current().phase is P.SHIFTING  # not dropped, not applied
+    store.failing = False
+    await until(controller, {P.PROMOTED})
+    await controller.stop()
+
+
+async def test_a_straggler_does_not_stop_a_step_under_a_quorum(env):
+    controller, plane, store = env
+    plane.nodes = [f"envoy-{i}" for i in range(100)]
+    plane.silent = {"envoy-7"}
+    await controller.apply(load_text(policy(extra="\n  convergence: {minAcked: 99%, "
+                                                 "timeout: 1s}")), actor="t")
+    await until(controller, {P.PROMOTED})
+    assert {q for _, q, _ in plane.pushes} == {0.99}
+    await controller.stop()
+
+
+async def test_without_a_quorum_a_straggler_pauses_and_is_named(env):
+    controller, plane, store = env
+    plane.silent = {"envoy-b"}
+    await controller.apply(load_text(policy()), actor="t")
+    paused = await until(controller, {P.PAUSED})
+    assert "envoy-b: timeout" in paused.reason and "envoy-a" not in paused.reason
+    await controller.stop()
+
+
+async def test_rollbacks_complete_on_the_quorum_and_never_wait_for_stragglers(env):
+    controller, plane, store = env
+    await controller.apply(load_text(policy(steps="[{weight: 20, bake: 1h}, "
+                                            "{weight: 100, bake: 1s}]")), actor="t")
+    await until(controller, {P.BAKING})
+    await controller.command("rollback", actor="sre")
+    await until(controller, {P.ROLLED_BACK})
+    assert plane.pushes[-1] == ({"blue": 100, "green": 0}, 1.0, True)  # early: quorum
+    await controller.stop()
+
+
+async def test_a_dead_candidate_rolls_back_at_once(env):
+    controller, plane, store = env
+    await controller.apply(load_text(policy(steps="[{weight: 20, bake: 1h}, "
+                                            "{weight: 100, bake: 1s}]")), actor="t")
+    await until(controller, {P.BAKING})
+    controller.slot_health("blue", 0, 2)  # the stable slot is not the candidate
+    await asyncio.sleep(0.05)
+    assert controller.current().phase is P.BAKING
+    controller.slot_health("green", 0, 2)
+    done = await until(controller, {P.ROLLED_BACK})
+    assert "candidate slot green unhealthy: 0/2 servers ready at 20%" in \
+        [e.message for e in store.history() if e.phase_to == "rolling_back"][0]
+    assert done.applied_weight == 0
+    await controller.stop()
+
+
+async def test_a_dead_candidate_pauses_when_the_policy_says_so(env):
+    controller, plane, store = env
+    await controller.apply(load_text(policy(
+        steps="[{weight: 20, bake: 1h}, {weight: 100, bake: 1s}]",
+        extra="\n  rollback: {onCandidateUnhealthy: pause}")), actor="t")
+    await until(controller, {P.BAKING})
+    controller.slot_health("green", 0, 1)
+    paused = await until(controller, {P.PAUSED})
+    assert "policy: pause" in paused.reason and plane.weights.green == 20
+    await controller.stop()
+
+
+async def test_a_crashing_deploy_fails_the_rollout_without_traffic(env):
+    controller, plane, store = env
+    controller.deploy_outcome = RuntimeError("boom")
+    await controller.apply(load_text(policy()), actor="t")
+    failed = await until(controller, {P.FAILED})
+    assert "RuntimeError: boom" in failed.reason and plane.pushes == []
+    await controller.stop()
+
+
+async def test_abort_works_while_rolling_back(env):
+    controller, plane, store = env
+    await controller.apply(load_text(policy(steps="[{weight: 20, bake: 1h}, "
+                                            "{weight: 100, bake: 1s}]")), actor="t")
+    await until(controller, {P.BAKING})
+    plane.delay = 0.3
+    await controller.command("rollback", actor="sre")
+    await controller.command("abort", actor="sre")  # accepted: already going to 0 %
+    assert (await until(controller, {P.ABORTED})).phase is P.ABORTED
+    await controller.stop()

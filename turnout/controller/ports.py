@@ -1,0 +1,33 @@
+"""What the rollout driver needs from the control plane: a small interface, so the driver
+is tested with fakes (store failures, push timeouts, crashing workers) and never knows
+the control plane's object."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from triton_slots.slot import Slot
+from turnout.weights import Weights
+from xds_server import Convergence
+
+
+class TrafficPlane(Protocol):
+    """Publishes weights to every proxy and knows the slots. Async-safe on one loop."""
+
+    @property
+    def weights(self) -> Weights:
+        """The weights published now."""
+        ...
+
+    @property
+    def ingress_address(self) -> str:
+        """Where validation traffic reaches Envoy (``host:port``)."""
+        ...
+
+    def slot(self, name: str) -> Slot:
+        ...
+
+    async def apply_weights(self, weights: Weights, *, timeout: float | None = None,
+                            quorum: float = 1.0, early: bool = False) -> Convergence:
+        """Publish ``weights`` (an RDS-only change) and wait for the proxies' answers."""
+        ...
