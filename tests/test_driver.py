@@ -177,7 +177,7 @@ async def test_a_worker_outcome_is_kept_until_it_can_be_stored(env):
 
 
 async def test_a_straggler_does_not_stop_a_step_under_a_quorum(env):
-    controller, plane, store = env
+    controller, plane, _store = env
     plane.nodes = [f"envoy-{i}" for i in range(100)]
     plane.silent = {"envoy-7"}
     await controller.apply(load_text(policy(extra="\n  convergence: {minAcked: 99%, "
@@ -188,7 +188,7 @@ async def test_a_straggler_does_not_stop_a_step_under_a_quorum(env):
 
 
 async def test_without_a_quorum_a_straggler_pauses_and_is_named(env):
-    controller, plane, store = env
+    controller, plane, _store = env
     plane.silent = {"envoy-b"}
     await controller.apply(load_text(policy()), actor="t")
     paused = await until(controller, {P.PAUSED})
@@ -197,7 +197,7 @@ async def test_without_a_quorum_a_straggler_pauses_and_is_named(env):
 
 
 async def test_rollbacks_complete_on_the_quorum_and_never_wait_for_stragglers(env):
-    controller, plane, store = env
+    controller, plane, _store = env
     await controller.apply(load_text(policy(steps="[{weight: 20, bake: 1h}, "
                                             "{weight: 100, bake: 1s}]")), actor="t")
     await until(controller, {P.BAKING})
@@ -208,7 +208,7 @@ async def test_rollbacks_complete_on_the_quorum_and_never_wait_for_stragglers(en
 
 
 async def test_a_dead_candidate_rolls_back_at_once(env):
-    controller, plane, store = env
+    controller, _plane, store = env
     await controller.apply(load_text(policy(steps="[{weight: 20, bake: 1h}, "
                                             "{weight: 100, bake: 1s}]")), actor="t")
     await until(controller, {P.BAKING})
@@ -218,13 +218,13 @@ async def test_a_dead_candidate_rolls_back_at_once(env):
     controller.slot_health("green", 0, 2)
     done = await until(controller, {P.ROLLED_BACK})
     assert "candidate slot green unhealthy: 0/2 servers ready at 20%" in \
-        [e.message for e in store.history() if e.phase_to == "rolling_back"][0]
+        next(e.message for e in store.history() if e.phase_to == "rolling_back")
     assert done.applied_weight == 0
     await controller.stop()
 
 
 async def test_a_dead_candidate_pauses_when_the_policy_says_so(env):
-    controller, plane, store = env
+    controller, plane, _store = env
     await controller.apply(load_text(policy(
         steps="[{weight: 20, bake: 1h}, {weight: 100, bake: 1s}]",
         extra="\n  rollback: {onCandidateUnhealthy: pause}")), actor="t")
@@ -236,7 +236,7 @@ async def test_a_dead_candidate_pauses_when_the_policy_says_so(env):
 
 
 async def test_a_crashing_deploy_fails_the_rollout_without_traffic(env):
-    controller, plane, store = env
+    controller, plane, _store = env
     controller.deploy_outcome = RuntimeError("boom")
     await controller.apply(load_text(policy()), actor="t")
     failed = await until(controller, {P.FAILED})
@@ -245,7 +245,7 @@ async def test_a_crashing_deploy_fails_the_rollout_without_traffic(env):
 
 
 async def test_abort_works_while_rolling_back(env):
-    controller, plane, store = env
+    controller, plane, _store = env
     await controller.apply(load_text(policy(steps="[{weight: 20, bake: 1h}, "
                                             "{weight: 100, bake: 1s}]")), actor="t")
     await until(controller, {P.BAKING})

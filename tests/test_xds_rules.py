@@ -136,3 +136,42 @@ async def test_a_flooding_stream_does_not_starve_others(harness):
     assert response.type_url == t.CLUSTER
     await flood.close()
     await quiet.close()
+
+
+async def _answer(envoy, count: int) -> None:
+    names = {t.ENDPOINT: (BLUE, GREEN), t.ROUTE: ("ingress_routes",)}
+    for _ in range(count):
+        r = await envoy.response()
+        await envoy.ack(r, names.get(r.type_url, ()))
+
+
+async def test_a_push_is_not_voided_by_a_newer_one(harness):
+    from tests.test_xds_protocol import _subscribe_all
+
+    envoy = harness.client()
+    await _subscribe_all(envoy)
+    first = harness.cache.publish(GROUP, snapshot(30))
+    second = harness.cache.publish(GROUP, snapshot(30, green_healthy=False))  # health push
+    await _answer(envoy, 2)  # the routes and the endpoints
+    one, two = await harness.cache.wait(first, 2.0), await harness.cache.wait(second, 2.0)
+    assert one.converged and two.converged
+    assert one.versions == two.versions  # both answered by the newest configuration
+    await envoy.close()
+
+
+async def test_quorum_and_early_completion(harness):
+    from tests.test_xds_protocol import _subscribe_all
+
+    quick, silent = harness.client("quick"), harness.client("silent")
+    await _subscribe_all(quick)
+    await _subscribe_all(silent)
+    publication = harness.cache.publish(GROUP, snapshot(50), quorum=0.5, early=True)
+    await _answer(quick, 1)
+    started = asyncio.get_running_loop().time()
+    result = await harness.cache.wait(publication, 5.0)
+    assert asyncio.get_running_loop().time() - started < 1.0  # did not wait for "silent"
+    assert result.converged and [o.node_id for o in result.stragglers] == ["silent"]
+    strict = await harness.cache.publish_and_wait(GROUP, snapshot(60), timeout=0.3)
+    assert not strict.converged  # 100 %: the silent proxy holds it
+    await quick.close()
+    await silent.close()

@@ -144,7 +144,14 @@ def render_status(data: dict[str, Any]) -> str:
     for proxy in xds["proxies"]:
         versions = " ".join(f"{t}={v[:8]}" for t, v in proxy["acked"].items())
         state = "in sync" if proxy["in_sync"] else "BEHIND"
-        lines.append(f"  {proxy['node']:<12} {state:<8} {versions}")
+        claimed = proxy.get("claimed_group")
+        group = f"  (node.cluster {claimed!r}: served group {xds['group']!r})" \
+            if claimed and claimed != xds["group"] else ""
+        lines.append(f"  {proxy['node']:<12} {state:<8} {versions}{group}")
+    push = data.get("last_push") or {}
+    if push.get("stragglers"):
+        lines.append(f"last push  {push['acked']}/{len(push['nodes'])} ACKed; stragglers: "
+                     + ", ".join(push["stragglers"]))
     nack = xds.get("last_nack")
     if nack:
         lines.append(

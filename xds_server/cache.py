@@ -18,7 +18,7 @@ from typing import Literal
 from xds_server import type_urls
 from xds_server.snapshot import Snapshot
 
-Outcome = Literal["acked", "nacked", "timeout", "disconnected", "superseded"]
+Outcome = Literal["acked", "nacked", "timeout", "disconnected"]
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ class Publication:
     def settle(self, handle: StreamHandle, outcome: Outcome, detail: str = "") -> None:
         if self.pending.pop(handle.stream_id, None) is None:
             return
-        elapsed = None if outcome in ("timeout", "superseded") else time.monotonic() - self.started
+        elapsed = None if outcome == "timeout" else time.monotonic() - self.started
         self.outcomes.append(
             NodeOutcome(handle.node_id, handle.stream_id, outcome, elapsed, detail)
         )
@@ -200,10 +200,11 @@ class SnapshotCache:
         if verify:
             snapshot.consistent()
         state = self._group(group)
+        # Publications still waiting follow the newest snapshot: every publisher builds
+        # from the same desired state, so a proxy that answered the newest has answered
+        # what they published (a health push during a weight push does not void it).
         for publication in state.publications:
-            for handle in list(publication.pending.values()):
-                publication.settle(handle, "superseded")
-        state.publications.clear()
+            publication.snapshot = snapshot
         state.snapshot = snapshot
         for notify in list(state.watchers.values()):
             notify()
