@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv prometheus bootstrap demo test unit integration lint bench mutate clean
+.PHONY: venv prometheus bootstrap demo test unit integration lint bench chaos mutate clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ test: bootstrap lint
 
 bench: bootstrap
 	$(BIN)/python -m bench
+
+# Faults under load, one at a time (about 5 minutes): RELIABILITY.md.
+chaos: bootstrap
+	$(BIN)/python -m bench.chaos
 
 # Mutation testing of the core modules against the fast tests (about 25 minutes on 2
 # cores; mutmut resumes where it stopped). MUTANTS='xds_server.server*' narrows it.

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from turnout import stack
 
+ROOT_DIR = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).resolve().parent / "out"
 
 

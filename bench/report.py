@@ -141,7 +141,10 @@ def write() -> Path:
         f"{platform.machine()}, Python {platform.python_version()}: a shared 2-core machine, "
         "so medians and same-run ratios matter more than absolute figures. Raw JSON: "
         "`bench/out/`. Everything (Triton, Envoy, control plane, Prometheus, load "
-        "generators) shares the same 2 cores.", ""]
+        "generators) shares the same 2 cores.", "",
+        "Also measured, by their own targets: reliability under faults (`make chaos`, "
+        "[RELIABILITY.md](RELIABILITY.md)) and mutation scores of the core modules "
+        "(`make mutate`, [MUTATION.md](MUTATION.md)).", ""]
     for name, render in (("datapath", datapath), ("switching", switching)):
         data = _load(name)
         if data:

@@ -114,11 +114,16 @@ def two_envoys(tmp_path_factory):
         from turnout.workflow import registry_for
 
         registry_for(directory).push(EXAMPLES / "v2", name="classifier", version="v2")
+        # The clients connect before the second proxy exists: both proxies bind the same
+        # listener port (SO_REUSEPORT), and a connection the kernel handed to the frozen
+        # one would hang. A real sidecar's clients are its own.
+        load = LoadGenerator(info.ingress, model="classifier", concurrency=2, rate=100).start()
+        time.sleep(1)
         second = EnvoyProxy.start(node_id="sidecar-payments", node_cluster="payments",
                                   xds_host="127.0.0.1", xds_port=info.xds_port,
                                   work_dir=directory, log_dir=directory / "logs")
         second.wait_ready()
-        yield info, ApiClient(info.api_url, info.token, actor="pytest"), second
+        yield info, ApiClient(info.api_url, info.token, actor="pytest"), second, load
     finally:
         if second is not None:
             os.kill(second.process.pid, signal.SIGCONT)
@@ -127,7 +132,7 @@ def two_envoys(tmp_path_factory):
 
 
 def test_a_foreign_node_cluster_is_served_and_a_stopped_proxy_does_not_wedge(two_envoys):
-    info, client, second = two_envoys
+    _info, client, second, load = two_envoys
     proxies = {p["node"]: p for p in client.status()["xds"]["proxies"]}
     assert set(proxies) == {"envoy-0", "sidecar-payments"}
     assert proxies["sidecar-payments"]["claimed_group"] == "payments"
@@ -135,7 +140,6 @@ def test_a_foreign_node_cluster_is_served_and_a_stopped_proxy_does_not_wedge(two
     with urllib.request.urlopen(second.admin_url + "/config_dump?resource=dynamic_route_configs",
                                 timeout=2) as response:
         assert b"ingress_routes" in response.read()  # it got the configuration
-    load = LoadGenerator(info.ingress, model="classifier", concurrency=2, rate=100).start()
     try:
         os.kill(second.process.pid, signal.SIGSTOP)
         client.apply(policy("quorum", "classifier:v2", bake="2s",
