@@ -75,7 +75,9 @@ class Resilience:
     With ``panic_threshold`` 0 a cluster whose hosts are all unhealthy sends nothing to
     them (an aggregate cluster then fails over to its next cluster)."""
 
-    health_path: str = "/v2/health/ready"
+    # Liveness: a server that is loading a model is briefly not "ready" (Triton's strict
+    # readiness) but must not be taken out; readiness is the control plane's probe (EDS).
+    health_path: str = "/v2/health/live"
     interval_s: float = 0.5
     timeout_s: float = 0.25
     unhealthy_threshold: int = 1

@@ -48,6 +48,16 @@ def run_suite(
     if not settings.checks:
         progress("  no checks configured: nothing validated")
         return report
+    for target in (candidate, baseline):
+        if target is not None:
+            try:
+                waited = target.wait_ready(model)
+            except TimeoutError as exc:
+                report.checks.append(CheckResult("readiness", False, str(exc)))
+                report.seconds = time.monotonic() - t0
+                return report
+            if waited > 0.05:
+                progress(f"  {model} ready on {target.slot} through Envoy after {waited:.2f}s")
     signature = candidate.signature(model)
     progress(f"  signature {signature.describe()}")
     hints = settings.inputs

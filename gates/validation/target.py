@@ -3,11 +3,13 @@ path real traffic takes, and no weighted traffic involved), and the model's sign
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 from triton_slots.loadgen import fetch_signature
 from triton_slots.signature import ModelSignature
@@ -28,6 +30,27 @@ class SlotTarget:
 
     def client(self) -> grpcclient.InferenceServerClient:
         return grpcclient.InferenceServerClient(self.address)
+
+    def wait_ready(self, model: str, timeout: float = 20.0) -> float:
+        """Wait until ``model`` answers READY through Envoy on this slot (a freshly
+        deployed slot may still be marked unhealthy by health checks for a moment).
+        Returns the seconds waited; raises TimeoutError."""
+        started = time.monotonic()
+        last = ""
+        client = self.client()
+        try:
+            while time.monotonic() - started < timeout:
+                try:
+                    if client.is_model_ready(model, headers=self.headers, client_timeout=5):
+                        return time.monotonic() - started
+                    last = "not ready"
+                except InferenceServerException as exc:
+                    last = str(exc)
+                time.sleep(0.1)
+        finally:
+            client.close()
+        raise TimeoutError(f"{model} not ready on slot {self.slot} through {self.address} "
+                           f"after {timeout:.0f}s: {last}")
 
     def signature(self, model: str) -> ModelSignature:
         client = self.client()
