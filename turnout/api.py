@@ -101,6 +101,10 @@ async def _traffic(request: web.Request) -> web.Response:
     if plane.controller.busy:
         raise RolloutConflict("a rollout is in progress; use pause/promote/abort/rollback")
     timeout = body.pop("timeout", None)
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
+                                or not 0 < timeout <= 300):
+        return _error(400, f"field 'timeout' must be a number of seconds in (0, 300], "
+                           f"got {timeout!r}")
     weights = Weights.from_mapping(body)
     result = await plane.set_weights(weights, actor=_actor(request), timeout=timeout)
     return web.json_response({"weights": weights.as_dict(), "push": result.as_dict()})
