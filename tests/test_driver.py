@@ -254,3 +254,45 @@ async def test_abort_works_while_rolling_back(env):
     await controller.command("abort", actor="sre")  # accepted: already going to 0 %
     assert (await until(controller, {P.ABORTED})).phase is P.ABORTED
     await controller.stop()
+
+
+async def test_a_second_apply_while_one_runs_is_refused(env):
+    controller, plane, _store = env
+    await controller.apply(load_text(policy(steps="[{weight: 20, bake: 1h}, "
+                                            "{weight: 100, bake: 1s}]")), actor="t")
+    await until(controller, {P.BAKING})
+    from turnout.controller.driver import RolloutConflict
+
+    with pytest.raises(RolloutConflict, match="abort it or wait"):
+        await controller.apply(load_text(policy()), actor="t")
+    assert plane.pushes[-1][0]["green"] == 20
+    await controller.stop()
+
+
+@pytest.mark.parametrize("phase", ["deploying", "shifting", "baking", "rolling_back"])
+async def test_a_restarted_controller_resumes_every_phase(env, phase):
+    controller, plane, store = env
+    plane.delay = 0.2 if phase == "shifting" else 0.0
+    await controller.apply(load_text(policy(steps="[{weight: 20, bake: 300ms}, "
+                                            "{weight: 100, bake: 100ms}]")), actor="t")
+    if phase == "deploying":
+        await controller.stop()  # before the deploy's outcome was handled
+        data = store.active_rollout()
+        data["phase"] = "deploying"
+        store.commit(rollout=(data["id"], "deploying", False, data))
+    else:
+        await until(controller, {P(phase)} if phase != "rolling_back" else {P.BAKING})
+        if phase == "rolling_back":
+            plane.delay = 0.3
+            await controller.command("rollback", actor="sre")
+        await controller.stop()
+    assert store.active_rollout()["phase"] == phase
+    plane.delay = 0.0
+    again = Controller(plane, store, registry=controller.registry, provider=Healthy(),
+                       tick_s=0.01)
+    await again.start()
+    ending = {P.ROLLED_BACK} if phase == "rolling_back" else {P.PROMOTED}
+    done = await until(again, ending)
+    assert done.id == store.latest_rollout()["id"]
+    assert any(e.kind == "resume" for e in store.history())
+    await again.stop()

@@ -97,3 +97,47 @@ def test_limits():
                   limits).decision == "pass"
     # Only rounds from Successful pass: every errored measurement never adds up to success.
     assert assess([], limits).decision == "wait"
+
+
+def test_nan_inf_and_empty_from_any_source_are_never_successful():
+    """Guarded in the evaluator itself, whatever the provider filters or not."""
+    from gates.metrics.evaluator import measure
+
+    class Raw:  # a source that returns what it got, unfiltered
+        def __init__(self, value: float) -> None:
+            self.value = value
+
+        def query_value(self, promql: str) -> float:
+            return self.value
+
+    for value in (float("nan"), float("inf"), float("-inf")):
+        for metric in (ABS, REL, MetricSpec("tput", builtin="throughput_rps", min=1)):
+            m = measure(Raw(value), metric, candidate="green", active="blue", window_s=5,
+                        min_requests=1, candidate_requests=10, baselines={})
+            assert m.phase is not Phase.SUCCESSFUL, (value, metric.name, m)
+            assert m.phase in (Phase.INCONCLUSIVE, Phase.FAILED)
+    nan = measure(Raw(float("nan")), ABS, candidate="green", active="blue", window_s=5,
+                  min_requests=1, candidate_requests=10, baselines={})
+    assert nan.phase is Phase.INCONCLUSIVE and "NaN" in nan.message
+    empty = one(FakeProvider({("green", "requests"): 50}))  # the metric has no series
+    assert empty.phase is Phase.INCONCLUSIVE and "no data" in empty.message
+
+
+def test_a_nan_baseline_is_not_used():
+    from gates.metrics.evaluator import measure
+
+    class Split:
+        def query_value(self, promql: str) -> float:
+            if "upstream_rq_total" in promql and "/" not in promql:
+                return 100.0
+            return float("nan") if "blue" in promql else 5.0
+
+    baselines: dict[str, float] = {}
+    m = measure(Split(), REL, candidate="green", active="blue", window_s=5, min_requests=1,
+                candidate_requests=100, baselines=baselines)
+    assert m.phase is Phase.INCONCLUSIVE and "p99" not in baselines and \
+        "no baseline" in m.message
+    baselines["p99"] = 2.0  # a good earlier baseline is used instead
+    m = measure(Split(), REL, candidate="green", active="blue", window_s=5, min_requests=1,
+                candidate_requests=100, baselines=baselines)
+    assert m.phase is Phase.FAILED and m.ratio == 2.5

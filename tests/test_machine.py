@@ -226,3 +226,58 @@ def test_a_crashed_worker_becomes_a_failure_not_a_hang():
     event = _failure_event(s, MeasureGates(5.0), "boom")
     s, _ = run(s, event, 5.0)
     assert s.phase is P.BAKING and s.rounds[-1]["phase"] == "Error"
+
+
+def test_automatic_off_pauses_instead_of_rolling_back():
+    manual = POLICY.replace("rollback: {keepWarm: 60s}",
+                            "rollback: {keepWarm: 60s, automatic: false}")
+    s = new_state(manual)
+    s, _ = run(s, Started(), 0)
+    s, _ = run(s, DeployFinished(True, "ok"), 0)
+    s, _ = run(s, ValidationFinished(True, "ok"), 0)
+    s, _ = run(s, WeightsPushed(10, True, 0.001), 0)
+    s = measure(s, 5.0)
+    s, actions = run(s, gate(Phase.FAILED), 5.1)
+    assert s.phase is P.PAUSED and "automatic rollback off" in s.reason
+    assert not any(isinstance(a, PushWeights) for a in actions)
+    assert s.applied_weight == 10  # traffic stays where it was until an operator acts
+
+
+def test_metric_errors_roll_back_when_the_policy_says_so():
+    strict = POLICY.replace("consecutiveErrorLimit: 1", "consecutiveErrorLimit: 1\n"
+                            "    onMetricErrors: rollback")
+    s = new_state(strict)
+    s, _ = run(s, Started(), 0)
+    s, _ = run(s, DeployFinished(True, "ok"), 0)
+    s, _ = run(s, ValidationFinished(True, "ok"), 0)
+    s, _ = run(s, WeightsPushed(10, True, 0.001), 0)
+    for at in (5.0, 10.2):
+        s = measure(s, at)
+        s, actions = run(s, gate(Phase.ERROR), at + 0.1)
+    assert s.phase is P.ROLLING_BACK and "policy: rollback" in s.reason
+    assert PushWeights(0) in actions
+
+
+def test_late_and_stale_answers_change_nothing():
+    s = to_baking(0.0)
+    before = s
+    for event in (WeightsPushed(50, True, 0.001),  # an answer to a push never made
+                  WeightsPushed(10, False, 0.001),  # a late failure of the step's push
+                  DeployFinished(False, "late"), ValidationFinished(False, "late"),
+                  gate(Phase.FAILED)):  # a round nobody asked for (not measuring)
+        s, actions = run(s, event, 1.0)
+        assert s == before and actions == [], event
+
+
+def test_abort_before_traffic_second_rollback_and_commands_after_the_end():
+    s, _ = run(new_state(), Started(), 0)
+    s, actions = run(s, Command("abort", "sre"), 1)
+    assert s.phase is P.ABORTED and not any(isinstance(a, PushWeights) for a in actions)
+    with pytest.raises(TransitionError, match="nothing to pause"):
+        run(s, Command("pause", "sre"), 2)
+    s = to_baking(0.0)
+    s, _ = run(s, Command("rollback", "sre"), 1)
+    with pytest.raises(TransitionError, match="already rolling back"):
+        run(s, Command("rollback", "sre"), 2)
+    with pytest.raises(TransitionError, match="unknown command 'explode'"):
+        Command("explode", "sre")
