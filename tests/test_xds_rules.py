@@ -175,3 +175,28 @@ async def test_quorum_and_early_completion(harness):
     assert not strict.converged  # 100 %: the silent proxy holds it
     await quick.close()
     await silent.close()
+
+
+async def test_answers_for_older_versions_do_not_settle_a_newer_push():
+    from xds_server import SnapshotCache
+
+    cache = SnapshotCache()
+    old, new = snapshot(10), snapshot(20)
+    cache.set_snapshot(GROUP, old)
+    handle = cache.open_stream("n", GROUP)
+    for type_url in t.ALL_TYPES:
+        cache.subscribed(handle, type_url)
+        cache.acked(handle, type_url, old.version(type_url))
+    publication = cache.publish(GROUP, new)
+    cache.acked(handle, t.ROUTE, old.version(t.ROUTE))  # a late ACK of the old routes
+    cache.nacked(handle, t.ROUTE, old.version(t.ROUTE), "late NACK of the old routes")
+    assert not publication.done.is_set() and handle.stream_id in publication.pending
+    cache.acked(handle, t.ROUTE, new.version(t.ROUTE))
+    result = await cache.wait(publication, 1.0)
+    assert result.converged and result.outcomes[0].outcome == "acked"
+    newest = snapshot(30)
+    publication = cache.publish(GROUP, newest)
+    cache.nacked(handle, t.ROUTE, newest.version(t.ROUTE), "now rejected")
+    nacked = await cache.wait(publication, 1.0)
+    assert not nacked.converged and nacked.outcomes[0].outcome == "nacked"
+    assert "now rejected" in nacked.outcomes[0].detail
