@@ -296,3 +296,16 @@ async def test_a_restarted_controller_resumes_every_phase(env, phase):
     assert done.id == store.latest_rollout()["id"]
     assert any(e.kind == "resume" for e in store.history())
     await again.stop()
+
+
+async def test_a_rollback_completes_despite_a_straggler_at_100_percent(env):
+    controller, plane, _store = env
+    await controller.apply(load_text(policy(steps="[{weight: 20, bake: 1h}, "
+                                            "{weight: 100, bake: 1s}]")), actor="t")
+    await until(controller, {P.BAKING})
+    plane.silent = {"envoy-b"}  # stopped after the step: it never answers the rollback
+    await controller.command("rollback", actor="sre")
+    done = await until(controller, {P.ROLLED_BACK})
+    assert done.applied_weight == 0
+    assert sum(1 for w, _, _ in plane.pushes if w["green"] == 0) == 1  # no retry loop
+    await controller.stop()
