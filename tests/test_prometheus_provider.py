@@ -1,0 +1,84 @@
+"""The Prometheus provider against a real HTTP server speaking Prometheus' query API (the
+answers are canned: what is tested is how each kind of answer becomes a value, NoData or
+MetricsError)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from gates.metrics.prometheus import PrometheusProvider
+from gates.metrics.provider import MetricsError, NoData
+from triton_slots.procs import free_port
+
+ANSWERS: dict[str, tuple[int, object]] = {
+    "one": (200, [{"metric": {}, "value": [0, "0.25"]}]),
+    "none": (200, []),
+    "two": (200, [{"metric": {"a": "1"}, "value": [0, "1"]},
+                  {"metric": {"a": "2"}, "value": [0, "2"]}]),
+    "nan": (200, [{"metric": {}, "value": [0, "NaN"]}]),
+    "inf": (200, [{"metric": {}, "value": [0, "+Inf"]}]),
+    "garbled": (200, [{"metric": {}}]),
+    "bad": (400, None),
+    "broken": (500, None),
+}
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        query = parse_qs(urlparse(self.path).query).get("query", [""])[0]
+        status, result = ANSWERS.get(query, (200, []))
+        body = {"status": "success", "data": {"resultType": "vector", "result": result}} \
+            if status == 200 else {"status": "error", "errorType": "bad_data",
+                                   "error": f"parse error in {query}"}
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def prometheus():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield PrometheusProvider(f"http://127.0.0.1:{server.server_address[1]}")
+    server.shutdown()
+    server.server_close()
+
+
+def test_one_series_is_a_value(prometheus):
+    assert prometheus.query_value("one") == 0.25
+
+
+@pytest.mark.parametrize("query, message", [
+    ("none", "no series"), ("two", "2 series; the query must aggregate to one"),
+    ("nan", "value is nan"), ("inf", "value is inf"), ("garbled", "unreadable sample"),
+])
+def test_unusable_answers_are_no_data(prometheus, query, message):
+    with pytest.raises(NoData, match=message):
+        prometheus.query_value(query)
+
+
+@pytest.mark.parametrize("query", ["bad", "broken"])
+def test_refused_queries_are_errors(prometheus, query):
+    with pytest.raises(MetricsError, match=prometheus.url):
+        prometheus.query_value(query)
+
+
+def test_an_unreachable_prometheus_is_an_error_at_once():
+    provider = PrometheusProvider(f"http://127.0.0.1:{free_port()}")
+    started = time.monotonic()
+    with pytest.raises(MetricsError, match=r"127\.0\.0\.1"):
+        provider.query_value("up")
+    assert time.monotonic() - started < 1.0  # no retries with back-off inside a round
