@@ -1,0 +1,161 @@
+"""Deploy against a fake Triton repository API: a real HTTP server that "loads" what is
+staged in the slot's repository (it reads config.pbtxt back, digest included). What is
+tested is deploy's logic: staging, the set of models a slot serves, digest proof, and
+marking failures; the real Triton is in the integration tests."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from google.protobuf.json_format import MessageToDict
+
+from tests.zoo import write_model
+from triton_slots.artifact import parse_config
+from triton_slots.deploy import DIGEST_PARAMETER, DeployError, deploy, staged_digest
+from triton_slots.registry import LocalRegistry, Stage
+from triton_slots.slot import Endpoint
+
+
+class FakeTriton:
+    """Serves /v2/repository/models/M/load, /v2/models/M/ready and /v2/models/M/config
+    from ``repository``. ``fail_load`` names models whose load fails; ``lie`` makes the
+    served config carry another digest."""
+
+    def __init__(self, repository: Path) -> None:
+        self.repository = repository
+        self.loaded: dict[str, dict] = {}
+        self.loads: list[str] = []
+        self.fail_load: set[str] = set()
+        self.lie = False
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, status: int, body: object = None) -> None:
+                payload = b"" if body is None else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                parts = self.path.strip("/").split("/")
+                model = parts[3]
+                fake.loads.append(model)
+                if model in fake.fail_load:
+                    return self._answer(400, {"error": f"failed to load '{model}': boom"})
+                config = parse_config(fake.repository / model / "config.pbtxt")
+                fake.loaded[model] = MessageToDict(config, preserving_proto_field_name=True)
+                return self._answer(200)
+
+            def do_GET(self) -> None:
+                parts = self.path.strip("/").split("/")
+                model = parts[2]
+                if model not in fake.loaded:
+                    return self._answer(400, {"error": f"model '{model}' is not loaded"})
+                if parts[-1] == "ready":
+                    return self._answer(200)
+                config = json.loads(json.dumps(fake.loaded[model]))
+                if fake.lie:
+                    config["parameters"][DIGEST_PARAMETER] = {"string_value": "f" * 64}
+                return self._answer(200, config)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = Endpoint("127.0.0.1", self.server.server_address[1], 1, 1)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def env(tmp_path):
+    registry = LocalRegistry(tmp_path / "registry")
+    for kind in ("pair", "text"):
+        registry.push(write_model(tmp_path / "v1" / kind, kind), name=kind, version="v1")
+        registry.set_stage(kind, "v1", Stage.ACTIVE, slot="blue")
+        registry.push(write_model(tmp_path / "v2" / kind, kind, variant="wrong"), name=kind,
+                      version="v2")
+    repository = tmp_path / "green"
+    triton = FakeTriton(repository)
+    yield registry, repository, triton
+    triton.close()
+
+
+def test_deploy_brings_the_whole_set_and_proves_the_digest(env):
+    registry, repository, triton = env
+    lines: list[str] = []
+    result = deploy(registry, "pair", "v2", slot="green", endpoints=[triton.endpoint],
+                    repository=repository, progress=lines.append)
+    assert result.companions == ("text:v1",) and result.ref == "pair:v2"
+    assert staged_digest(repository, "pair") == registry.get("pair", "v2").digest
+    assert staged_digest(repository, "text") == registry.get("text", "v1").digest
+    assert triton.loads == ["text", "pair"]  # the companions first, then the new version
+    record = registry.get("pair", "v2")
+    assert (record.stage, record.slot) == (Stage.CANDIDATE, "green")
+    assert any("digest verified" in line for line in lines)
+    # Deploying again: the companion is already there with its digest (not reloaded).
+    triton.loads.clear()
+    deploy(registry, "pair", "v2", slot="green", endpoints=[triton.endpoint],
+           repository=repository)
+    assert triton.loads == []
+
+
+def test_a_server_serving_another_digest_fails_the_deploy(env):
+    registry, repository, triton = env
+    triton.lie = True
+    with pytest.raises(DeployError, match=r"serves digest ffffffffffff, expected"):
+        deploy(registry, "pair", "v2", slot="green", endpoints=[triton.endpoint],
+               repository=repository, timeout=5)
+    record = registry.get("pair", "v2")
+    assert record.stage == Stage.FAILED and "deploy to green failed" in record.stage_reason
+    assert record.slot is None
+
+
+def test_a_load_error_names_the_server_and_marks_the_version_failed(env):
+    registry, repository, triton = env
+    triton.fail_load = {"pair"}
+    with pytest.raises(DeployError, match=r"failed on 1/1 servers: .*failed to load 'pair'"):
+        deploy(registry, "pair", "v2", slot="green", endpoints=[triton.endpoint],
+               repository=repository, timeout=5)
+    assert registry.get("pair", "v2").stage == Stage.FAILED
+
+
+def test_a_companion_that_cannot_load_fails_the_deploy_before_the_new_version(env):
+    registry, repository, triton = env
+    triton.fail_load = {"text"}
+    with pytest.raises(DeployError, match=r"could not bring text:v1 \(also served by the "
+                                          r"active slot\) onto it"):
+        deploy(registry, "pair", "v2", slot="green", endpoints=[triton.endpoint],
+               repository=repository, timeout=5)
+    assert "pair" not in triton.loads
+    assert registry.get("pair", "v2").stage == Stage.FAILED
+
+
+def test_refusals_before_anything_is_touched(env, tmp_path):
+    registry, repository, triton = env
+    with pytest.raises(DeployError, match="slot green has no Triton servers"):
+        deploy(registry, "pair", "v2", slot="green", endpoints=[], repository=repository)
+    record = registry.get("pair", "v2")
+    (record.path / "1" / "model.py").write_text("# tampered\n")
+    with pytest.raises(DeployError, match="corrupted artifact"):
+        deploy(registry, "pair", "v2", slot="green", endpoints=[triton.endpoint],
+               repository=repository)
+    assert registry.get("pair", "v2").stage == Stage.FAILED
+    assert triton.loads == [] and not (repository / "pair").exists()
+
+
+def test_an_unreachable_server_is_named(env):
+    registry, repository, _ = env
+    dead = Endpoint("127.0.0.1", 1, 1, 1)
+    with pytest.raises(DeployError, match=r"http://127\.0\.0\.1:1: unreachable"):
+        deploy(registry, "pair", "v2", slot="green", endpoints=[dead],
+               repository=repository, timeout=2)
