@@ -48,9 +48,11 @@ chaos: bootstrap
 	$(BIN)/python -m bench.chaos
 
 # Mutation testing of the core modules against the fast tests (about 25 minutes on 2
-# cores; mutmut resumes where it stopped). MUTANTS='xds_server.server*' narrows it.
-# Scores per module: MUTATION.md.
+# cores). MUTANTS='xds_server.server*' narrows it. Scores per module: MUTATION.md.
+# mutmut keeps its copy of the tree in mutants/ and would test stale data files (the
+# policy schema): every run starts from a fresh copy.
 mutate: venv
+	rm -rf mutants
 	$(BIN)/mutmut run --max-children $$(nproc) $(MUTANTS)
 	$(BIN)/python -m bench.mutation
 
