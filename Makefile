@@ -48,11 +48,12 @@ chaos: bootstrap
 	$(BIN)/python -m bench.chaos
 
 # Mutation testing of the core modules against the fast tests (about 25 minutes on 2
-# cores). MUTANTS='xds_server.server*' narrows it. Scores per module: MUTATION.md.
-# mutmut keeps its copy of the tree in mutants/ and would test stale data files (the
-# policy schema): every run starts from a fresh copy.
+# cores). MUTANTS='xds_server.server*' re-runs some after a full run. Scores per module:
+# MUTATION.md. mutmut keeps a copy of the tree in mutants/ and refreshes only Python
+# files: a full run starts from a fresh copy, a partial one refreshes the data files.
 mutate: venv
-	rm -rf mutants
+	@if [ -z "$(MUTANTS)" ]; then rm -rf mutants; elif [ -d mutants ]; then \
+	  for f in $$(git ls-files 'turnout/**.json' 'tests/*.py'); do cp $$f mutants/$$f; done; fi
 	$(BIN)/mutmut run --max-children $$(nproc) $(MUTANTS)
 	$(BIN)/python -m bench.mutation
 
