@@ -281,3 +281,86 @@ def test_abort_before_traffic_second_rollback_and_commands_after_the_end():
         run(s, Command("rollback", "sre"), 2)
     with pytest.raises(TransitionError, match="unknown command 'explode'"):
         Command("explode", "sre")
+
+
+def _notes(actions) -> list[tuple[str, str, str]]:
+    from turnout.controller.state import Note
+
+    return [(a.kind, a.actor, a.message) for a in actions if isinstance(a, Note)]
+
+
+def test_promote_cuts_a_bake_short_and_names_the_operator():
+    s = to_baking(0.0)
+    s, actions = run(s, Command("promote", "alice"), 1.0)
+    # Step 2 needs approval; cutting step 1 short approves it too.
+    assert s.phase is P.SHIFTING and s.step == 1 and s.approved_step == 1
+    assert PushWeights(50) in actions and s.target_weight == 50
+    assert _notes(actions) == [
+        ("command", "alice", "step 1 cut short by alice"),
+        ("transition", "alice", "baking -> shifting: step 2/3: shifting to 50%")]
+
+
+def test_approval_of_a_waiting_step():
+    s = to_baking(0.0)
+    s = measure(s, 5.0)
+    s, _ = run(s, gate(Phase.SUCCESSFUL), 5.1)
+    s = measure(s, 10.2)
+    s, actions = run(s, gate(Phase.SUCCESSFUL), 10.3)
+    assert s.phase is P.AWAITING_APPROVAL and s.step == 1
+    assert "step 2/3 (50%) needs approval (`turnout promote`)" in s.reason
+    with pytest.raises(TransitionError, match=r"not paused \(phase awaiting_approval\)"):
+        run(s, Command("resume", "bob"), 11.0)
+    s, actions = run(s, Command("promote", "bob"), 12.0)
+    assert s.phase is P.SHIFTING and s.approved_step == 1 and PushWeights(50) in actions
+    assert ("approval", "bob", "step 2 approved by bob") in _notes(actions)
+
+
+def test_full_promotion_skips_steps_and_gates():
+    s = to_baking(0.0)
+    s, actions = run(s, Command("promote", "carol", full=True), 1.0)
+    assert s.full_promotion and s.step == 2 and PushWeights(100) in actions
+    assert ("command", "carol", "full promotion requested by carol") in _notes(actions)
+    s, actions = run(s, WeightsPushed(100, True, 0.001), 2.0)
+    assert s.phase is P.PROMOTED and s.promoted_at == 2.0 and s.keep_warm_until == 62.0
+    assert "promoted (--full: gates skipped by the operator)" in s.reason
+    assert any(type(a).__name__ == "MarkPromoted" for a in actions)
+
+
+def test_promote_on_the_last_step_promotes_and_refuses_elsewhere():
+    s = to_baking(0.0)
+    s, _ = run(s, Command("promote", "a", full=True), 1.0)
+    with pytest.raises(TransitionError, match="cannot promote while shifting"):
+        run(s, Command("promote", "a"), 1.5)
+    s, _ = run(s, WeightsPushed(100, True, 0.001), 2.0)
+    assert s.phase is P.PROMOTED
+    with pytest.raises(TransitionError, match="nothing to promote"):
+        run(s, Command("promote", "a"), 3.0)
+
+
+def test_pause_and_resume_restart_the_bake():
+    s = to_baking(0.0)
+    s, actions = run(s, Command("pause", "dan"), 3.0)
+    assert s.phase is P.PAUSED and s.paused_from is P.BAKING
+    assert _notes(actions) == [("transition", "dan", "baking -> paused: paused by dan")]
+    with pytest.raises(TransitionError, match="not paused"):
+        run(to_baking(0.0), Command("resume", "dan"), 3.0)
+    s, actions = run(s, Command("resume", "dan"), 20.0)
+    assert s.phase is P.BAKING and s.step_entered_at == 20.0 and s.rounds == []
+    assert s.next_measure_at == 25.0 and s.paused_from is None
+    assert "resumed by dan at 10%; bake restarts" in s.reason
+
+
+def test_an_unacked_step_push_pauses_and_resume_pushes_it_again():
+    s, _ = run(new_state(), Started(), 0)
+    s, _ = run(s, DeployFinished(True, "ok"), 0)
+    s, _ = run(s, ValidationFinished(True, "ok"), 0)
+    s, _ = run(s, WeightsPushed(10, False, 10.0, "envoy-b: timeout"), 10.0)
+    assert s.phase is P.PAUSED and s.paused_from is P.SHIFTING
+    assert s.reason == "not every Envoy ACKed 10%: envoy-b: timeout"
+    assert s.applied_weight == 0
+    s, actions = run(s, Command("resume", "erin"), 11.0)
+    assert s.phase is P.SHIFTING and actions[-1] == PushWeights(10)
+    s, _ = run(s, WeightsPushed(10, True, 0.0012), 12.0)
+    assert s.phase is P.BAKING and s.applied_weight == 10
+    assert s.steps_log[-1] == {"step": 0, "weight": 10, "entered_at": 12.0, "ack_ms": 1.2}
+    assert s.reason == "step 1/3: 10% ACKed by every Envoy in 1.2 ms; baking"
