@@ -186,3 +186,55 @@ def test_lint_checks_samples_against_the_registry_signature(tmp_path):
     result = CliRunner().invoke(cli, ["lint", "--dir", str(stack_dir), str(path)])
     assert result.exit_code == 0, result.output
     assert "fits the registry's signature" in result.output
+
+
+def test_rule_problems_have_exact_lines_paths_and_messages():
+    text = """apiVersion: turnout/v1
+kind: Rollout
+metadata: {name: exact}
+spec:
+  model: m:v2
+  strategy:
+    steps:
+      - weight: 30
+      - weight: 30
+      - weight: 60
+  gates:
+    metrics:
+      - name: a
+        builtin: error_rate
+        query: up
+        max: 1
+      - name: a
+        builtin: error_rate
+"""
+    assert _problems(text) == [
+        "p.yaml:9: spec.strategy.steps[1].weight: weights must increase: 30 after 30",
+        "p.yaml:10: spec.strategy.steps[2].weight: the last step must be weight 100 "
+        "(promotion)",
+        "p.yaml:13: spec.gates.metrics[0]: give exactly one of 'builtin' or 'query'",
+        "p.yaml:17: spec.gates.metrics[1]: needs a threshold: max, min, maxRatio or minRatio",
+        "p.yaml:17: spec.gates.metrics[1].name: duplicate metric name 'a'",
+    ]
+
+
+def test_yaml_and_schema_problems_have_exact_lines():
+    assert _problems("a: 1\nb: [2\nc: 3\n") == [
+        "p.yaml:3: invalid YAML: expected ',' or ']', but got ':'"]
+    dup = MINIMAL + "  progressDeadline: 5m\n  progressDeadline: 6m\n"
+    assert "p.yaml:7: spec.progressDeadline: duplicate key" in _problems(dup)
+    wrong = MINIMAL.replace("model: pair:v2", "model: 12") + "  gates: {interval: 5}\n"
+    problems = _problems(wrong)
+    assert "p.yaml:5: spec.model: 12 is not of type 'string'" in problems
+    assert "p.yaml:6: spec.gates.interval: 5 is not of type 'string'" in problems
+    typo = MINIMAL + "  rolback: {automatic: false}\n"
+    assert _problems(typo) == [
+        "p.yaml:6: spec.rolback: unknown field (did you mean 'rollback'?)"]
+    assert _problems("- a\n- b\n") == ["p.yaml:1: a policy must be a YAML mapping"]
+
+
+def test_load_file_reports_an_unreadable_file(tmp_path):
+    with pytest.raises(PolicyError) as info:
+        load_file(tmp_path / "missing.yaml")
+    assert str(info.value) == f"{tmp_path / 'missing.yaml'}:1: cannot read: " \
+                              "No such file or directory"
