@@ -200,3 +200,30 @@ async def test_answers_for_older_versions_do_not_settle_a_newer_push():
     nacked = await cache.wait(publication, 1.0)
     assert not nacked.converged and nacked.outcomes[0].outcome == "nacked"
     assert "now rejected" in nacked.outcomes[0].detail
+
+
+async def test_a_first_request_without_a_node_is_refused_clearly(harness):
+    import grpc
+
+    envoy = harness.client()
+    await envoy.request(t.CLUSTER, with_node=False)
+    code = await asyncio.wait_for(envoy.call.code(), 2.0)
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "the first request must carry node.id" in await envoy.call.details()
+    assert harness.cache.status(GROUP)["proxies"] == []
+    await envoy.close()
+
+
+async def test_unsupported_types_are_ignored_and_streams_leave_no_trace(harness):
+    envoy = harness.client("n1")
+    await envoy.request("type.googleapis.com/envoy.config.core.v3.NotAType")
+    assert await envoy.no_response(0.2)
+    await _subscribe(envoy, t.CLUSTER)  # the stream still works
+    assert [p["node"] for p in harness.cache.status(GROUP)["proxies"]] == ["n1"]
+    await envoy.close()
+    for _ in range(50):
+        if not harness.cache.status(GROUP)["proxies"]:
+            break
+        await asyncio.sleep(0.02)
+    assert harness.cache.status(GROUP)["proxies"] == []
+    assert harness.ads.sends_by_type[t.CLUSTER] == 1
