@@ -153,6 +153,8 @@ async def test_first_request_without_node_is_refused(harness):
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await envoy.call.read()
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "the first request must carry node.id" in (info.value.details() or "")
+    assert harness.cache.status(GROUP)["proxies"] == []
     await envoy.close()
 
 

@@ -202,18 +202,6 @@ async def test_answers_for_older_versions_do_not_settle_a_newer_push():
     assert "now rejected" in nacked.outcomes[0].detail
 
 
-async def test_a_first_request_without_a_node_is_refused_clearly(harness):
-    import grpc
-
-    envoy = harness.client()
-    await envoy.request(t.CLUSTER, with_node=False)
-    code = await asyncio.wait_for(envoy.call.code(), 2.0)
-    assert code is grpc.StatusCode.INVALID_ARGUMENT
-    assert "the first request must carry node.id" in await envoy.call.details()
-    assert harness.cache.status(GROUP)["proxies"] == []
-    await envoy.close()
-
-
 async def test_unsupported_types_are_ignored_and_streams_leave_no_trace(harness):
     envoy = harness.client("n1")
     await envoy.request("type.googleapis.com/envoy.config.core.v3.NotAType")
@@ -227,3 +215,33 @@ async def test_unsupported_types_are_ignored_and_streams_leave_no_trace(harness)
         await asyncio.sleep(0.02)
     assert harness.cache.status(GROUP)["proxies"] == []
     assert harness.ads.sends_by_type[t.CLUSTER] == 1
+
+
+async def test_status_reports_each_proxy_and_the_last_nack(harness):
+    from tests.test_xds_protocol import _subscribe_all
+
+    envoy = harness.client("edge-1", cluster="payments")
+    seen = await _subscribe_all(envoy)
+    status = harness.cache.status(GROUP)
+    current = harness.cache.snapshot(GROUP)
+    [proxy] = status["proxies"]
+    assert status["group"] == GROUP and status["versions"] == current.versions
+    assert proxy["node"] == "edge-1" and proxy["claimed_group"] == "payments"
+    assert proxy["in_sync"] is True and proxy["stream"] >= 1 and proxy["connected_at"] > 0
+    assert proxy["acked"] == {"cds": current.version(t.CLUSTER),
+                              "eds": current.version(t.ENDPOINT),
+                              "lds": current.version(t.LISTENER),
+                              "rds": current.version(t.ROUTE)}
+    assert status["last_nack"] is None
+    harness.cache.set_snapshot(GROUP, snapshot(40))
+    routes = await envoy.response()
+    await envoy.request(t.ROUTE, names=("ingress_routes",),
+                        version=seen[t.ROUTE].version_info, nonce=routes.nonce,
+                        error="unknown cluster")
+    await asyncio.sleep(0.05)
+    status = harness.cache.status(GROUP)
+    assert status["proxies"][0]["in_sync"] is False
+    nack = status["last_nack"]
+    assert (nack["node"], nack["type"], nack["version"], nack["message"]) == (
+        "edge-1", "rds", routes.version_info, "unknown cluster")
+    await envoy.close()
