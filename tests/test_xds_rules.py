@@ -222,7 +222,11 @@ async def test_status_reports_each_proxy_and_the_last_nack(harness):
 
     envoy = harness.client("edge-1", cluster="payments")
     seen = await _subscribe_all(envoy)
-    status = harness.cache.status(GROUP)
+    for _ in range(100):  # the last ACK is on its way
+        status = harness.cache.status(GROUP)
+        if status["proxies"] and status["proxies"][0]["in_sync"]:
+            break
+        await asyncio.sleep(0.01)
     current = harness.cache.snapshot(GROUP)
     [proxy] = status["proxies"]
     assert status["group"] == GROUP and status["versions"] == current.versions

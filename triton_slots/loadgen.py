@@ -39,6 +39,10 @@ class LoadStats:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
 
 
+class LoadError(RuntimeError):
+    """A load thread crashed (not a failed request: a bug or a broken environment)."""
+
+
 def fetch_signature(client: grpcclient.InferenceServerClient, model: str,
                     headers: dict[str, str] | None = None) -> ModelSignature:
     """The model's signature as the target (Triton, or Envoy in front of it) reports it."""
@@ -92,6 +96,7 @@ class LoadGenerator:
         self._stats = LoadStats()
         self._issued = 0
         self._threads: list[threading.Thread] = []
+        self._crashed: list[BaseException] = []
 
     def _take_ticket(self) -> bool:
         with self._lock:
@@ -101,6 +106,14 @@ class LoadGenerator:
             return True
 
     def _worker(self, seed: int) -> None:
+        try:
+            self._work(seed)
+        except BaseException as exc:  # a crashed thread must fail the run, not freeze it
+            with self._lock:
+                self._crashed.append(exc)
+            raise
+
+    def _work(self, seed: int) -> None:
         client = grpcclient.InferenceServerClient(self.address)
         local = LoadStats()
         try:
@@ -170,8 +183,13 @@ class LoadGenerator:
             return self._stats.ok, self._stats.failed
 
     def wait(self) -> LoadStats:
+        """Join the threads; raises :class:`LoadError` if one of them crashed (its counts
+        would otherwise look like a quiet, successful run)."""
         for thread in self._threads:
             thread.join()
+        if self._crashed:
+            raise LoadError(f"{len(self._crashed)} load thread(s) crashed: "
+                            f"{self._crashed[0]!r}") from self._crashed[0]
         return self._stats
 
     def stop(self) -> LoadStats:
