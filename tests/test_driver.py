@@ -309,3 +309,59 @@ async def test_a_rollback_completes_despite_a_straggler_at_100_percent(env):
     assert done.applied_weight == 0
     assert sum(1 for w, _, _ in plane.pushes if w["green"] == 0) == 1  # no retry loop
     await controller.stop()
+
+
+def test_each_crashed_action_becomes_its_failure_event():
+    from turnout.controller.driver import _failure_event
+    from turnout.controller.state import (
+        Deploy,
+        GatesMeasured,
+        MeasureGates,
+        PushWeights,
+        Validate,
+        ValidationFinished,
+        WeightsPushed,
+    )
+
+    doc = load_text(policy(extra="")).document
+    doc["spec"]["gates"]["metrics"].append({"name": "shadow", "builtin": "throughput_rps",
+                                            "min": 1, "dryRun": True})
+    state = RolloutState(id="r", name="d", model="pair:v2", digest="d", candidate_slot="green",
+                         stable_slot="blue", stable_model=None, policy=doc, source="",
+                         created_at=0.0)
+    assert _failure_event(state, Deploy(), "OSError: disk") == DeployFinished(
+        False, "OSError: disk")
+    assert _failure_event(state, Validate(), "boom") == ValidationFinished(
+        False, "validation errored: boom")
+    assert _failure_event(state, PushWeights(20), "boom") == WeightsPushed(20, False, 0.0,
+                                                                            "boom")
+    measured = _failure_event(state, MeasureGates(4.0), "boom")
+    assert isinstance(measured, GatesMeasured)
+    assert measured.round["window_s"] == 4.0
+    assert [(m["metric"], m["phase"], m["message"], m["dry_run"])
+            for m in measured.round["measurements"]] == [
+        ("errors", "Error", "measurement errored: boom", False),
+        ("shadow", "Error", "measurement errored: boom", True)]
+
+
+async def test_a_crashing_measurement_is_an_error_round_not_a_hang(env):
+    controller, _plane, store = env
+
+    class Broken:
+        def query_value(self, promql: str) -> float:
+            raise RuntimeError("provider bug")
+
+    controller.provider = Broken()
+    await controller.apply(load_text(policy(steps="[{weight: 20, bake: 1h}, "
+                                            "{weight: 100, bake: 1s}]")), actor="t")
+    paused = await until(controller, {P.PAUSED}, timeout=10)
+    assert "consecutive metric errors" in paused.reason
+    assert any("measurement errored" in e.message or "provider bug" in json_of(e)
+               for e in store.history())
+    await controller.stop()
+
+
+def json_of(entry) -> str:
+    import json
+
+    return json.dumps(entry.evidence)
