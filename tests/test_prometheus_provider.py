@@ -32,6 +32,8 @@ ANSWERS: dict[str, tuple[int, object]] = {
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         query = parse_qs(urlparse(self.path).query).get("query", [""])[0]
+        if query == "slow":
+            time.sleep(2.0)
         status, result = ANSWERS.get(query, (200, []))
         body = {"status": "success", "data": {"resultType": "vector", "result": result}} \
             if status == 200 else {"status": "error", "errorType": "bad_data",
@@ -48,13 +50,18 @@ class Handler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def prometheus():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield PrometheusProvider(f"http://127.0.0.1:{server.server_address[1]}")
-    server.shutdown()
-    server.server_close()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def prometheus(server):
+    return PrometheusProvider(server)
 
 
 def test_one_series_is_a_value(prometheus):
@@ -71,9 +78,19 @@ def test_unusable_answers_are_no_data(prometheus, query, message):
 
 
 @pytest.mark.parametrize("query", ["bad", "broken"])
-def test_refused_queries_are_errors(prometheus, query):
-    with pytest.raises(MetricsError, match=prometheus.url):
+def test_refused_queries_are_errors_naming_the_server(server, prometheus, query):
+    with pytest.raises(MetricsError) as refused:
         prometheus.query_value(query)
+    assert str(refused.value).startswith(f"{server}: ")
+
+
+def test_a_prometheus_that_does_not_answer_is_an_error_after_the_timeout(server):
+    assert PrometheusProvider(server).timeout == 3.0  # the documented default
+    slow = PrometheusProvider(server, timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(MetricsError, match="timed out"):
+        slow.query_value("slow")
+    assert time.monotonic() - started < 1.5
 
 
 def test_an_unreachable_prometheus_is_an_error_at_once():
