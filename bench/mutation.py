@@ -23,6 +23,7 @@ EQUIVALENT = ROOT / "bench" / "mutation_equivalent.txt"
 GOAL = 0.85
 _LINE = re.compile(r"^\s*(?P<name>(?P<module>[\w.]+?)\.x\S*__mutmut_\d+): (?P<status>.+)$")
 KILLED = {"killed", "timeout"}
+UNSCORED = {"not checked", "equivalent"}  # not run yet (an interrupted run), or equivalent
 
 
 def results(mutmut: str) -> list[tuple[str, str, str]]:
@@ -54,28 +55,33 @@ def report(rows: list[tuple[str, str, str]], equivalent: dict[str, str]) -> tupl
         if status not in KILLED and name in equivalent:
             status = "equivalent"
         by_module[module][status] += 1
-        if status not in KILLED and status != "equivalent":
+        if status not in KILLED and status not in UNSCORED:
             survivors[module].append(f"{name} ({status})")
     summary = {}
     lines = [
         "# Mutation testing", "",
         "`make mutate` (mutmut 3, configured in `pyproject.toml`) mutates the modules whose "
         "bugs cost traffic and runs the fast tests (`-m 'not integration'`) against each "
-        f"mutant. Score = (killed + timed out) / (all mutants - equivalent). Goal: "
-        f"{GOAL:.0%} per module. Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
-        "", "| module | mutants | killed | survived | no tests | equivalent | score | goal |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        f"mutant. Score = (killed + timed out) / (mutants checked - equivalent); mutants "
+        f"not checked (an interrupted run) are shown, not scored. Goal: {GOAL:.0%} per "
+        f"module. Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "", "| module | mutants | checked | killed | survived | no tests | equivalent | score "
+        "| goal |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for module, counts in sorted(by_module.items()):
         total = sum(counts.values())
         killed = sum(counts[s] for s in KILLED)
-        scored = total - counts["equivalent"]
-        score = killed / scored if scored else 1.0
-        summary[module] = {"mutants": total, "killed": killed, "score": round(score, 4),
+        checked = total - counts["not checked"]
+        scored = checked - counts["equivalent"]
+        score = killed / scored if scored else float("nan")
+        summary[module] = {"mutants": total, "checked": checked, "killed": killed,
+                           "score": round(score, 4) if scored else None,
                            **{k: v for k, v in counts.items() if k not in KILLED}}
-        lines.append(f"| `{module}` | {total} | {killed} | {counts['survived']} | "
-                     f"{counts['no tests']} | {counts['equivalent']} | {score:.1%} | "
-                     f"{'met' if score >= GOAL else 'missed'} |")
+        verdict = "not run" if not scored else ("met" if score >= GOAL else "missed")
+        shown = f"{score:.1%}" if scored else "-"
+        lines.append(f"| `{module}` | {total} | {checked} | {killed} | {counts['survived']} "
+                     f"| {counts['no tests']} | {counts['equivalent']} | {shown} | {verdict} |")
     lines += ["", "## Equivalent mutants (not counted)", ""]
     lines += [f"- `{name}`: {reason}" for name, reason in sorted(equivalent.items())] or ["none"]
     lines += ["", "## Surviving mutants", "",
@@ -102,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     raw.parent.mkdir(parents=True, exist_ok=True)
     raw.write_text(json.dumps(summary, indent=2))
     for module, data in sorted(summary.items()):
-        print(f"{module:32s} {data['killed']:>5}/{data['mutants']:<5} {data['score']:.1%}")
+        score = "-" if data["score"] is None else f"{data['score']:.1%}"
+        print(f"{module:32s} {data['killed']:>5}/{data['checked']:<5} {score}")
     print(f"wrote {args.out}")
     return 0
 
