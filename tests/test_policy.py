@@ -238,3 +238,20 @@ def test_load_file_reports_an_unreadable_file(tmp_path):
         load_file(tmp_path / "missing.yaml")
     assert str(info.value) == f"{tmp_path / 'missing.yaml'}:1: cannot read: " \
                               "No such file or directory"
+
+
+def test_alias_bombs_recursion_and_oversized_files_are_refused_fast():
+    import time
+
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}]\n" for i in range(8))
+    started = time.perf_counter()
+    assert _problems(bomb) == ["p.yaml:2: YAML alias *a is not allowed in a policy "
+                               "(anchors and aliases can expand without bound)"]
+    assert time.perf_counter() - started < 0.1
+    recursive = "spec: &s\n  again: *s\n"
+    assert _problems(recursive)[0].startswith("p.yaml:2: YAML alias *s is not allowed")
+    huge = MINIMAL + "# " + "x" * (300 * 1024) + "\n"
+    assert _problems(huge) == [f"p.yaml:1: policy is {len(huge)} bytes; at most 262144"]

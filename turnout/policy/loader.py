@@ -165,8 +165,33 @@ def _rule_problems(doc: dict[str, Any], lines: _Lines, file: str) -> list[Proble
     return problems
 
 
+#: A policy is a few kilobytes; anything much larger is a mistake (or an attack).
+MAX_POLICY_BYTES = 256 * 1024
+
+
+def _unsafe(text: str, file: str) -> Problem | None:
+    """Oversized text, or a YAML alias: aliases can expand without bound (a 400-byte
+    "billion laughs" builds millions of nodes) or refer to themselves, so policies may not
+    use them. Found from the event stream, before anything is built."""
+    size = len(text.encode("utf-8", errors="replace"))
+    if size > MAX_POLICY_BYTES:
+        return Problem(file, 1, "", f"policy is {size} bytes; at most {MAX_POLICY_BYTES}")
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                return Problem(file, event.start_mark.line + 1, "",
+                               f"YAML alias *{event.anchor} is not allowed in a policy "
+                               "(anchors and aliases can expand without bound)")
+    except yaml.YAMLError:
+        return None  # reported with its line by the parser below
+    return None
+
+
 def load_text(text: str, file: str = "<policy>") -> Policy:
     """Check a policy document; raises :class:`PolicyError` listing every problem."""
+    unsafe = _unsafe(text, file)
+    if unsafe is not None:
+        raise PolicyError([unsafe])
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         doc = yaml.safe_load(text)
