@@ -43,11 +43,11 @@ test: bootstrap lint
 bench: bootstrap
 	$(BIN)/python -m bench
 
-# Faults under load, one at a time (about 5 minutes): RELIABILITY.md.
+# Faults under load, one at a time (about 6 minutes): RELIABILITY.md.
 chaos: bootstrap
 	$(BIN)/python -m bench.chaos
 
-# Mutation testing of the core modules against the fast tests (about 25 minutes on 2
+# Mutation testing of the core modules against the fast tests (about 45 minutes on 2
 # cores). MUTANTS='xds_server.server*' re-runs some after a full run. Scores per module:
 # MUTATION.md. mutmut keeps a copy of the tree in mutants/ and refreshes only Python
 # files: a full run starts from a fresh copy, a partial one refreshes the data files.

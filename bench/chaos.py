@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.common import OUT, ROOT_DIR, write_json
+from bench.policies import ERROR_RATE
+from bench.policies import policy as rollout_policy
 from triton_slots.loadgen import LoadGenerator, send
 from turnout import stack
 from turnout.client import ApiClient
@@ -49,27 +51,10 @@ class Row:
 
 
 def policy(name: str, *, bake: str = "60s", extra: str = "") -> str:
-    return f"""
-apiVersion: turnout/v1
-kind: Rollout
-metadata: {{name: {name}}}
-spec:
-  model: classifier:v2
-  validation: {{checks: []}}
-  strategy:
-    steps:
-      - {{weight: 10, bake: {bake}}}
-      - {{weight: 100, bake: 2s}}
-  gates:
-    interval: 1s
-    window: 4s
-    minRequests: 5
-    inconclusiveLimit: 60
-    consecutiveErrorLimit: 3
-    metrics:
-      - {{name: error-rate, builtin: error_rate, max: 0.01}}
-  progressDeadline: 5m{extra}
-"""
+    """classifier:v2, no validation, 10 % baking for ``bake``, an error-rate gate."""
+    return rollout_policy("classifier:v2", name=name, steps=[(10, bake), (100, "2s")],
+                          checks="[]", metrics=ERROR_RATE, consecutive_error_limit=3,
+                          deadline="5m", extra=extra)
 
 
 def _until(predicate: Callable[[], object], timeout: float = 60.0, step: float = 0.05

@@ -118,6 +118,13 @@ async def until(controller: RolloutController, phases: set[RolloutPhase],
     raise AssertionError(f"still {controller.current().phase if controller.current() else None}")
 
 
+async def baking_at_20(controller: RolloutController) -> RolloutState:
+    """Start a rollout that bakes at 20 % for an hour and wait until it bakes."""
+    await controller.apply(load_text(policy(steps="[{weight: 20, bake: 1h}, "
+                                            "{weight: 100, bake: 1s}]")), actor="t")
+    return await until(controller, {P.BAKING})
+
+
 async def test_a_good_rollout_is_promoted_through_the_fake_plane(env):
     controller, plane, store = env
     await controller.apply(load_text(policy()), actor="t")
@@ -129,9 +136,7 @@ async def test_a_good_rollout_is_promoted_through_the_fake_plane(env):
 
 async def test_abort_goes_out_while_the_store_fails_and_is_recorded_after(env):
     controller, plane, store = env
-    await controller.apply(load_text(policy(steps="[{weight: 20, bake: 1h}, "
-                                            "{weight: 100, bake: 1s}]")), actor="t")
-    await until(controller, {P.BAKING})
+    await baking_at_20(controller)
     store.failing = True
     await controller.command("abort", actor="sre")
     done = await until(controller, {P.ABORTED})
@@ -149,9 +154,7 @@ async def test_abort_goes_out_while_the_store_fails_and_is_recorded_after(env):
 
 async def test_a_command_that_cannot_be_stored_is_refused_and_changes_nothing(env):
     controller, plane, store = env
-    await controller.apply(load_text(policy(steps="[{weight: 20, bake: 1h}, "
-                                            "{weight: 100, bake: 1s}]")), actor="t")
-    before = await until(controller, {P.BAKING})
+    before = await baking_at_20(controller)
     store.failing = True
     with pytest.raises(StoreUnavailable, match="nothing was changed"):
         await controller.command("pause", actor="sre")
@@ -198,9 +201,7 @@ async def test_without_a_quorum_a_straggler_pauses_and_is_named(env):
 
 async def test_rollbacks_complete_on_the_quorum_and_never_wait_for_stragglers(env):
     controller, plane, _store = env
-    await controller.apply(load_text(policy(steps="[{weight: 20, bake: 1h}, "
-                                            "{weight: 100, bake: 1s}]")), actor="t")
-    await until(controller, {P.BAKING})
+    await baking_at_20(controller)
     await controller.command("rollback", actor="sre")
     await until(controller, {P.ROLLED_BACK})
     assert plane.pushes[-1] == ({"blue": 100, "green": 0}, 1.0, True)  # early: quorum
@@ -209,9 +210,7 @@ async def test_rollbacks_complete_on_the_quorum_and_never_wait_for_stragglers(en
 
 async def test_a_dead_candidate_rolls_back_at_once(env):
     controller, _plane, store = env
-    await controller.apply(load_text(policy(steps="[{weight: 20, bake: 1h}, "
-                                            "{weight: 100, bake: 1s}]")), actor="t")
-    await until(controller, {P.BAKING})
+    await baking_at_20(controller)
     controller.slot_health("blue", 0, 2)  # the stable slot is not the candidate
     await asyncio.sleep(0.05)
     assert controller.current().phase is P.BAKING
@@ -246,9 +245,7 @@ async def test_a_crashing_deploy_fails_the_rollout_without_traffic(env):
 
 async def test_abort_works_while_rolling_back(env):
     controller, plane, _store = env
-    await controller.apply(load_text(policy(steps="[{weight: 20, bake: 1h}, "
-                                            "{weight: 100, bake: 1s}]")), actor="t")
-    await until(controller, {P.BAKING})
+    await baking_at_20(controller)
     plane.delay = 0.3
     await controller.command("rollback", actor="sre")
     await controller.command("abort", actor="sre")  # accepted: already going to 0 %
@@ -258,9 +255,7 @@ async def test_abort_works_while_rolling_back(env):
 
 async def test_a_second_apply_while_one_runs_is_refused(env):
     controller, plane, _store = env
-    await controller.apply(load_text(policy(steps="[{weight: 20, bake: 1h}, "
-                                            "{weight: 100, bake: 1s}]")), actor="t")
-    await until(controller, {P.BAKING})
+    await baking_at_20(controller)
     from turnout.controller.driver import RolloutConflict
 
     with pytest.raises(RolloutConflict, match="abort it or wait"):
@@ -300,9 +295,7 @@ async def test_a_restarted_controller_resumes_every_phase(env, phase):
 
 async def test_a_rollback_completes_despite_a_straggler_at_100_percent(env):
     controller, plane, _store = env
-    await controller.apply(load_text(policy(steps="[{weight: 20, bake: 1h}, "
-                                            "{weight: 100, bake: 1s}]")), actor="t")
-    await until(controller, {P.BAKING})
+    await baking_at_20(controller)
     plane.silent = {"envoy-b"}  # stopped after the step: it never answers the rollback
     await controller.command("rollback", actor="sre")
     done = await until(controller, {P.ROLLED_BACK})

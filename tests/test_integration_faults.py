@@ -12,6 +12,8 @@ import urllib.request
 
 import pytest
 
+from bench.policies import ERROR_RATE
+from bench.policies import policy as rollout_policy
 from tests.rollout_helpers import FINISHED, envoy_weights, wait_for
 from triton_slots.loadgen import LoadGenerator
 from turnout import stack
@@ -22,26 +24,10 @@ pytestmark = pytest.mark.integration
 
 
 def policy(name: str, model: str, *, bake: str = "60s", extra: str = "") -> str:
-    return f"""
-apiVersion: turnout/v1
-kind: Rollout
-metadata: {{name: {name}}}
-spec:
-  model: {model}
-  validation: {{checks: []}}
-  strategy:
-    steps:
-      - {{weight: 10, bake: {bake}}}
-      - {{weight: 100, bake: 1s}}
-  gates:
-    interval: 1s
-    window: 4s
-    minRequests: 5
-    inconclusiveLimit: 60
-    metrics:
-      - {{name: error-rate, builtin: error_rate, max: 0.01}}
-  progressDeadline: 5m{extra}
-"""
+    """No validation, 10 % baking for ``bake``, an error-rate gate."""
+    return rollout_policy(model, name=name, steps=[(10, bake), (100, "1s")], checks="[]",
+                          metrics=ERROR_RATE, consecutive_error_limit=4, deadline="5m",
+                          extra=extra)
 
 
 def _kill(info: stack.StackInfo, name: str) -> None:

@@ -65,7 +65,8 @@ def failover_name(cluster: str) -> str:
 @dataclass(frozen=True)
 class Slot:
     """A pool of Triton endpoints (``blue`` or ``green``) serving one model repository,
-    with the names every layer uses for it (Envoy clusters, preview header value)."""
+    with the names every layer uses for it (Envoy clusters; its name is also the value of
+    the preview header ``SLOT_HEADER``)."""
 
     name: str
     endpoints: tuple[Endpoint, ...] = ()
@@ -91,11 +92,6 @@ class Slot:
     @property
     def failover_http_cluster(self) -> str:
         return failover_name(self.http_cluster)
-
-    @property
-    def preview(self) -> tuple[str, str]:
-        """The header (name, value) that pins a request to this slot."""
-        return SLOT_HEADER, self.name
 
     def as_dict(self) -> dict[str, object]:
         return {"endpoints": [e.as_dict() for e in self.endpoints],

@@ -2,7 +2,7 @@
 
 Each slot has two clusters over the same Triton servers: gRPC (HTTP/2 to Triton's gRPC
 port) and HTTP/REST (HTTP/1.1 to its HTTP port), each with active health checks of
-Triton's readiness, outlier detection and a retry budget. The weighted split names an
+Triton's liveness, outlier detection and a retry budget. The weighted split names an
 aggregate cluster per slot and protocol (``<cluster>_ha``: the slot's servers, then the
 other slot's), so when every server of a slot is gone its share fails over inside Envoy
 until the controller acts. Preview routes name the slot's own cluster: pinned traffic
@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping
 from envoy.config.route.v3 import route_pb2
 
 from triton_slots.slot import SERVED_BY_HEADER, SLOT_HEADER, SLOT_NAMES, Endpoint, Slot
-from triton_slots.slot import cluster_name as cluster_of
 from turnout.weights import Weights
 from xds_server import Snapshot
 from xds_server.resources import (
@@ -38,7 +37,7 @@ from xds_server.resources import (
 LISTENER_NAME = "ingress"
 ROUTE_NAME = "ingress_routes"
 
-__all__ = ["LISTENER_NAME", "ROUTE_NAME", "build_snapshot", "cluster_of", "split_routes"]
+__all__ = ["LISTENER_NAME", "ROUTE_NAME", "build_snapshot", "split_routes"]
 
 
 def split_routes(

@@ -105,6 +105,12 @@ class Convergence:
         return self.acked >= quorum_count(self.quorum, len(self.outcomes))
 
     @property
+    def answered_ok(self) -> bool:
+        """At least one proxy ACKed and none rejected: the others only stayed silent or
+        left (what a rollback needs: it is never held by a straggler)."""
+        return self.acked > 0 and not any(o.outcome == "nacked" for o in self.outcomes)
+
+    @property
     def stragglers(self) -> list[NodeOutcome]:
         return [o for o in self.outcomes if o.outcome != "acked"]
 

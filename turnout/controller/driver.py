@@ -395,12 +395,8 @@ class RolloutController:
                 quorum=convergence.min_acked, early=rollback)
             detail = "; ".join(f"{o.node_id}: {o.outcome} {o.detail}".strip()
                                for o in result.outcomes if o.outcome != "acked")
-            converged = result.converged
-            if rollback and not converged:
-                # A rollback is never held by a straggler: it went out to everyone; once
-                # the proxies that answer have ACKed (none rejected it), it is done.
-                converged = result.acked > 0 and not any(
-                    o.outcome == "nacked" for o in result.outcomes)
+            # A rollback went out to everyone and is never held by a straggler.
+            converged = result.converged or (rollback and result.answered_ok)
             event = WeightsPushed(action.weight, converged, result.seconds, detail)
         elif isinstance(action, MeasureGates):
             event = await asyncio.to_thread(self._measure, state, action.window_s)
