@@ -20,7 +20,7 @@ def policy(model: str, *, name: str, steps: str, checks: str = "[adversarial]",
            extra_gates: str = "", metrics: str | None = None) -> str:
     metrics = metrics or """
       - {name: error-rate, builtin: error_rate, max: 0.01}
-      - {name: p99-latency, builtin: p99_latency_ms, maxRatio: 3.0}"""
+      - {name: p99-latency, builtin: p99_latency_ms, maxRatio: 3.0, minDelta: 10}"""
     return f"""
 apiVersion: turnout/v1
 kind: Rollout

@@ -158,3 +158,34 @@ def test_assess_counts_and_reasons():
     assert passed.decision is Decision.PASS and passed.reason == ""
     dry = assess([_round(Phase.SUCCESSFUL), _round(Phase.FAILED, dry=True)], limits)
     assert dry.decision is not Decision.FAILED  # a dry-run failure never decides
+
+
+SLACK = MetricSpec("p99", builtin="p99_latency_ms", max_ratio=2.0, min_delta=5.0)
+LOW_SLACK = MetricSpec("rate", builtin="throughput_rps", min_ratio=0.5, min_delta=5.0)
+
+
+@pytest.mark.parametrize("metric, candidate, active, phase, message", [
+    # 4x a 1 ms baseline, but only 3 ms slower: within the absolute slack.
+    (SLACK, 4.0, 1.0, Phase.SUCCESSFUL, "4 is 4.00x active 1 (within minDelta 5)"),
+    # Exactly at the slack still passes; one past it fails on the ratio.
+    (SLACK, 6.0, 1.0, Phase.SUCCESSFUL, "6 is 6.00x active 1 (within minDelta 5)"),
+    (SLACK, 6.5, 1.0, Phase.FAILED, "6.5 is 6.50x active 1 > 2x"),
+    # Past the slack but within the ratio: the ratio decides.
+    (SLACK, 16.0, 10.0, Phase.SUCCESSFUL, "16 is 1.60x active 10"),
+    (SLACK, 26.0, 10.0, Phase.FAILED, "26 is 2.60x active 10 > 2x"),
+    # A drop is measured by its size too, for minRatio.
+    (LOW_SLACK, 2.0, 6.0, Phase.SUCCESSFUL, "2 is 0.33x active 6 (within minDelta 5)"),
+    (LOW_SLACK, 2.0, 8.0, Phase.FAILED, "2 is 0.25x active 8 < 0.5x"),
+])
+def test_min_delta_is_an_absolute_slack_on_ratio_thresholds(metric, candidate, active,
+                                                             phase, message):
+    got = run(metric, green_metric=candidate, blue_requests=50, blue_metric=active)
+    assert (got.phase, got.message, got.value, got.baseline) == \
+        (phase, message, candidate, active)
+    assert got.threshold == metric.thresholds()
+    assert metric.thresholds().endswith("delta>5")
+
+
+def test_min_delta_does_not_rescue_a_dead_value():
+    got = run(SLACK, green_metric=math.inf, blue_requests=50, blue_metric=1.0)
+    assert got.phase is not Phase.SUCCESSFUL

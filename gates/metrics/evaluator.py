@@ -27,6 +27,7 @@ class MetricLike(Protocol):
     min: float | None
     max_ratio: float | None
     min_ratio: float | None
+    min_delta: float
     dry_run: bool
 
     @property
@@ -119,6 +120,11 @@ def measure(
     if isinstance(baseline, Measurement):
         return result(baseline.phase, baseline.message, value=value)
     ratio = value / baseline if baseline > 0 else (1.0 if value == 0 else math.inf)
+    if abs(value - baseline) <= metric.min_delta:
+        # Within the absolute slack: a 1 ms baseline does not fail a 3 ms candidate.
+        return result(Phase.SUCCESSFUL, f"{value:.4g} is {ratio:.2f}x active {baseline:.4g} "
+                      f"(within minDelta {metric.min_delta:g})",
+                      value=value, baseline=baseline, ratio=ratio)
     if metric.max_ratio is not None and ratio > metric.max_ratio:
         return result(Phase.FAILED, f"{value:.4g} is {ratio:.2f}x active {baseline:.4g} "
                       f"> {metric.max_ratio:g}x", value=value, baseline=baseline, ratio=ratio)

@@ -45,6 +45,9 @@ class MetricSpec:
     min: float | None = None
     max_ratio: float | None = None
     min_ratio: float | None = None
+    # Ratio thresholds only fail when the candidate also differs from the active slot by
+    # more than this, in the metric's own units (ms for latency).
+    min_delta: float = 0.0
     dry_run: bool = False
 
     @property
@@ -57,6 +60,8 @@ class MetricSpec:
                              ("ratio>=", self.min_ratio)):
             if value is not None:
                 parts.append(f"{label}{value:g}")
+        if self.relative and self.min_delta:
+            parts.append(f"delta>{self.min_delta:g}")
         return " ".join(parts)
 
 
@@ -71,7 +76,7 @@ class GateSettings:
     on_metric_errors: str = "pause"  # or "rollback"
     metrics: tuple[MetricSpec, ...] = (
         MetricSpec("error-rate", builtin="error_rate", max=0.01),
-        MetricSpec("p99-latency", builtin="p99_latency_ms", max_ratio=2.5),
+        MetricSpec("p99-latency", builtin="p99_latency_ms", max_ratio=2.5, min_delta=5.0),
     )
 
 
@@ -179,7 +184,8 @@ def build_policy(doc: dict[str, Any], source: str = "") -> Policy:
     metrics = tuple(
         MetricSpec(name=m["name"], builtin=m.get("builtin"), query=m.get("query"),
                    max=m.get("max"), min=m.get("min"), max_ratio=m.get("maxRatio"),
-                   min_ratio=m.get("minRatio"), dry_run=m.get("dryRun", False))
+                   min_ratio=m.get("minRatio"), min_delta=m.get("minDelta", 0.0),
+                   dry_run=m.get("dryRun", False))
         for m in gates_doc["metrics"]
     ) if "metrics" in gates_doc else defaults.metrics
     gates = GateSettings(
