@@ -5,7 +5,6 @@ it, for instance to publish a snapshot Envoy must NACK)."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from turnout.controlplane import ControlPlane
 from turnout.proxy import EnvoyProxy
 from turnout.seed import slot_repository
 from turnout.stack import StackInfo, start_slots
+from turnout.tokens import Role, mint
 
 
 class LoopThread:
@@ -70,9 +70,10 @@ class Live:
         servers = start_slots(directory, per_slot=per_slot, models=models)
         loop: LoopThread | None = None
         plane: ControlPlane | None = None
+        admin, secret = mint("test-admin", Role.ADMIN)
         try:
             config = ControlPlaneConfig(
-                state_dir=directory, token=secrets.token_urlsafe(16), ingress_port=free_port(),
+                state_dir=directory, tokens=(admin,), ingress_port=free_port(),
                 slots={name: Slot(name, tuple(s.endpoint for s in pool),
                                   slot_repository(directory, name))
                        for name, pool in servers.items()},
@@ -101,7 +102,8 @@ class Live:
         # A stack record so the real CLI can talk to this control plane.
         StackInfo(
             directory=str(directory), ingress=live.ingress,
-            api_url=f"http://127.0.0.1:{plane.api_port}", token=config.token,
+            api_url=f"http://127.0.0.1:{plane.api_port}", token=secret,
+            preview_key=config.preview_key,
             xds_port=plane.xds_port, envoy_admin=envoy.admin_url,
             models=[m.name for m in models] if models else ["classifier"],
             slots={slot: [s.endpoint.as_dict() for s in pool] for slot, pool in servers.items()},

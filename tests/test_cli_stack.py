@@ -47,6 +47,10 @@ def test_stack_lifecycle_through_the_cli(tmp_path: Path):
         assert bad.returncode == 2 and "130" in bad.stderr
         for log in info.logs.values():
             assert os.path.getsize(log) > 0, log
+        # Secrets are never world-readable: the admin token, the token digests and the
+        # preview key.
+        for secret in ("stack.json", "controlplane.json"):
+            assert (directory / secret).stat().st_mode & 0o077 == 0, secret
     finally:
         down = turnout("stack", "down", "--dir", str(directory))
     assert "stack stopped (5 processes)" in down.stdout
@@ -72,7 +76,8 @@ def test_stack_up_with_your_own_models(tmp_path: Path):
         for model in ("pair", "text"):
             for slot in ("blue", "green"):
                 stats = send(info.ingress, 20, model=model, concurrency=1,
-                             headers={"x-turnout-slot": slot})
+                             headers={"x-turnout-slot": slot,
+                                      "x-turnout-preview-key": info.preview_key})
                 assert stats.ok == 20, (model, slot, stats.errors)
         models = turnout("models", "list", "--dir", str(directory)).stdout
         assert "pair" in models and "text" in models and "active" in models

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from turnout.config import ControlPlaneConfig
+from turnout.errors import ConfigError
 from turnout.proxy import envoy_binary, render_bootstrap
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,6 +21,22 @@ def _envoy_validate(path: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.parametrize("value, problem", [
+    (None, "TURNOUT_ADMIN_TOKEN is empty or unset"),
+    ("", "TURNOUT_ADMIN_TOKEN is empty or unset"),
+    ("change-me", "holds an example or short value"),
+    ("short-secret", "holds an example or short value"),
+])
+def test_compose_control_plane_refuses_missing_or_example_tokens(monkeypatch, value, problem):
+    monkeypatch.setenv("TURNOUT_PREVIEW_KEY", "b" * 40)
+    if value is None:
+        monkeypatch.delenv("TURNOUT_ADMIN_TOKEN", raising=False)
+    else:
+        monkeypatch.setenv("TURNOUT_ADMIN_TOKEN", value)
+    with pytest.raises(ConfigError, match=problem):
+        ControlPlaneConfig.load(ROOT / "examples" / "compose" / "controlplane.json")
+
+
 def test_rendered_bootstrap_is_valid_for_envoy(tmp_path):
     config = tmp_path / "bootstrap.yaml"
     config.write_text(render_bootstrap(node_id="n", node_cluster="turnout", admin_port=9901,
@@ -28,27 +45,60 @@ def test_rendered_bootstrap_is_valid_for_envoy(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_compose_files_are_valid():
+COMPOSE_SECRETS = {"TURNOUT_ADMIN_TOKEN": "a" * 40, "TURNOUT_PREVIEW_KEY": "b" * 40}
+
+
+def _addresses(compose: dict, network: str) -> dict[str, str]:
+    """Service -> its static address on ``network``."""
+    return {name: nets[network]["ipv4_address"]
+            for name, service in compose["services"].items()
+            if isinstance(nets := service.get("networks"), dict) and network in nets}
+
+
+def test_compose_files_are_valid(monkeypatch):
     result = _envoy_validate(ROOT / "examples" / "compose" / "envoy.yaml")
     assert result.returncode == 0, result.stdout + result.stderr
+    for name, value in COMPOSE_SECRETS.items():
+        monkeypatch.setenv(name, value)
     config = ControlPlaneConfig.load(ROOT / "examples" / "compose" / "controlplane.json")
     assert set(config.slots) == {"blue", "green"} and config.prometheus_url
     assert all(slot.repository and slot.endpoints for slot in config.slots.values())
+    assert [t.name for t in config.tokens] == ["env:TURNOUT_ADMIN_TOKEN"]
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    # Validation traffic from the control-plane container must reach the Envoy service at
-    # the port its listener binds, never 127.0.0.1 inside the control-plane container.
+    control, models = _addresses(compose, "control"), _addresses(compose, "models")
+    # Validation traffic from the control-plane container must reach Envoy's listener
+    # port at an address Envoy has, never 127.0.0.1 inside the control-plane container.
     host, port = config.ingress_address.rsplit(":", 1)
-    assert host in compose["services"], f"{host} is not a compose service"
+    assert host == control["envoy"]
     assert int(port) == config.ingress_port
-    assert any(str(p).endswith(f":{port}") for p in compose["services"][host]["ports"])
+    assert any(str(p).endswith(f":{port}") for p in compose["services"]["envoy"]["ports"])
     for slot in config.slots.values():
         for endpoint in slot.endpoints:
             assert endpoint.host in compose["services"], endpoint.host
+            assert "control" not in compose["services"][endpoint.host]["networks"]
     for service in compose["services"].values():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             if source.startswith("./examples"):
                 assert (ROOT / source).exists(), source
+    # What the models' containers must not reach listens on `control` addresses only.
+    assert config.bind_host == control["controlplane"]
+    envoy = yaml.safe_load((ROOT / "examples" / "compose" / "envoy.yaml").read_text())
+    assert envoy["admin"]["address"]["socket_address"]["address"] == control["envoy"]
+    xds = envoy["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]
+    assert xds["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["address"] == \
+        control["controlplane"]
+    assert compose["networks"]["models"].get("internal") is True
+    for name in ("triton-blue", "triton-green"):
+        assert set(compose["services"][name]["networks"]) == {"models"}
+        assert set(models) >= {name}
+    triton = compose["x-triton"]["command"]
+    assert "--http-restricted-api=model-repository,turnout-admin-key=" in triton
+    assert "--grpc-restricted-protocol=model-repository,turnout-admin-key=" in triton
+    # Compose itself refuses to start without the secrets (${VAR:?message}).
+    text = (ROOT / "docker-compose.yml").read_text()
+    for name in ("TURNOUT_ADMIN_TOKEN", "TURNOUT_PREVIEW_KEY", "TURNOUT_TRITON_ADMIN_KEY"):
+        assert f"${{{name}:?" in text, name
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.fail("promtool missing: `make prometheus` installs it with prometheus")

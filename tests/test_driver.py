@@ -50,6 +50,7 @@ class FakePlane:
     def __init__(self) -> None:
         self.weights = Weights.with_green(0)
         self.ingress_address = "127.0.0.1:1"
+        self.preview_key = "test-key"
         self.pushes: list[tuple[dict[str, int], float, bool]] = []
         self.nodes = ["envoy-a", "envoy-b"]
         self.silent: set[str] = set()

@@ -15,7 +15,7 @@ import pytest
 from tests.rollout_helpers import FINISHED, envoy_weights, wait_for
 from tests.zoo import write_model
 from triton_slots.loadgen import LoadGenerator
-from triton_slots.slot import SERVED_BY_HEADER, SLOT_HEADER
+from triton_slots.slot import PREVIEW_KEY_HEADER, SERVED_BY_HEADER, SLOT_HEADER
 from triton_slots.tensors import InputHint
 from turnout import stack
 from turnout.client import ApiClient
@@ -225,7 +225,8 @@ def test_http_rest_inference_is_split_and_previewable(env):
         for slot in ("blue", "green"):
             for _ in range(50):
                 connection.request("POST", "/v2/models/pair/infer", body,
-                                   {"Content-Type": "application/json", SLOT_HEADER: slot})
+                                   {"Content-Type": "application/json", SLOT_HEADER: slot,
+                                    PREVIEW_KEY_HEADER: info.preview_key})
                 response = connection.getresponse()
                 response.read()
                 assert response.status == 200
@@ -234,7 +235,8 @@ def test_http_rest_inference_is_split_and_previewable(env):
         # An HTTP/2 client (prior knowledge) through the same listener.
         out = subprocess.run(
             ["curl", "-sS", "--http2-prior-knowledge", "-D", "-", "-H",
-             "Content-Type: application/json", "-H", f"{SLOT_HEADER}: green", "--data", body,
+             "Content-Type: application/json", "-H", f"{SLOT_HEADER}: green",
+             "-H", f"{PREVIEW_KEY_HEADER}: {info.preview_key}", "--data", body,
              f"http://{info.ingress}/v2/models/pair/infer"],
             capture_output=True, text=True, timeout=10, check=True).stdout
         assert out.startswith("HTTP/2 200"), out

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from triton_slots.loadgen import LoadGenerator, send
+from triton_slots.slot import PREVIEW_KEY_HEADER, SLOT_HEADER
 from turnout.cli import main as cli
 from turnout.topology import ROUTE_NAME, split_routes
 from xds_server import Snapshot
@@ -39,11 +40,44 @@ def test_preview_header_reaches_only_the_named_slot(live, slot):
     assert live.set_green(0 if slot == "green" else 100).converged
     before = live.served()
     stats = send(live.ingress, 300, model="classifier", concurrency=2,
-                 headers={"x-turnout-slot": slot})
+                 headers={SLOT_HEADER: slot, PREVIEW_KEY_HEADER: live.plane.preview_key})
     served = _delta(before, live.served())
     assert stats.failed == 0, stats.errors
     other = "blue" if slot == "green" else "green"
     assert served == {slot: 300, other: 0}
+
+
+@pytest.mark.parametrize("key", [None, "", "wrong-key-0123456789"])
+def test_preview_header_without_the_key_takes_the_split(live, key):
+    """A client that only knows the header (or guesses a key) cannot reach the idle slot."""
+    assert live.set_green(0).converged
+    before = live.served()
+    headers = {SLOT_HEADER: "green"}
+    if key is not None:
+        headers[PREVIEW_KEY_HEADER] = key
+    stats = send(live.ingress, 200, model="classifier", concurrency=2, headers=headers)
+    assert stats.failed == 0, stats.errors
+    assert _delta(before, live.served()) == {"blue": 200, "green": 0}
+
+
+def test_pinned_requests_are_not_counted_by_the_gates(live):
+    """Preview traffic has its own clusters: the split's clusters (what the gates read)
+    do not move while only pinned requests flow."""
+    assert live.set_green(0).converged
+    def split_total() -> int:
+        stats = live.envoy.stats("cluster.slot_green")
+        return sum(v for k, v in stats.items()
+                   if k.endswith(".upstream_rq_total") and "preview" not in k)
+    before = split_total()
+    pinned_before = live.envoy.stats("cluster.slot_green_preview").get(
+        "cluster.slot_green_preview.upstream_rq_total", 0)
+    stats = send(live.ingress, 100, model="classifier", concurrency=2,
+                 headers={SLOT_HEADER: "green", PREVIEW_KEY_HEADER: live.plane.preview_key})
+    assert stats.failed == 0, stats.errors
+    time.sleep(0.2)
+    assert split_total() == before
+    assert live.envoy.stats("cluster.slot_green_preview")[
+        "cluster.slot_green_preview.upstream_rq_total"] >= pinned_before + 100
 
 
 def test_switch_0_100_0_under_load_drops_nothing(live):

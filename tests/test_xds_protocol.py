@@ -40,7 +40,9 @@ async def test_wildcard_cds_returns_full_set_with_version_and_nonce(harness):
     assert response.nonce
     assert await _names(response, cluster_pb2.Cluster) == [
         "slot_blue", "slot_blue_ha", "slot_blue_http", "slot_blue_http_ha",
-        "slot_green", "slot_green_ha", "slot_green_http", "slot_green_http_ha"]
+        "slot_blue_http_preview", "slot_blue_preview",
+        "slot_green", "slot_green_ha", "slot_green_http", "slot_green_http_ha",
+        "slot_green_http_preview", "slot_green_preview"]
     await envoy.close()
 
 

@@ -6,11 +6,18 @@ Foreign errors (HTTP, sockets) become :class:`TritonAdminError` carrying Triton'
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from typing import Any
 
 from triton_slots.slot import Endpoint
+
+#: Where Triton restricts its repository API (``--http-restricted-api=model-repository,
+#: turnout-admin-key=SECRET``, as in docker-compose.yml), the control plane sends the secret
+#: from this environment variable in this header.
+ADMIN_KEY_ENV = "TURNOUT_TRITON_ADMIN_KEY"
+ADMIN_KEY_HEADER = "turnout-admin-key"
 
 
 class TritonAdminError(RuntimeError):
@@ -28,6 +35,9 @@ class TritonAdmin:
         data = json.dumps(body).encode() if body is not None else (b"" if method == "POST"
                                                                    else None)
         request = urllib.request.Request(self.endpoint.http_url + path, data=data, method=method)
+        key = os.environ.get(ADMIN_KEY_ENV)
+        if key:
+            request.add_header(ADMIN_KEY_HEADER, key)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 raw = response.read()

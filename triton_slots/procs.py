@@ -64,6 +64,10 @@ class ManagedProcess:
             )
         return cls(name, popen.pid, log_path, popen)
 
+    @property
+    def identity(self) -> str | None:
+        return process_identity(self.pid)
+
     def alive(self) -> bool:
         if self._popen is not None:
             return self._popen.poll() is None
@@ -86,6 +90,41 @@ class ManagedProcess:
             self._popen.wait()
 
 
+def process_identity(pid: int) -> str | None:
+    """What tells this process from a later one reusing its pid: its start time in clock
+    ticks since boot (``/proc/<pid>/stat`` field 22). None if it does not exist."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def stop_if_ours(pid: int, identity: str | None, *, timeout: float = 10.0) -> bool:
+    """Stop ``pid`` and its process group only if it is still the process we started
+    (same start time); a pid reused by another process is left alone. True if stopped."""
+    if not pid_alive(pid):
+        return False
+    if identity is not None and process_identity(pid) != identity:
+        return False
+    stop_pid(pid, timeout=timeout)
+    return True
+
+
+def _signal(pid: int, sig: int) -> None:
+    """Signal the process group ``pid`` leads (our children start their own session), else
+    the process alone."""
+    with contextlib.suppress(ProcessLookupError):
+        try:
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, sig)
+                return
+        except ProcessLookupError:
+            return
+        os.kill(pid, sig)
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -102,8 +141,8 @@ def pid_alive(pid: int) -> bool:
 
 
 def stop_pid(pid: int, *, timeout: float = 10.0, popen: subprocess.Popen | None = None) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+    """SIGTERM to the process (and its group), up to ``timeout`` s, then SIGKILL."""
+    _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if popen is not None:
@@ -112,8 +151,7 @@ def stop_pid(pid: int, *, timeout: float = 10.0, popen: subprocess.Popen | None 
         elif not pid_alive(pid):
             return
         time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    _signal(pid, signal.SIGKILL)
     if popen is not None:
         popen.wait()
 

@@ -8,6 +8,9 @@ from pathlib import Path
 SLOT_NAMES: tuple[str, str] = ("blue", "green")
 #: The request header that pins a request to one slot (preview); its value is the slot name.
 SLOT_HEADER = "x-turnout-slot"
+#: The request header carrying the operator's preview key; without the right key the slot
+#: header is ignored (and stripped) and the request takes the weighted split.
+PREVIEW_KEY_HEADER = "x-turnout-preview-key"
 #: The response header naming the slot that served a request.
 SERVED_BY_HEADER = "x-turnout-served-by"
 
@@ -62,6 +65,12 @@ def failover_name(cluster: str) -> str:
     return f"{cluster}_ha"
 
 
+def preview_name(cluster: str) -> str:
+    """The cluster preview (pinned) requests for ``cluster``'s slot take: the same
+    servers, its own statistics, so gates never count pinned traffic."""
+    return f"{cluster}_preview"
+
+
 @dataclass(frozen=True)
 class Slot:
     """A pool of Triton endpoints (``blue`` or ``green``) serving one model repository,
@@ -92,6 +101,14 @@ class Slot:
     @property
     def failover_http_cluster(self) -> str:
         return failover_name(self.http_cluster)
+
+    @property
+    def preview_cluster(self) -> str:
+        return preview_name(self.cluster)
+
+    @property
+    def preview_http_cluster(self) -> str:
+        return preview_name(self.http_cluster)
 
     def as_dict(self) -> dict[str, object]:
         return {"endpoints": [e.as_dict() for e in self.endpoints],

@@ -1,7 +1,9 @@
-"""The control plane's HTTP API (aiohttp) on loopback. Changes need the bearer token.
+"""The control plane's HTTP API (aiohttp) on loopback, described by ``openapi.json``
+(served at ``GET /openapi.json``).
 
-    GET  /healthz                         liveness
-    GET  /metrics                         the control plane's Prometheus metrics
+    GET  /healthz                         liveness (open)
+    GET  /metrics                         the control plane's Prometheus metrics (open)
+    GET  /openapi.json                    this API's OpenAPI 3 document (open)
     GET  /v1/status                       ingress, weights, slots, proxies, NACK, rollout
     POST /v1/traffic                      {"green": PCT}; refused while a rollout runs
     POST /v1/rollouts                     {"policy": YAML text, "source": file name}
@@ -9,13 +11,18 @@
     POST /v1/rollouts/current/<command>   pause | resume | promote | abort | rollback
                                           (promote takes {"full": true})
     GET  /v1/history?rollout=ID&limit=N   the audit log
+
+Every ``/v1`` call needs a bearer token; its role decides what it may do (read < operate <
+admin) and its name is the actor in the audit log. Bad input is a 4xx naming the field,
+checked before anything changes.
 """
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -26,14 +33,21 @@ from turnout.errors import ConfigError
 from turnout.policy import PolicyError, load_text
 from turnout.store import StoreUnavailable
 from turnout.telemetry import CONTENT_TYPE_LATEST
+from turnout.tokens import ApiToken, Role, identify
 from turnout.weights import Weights
 
 if TYPE_CHECKING:
     from turnout.controlplane import ControlPlane
 
+OPENAPI = Path(__file__).with_name("openapi.json")
 _PLANE = web.AppKey("plane", object)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 COMMANDS = tuple(c.value for c in CommandName)
+HISTORY_LIMIT = 10_000
+
+
+class BadInput(ValueError):
+    """A request the API refuses with 400; the message names the field."""
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
@@ -44,40 +58,64 @@ def _plane(request: web.Request) -> ControlPlane:
     return request.app[_PLANE]  # type: ignore[return-value]
 
 
-def _actor(request: web.Request) -> str:
-    return request.headers.get("X-Turnout-Actor", "api")[:80]
+def _token(request: web.Request) -> ApiToken:
+    return request["token"]  # type: ignore[no-any-return]
 
 
-def changes(handler: Handler) -> Handler:
-    """Require the bearer token and a JSON object body (passed as request['body'])."""
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        given = request.headers.get("Authorization", "")
-        expected = f"Bearer {_plane(request).config.token}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            return _error(401, "missing or wrong bearer token")
-        if request.can_read_body:
+def _fields(body: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise BadInput(f"unknown field(s) {unknown}; allowed: {', '.join(allowed)}")
+
+
+def needs(role: Role, *, body: bool = False) -> Callable[[Handler], Handler]:
+    """Require a bearer token of at least ``role``; with ``body``, a JSON object body
+    (passed as request['body'])."""
+    def decorate(handler: Handler) -> Handler:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            plane = _plane(request)
+            scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+            token = identify(plane.tokens(), secret) if scheme == "Bearer" and secret \
+                else None
+            if token is None:
+                plane.telemetry.api_refused.labels(reason="unauthenticated").inc()
+                return _error(401, "missing or unknown bearer token")
+            if not token.role.allows(role):
+                plane.telemetry.api_refused.labels(reason="role").inc()
+                return _error(403, f"token {token.name!r} has role {token.role}; "
+                                   f"this needs {role}")
+            request["token"] = token
             try:
-                body = await request.json()
-            except json.JSONDecodeError as exc:
-                return _error(400, f"request body is not JSON: {exc}")
-        else:
-            body = {}
-        if not isinstance(body, dict):
-            return _error(400, "request body must be a JSON object")
-        request["body"] = body
-        try:
-            return await handler(request)
-        except PolicyError as exc:
-            return _error(400, "invalid policy", problems=[str(p) for p in exc.problems])
-        except RolloutConflict as exc:
-            return _error(409, str(exc))
-        except TransitionError as exc:
-            return _error(409, str(exc))
-        except ConfigError as exc:
-            return _error(400, str(exc))
-        except StoreUnavailable as exc:
-            return _error(503, str(exc))
-    return wrapped
+                if body:
+                    request["body"] = await _json_object(request)
+                return await handler(request)
+            except BadInput as exc:
+                return _error(400, str(exc))
+            except PolicyError as exc:
+                return _error(400, "invalid policy", problems=[str(p) for p in exc.problems])
+            except (RolloutConflict, TransitionError) as exc:
+                return _error(409, str(exc))
+            except ConfigError as exc:
+                return _error(400, str(exc))
+            except StoreUnavailable as exc:
+                return _error(503, str(exc))
+        return wrapped
+    return decorate
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"request body is not UTF-8 (byte {exc.start})") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise BadInput(f"request body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadInput("request body must be a JSON object")
+    return body
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -90,38 +128,55 @@ async def _metrics(request: web.Request) -> web.Response:
     return response
 
 
+async def _openapi(request: web.Request) -> web.Response:
+    return web.Response(body=OPENAPI.read_bytes(), content_type="application/json")
+
+
+@needs(Role.READ)
 async def _status(request: web.Request) -> web.Response:
     return web.json_response(_plane(request).status())
 
 
-@changes
-async def _traffic(request: web.Request) -> web.Response:
-    plane = _plane(request)
-    body = dict(request["body"])
-    if plane.controller.busy:
-        raise RolloutConflict("a rollout is in progress; use pause/promote/abort/rollback")
+def _timeout(body: dict[str, Any]) -> float | None:
     timeout = body.pop("timeout", None)
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
                                 or not 0 < timeout <= 300):
-        return _error(400, f"field 'timeout' must be a number of seconds in (0, 300], "
-                           f"got {timeout!r}")
+        raise BadInput(f"field 'timeout' must be a number of seconds in (0, 300], "
+                       f"got {timeout!r}")
+    return timeout
+
+
+@needs(Role.ADMIN, body=True)
+async def _traffic(request: web.Request) -> web.Response:
+    plane = _plane(request)
+    body = dict(request["body"])
+    _fields(body, ("blue", "green", "timeout"))
+    timeout = _timeout(body)
     weights = Weights.from_mapping(body)
-    result = await plane.set_weights(weights, actor=_actor(request), timeout=timeout)
+    if plane.controller.busy:
+        raise RolloutConflict("a rollout is in progress; use pause/promote/abort/rollback")
+    result = await plane.set_weights(weights, actor=_token(request).name, timeout=timeout)
     return web.json_response({"weights": weights.as_dict(), "push": result.as_dict()})
 
 
-@changes
+@needs(Role.OPERATE, body=True)
 async def _apply(request: web.Request) -> web.Response:
     plane = _plane(request)
     body = request["body"]
+    _fields(body, ("policy", "source"))
     text = body.get("policy")
-    if not isinstance(text, str):
-        return _error(400, "field 'policy' (the YAML text) is required")
-    policy = load_text(text, str(body.get("source") or "<policy>"))
-    await plane.controller.apply(policy, actor=_actor(request))
+    if not isinstance(text, str) or not text.strip():
+        raise BadInput("field 'policy' (the YAML text) is required and must be a string")
+    source = body.get("source", "<policy>")
+    if not isinstance(source, str) or not 0 < len(source) <= 200:
+        raise BadInput("field 'source' must be a file name of 1..200 characters")
+    # Parsing is bounded (no aliases, 256 KiB) but still off the loop that serves xDS.
+    policy = await asyncio.to_thread(load_text, text, source)
+    await plane.controller.apply(policy, actor=_token(request).name)
     return web.json_response(plane.controller.describe(), status=201)
 
 
+@needs(Role.READ)
 async def _current(request: web.Request) -> web.Response:
     described = _plane(request).controller.describe()
     if described is None:
@@ -129,33 +184,58 @@ async def _current(request: web.Request) -> web.Response:
     return web.json_response(described)
 
 
-@changes
+@needs(Role.OPERATE, body=True)
 async def _command(request: web.Request) -> web.Response:
     name = request.match_info["command"]
     if name not in COMMANDS:
         return _error(404, f"unknown command {name!r}; one of {', '.join(COMMANDS)}")
+    body = request["body"]
+    _fields(body, ("full",))
+    full = body.get("full", False)
+    if not isinstance(full, bool):
+        raise BadInput(f"field 'full' must be true or false, got {full!r}")
+    if full and name != CommandName.PROMOTE:
+        raise BadInput("field 'full' applies to promote only")
     plane = _plane(request)
-    full = bool(request["body"].get("full", False))
-    await plane.controller.command(name, actor=_actor(request), full=full)
+    await plane.controller.command(name, actor=_token(request).name, full=full)
     return web.json_response(plane.controller.describe())
 
 
+@needs(Role.READ)
 async def _history(request: web.Request) -> web.Response:
-    try:
-        limit = int(request.query.get("limit", "500"))
-    except ValueError:
-        return _error(400, "limit must be an integer")
-    entries = _plane(request).store.history(rollout=request.query.get("rollout"), limit=limit)
+    unknown = sorted(set(request.query) - {"limit", "rollout"})
+    if unknown:
+        raise BadInput(f"unknown query parameter(s) {unknown}; allowed: limit, rollout")
+    text = request.query.get("limit", "500")
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= HISTORY_LIMIT:
+        raise BadInput(f"query parameter 'limit' must be an integer 1..{HISTORY_LIMIT}, "
+                       f"got {text[:40]!r}")
+    rollout = request.query.get("rollout")
+    if rollout is not None and not 0 < len(rollout) <= 100:
+        raise BadInput("query parameter 'rollout' must be a rollout id of 1..100 characters")
+    entries = _plane(request).store.history(rollout=rollout, limit=int(text))
     return web.json_response([e.as_dict() for e in entries])
+
+
+@web.middleware
+async def _never_500(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own refusals (unknown path, wrong method, body too large) as JSON."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, exc.reason)
 
 
 async def start_api(plane: ControlPlane) -> tuple[web.AppRunner, int]:
     """Serve the API on the configured loopback host; returns the runner and bound port."""
-    app = web.Application(client_max_size=1 << 20)
+    app = web.Application(client_max_size=1 << 20, middlewares=[_never_500])
     app[_PLANE] = plane
     app.add_routes([
         web.get("/healthz", _healthz),
         web.get("/metrics", _metrics),
+        web.get("/openapi.json", _openapi),
         web.get("/v1/status", _status),
         web.post("/v1/traffic", _traffic),
         web.post("/v1/rollouts", _apply),

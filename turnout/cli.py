@@ -14,6 +14,7 @@ from turnout.cli_common import client_for, dir_option, friendly
 from turnout.cli_models import register as register_models
 from turnout.cli_rollout import register as register_rollout
 from turnout.cli_rollout import render_rollout
+from turnout.cli_tokens import register as register_tokens
 
 FINISHED_PHASES = {"promoted", "rolled_back", "aborted", "failed"}
 
@@ -36,15 +37,22 @@ def stack() -> None:
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A Triton model directory (config.pbtxt + version dirs) to serve from "
                    "both slots; repeat for several. Default: the example classifier.")
+@click.option("--tls", is_flag=True,
+              help="Mutual TLS between Envoy and the xDS port: a local CA, a server "
+                   "certificate and one client certificate per proxy (in DIR/pki).")
 @friendly
-def stack_up(directory: Path, per_slot: int, models: tuple[Path, ...]) -> None:
+def stack_up(directory: Path, per_slot: int, models: tuple[Path, ...], tls: bool) -> None:
     """Start blue and green Triton pools serving your models (or the example classifier),
     the control plane, Envoy and Prometheus."""
     info = local_stack.up(directory, per_slot=per_slot, models=list(models) or None,
-                          progress=click.echo)
+                          tls=tls, progress=click.echo)
     click.echo(f"ingress {info.ingress}  (KServe v2 over gRPC and HTTP; models "
                f"{', '.join(info.models)})")
-    click.echo(f"api     {info.api_url}")
+    click.echo(f"api     {info.api_url}  (admin token in {info.directory}/stack.json, 0600)")
+    click.echo(f"xds     {info.transport}"
+               + ("" if tls else "  (any local process may connect; --tls for mTLS)"))
+    click.echo("preview send x-turnout-slot: SLOT and x-turnout-preview-key: KEY "
+               "(preview_key in stack.json)")
     click.echo(f"logs    {Path(info.directory) / 'logs'}")
 
 
@@ -124,6 +132,7 @@ def status(directory: Path, as_json: bool, watch: bool, interval: float) -> None
 
 register_models(main)
 register_rollout(main)
+register_tokens(main)
 
 
 def render_status(data: dict[str, Any]) -> str:
@@ -138,6 +147,11 @@ def render_status(data: dict[str, Any]) -> str:
             ready = "ready" if e["ready"] else "NOT READY"
             lines.append(f"  {slot:<6} {e['endpoint']:<22} {ready}")
     xds = data["xds"]
+    transport = data.get("xds_transport") or {}
+    if transport:
+        note = "client certificates required" if transport.get("client_certificates") \
+            else "PLAINTEXT: any process reaching the port may claim any node id"
+        lines.append(f"xds      {transport['transport']} ({note})")
     lines.append("proxies")
     if not xds["proxies"]:
         lines.append("  (none connected)")

@@ -3,14 +3,35 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from triton_slots.slot import SLOT_NAMES, Endpoint, Slot
 from turnout.errors import ConfigError
+from turnout.tokens import ApiToken, Role, digest
+from xds_server.pki import write_private
+from xds_server.transport import TlsFiles
 
 _WILDCARDS = {"0.0.0.0", "::", ""}
+EXAMPLE_SECRETS = {"change-me", "changeme", "secret", "token", "example", "password", "admin",
+                   "turnout"}
+MIN_SECRET = 24
+
+
+def _secret_from_env(name: str) -> str:
+    """A secret from the environment, refused when unset, short or an example value."""
+    value = os.environ.get(name, "")
+    if not value:
+        raise ConfigError(f"environment variable {name} is empty or unset: set it to a "
+                          f"random secret of at least {MIN_SECRET} characters")
+    if value.lower() in EXAMPLE_SECRETS or len(value) < MIN_SECRET:
+        raise ConfigError(f"environment variable {name} holds an example or short value: "
+                          f"use a random secret of at least {MIN_SECRET} characters "
+                          "(e.g. `openssl rand -base64 32`)")
+    return value
 
 
 @dataclass(frozen=True)
@@ -24,7 +45,7 @@ class ControlPlaneConfig:
     """
 
     state_dir: Path
-    token: str
+    tokens: tuple[ApiToken, ...]
     ingress_port: int
     xds_port: int = 0
     api_port: int = 0
@@ -39,8 +60,29 @@ class ControlPlaneConfig:
     prometheus_url: str = ""
     tick_s: float = 0.25
     min_proxies: int = 1  # a push converges only once at least this many Envoys ACKed
+    tls: TlsFiles | None = None  # mTLS on the ADS port when set
+    # Containers: the environment variable holding an admin token's secret (and the
+    # preview key); a missing, short or example value stops the control plane.
+    token_env: str = ""
+    preview_key_env: str = ""
+    # Requests pinned to a slot by the preview header must also carry this key.
+    preview_key: str = field(default_factory=lambda: secrets.token_urlsafe(18))
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "tokens", tuple(self.tokens))
+        if self.token_env:
+            secret = _secret_from_env(self.token_env)
+            object.__setattr__(self, "tokens", (
+                *self.tokens, ApiToken(f"env:{self.token_env}", Role.ADMIN, digest(secret))))
+        if self.preview_key_env:
+            object.__setattr__(self, "preview_key", _secret_from_env(self.preview_key_env))
+        if not self.tokens:
+            raise ConfigError("no API tokens configured: mint one with turnout.tokens.mint")
+        names = [t.name for t in self.tokens]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"token names must be unique, got {names}")
+        if len(self.preview_key) < 16:
+            raise ConfigError("preview_key must be at least 16 characters")
         unknown = set(self.slots) - set(SLOT_NAMES)
         if unknown:
             raise ConfigError(f"unknown slot(s) {sorted(unknown)}; slots are {SLOT_NAMES}")
@@ -75,7 +117,14 @@ class ControlPlaneConfig:
         data = asdict(self)
         data["state_dir"] = str(self.state_dir)
         data["slots"] = {name: slot.as_dict() for name, slot in self.slots.items()}
+        data["tokens"] = [t.as_dict() for t in self.tokens
+                          if not t.name.startswith("env:")]
+        data["tls"] = self.tls.as_dict() if self.tls else None
         return json.dumps(data, indent=2)
+
+    def write(self, path: Path) -> None:
+        """Write the config readable by its owner only (it holds the preview key)."""
+        write_private(path, self.to_json().encode())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ControlPlaneConfig:
@@ -83,6 +132,8 @@ class ControlPlaneConfig:
         data["state_dir"] = Path(data["state_dir"])
         data["slots"] = {name: Slot.from_dict(name, value)
                          for name, value in data.get("slots", {}).items()}
+        data["tokens"] = tuple(ApiToken.from_dict(t) for t in data.get("tokens", ()))
+        data["tls"] = TlsFiles.from_dict(data["tls"]) if data.get("tls") else None
         return cls(**data)
 
     @classmethod

@@ -26,13 +26,17 @@ from triton_slots.slot import Endpoint, Slot
 from turnout.config import ControlPlaneConfig
 from turnout.controller.driver import RolloutController
 from turnout.controller.state import RolloutState
+from turnout.errors import ConfigError
 from turnout.store import Store
 from turnout.telemetry import Telemetry
+from turnout.tokens import ApiToken
 from turnout.topology import build_snapshot
 from turnout.weights import Weights
 from xds_server import AdsServer, Convergence, Snapshot, SnapshotCache
 from xds_server.cache import Publication
+from xds_server.handshakes import HandshakeWatch
 from xds_server.server import tune_gc
+from xds_server.transport import choose as choose_transport
 
 log = logging.getLogger("turnout.controlplane")
 
@@ -46,11 +50,15 @@ class ControlPlane:
     def __init__(self, config: ControlPlaneConfig) -> None:
         self.config = config
         self.cache = SnapshotCache()
-        self.ads = AdsServer(self.cache, default_group=config.group)
+        self.telemetry = Telemetry()
+        self.transport = choose_transport(config.tls)
+        self.ads = AdsServer(self.cache, default_group=config.group,
+                             refusal=self.transport.refusal, on_refused=self._refused)
+        self._handshakes = HandshakeWatch(self._refused) if config.tls else None
         self.store = Store(config.state_path)
         self.weights = self.store.weights()
-        self.telemetry = Telemetry()
         self._last_round: tuple[str, int, int] | None = None
+        self._tokens: tuple[int, tuple[ApiToken, ...]] | None = None
         self._addresses: dict[str, str] = {}
         self.telemetry.set_weights(self.weights.as_dict())
         registry_root = Path(config.registry_root or config.state_dir / "registry")
@@ -82,8 +90,34 @@ class ControlPlane:
     def ingress_address(self) -> str:
         return self.config.ingress_address
 
+    @property
+    def preview_key(self) -> str:
+        return self.config.preview_key
+
     def slot(self, name: str) -> Slot:
         return self.config.slot(name)
+
+    def tokens(self) -> tuple[ApiToken, ...]:
+        """The API tokens: from ``controlplane.json`` beside the state when it exists (read
+        again when it changes, so `turnout token create` needs no restart), else the
+        config's."""
+        path = self.config.state_dir / "controlplane.json"
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            return self.config.tokens
+        if self._tokens is None or self._tokens[0] != mtime:
+            try:
+                tokens = ControlPlaneConfig.load(path).tokens
+            except ConfigError as exc:
+                log.error("keeping the previous API tokens: %s", exc)
+                tokens = self._tokens[1] if self._tokens else self.config.tokens
+            self._tokens = (mtime, tokens)
+        return self._tokens[1]
+
+    def _refused(self, reason: str) -> None:
+        """A proxy refused on the ADS port: by its certificate or the node id it claimed."""
+        self.telemetry.xds_refused.labels(reason=reason).inc()
 
     def desired_snapshot(self) -> Snapshot:
         return build_snapshot(
@@ -93,6 +127,7 @@ class ControlPlane:
             health=self.health,
             weights=self.weights,
             resolve=self._resolve,
+            preview_key=self.config.preview_key,
         )
 
     def _resolve(self, host: str) -> str:
@@ -125,16 +160,21 @@ class ControlPlane:
             ]
         )
         self._grpc.add_generic_rpc_handlers((self.ads.handler(),))
-        self.xds_port = self._grpc.add_insecure_port(
-            f"{self.config.bind_host}:{self.config.xds_port}"
-        )
+        if self._handshakes is not None:
+            self._handshakes.start()
+        self.xds_port = self.transport.bind(
+            self._grpc, f"{self.config.bind_host}:{self.config.xds_port}")
         await self._grpc.start()
         self._api_runner, self.api_port = await start_api(self)
         self._health_task = asyncio.create_task(self._watch_health())
         self._report_health()
         await self.controller.start()
-        log.info("xDS on %s:%d, API on %s:%d", self.config.bind_host, self.xds_port,
-                 self.config.bind_host, self.api_port)
+        log.info("xDS (%s) on %s:%d, API on %s:%d", self.transport.name,
+                 self.config.bind_host, self.xds_port, self.config.bind_host, self.api_port)
+        if self.transport.name == "plaintext":
+            log.warning("xDS is plaintext: any process that reaches %s:%d can read all "
+                        "config and claim any node id (start the stack with --tls)",
+                        self.config.bind_host, self.xds_port)
 
     async def stop(self) -> None:
         await self.controller.stop()
@@ -146,6 +186,8 @@ class ControlPlane:
             await self._api_runner.cleanup()  # type: ignore[attr-defined]
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
+        if self._handshakes is not None:
+            self._handshakes.stop()
         if self._http is not None:
             await self._http.close()
 
@@ -236,6 +278,7 @@ class ControlPlane:
                 for name, slot in self.config.slots.items()
             },
             "xds": self.cache.status(self.config.group),
+            "xds_transport": self.transport.describe(),
             "last_push": self.last_push.as_dict() if self.last_push else None,
             "rollout": self.controller.describe(),
         }

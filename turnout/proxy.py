@@ -16,6 +16,7 @@ from pathlib import Path
 from string import Template
 
 from triton_slots.procs import ManagedProcess, ProcessError, free_port, wait_http
+from xds_server.transport import TlsFiles
 
 BOOTSTRAP_TEMPLATE = Path(__file__).resolve().parent.parent / "envoy" / "bootstrap.yaml"
 
@@ -31,9 +32,33 @@ def envoy_binary() -> str:
     return found
 
 
+def xds_transport_socket(tls: TlsFiles | None, *, server_name: str = "localhost") -> str:
+    """The ``transport_socket`` of the bootstrap's xDS cluster: mTLS with the client
+    certificate, verifying the control plane's certificate (by ``server_name``) against
+    the CA; empty for plaintext."""
+    if tls is None:
+        return ""
+    return f"""
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+          sni: {json.dumps(server_name)}
+          common_tls_context:
+            tls_certificates:
+              - certificate_chain: {{ filename: {json.dumps(str(tls.cert))} }}
+                private_key: {{ filename: {json.dumps(str(tls.key))} }}
+            validation_context:
+              trusted_ca: {{ filename: {json.dumps(str(tls.ca))} }}
+              match_typed_subject_alt_names:
+                - san_type: DNS
+                  matcher: {{ exact: {json.dumps(server_name)} }}"""
+
+
 def render_bootstrap(
     *, node_id: str, node_cluster: str, admin_port: int, xds_host: str, xds_port: int,
     admin_host: str = "127.0.0.1", template: Path = BOOTSTRAP_TEMPLATE,
+    tls: TlsFiles | None = None,
 ) -> str:
     return Template(template.read_text()).substitute(
         node_id=node_id,
@@ -42,6 +67,7 @@ def render_bootstrap(
         admin_port=admin_port,
         xds_host=xds_host,
         xds_port=xds_port,
+        xds_transport_socket=xds_transport_socket(tls),
     )
 
 
@@ -64,6 +90,7 @@ class EnvoyProxy:
         work_dir: Path,
         log_dir: Path,
         concurrency: int = 1,
+        tls: TlsFiles | None = None,
     ) -> EnvoyProxy:
         admin_port = free_port()
         config = work_dir / f"envoy-{node_id}.yaml"
@@ -71,7 +98,7 @@ class EnvoyProxy:
         config.write_text(
             render_bootstrap(
                 node_id=node_id, node_cluster=node_cluster, admin_port=admin_port,
-                xds_host=xds_host, xds_port=xds_port,
+                xds_host=xds_host, xds_port=xds_port, tls=tls,
             )
         )
         argv = [

@@ -3,24 +3,34 @@ processes on loopback, each logging to ``<dir>/logs``. ``stack.json`` records th
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
-import secrets
+import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from triton_slots.artifact import inspect
 from triton_slots.launcher import TritonServer, prepare_backends
-from triton_slots.procs import ManagedProcess, ProcessError, free_port, pid_alive, stop_pid
+from triton_slots.procs import (
+    ManagedProcess,
+    ProcessError,
+    free_port,
+    pid_alive,
+    process_identity,
+    stop_if_ours,
+)
 from triton_slots.slot import SLOT_NAMES, Endpoint, Slot
 from turnout.config import ControlPlaneConfig
 from turnout.errors import StackError
 from turnout.prometheus import PrometheusServer, render_config
 from turnout.proxy import EnvoyProxy
 from turnout.seed import registry_root, seed_all, slot_repository
+from turnout.tokens import Role, mint
+from xds_server.pki import LocalCA, write_private
+from xds_server.transport import TlsFiles
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_MODEL = REPO_ROOT / "examples" / "models" / "classifier" / "v1"
@@ -47,6 +57,12 @@ class StackInfo:
     slots: dict[str, list[dict]] = field(default_factory=dict)
     processes: dict[str, int] = field(default_factory=dict)  # name -> pid
     logs: dict[str, str] = field(default_factory=dict)
+    # name -> start time of the process (``process_identity``): a pid reused by another
+    # process is never signalled.
+    identities: dict[str, str] = field(default_factory=dict)
+    preview_key: str = ""
+    transport: str = "plaintext"
+    complete: bool = True  # False while `stack up` is still starting processes
 
     @classmethod
     def load(cls, directory: Path) -> StackInfo:
@@ -61,10 +77,17 @@ class StackInfo:
             raise StackError(f"{path} is not a stack record: {exc}") from exc
 
     def save(self) -> None:
-        path = Path(self.directory) / "stack.json"
-        partial = path.with_suffix(".partial")
-        partial.write_text(json.dumps(asdict(self), indent=2))
-        os.replace(partial, path)
+        """Written readable by its owner only: it holds the admin token."""
+        write_private(Path(self.directory) / "stack.json",
+                      json.dumps(asdict(self), indent=2).encode())
+
+    def record(self, process: ManagedProcess) -> None:
+        self.processes[process.name] = process.pid
+        self.logs[process.name] = str(process.log_path)
+        identity = process.identity
+        if identity is not None:
+            self.identities[process.name] = identity
+        self.save()
 
     @property
     def directory_path(self) -> Path:
@@ -76,11 +99,11 @@ class StackInfo:
 
 def start_slots(
     directory: Path, *, per_slot: int = 1, models: list[Path] | None = None,
-    progress: Progress = _quiet,
+    progress: Progress = _quiet, on_start: Callable[[ManagedProcess], None] = lambda _: None,
 ) -> dict[str, list[TritonServer]]:
     """Start ``per_slot`` Triton servers for each slot, each slot with its own model
     repository holding every model of ``models``; wait until all are ready. Stops them all
-    on failure."""
+    on failure. ``on_start`` hears of each process as soon as it exists."""
     backends = prepare_backends(directory / "triton-backends")
     records = seed_all(directory, models or [EXAMPLE_MODEL])
     servers: dict[str, list[TritonServer]] = {s: [] for s in SLOT_NAMES}
@@ -89,13 +112,13 @@ def start_slots(
             repository = slot_repository(directory, slot)
             for index in range(per_slot):
                 name = f"triton-{slot}-{index}"
-                servers[slot].append(
-                    TritonServer.start(
-                        name=name, model_repository=repository, backends=backends,
-                        log_path=directory / "logs" / f"{name}.log",
-                        models=[r.model_name for r in records],
-                    )
+                server = TritonServer.start(
+                    name=name, model_repository=repository, backends=backends,
+                    log_path=directory / "logs" / f"{name}.log",
+                    models=[r.model_name for r in records],
                 )
+                servers[slot].append(server)
+                on_start(server.process)
         for pool in servers.values():
             for server in pool:
                 waited = server.wait_ready()
@@ -138,82 +161,129 @@ def start_control_plane(directory: Path) -> ManagedProcess:
     return plane
 
 
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """SIGTERM during start-up unwinds like Ctrl-C, so what was started gets stopped."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _running(info: StackInfo) -> list[str]:
+    return [name for name, pid in info.processes.items()
+            if pid_alive(pid) and info.identities.get(name) in (None, process_identity(pid))]
+
+
+def make_pki(directory: Path, node_ids: tuple[str, ...]) -> tuple[TlsFiles, dict[str, TlsFiles]]:
+    """A fresh CA with a server certificate for the control plane and one client
+    certificate per node id (each allowed to claim its own id only)."""
+    ca = LocalCA.create(directory)
+    server = ca.issue_server()
+    clients = {}
+    for node in node_ids:
+        issued = ca.issue_client(f"client-{node}", (node,))
+        clients[node] = TlsFiles(issued.cert, issued.key, ca.cert)
+    return TlsFiles(server.cert, server.key, ca.cert), clients
+
+
 def up(
     directory: Path = DEFAULT_DIR, *, per_slot: int = 1, models: list[Path] | None = None,
-    scrape_interval_s: float = 1.0, progress: Progress = _quiet,
+    scrape_interval_s: float = 1.0, tls: bool = False, progress: Progress = _quiet,
 ) -> StackInfo:
-    """Start the whole local stack and record it in ``<directory>/stack.json``."""
+    """Start the whole local stack and record it in ``<directory>/stack.json`` (0600),
+    each process as soon as it starts. Interrupted (Ctrl-C, SIGTERM) or failed, it stops
+    what it started. ``tls``: mTLS between Envoy and the control plane's ADS port."""
     directory = directory.resolve()
     if (directory / "stack.json").exists():
-        info = StackInfo.load(directory)
-        if any(pid_alive(pid) for pid in info.processes.values()):
+        previous = StackInfo.load(directory)
+        if _running(previous):
             raise StackError(
-                f"a stack is already running in {directory} (ingress {info.ingress}); "
+                f"a stack is already running in {directory} (ingress {previous.ingress}); "
                 f"stop it with `turnout stack down --dir {directory}`"
             )
     directory.mkdir(parents=True, exist_ok=True)
     logs = directory / "logs"
+    admin, secret = mint("stack-admin", Role.ADMIN)
+    info = StackInfo(directory=str(directory), ingress="", api_url="", token=secret,
+                     xds_port=0, envoy_admin="", complete=False,
+                     transport="mtls" if tls else "plaintext")
     started: list[ManagedProcess] = []
-    try:
-        models = models or [EXAMPLE_MODEL]
-        model_names = [inspect(m).model_name for m in models]
-        progress(f"starting {per_slot} Triton server(s) per slot serving "
-                 + ", ".join(f"{n} ({m.name})" for n, m in zip(model_names, models, strict=True)))
-        servers = start_slots(directory, per_slot=per_slot, models=models, progress=progress)
-        started += [s.process for pool in servers.values() for s in pool]
-        slots = {name: Slot(name, tuple(s.endpoint for s in pool),
-                            slot_repository(directory, name))
-                 for name, pool in servers.items()}
-        prometheus_port = free_port()
-        config = ControlPlaneConfig(
-            state_dir=directory, token=secrets.token_urlsafe(24), ingress_port=free_port(),
-            xds_port=free_port(), api_port=free_port(), slots=slots,
-            registry_root=str(registry_root(directory)),
-            prometheus_url=f"http://127.0.0.1:{prometheus_port}",
-        )
-        config_path = directory / "controlplane.json"
-        config_path.write_text(config.to_json())
-        config_path.chmod(0o600)
-        progress("starting control plane")
-        started.append(start_control_plane(directory))
-        progress("starting envoy")
-        envoy = EnvoyProxy.start(
-            node_id="envoy-0", node_cluster=config.group, xds_host="127.0.0.1",
-            xds_port=config.xds_port, work_dir=directory, log_dir=logs,
-        )
-        started.append(envoy.process)
-        waited = envoy.wait_ready()
-        progress(f"  envoy ready ({waited:.1f}s)")
-        progress(f"starting prometheus (scrape every {scrape_interval_s:g}s)")
-        prometheus = PrometheusServer.start(
-            directory=directory / "prometheus", port=prometheus_port,
-            log_path=logs / "prometheus.log",
-            config_text=render_config(
-                scrape_interval_s=scrape_interval_s,
-                envoy_admin=f"127.0.0.1:{envoy.admin_port}",
-                control_plane=f"127.0.0.1:{config.api_port}", slots=slots),
-        )
-        started.append(prometheus.process)
-        waited = prometheus.wait_ready()
-        progress(f"  prometheus ready on {prometheus.url} ({waited:.1f}s)")
-    except BaseException:
-        for process in reversed(started):
-            process.stop()
-        raise
-    info = StackInfo(
-        directory=str(directory),
-        ingress=config.ingress_address,
-        api_url=f"http://127.0.0.1:{config.api_port}",
-        token=config.token,
-        xds_port=config.xds_port,
-        envoy_admin=envoy.admin_url,
-        models=model_names,
-        prometheus_url=prometheus.url,
-        slots={name: [e.as_dict() for e in slot.endpoints]
-               for name, slot in config.slots.items()},
-        processes={p.name: p.pid for p in started},
-        logs={p.name: str(p.log_path) for p in started},
-    )
+
+    def record(process: ManagedProcess) -> None:
+        started.append(process)
+        info.record(process)
+
+    with _interruptible():
+        try:
+            models = models or [EXAMPLE_MODEL]
+            model_names = [inspect(m).model_name for m in models]
+            progress(f"starting {per_slot} Triton server(s) per slot serving "
+                     + ", ".join(f"{n} ({m.name})"
+                                 for n, m in zip(model_names, models, strict=True)))
+            servers = start_slots(directory, per_slot=per_slot, models=models,
+                                  progress=progress, on_start=record)
+            slots = {name: Slot(name, tuple(s.endpoint for s in pool),
+                                slot_repository(directory, name))
+                     for name, pool in servers.items()}
+            server_tls, client_tls = None, {}
+            if tls:
+                progress("creating a local CA and certificates (mTLS on the ADS port)")
+                server_tls, client_tls = make_pki(directory / "pki", ("envoy-0",))
+            prometheus_port = free_port()
+            config = ControlPlaneConfig(
+                state_dir=directory, tokens=(admin,), ingress_port=free_port(),
+                xds_port=free_port(), api_port=free_port(), slots=slots,
+                registry_root=str(registry_root(directory)),
+                prometheus_url=f"http://127.0.0.1:{prometheus_port}", tls=server_tls,
+            )
+            config.write(directory / "controlplane.json")
+            progress("starting control plane")
+            record(start_control_plane(directory))
+            progress("starting envoy")
+            envoy = EnvoyProxy.start(
+                node_id="envoy-0", node_cluster=config.group, xds_host="127.0.0.1",
+                xds_port=config.xds_port, work_dir=directory, log_dir=logs,
+                tls=client_tls.get("envoy-0"),
+            )
+            record(envoy.process)
+            waited = envoy.wait_ready()
+            progress(f"  envoy ready ({waited:.1f}s, xDS over {info.transport})")
+            progress(f"starting prometheus (scrape every {scrape_interval_s:g}s)")
+            prometheus = PrometheusServer.start(
+                directory=directory / "prometheus", port=prometheus_port,
+                log_path=logs / "prometheus.log",
+                config_text=render_config(
+                    scrape_interval_s=scrape_interval_s,
+                    envoy_admin=f"127.0.0.1:{envoy.admin_port}",
+                    control_plane=f"127.0.0.1:{config.api_port}", slots=slots),
+            )
+            record(prometheus.process)
+            waited = prometheus.wait_ready()
+            progress(f"  prometheus ready on {prometheus.url} ({waited:.1f}s)")
+        except BaseException:
+            for process in reversed(started):
+                process.stop()
+            (directory / "stack.json").unlink(missing_ok=True)
+            raise
+    info.ingress = config.ingress_address
+    info.api_url = f"http://127.0.0.1:{config.api_port}"
+    info.xds_port = config.xds_port
+    info.envoy_admin = envoy.admin_url
+    info.models = model_names
+    info.prometheus_url = prometheus.url
+    info.slots = {name: [e.as_dict() for e in slot.endpoints]
+                  for name, slot in config.slots.items()}
+    info.preview_key = config.preview_key
+    info.complete = True
     info.save()
     return info
 
@@ -224,23 +294,25 @@ def restart_control_plane(directory: Path = DEFAULT_DIR) -> int:
     directory = directory.resolve()
     info = StackInfo.load(directory)
     old = info.processes.get("controlplane")
-    if old is not None and pid_alive(old):
-        stop_pid(old)
+    if old is not None:
+        stop_if_ours(old, info.identities.get("controlplane"))
     plane = start_control_plane(directory)
-    info.processes["controlplane"] = plane.pid
-    info.save()
+    info.record(plane)
     return plane.pid
 
 
 def down(directory: Path = DEFAULT_DIR, *, progress: Progress = _quiet) -> list[str]:
-    """Stop every process of the stack (Envoy first, Triton last) and forget it."""
+    """Stop every process of the stack (Envoy first, Triton last), each with its process
+    group, and forget it. A recorded pid now held by another process is left alone."""
     directory = directory.resolve()
     info = StackInfo.load(directory)
     stopped = []
     for name, pid in reversed(list(info.processes.items())):
-        if pid_alive(pid):
-            stop_pid(pid)
+        if stop_if_ours(pid, info.identities.get(name)):
             stopped.append(name)
             progress(f"stopped {name} (pid {pid})")
+        elif pid_alive(pid):
+            progress(f"left pid {pid} alone: it is no longer {name} (started at another "
+                     "time)")
     (directory / "stack.json").unlink(missing_ok=True)
     return stopped

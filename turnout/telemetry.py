@@ -31,6 +31,12 @@ class Telemetry:
                                    ["phase"], registry=r)
         self.gate_value = Gauge("turnout_gate_value", "Last measured value per metric",
                                 ["metric"], registry=r)
+        self.xds_refused = Counter(
+            "turnout_xds_refused_total", "ADS clients refused: no_certificate, "
+            "untrusted_certificate (at the TLS handshake) or node_id (claimed an id its "
+            "certificate does not name)", ["reason"], registry=r)
+        self.api_refused = Counter("turnout_api_refused_total",
+                                   "API calls refused for their token", ["reason"], registry=r)
         self.connected = Gauge("turnout_connected_proxies", "Connected Envoy streams",
                                registry=r)
 

@@ -5,9 +5,11 @@ port) and HTTP/REST (HTTP/1.1 to its HTTP port), each with active health checks 
 Triton's liveness, outlier detection and a retry budget. The weighted split names an
 aggregate cluster per slot and protocol (``<cluster>_ha``: the slot's servers, then the
 other slot's), so when every server of a slot is gone its share fails over inside Envoy
-until the controller acts. Preview routes name the slot's own cluster: pinned traffic
-never fails over. Routes, in order: gRPC requests pinned by the preview header, other gRPC
-requests split by the weights, then the same two for everything else (HTTP/REST).
+until the controller acts. Preview routes (the slot header plus the operator's preview
+key) name the slot's preview cluster: pinned traffic never fails over and is never counted
+by the gates, which read the split's clusters. Routes, in order: gRPC requests pinned by
+the preview header, other gRPC requests split by the weights, then the same two for
+everything else (HTTP/REST). Both headers are stripped before requests go upstream.
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ from collections.abc import Callable, Mapping
 
 from envoy.config.route.v3 import route_pb2
 
-from triton_slots.slot import SERVED_BY_HEADER, SLOT_HEADER, SLOT_NAMES, Endpoint, Slot
+from triton_slots.slot import (
+    PREVIEW_KEY_HEADER,
+    SERVED_BY_HEADER,
+    SLOT_HEADER,
+    SLOT_NAMES,
+    Endpoint,
+    Slot,
+)
 from turnout.weights import Weights
 from xds_server import Snapshot
 from xds_server.resources import (
@@ -48,32 +57,40 @@ def split_routes(
     http_clusters: Mapping[str, str] | None = None,
     split_clusters: Mapping[str, str] | None = None,
     split_http_clusters: Mapping[str, str] | None = None,
+    preview_clusters: Mapping[str, str] | None = None,
+    preview_http_clusters: Mapping[str, str] | None = None,
     header: str = SLOT_HEADER,
+    preview_key: str | None = None,
     validate_clusters: bool = True,
 ) -> route_pb2.RouteConfiguration:
     """The route table for a set of slots. ``clusters`` maps slot name to its gRPC cluster,
     ``http_clusters`` (optional) to its HTTP/REST cluster; ``weights`` maps slot name to a
     non-negative relative weight (their sum must be positive). The weighted split names
     ``split_clusters`` / ``split_http_clusters`` where given (failover clusters), preview
-    routes always the slot's own cluster."""
+    routes always the slot's own cluster. With ``preview_key`` a preview route matches
+    only requests that also carry the key (``x-turnout-preview-key``); anything else takes
+    the split, and both headers are stripped before any request leaves Envoy."""
     unknown = set(weights) - set(clusters)
     if unknown:
         raise ValueError(f"weights name unknown slots: {sorted(unknown)}")
-    protocols = [(clusters, split_clusters or clusters, True)]
+    protocols = [(preview_clusters or clusters, split_clusters or clusters, True)]
     if http_clusters:
-        protocols.append((http_clusters, split_http_clusters or http_clusters, False))
+        protocols.append((preview_http_clusters or http_clusters,
+                          split_http_clusters or http_clusters, False))
     routes = []
     for by_slot, split_by_slot, grpc in protocols:
         for slot, cluster in sorted(by_slot.items()):
             routes.append(cluster_route(
                 f"preview-{slot}" + ("" if grpc else "-http"),
-                route_match(grpc=grpc, header=(header, slot)), cluster,
+                route_match(grpc=grpc, headers=[(header, slot)] + (
+                    [(PREVIEW_KEY_HEADER, preview_key)] if preview_key else [])), cluster,
                 response_headers=[set_header(SERVED_BY_HEADER, slot)]))
         routes.append(weighted_route(
             "split" if grpc else "split-http", route_match(grpc=grpc),
             [(cluster, weights.get(slot, 0), [set_header(SERVED_BY_HEADER, slot)])
              for slot, cluster in sorted(split_by_slot.items())]))
-    return route_configuration(name, routes, validate_clusters=validate_clusters)
+    return route_configuration(name, routes, validate_clusters=validate_clusters,
+                               remove_request_headers=(header, PREVIEW_KEY_HEADER))
 
 
 def build_snapshot(
@@ -85,6 +102,7 @@ def build_snapshot(
     weights: Weights,
     resolve: Callable[[str], str] = lambda host: host,
     resilience: Resilience | None = None,
+    preview_key: str | None = None,
 ) -> Snapshot:
     """Both slots' clusters always present (so a weight change is an RDS-only change).
     ``resolve`` turns endpoint host names into IP addresses (EDS carries addresses only)."""
@@ -109,7 +127,9 @@ def build_snapshot(
             http_clusters={n: s.http_cluster for n, s in all_slots.items()},
             split_clusters={n: s.failover_cluster for n, s in all_slots.items()},
             split_http_clusters={n: s.failover_http_cluster for n, s in all_slots.items()},
-            weights=weights.as_dict())],
+            preview_clusters={n: s.preview_cluster for n, s in all_slots.items()},
+            preview_http_clusters={n: s.preview_http_cluster for n, s in all_slots.items()},
+            weights=weights.as_dict(), preview_key=preview_key)],
         clusters=[c for n, s in all_slots.items() for c in (
             grpc_cluster(s.cluster, resilience=resilience),
             http_cluster(s.http_cluster, resilience=resilience),
@@ -118,10 +138,18 @@ def build_snapshot(
             aggregate_cluster(s.failover_http_cluster,
                               [s.http_cluster, *(o.http_cluster for o in others(n))],
                               resilience),
+            # Pinned traffic: same servers, own statistics, no failover, no extra probes
+            # (EDS carries the control plane's view of health).
+            grpc_cluster(s.preview_cluster),
+            http_cluster(s.preview_http_cluster),
         )],
         endpoints=[a for s in all_slots.values()
                    for a in (load_assignment(s.cluster, hosts(s, lambda e: e.grpc_port)),
                              load_assignment(s.http_cluster,
+                                             hosts(s, lambda e: e.http_port)),
+                             load_assignment(s.preview_cluster,
+                                             hosts(s, lambda e: e.grpc_port)),
+                             load_assignment(s.preview_http_cluster,
                                              hosts(s, lambda e: e.http_port)))],
     )
 

@@ -277,16 +277,16 @@ def set_header(key: str, value: str) -> base_pb2.HeaderValueOption:
     )
 
 
-def route_match(*, grpc: bool | None = None, header: tuple[str, str] | None = None
+def route_match(*, grpc: bool | None = None, headers: Iterable[tuple[str, str]] = ()
                 ) -> rc_pb2.RouteMatch:
     """Match every path; ``grpc=True`` only gRPC requests (content-type application/grpc);
-    ``header`` only requests whose header equals the value."""
+    ``headers`` only requests where each header equals its value."""
     match = rc_pb2.RouteMatch(prefix="/")
     if grpc:
         match.grpc.SetInParent()
-    if header is not None:
+    for name, value in headers:
         match.headers.append(rc_pb2.HeaderMatcher(
-            name=header[0], string_match=string_pb2.StringMatcher(exact=header[1])))
+            name=name, string_match=string_pb2.StringMatcher(exact=value)))
     return match
 
 
@@ -325,11 +325,15 @@ def weighted_route(name: str, match: rc_pb2.RouteMatch,
 
 
 def route_configuration(name: str, routes: Iterable[rc_pb2.Route], *,
-                        validate_clusters: bool = True) -> route_pb2.RouteConfiguration:
+                        validate_clusters: bool = True,
+                        remove_request_headers: Iterable[str] = ()
+                        ) -> route_pb2.RouteConfiguration:
     """One virtual host matching every domain. ``validate_clusters`` makes Envoy reject
-    (NACK) a table naming an unknown cluster."""
+    (NACK) a table naming an unknown cluster; ``remove_request_headers`` are stripped from
+    every request before it goes upstream (after routing)."""
     return route_pb2.RouteConfiguration(
         name=name,
         virtual_hosts=[rc_pb2.VirtualHost(name="models", domains=["*"], routes=list(routes))],
         validate_clusters=wrappers_pb2.BoolValue(value=validate_clusters),
+        request_headers_to_remove=list(remove_request_headers),
     )

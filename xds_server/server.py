@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -39,6 +40,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from xds_server import type_urls
 from xds_server.cache import SnapshotCache, StreamHandle
 from xds_server.snapshot import Snapshot
+from xds_server.transport import AuthContext
 
 _CHANGED = object()  # queued by the cache's watcher when the snapshot changes
 INBOX_LIMIT = 64  # requests read ahead per stream
@@ -95,9 +97,13 @@ class AdsServer:
         *,
         default_group: str = DEFAULT_GROUP,
         logger: logging.Logger | None = None,
+        refusal: Callable[[str, AuthContext], str | None] | None = None,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self._cache = cache
         self._default_group = default_group
+        self._refusal = refusal
+        self._on_refused = on_refused
         self._log = logger or logging.getLogger("turnout.xds.server")
         self.sends_by_type: dict[str, int] = dict.fromkeys(type_urls.ALL_TYPES, 0)
 
@@ -128,6 +134,14 @@ class AdsServer:
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry node.id"
                 )
+            if self._refusal is not None:
+                reason = self._refusal(first.node.id, context.auth_context())
+                if reason is not None:
+                    self._log.warning("refused node %s from %s: %s", first.node.id,
+                                      context.peer(), reason)
+                    if self._on_refused is not None:
+                        self._on_refused("node_id")
+                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
             claimed = first.node.cluster
             group = claimed if claimed and self._cache.snapshot(claimed) is not None \
                 else self._default_group

@@ -97,14 +97,15 @@ def validate_artifact(
     baseline_slot: str,
     settings: ValidationSettings | None = None,
     progress: Callable[[str], None] = lambda _: None,
+    preview_key: str = "",
 ) -> ValidationReport:
     """Run the suite on the slot holding ``record`` (through Envoy at ``ingress``, the
     address the caller reaches Envoy at) against the baseline slot, and store the report
     with the artifact in the registry."""
     report = run_suite(
         ref=record.ref, digest=record.digest, model=record.model_name,
-        candidate=SlotTarget(candidate_slot, ingress),
-        baseline=SlotTarget(baseline_slot, ingress),
+        candidate=SlotTarget(candidate_slot, ingress, preview_key),
+        baseline=SlotTarget(baseline_slot, ingress, preview_key),
         settings=settings, progress=progress,
     )
     registry.save_report(record.name, record.version, "validation", report.as_dict())

@@ -13,20 +13,25 @@ from tritonclient.utils import InferenceServerException
 
 from triton_slots.loadgen import fetch_signature
 from triton_slots.signature import ModelSignature
-from triton_slots.slot import SLOT_HEADER
+from triton_slots.slot import PREVIEW_KEY_HEADER, SLOT_HEADER
 from triton_slots.tensors import infer_inputs, outputs_of, requested_outputs
 
 
 @dataclass(frozen=True)
 class SlotTarget:
-    """A slot as seen through Envoy: requests carry ``x-turnout-slot: <slot>``."""
+    """A slot as seen through Envoy: requests carry ``x-turnout-slot: <slot>`` and the
+    operator's preview key."""
 
     slot: str
     address: str  # Envoy ingress host:port, as the control plane reaches it
+    preview_key: str = ""
 
     @property
     def headers(self) -> dict[str, str]:
-        return {SLOT_HEADER: self.slot}
+        headers = {SLOT_HEADER: self.slot}
+        if self.preview_key:
+            headers[PREVIEW_KEY_HEADER] = self.preview_key
+        return headers
 
     def client(self) -> grpcclient.InferenceServerClient:
         return grpcclient.InferenceServerClient(self.address)

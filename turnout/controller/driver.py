@@ -422,7 +422,7 @@ class RolloutController:
         name, version = state.model.split(":", 1)
         report = validate_artifact(
             self.registry, self.registry.get(name, version),
-            ingress=self.plane.ingress_address,
+            ingress=self.plane.ingress_address, preview_key=self.plane.preview_key,
             candidate_slot=state.candidate_slot, baseline_slot=state.stable_slot,
             settings=policy_of(state).validation,
             progress=lambda line: log.info("validate: %s", line),

@@ -24,6 +24,11 @@ class TrafficPlane(Protocol):
         """Where validation traffic reaches Envoy (``host:port``)."""
         ...
 
+    @property
+    def preview_key(self) -> str:
+        """The key validation traffic sends to be let through to one slot."""
+        ...
+
     def slot(self, name: str) -> Slot:
         ...
 

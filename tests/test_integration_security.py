@@ -1,0 +1,177 @@
+"""Security end to end on a real stack started with ``--tls``: Envoy over mutual TLS,
+clients refused at the handshake or for the node id they claim (seen in the control
+plane's log and metrics), named tokens with roles, secrets never world-readable."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+
+from tests.rollout_helpers import envoy_weights
+from triton_slots.loadgen import LoadGenerator
+from turnout import stack
+from turnout.client import ApiClient
+from turnout.config import ControlPlaneConfig
+from turnout.errors import ApiError
+from turnout.tokens import Role, mint
+from xds_server import type_urls as t
+from xds_server.pki import LocalCA
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tls-stack")
+    info = stack.up(directory, tls=True, progress=print)
+    try:
+        yield info, ApiClient(info.api_url, info.token)
+    finally:
+        stack.down(directory)
+
+
+def _refused_metric(info: stack.StackInfo) -> dict[str, float]:
+    with urllib.request.urlopen(info.api_url + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {m[1]: float(m[2]) for m in
+            re.finditer(r'turnout_xds_refused_total\{reason="(\w+)"\} ([0-9.e+]+)', text)}
+
+
+async def _ads_attempt(port: int, node_id: str, credentials: grpc.ChannelCredentials
+                       ) -> grpc.StatusCode | str:
+    """Open an ADS stream claiming ``node_id``; the status it ends with, or "served" if a
+    response came back."""
+    options = [("grpc.ssl_target_name_override", "localhost")]
+    async with grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials,
+                                       options=options) as channel:
+        call = channel.stream_stream(
+            "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
+            request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
+            response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
+        )(timeout=5)
+        try:
+            await call.write(discovery_pb2.DiscoveryRequest(
+                node=base_pb2.Node(id=node_id, cluster="turnout"), type_url=t.CLUSTER))
+            response = await call.read()
+        except grpc.aio.AioRpcError as exc:
+            return exc.code()
+        if response is grpc.aio.EOF:
+            return await call.code()
+        call.cancel()
+        return "served"
+
+
+def _credentials(ca: Path, cert: Path | None, key: Path | None) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(
+        ca.read_bytes(), key.read_bytes() if key else None, cert.read_bytes() if cert else None)
+
+
+def test_envoy_over_mtls_switches_weights_under_load_without_failures(env):
+    info, client = env
+    status = client.status()
+    assert status["xds_transport"]["transport"] == "mtls"
+    assert [p["in_sync"] for p in status["xds"]["proxies"]] == [True]
+    load = LoadGenerator(info.ingress, model="classifier", concurrency=4).start()
+    try:
+        time.sleep(0.5)
+        for green in (10, 50, 100, 50, 0):
+            reply = client.set_traffic(green=green)
+            assert reply["push"]["converged"], reply
+            assert envoy_weights(info) == {"blue": 100 - green, "green": green}
+            time.sleep(0.3)
+    finally:
+        stats = load.stop()
+    assert stats.failed == 0, stats.errors
+    assert stats.ok > 200
+
+
+def test_clients_without_a_valid_certificate_or_claiming_another_node_are_refused(
+        env, tmp_path):
+    info, _ = env
+    pki = Path(info.directory) / "pki"
+    ca = pki / "ca.pem"
+    stranger = LocalCA.create(tmp_path / "other-ca").issue_client("x", ("envoy-0",))
+    other_node = LocalCA(pki).issue_client("client-intruder", ("envoy-9",))
+    good = (pki / "client-envoy-0.pem", pki / "client-envoy-0.key")
+    before = _refused_metric(info)
+
+    async def attempts() -> dict[str, object]:
+        return {
+            "no certificate": await _ads_attempt(info.xds_port, "envoy-0",
+                                                 _credentials(ca, None, None)),
+            "untrusted certificate": await _ads_attempt(
+                info.xds_port, "envoy-0", _credentials(ca, stranger.cert, stranger.key)),
+            "certificate for another node": await _ads_attempt(
+                info.xds_port, "envoy-0", _credentials(ca, other_node.cert, other_node.key)),
+            "its own node": await _ads_attempt(
+                info.xds_port, "envoy-9", _credentials(ca, other_node.cert, other_node.key)),
+            "the real client certificate": await _ads_attempt(
+                info.xds_port, "envoy-0", _credentials(ca, *good)),
+        }
+
+    outcome = asyncio.run(attempts())
+    assert outcome == {
+        "no certificate": grpc.StatusCode.UNAVAILABLE,
+        "untrusted certificate": grpc.StatusCode.UNAVAILABLE,
+        "certificate for another node": grpc.StatusCode.PERMISSION_DENIED,
+        "its own node": "served",
+        "the real client certificate": "served",
+    }, outcome
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        after = _refused_metric(info)
+        grew = {k: after.get(k, 0) - before.get(k, 0) for k in
+                ("no_certificate", "untrusted_certificate", "node_id")}
+        if all(v >= 1 for v in grew.values()):
+            break
+        time.sleep(0.2)
+    assert all(v >= 1 for v in grew.values()), grew
+    log = Path(info.logs["controlplane"]).read_text()
+    assert "PEER_DID_NOT_RETURN_A_CERTIFICATE" in log
+    assert "refused node envoy-0" in log and "not in the client certificate" in log
+    # The real Envoy kept its stream through all of it.
+    assert [p["in_sync"] for p in ApiClient(info.api_url, info.token).status()["xds"][
+        "proxies"] if p["node"] == "envoy-0"] == [True]
+
+
+def test_named_tokens_roles_and_the_actor_in_the_audit_log(env):
+    info, admin = env
+    directory = Path(info.directory)
+    config_path = directory / "controlplane.json"
+    config = ControlPlaneConfig.load(config_path)
+    reader, read_secret = mint("dashboard", Role.READ)
+    operator, operate_secret = mint("alice", Role.OPERATE)
+    from dataclasses import replace
+    replace(config, tokens=(*config.tokens, reader, operator)).write(config_path)
+    assert config_path.stat().st_mode & 0o777 == 0o600
+    assert read_secret not in config_path.read_text()
+
+    anonymous = ApiClient(info.api_url, None)
+    with pytest.raises(ApiError) as refused:
+        anonymous.status()
+    assert refused.value.status == 401
+    with pytest.raises(ApiError) as refused:
+        ApiClient(info.api_url, "tt_not-a-token").status()
+    assert refused.value.status == 401
+    ApiClient(info.api_url, read_secret).status()  # read may read
+    with pytest.raises(ApiError) as refused:
+        ApiClient(info.api_url, read_secret).command("pause")
+    assert refused.value.status == 403 and "role read" in str(refused.value)
+    with pytest.raises(ApiError) as refused:
+        ApiClient(info.api_url, operate_secret).set_traffic(green=20)
+    assert refused.value.status == 403 and "needs admin" in str(refused.value)
+    # operate passes the role check and gets the real answer: nothing to pause.
+    with pytest.raises(ApiError) as conflict:
+        ApiClient(info.api_url, operate_secret, actor="spoofed-header").command("pause")
+    assert conflict.value.status in (404, 409)
+    admin.set_traffic(green=0)
+    entry = admin.history(limit=1)[0]
+    assert entry["kind"] == "weights" and entry["actor"] == "stack-admin"

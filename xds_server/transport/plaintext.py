@@ -1,0 +1,22 @@
+"""Plaintext ADS: for a single host's loopback only. Any client may claim any node id."""
+
+from __future__ import annotations
+
+import grpc
+
+from xds_server.transport import AuthContext
+
+
+class Plaintext:
+    name = "plaintext"
+
+    def bind(self, server: grpc.aio.Server, address: str) -> int:
+        return server.add_insecure_port(address)
+
+    def refusal(self, node_id: str, auth: AuthContext) -> str | None:
+        return None
+
+    def describe(self) -> dict[str, object]:
+        return {"transport": self.name, "client_certificates": False,
+                "warning": "plaintext xDS: any process reaching the port can read all "
+                           "config and claim any node id; use --tls beyond loopback"}
