@@ -231,6 +231,9 @@ def test_yaml_and_schema_problems_have_exact_lines():
     assert _problems(typo) == [
         "p.yaml:6: spec.rolback: unknown field (did you mean 'rollback'?)"]
     assert _problems("- a\n- b\n") == ["p.yaml:1: a policy must be a YAML mapping"]
+    # Found by schemathesis: a control character was a 500 from the API.
+    assert _problems("a: 1\nb: \x15\n") == [
+        "p.yaml:2: invalid YAML: character #x0015 is not allowed"]
 
 
 def test_load_file_reports_an_unreadable_file(tmp_path):

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 OPENAPI = Path(__file__).with_name("openapi.json")
 _PLANE = web.AppKey("plane", object)
+_TOKEN = web.RequestKey("token", ApiToken)
+_BODY = web.RequestKey("body", dict)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 COMMANDS = tuple(c.value for c in CommandName)
 HISTORY_LIMIT = 10_000
@@ -59,7 +61,7 @@ def _plane(request: web.Request) -> ControlPlane:
 
 
 def _token(request: web.Request) -> ApiToken:
-    return request["token"]  # type: ignore[no-any-return]
+    return request[_TOKEN]
 
 
 def _fields(body: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
@@ -70,7 +72,7 @@ def _fields(body: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
 
 def needs(role: Role, *, body: bool = False) -> Callable[[Handler], Handler]:
     """Require a bearer token of at least ``role``; with ``body``, a JSON object body
-    (passed as request['body'])."""
+    (passed as request[_BODY])."""
     def decorate(handler: Handler) -> Handler:
         async def wrapped(request: web.Request) -> web.StreamResponse:
             plane = _plane(request)
@@ -84,10 +86,10 @@ def needs(role: Role, *, body: bool = False) -> Callable[[Handler], Handler]:
                 plane.telemetry.api_refused.labels(reason="role").inc()
                 return _error(403, f"token {token.name!r} has role {token.role}; "
                                    f"this needs {role}")
-            request["token"] = token
+            request[_TOKEN] = token
             try:
                 if body:
-                    request["body"] = await _json_object(request)
+                    request[_BODY] = await _json_object(request)
                 return await handler(request)
             except BadInput as exc:
                 return _error(400, str(exc))
@@ -149,7 +151,7 @@ def _timeout(body: dict[str, Any]) -> float | None:
 @needs(Role.ADMIN, body=True)
 async def _traffic(request: web.Request) -> web.Response:
     plane = _plane(request)
-    body = dict(request["body"])
+    body = dict(request[_BODY])
     _fields(body, ("blue", "green", "timeout"))
     timeout = _timeout(body)
     weights = Weights.from_mapping(body)
@@ -162,7 +164,7 @@ async def _traffic(request: web.Request) -> web.Response:
 @needs(Role.OPERATE, body=True)
 async def _apply(request: web.Request) -> web.Response:
     plane = _plane(request)
-    body = request["body"]
+    body = request[_BODY]
     _fields(body, ("policy", "source"))
     text = body.get("policy")
     if not isinstance(text, str) or not text.strip():
@@ -189,7 +191,7 @@ async def _command(request: web.Request) -> web.Response:
     name = request.match_info["command"]
     if name not in COMMANDS:
         return _error(404, f"unknown command {name!r}; one of {', '.join(COMMANDS)}")
-    body = request["body"]
+    body = request[_BODY]
     _fields(body, ("full",))
     full = body.get("full", False)
     if not isinstance(full, bool):

@@ -199,6 +199,13 @@ def load_text(text: str, file: str = "<policy>") -> Policy:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         raise PolicyError([Problem(file, line, "", f"invalid YAML: {exc.problem}")]) from exc
+    except yaml.reader.ReaderError as exc:
+        # Characters YAML does not allow (control characters, for instance).
+        line = text.count("\n", 0, exc.position) + 1
+        raise PolicyError([Problem(file, line, "", f"invalid YAML: character "
+                                   f"#x{exc.character:04x} is not allowed")]) from exc
+    except yaml.YAMLError as exc:
+        raise PolicyError([Problem(file, 1, "", f"invalid YAML: {exc}")]) from exc
     lines = _Lines(root)
     if not isinstance(doc, dict):
         raise PolicyError([Problem(file, 1, "", "a policy must be a YAML mapping")])
