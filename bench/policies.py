@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 ERROR_RATE = "\n      - {name: error-rate, builtin: error_rate, max: 0.01}"
-P99 = "\n      - {name: p99-latency, builtin: p99_latency_ms, maxRatio: 2.5}"
+P99 = "\n      - {name: p99-latency, builtin: p99_latency_ms, maxRatio: 2.5, minDelta: 5}"
 
 
 def policy(model: str, *, name: str, steps: list[tuple[int, str]], interval: str = "1s",

@@ -76,7 +76,7 @@ spec:
     consecutiveErrorLimit: 5
     metrics:
       - {{name: error-rate, builtin: error_rate, max: 0.01}}
-      - {{name: p99-latency, builtin: p99_latency_ms, maxRatio: 4.0}}
+      - {{name: p99-latency, builtin: p99_latency_ms, maxRatio: 4.0, minDelta: 10}}
   progressDeadline: 5m
 """
 

@@ -81,11 +81,16 @@ def register(main: click.Group) -> None:
     @click.option("--slot", type=click.Choice(["blue", "green"]), default=None,
                   help="Target slot (default: the idle one).")
     @click.option("--timeout", type=float, default=120.0, show_default=True)
-    def deploy_cmd(directory: Path, ref: str, slot: str | None, timeout: float) -> None:
-        """Load NAME:VERSION into every Triton server of the idle slot and verify it."""
+    @click.option("--force", is_flag=True,
+                  help="Deploy onto the warm standby, giving up its instant rollback.")
+    def deploy_cmd(directory: Path, ref: str, slot: str | None, timeout: float,
+                   force: bool) -> None:
+        """Load NAME:VERSION into every Triton server of the idle slot and verify it.
+        Refused while a rollout uses that slot, or while it is the standby kept warm for
+        an instant rollback (--force gives that rollback up)."""
         name, version = parse_ref(ref)
         result = workflow.deploy_to_idle(directory, name, version, slot=slot,
-                              timeout=timeout, progress=click.echo)
+                                         timeout=timeout, progress=click.echo, force=force)
         click.echo(f"{result.ref} deployed to {result.slot} on {len(result.endpoints)} "
                    f"server(s) in {result.seconds:.1f}s (digest {result.digest[:12]} verified)")
 

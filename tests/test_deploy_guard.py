@@ -1,0 +1,39 @@
+"""`turnout deploy` never overwrites a slot a rollout is using, nor the warm standby."""
+
+from __future__ import annotations
+
+import pytest
+
+from turnout.errors import StackError
+from turnout.workflow import refuse_overwrite
+
+NOW = 1_000.0
+
+
+def rollout(phase: str, **extra) -> dict:
+    return {"name": "r1", "phase": phase, "model": "m:v2", "candidate_slot": "green",
+            "stable_slot": "blue", "keep_warm_until": None, **extra}
+
+
+@pytest.mark.parametrize("phase", ["pending", "deploying", "validating", "shifting", "baking",
+                                   "awaiting_approval", "paused", "rolling_back"])
+def test_refused_while_a_rollout_uses_the_slots(phase):
+    with pytest.raises(StackError, match=f"rollout r1 is {phase} with m:v2 on slot green"):
+        refuse_overwrite(rollout(phase), "green", now=NOW)
+    with pytest.raises(StackError, match="abort it"):
+        refuse_overwrite(rollout(phase), "green", now=NOW, force=True)
+
+
+def test_the_warm_standby_is_refused_until_its_window_ends_or_force():
+    promoted = rollout("promoted", keep_warm_until=NOW + 120)
+    with pytest.raises(StackError, match=r"standby kept warm .* for 120 s more"):
+        refuse_overwrite(promoted, "blue", now=NOW)
+    refuse_overwrite(promoted, "blue", now=NOW, force=True)
+    refuse_overwrite(promoted, "blue", now=NOW + 120)  # the window has ended
+    refuse_overwrite(promoted, "green", now=NOW)  # not the standby
+
+
+@pytest.mark.parametrize("phase", ["rolled_back", "aborted", "failed"])
+def test_finished_rollouts_hold_nothing(phase):
+    refuse_overwrite(rollout(phase, keep_warm_until=NOW + 120), "blue", now=NOW)
+    refuse_overwrite(None, "blue", now=NOW)
