@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv prometheus bootstrap demo test unit integration lint bench chaos mutate clean
+.PHONY: venv prometheus browser screenshots bootstrap demo test unit integration lint bench chaos mutate clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,15 @@ prometheus:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 	@prometheus --version 2>&1 | head -n 1
 
+# Headless Chromium and its driver from Debian, for the dashboard's browser test.
+browser:
+	@command -v chromedriver >/dev/null 2>&1 || { \
+	  echo ">> installing chromium and chromium-driver (apt)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
+	@chromedriver --version | head -n 1
+
 bootstrap: venv prometheus
 
 demo: bootstrap
@@ -34,11 +43,15 @@ lint: venv
 unit: venv
 	$(BIN)/pytest -q -m "not integration"
 
-integration: bootstrap
+integration: bootstrap browser
 	$(BIN)/pytest -q -m integration
 
-test: bootstrap lint
+test: bootstrap browser lint
 	$(BIN)/pytest -q -ra
+
+# The dashboard screenshots shown in the README (docs/dashboard.png).
+screenshots: bootstrap browser
+	TURNOUT_SCREENSHOTS=docs $(BIN)/pytest -q tests/test_browser_dashboard.py
 
 bench: bootstrap
 	$(BIN)/python -m bench

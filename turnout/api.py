@@ -29,6 +29,7 @@ from aiohttp import web
 
 from turnout.controller.driver import RolloutConflict
 from turnout.controller.state import CommandName, TransitionError
+from turnout.dashboard import add_routes as add_dashboard
 from turnout.errors import ConfigError
 from turnout.policy import PolicyError, load_text
 from turnout.store import StoreUnavailable
@@ -245,6 +246,7 @@ async def start_api(plane: ControlPlane) -> tuple[web.AppRunner, int]:
         web.post("/v1/rollouts/current/{command}", _command),
         web.get("/v1/history", _history),
     ])
+    add_dashboard(app, plane)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, plane.config.bind_host, plane.config.api_port)

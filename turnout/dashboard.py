@@ -54,7 +54,7 @@ class Dashboard:
         plane = self.plane
         status = plane.status()
         store = plane.store
-        history = [e.as_dict() for e in store.history(limit=200)]
+        history = [e.as_dict() for e in store.history(limit=200)]  # oldest first
         rollout = status.get("rollout")
         return {
             "at": time.time(),
@@ -64,8 +64,8 @@ class Dashboard:
             "traffic_error": self.traffic_error,
             "weights_history": [
                 {"at": e["at"], "weights": e["weights"], "actor": e["actor"]}
-                for e in reversed(history) if e["kind"] == "weights" and e["weights"]][-60:],
-            "audit": history[:40],
+                for e in history if e["kind"] == "weights" and e["weights"]][-60:],
+            "audit": history[::-1][:40],  # newest first
             "rounds": (rollout or {}).get("rounds", []),
         }
 

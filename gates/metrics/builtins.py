@@ -41,6 +41,16 @@ BUILTINS: dict[str, str] = {
         '(sum(increase(envoy_cluster_upstream_rq_xx{envoy_cluster_name=~"$clusters",'
         'envoy_response_code_class="5"}[$window])) or vector(0)) / ' + REQUESTS
     ),
+    # Requests per second Envoy sent to the slot (every model it serves).
+    "requests_rps": (
+        'sum(rate(envoy_cluster_upstream_rq_total{envoy_cluster_name=~"$clusters"}'
+        '[$window]))'
+    ),
+    # Median of Envoy's upstream request time (ms) for the slot's clusters.
+    "p50_latency_ms": (
+        'histogram_quantile(0.5, sum by (le) (rate(envoy_cluster_upstream_rq_time_bucket'
+        '{envoy_cluster_name=~"$clusters"}[$window])))'
+    ),
     # p99 of Envoy's upstream request time (ms) for the slot's cluster.
     "p99_latency_ms": (
         'histogram_quantile(0.99, sum by (le) (rate(envoy_cluster_upstream_rq_time_bucket'
