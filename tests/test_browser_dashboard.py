@@ -165,3 +165,32 @@ def test_actions_need_a_token(env):
     browser.find_element(By.CSS_SELECTOR, "button[data-command=pause]").click()
     # Nothing runs after the promotion: the API's own answer comes back, not a 401.
     _until(browser, lambda: "409" in _text(browser, "#action-result"), what="a 409")
+
+
+def test_prometheus_loads_the_rules_and_every_grafana_query_runs(env):
+    """The same Prometheus the gates use: our rule groups load and evaluate without error,
+    and every panel of the Grafana dashboard is a query it accepts."""
+    import json
+    import urllib.parse
+    import urllib.request
+
+    info, _client, _browser = env
+
+    def get(path: str) -> dict:
+        with urllib.request.urlopen(info.prometheus_url + path, timeout=5) as response:
+            return json.load(response)
+
+    def rules_healthy() -> bool:
+        groups = get("/api/v1/rules")["data"]["groups"]
+        return {g["name"] for g in groups} >= {"turnout-slots", "turnout-alerts"} and all(
+            r["health"] == "ok" for g in groups for r in g["rules"])
+    deadline = time.monotonic() + 30
+    while not rules_healthy():
+        assert time.monotonic() < deadline, get("/api/v1/rules")
+        time.sleep(0.5)
+    dashboard = json.loads((Path(__file__).resolve().parent.parent / "examples" / "grafana"
+                            / "turnout-dashboard.json").read_text())
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            answer = get("/api/v1/query?query=" + urllib.parse.quote(target["expr"]))
+            assert answer["status"] == "success", (panel["title"], answer)

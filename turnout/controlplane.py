@@ -25,20 +25,31 @@ from triton_slots.registry import LocalRegistry
 from triton_slots.slot import Endpoint, Slot
 from turnout.config import ControlPlaneConfig
 from turnout.controller.driver import RolloutController
-from turnout.controller.state import RolloutState
+from turnout.controller.state import RolloutPhase, RolloutState
 from turnout.errors import ConfigError
 from turnout.store import Store
 from turnout.telemetry import Telemetry
 from turnout.tokens import ApiToken
 from turnout.topology import build_snapshot
 from turnout.weights import Weights
-from xds_server import AdsServer, Convergence, Snapshot, SnapshotCache
+from xds_server import AdsServer, Convergence, Snapshot, SnapshotCache, type_urls
 from xds_server.cache import Publication
 from xds_server.handshakes import HandshakeWatch
 from xds_server.server import tune_gc
 from xds_server.transport import choose as choose_transport
 
 log = logging.getLogger("turnout.controlplane")
+
+
+def rollback_cause(state: RolloutState) -> str:
+    """A bounded label for why traffic is being taken back (turnout_rollbacks_total)."""
+    if state.ending is RolloutPhase.ABORTED:
+        return "abort"
+    for prefix, cause in (("gate failed", "gate"), ("metrics unavailable", "metric_errors"),
+                          ("candidate slot", "unhealthy"), ("progress deadline", "deadline")):
+        if state.reason.startswith(prefix):
+            return cause
+    return "manual"
 
 
 class ControlPlane:
@@ -58,6 +69,7 @@ class ControlPlane:
         self.store = Store(config.state_path)
         self.weights = self.store.weights()
         self._last_round: tuple[str, int, int] | None = None
+        self._last_phase: tuple[str, RolloutPhase] | None = None
         self._tokens: tuple[int, tuple[ApiToken, ...]] | None = None
         self._addresses: dict[str, str] = {}
         self.telemetry.set_weights(self.weights.as_dict())
@@ -252,17 +264,27 @@ class ControlPlane:
     def _report_health(self) -> None:
         for name, slot in self.config.slots.items():
             healthy = sum(1 for e in slot.endpoints if self.health.get(e, False))
+            self.telemetry.set_slot_health(name, healthy, len(slot.endpoints))
             self.controller.slot_health(name, healthy, len(slot.endpoints))
 
     def _rollout_changed(self, state: RolloutState) -> None:
+        previous = self._last_phase
+        self._last_phase = (state.id, state.phase)
+        if state.phase is RolloutPhase.ROLLING_BACK and previous != self._last_phase:
+            self.telemetry.rollbacks.labels(reason=rollback_cause(state)).inc()
         self.telemetry.set_phase(state.phase, state.step)
+        self.telemetry.set_rollout(state.id, state.model, state.deadline_at, state.finished)
         key = (state.id, state.step, len(state.rounds))
         if state.rounds and key != self._last_round:
             self.telemetry.record_round(state.rounds[-1])
         self._last_round = key
 
     def metrics(self) -> bytes:
-        self.telemetry.connected.set(len(self.cache.status(self.config.group)["proxies"]))
+        proxies = self.cache.status(self.config.group)["proxies"]
+        self.telemetry.connected.set(len(proxies))  # type: ignore[arg-type]
+        self.telemetry.in_sync.set(sum(1 for p in proxies if p["in_sync"]))  # type: ignore[union-attr,index]
+        self.telemetry.set_nacks({type_urls.SHORT_NAMES.get(t, t): n
+                                  for t, n in self.cache.nacks.items()})
         return self.telemetry.render()
 
     def status(self) -> dict[str, object]:

@@ -14,6 +14,9 @@ from triton_slots.procs import ManagedProcess, ProcessError, free_port, wait_htt
 from triton_slots.slot import Slot
 
 
+RULES = Path(__file__).resolve().parent.parent / "examples" / "prometheus" / "rules.yml"
+
+
 def prometheus_binary() -> str:
     found = shutil.which("prometheus")
     if found is None:
@@ -23,10 +26,11 @@ def prometheus_binary() -> str:
 
 
 def render_config(*, scrape_interval_s: float, envoy_admin: str, control_plane: str,
-                  slots: Mapping[str, Slot]) -> str:
+                  slots: Mapping[str, Slot], rules: Path | None = RULES) -> str:
     interval = f"{scrape_interval_s:g}s"
     config = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        **({"rule_files": [str(rules)]} if rules is not None else {}),
         "scrape_configs": [
             {"job_name": "envoy", "metrics_path": "/stats/prometheus",
              "static_configs": [{"targets": [envoy_admin]}]},

@@ -185,6 +185,7 @@ class SnapshotCache:
         self, *, logger: logging.Logger | None = None, clock: Callable[[], float] = time.time
     ) -> None:
         self._groups: dict[str, _Group] = {}
+        self.nacks: dict[str, int] = {}  # NACKs received since start, per type URL
         self._next_stream = 0
         self._log = logger or logging.getLogger("turnout.xds.cache")
         self._clock = clock
@@ -325,6 +326,7 @@ class SnapshotCache:
         handle.nacked[type_url] = nack
         state = self._group(handle.group)
         state.last_nack = nack
+        self.nacks[type_url] = self.nacks.get(type_url, 0) + 1
         self._log.warning(
             "NACK from node %s (group %s) for %s version %s: %s",
             handle.node_id, handle.group, type_urls.SHORT_NAMES.get(type_url, type_url),
