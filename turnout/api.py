@@ -31,6 +31,7 @@ from turnout.controller.driver import RolloutConflict
 from turnout.controller.state import CommandName, TransitionError
 from turnout.dashboard import add_routes as add_dashboard
 from turnout.errors import ConfigError
+from turnout.notify import WebhookTarget
 from turnout.policy import PolicyError, load_text
 from turnout.store import StoreUnavailable
 from turnout.telemetry import CONTENT_TYPE_LATEST
@@ -175,6 +176,8 @@ async def _apply(request: web.Request) -> web.Response:
         raise BadInput("field 'source' must be a file name of 1..200 characters")
     # Parsing is bounded (no aliases, 256 KiB) but still off the loop that serves xDS.
     policy = await asyncio.to_thread(load_text, text, source)
+    for i, receiver in enumerate(policy.notifications):
+        WebhookTarget.from_dict(receiver, f"{source}: spec.notifications[{i}]")
     await plane.controller.apply(policy, actor=_token(request).name)
     return web.json_response(plane.controller.describe(), status=201)
 

@@ -65,6 +65,8 @@ class ControlPlaneConfig:
     # preview key); a missing, short or example value stops the control plane.
     token_env: str = ""
     preview_key_env: str = ""
+    # Webhook receivers told of every rollout: {url, format, secret | secretEnv, events}.
+    webhooks: tuple[dict[str, Any], ...] = ()
     # Requests pinned to a slot by the preview header must also carry this key.
     preview_key: str = field(default_factory=lambda: secrets.token_urlsafe(18))
 
@@ -76,6 +78,7 @@ class ControlPlaneConfig:
                 *self.tokens, ApiToken(f"env:{self.token_env}", Role.ADMIN, digest(secret))))
         if self.preview_key_env:
             object.__setattr__(self, "preview_key", _secret_from_env(self.preview_key_env))
+        object.__setattr__(self, "webhooks", tuple(dict(w) for w in self.webhooks))
         if not self.tokens:
             raise ConfigError("no API tokens configured: mint one with turnout.tokens.mint")
         names = [t.name for t in self.tokens]

@@ -25,8 +25,10 @@ from triton_slots.registry import LocalRegistry
 from triton_slots.slot import Endpoint, Slot
 from turnout.config import ControlPlaneConfig
 from turnout.controller.driver import RolloutController
+from turnout.controller.machine import policy_of
 from turnout.controller.state import RolloutPhase, RolloutState
 from turnout.errors import ConfigError
+from turnout.notify import Notifier, WebhookTarget, transition_notices
 from turnout.store import Store
 from turnout.telemetry import Telemetry
 from turnout.tokens import ApiToken
@@ -66,6 +68,11 @@ class ControlPlane:
         self.ads = AdsServer(self.cache, default_group=config.group,
                              refusal=self.transport.refusal, on_refused=self._refused)
         self._handshakes = HandshakeWatch(self._refused) if config.tls else None
+        self.webhooks = tuple(WebhookTarget.from_dict(w, f"webhooks[{i}]")
+                              for i, w in enumerate(config.webhooks))
+        self.notifier = Notifier(
+            on_outcome=lambda outcome: self.telemetry.webhooks.labels(outcome=outcome).inc())
+        self._told: tuple[str, RolloutPhase, int] | None = None
         self.store = Store(config.state_path)
         self.weights = self.store.weights()
         self._last_round: tuple[str, int, int] | None = None
@@ -200,6 +207,8 @@ class ControlPlane:
             await self._grpc.stop(grace=1.0)
         if self._handshakes is not None:
             self._handshakes.stop()
+        await self.notifier.drain(timeout=2.0)
+        await self.notifier.close()
         if self._http is not None:
             await self._http.close()
 
@@ -272,12 +281,29 @@ class ControlPlane:
         self._last_phase = (state.id, state.phase)
         if state.phase is RolloutPhase.ROLLING_BACK and previous != self._last_phase:
             self.telemetry.rollbacks.labels(reason=rollback_cause(state)).inc()
+        self._notify(state)
         self.telemetry.set_phase(state.phase, state.step)
         self.telemetry.set_rollout(state.id, state.model, state.deadline_at, state.finished)
         key = (state.id, state.step, len(state.rounds))
         if state.rounds and key != self._last_round:
             self.telemetry.record_round(state.rounds[-1])
         self._last_round = key
+
+    def _notify(self, state: RolloutState) -> None:
+        """Queue the notices for this transition; never waits for a receiver."""
+        told = (state.id, state.phase, state.step)
+        if told == self._told:
+            return
+        try:
+            policy = policy_of(state)
+            notices = transition_notices(self._told, state, len(policy.steps))
+            targets = [*self.webhooks, *(WebhookTarget.from_dict(n, "spec.notifications")
+                                         for n in policy.notifications)]
+            if notices and targets:
+                self.notifier.notify(notices, targets)
+        except Exception:  # a notification problem must never touch the rollout
+            log.exception("notifications for rollout %s failed", state.id)
+        self._told = told
 
     def metrics(self) -> bytes:
         proxies = self.cache.status(self.config.group)["proxies"]

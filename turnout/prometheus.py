@@ -13,7 +13,6 @@ import yaml
 from triton_slots.procs import ManagedProcess, ProcessError, free_port, wait_http
 from triton_slots.slot import Slot
 
-
 RULES = Path(__file__).resolve().parent.parent / "examples" / "prometheus" / "rules.yml"
 
 

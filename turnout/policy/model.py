@@ -104,6 +104,7 @@ class Policy:
     rollback: RollbackSettings = field(default_factory=RollbackSettings)
     convergence: ConvergenceSettings = field(default_factory=ConvergenceSettings)
     progress_deadline_s: float = 1800.0
+    notifications: tuple[dict[str, Any], ...] = ()  # webhook receivers (raw, validated)
     source: str = ""
     document: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -220,6 +221,7 @@ def build_policy(doc: dict[str, Any], source: str = "") -> Policy:
             timeout_s=parse_duration(convergence_doc.get("timeout", "10s")),
         ),
         progress_deadline_s=parse_duration(spec.get("progressDeadline", "30m")),
+        notifications=tuple(dict(n) for n in spec.get("notifications", ())),
         source=source,
         document=doc,
     )

@@ -1,0 +1,188 @@
+"""Notifications: which transitions are told, the signed JSON and Slack bodies, and
+delivery to a real local HTTP receiver (in order, retried, never blocking the caller)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from aiohttp import web
+
+from turnout.controller.state import RolloutPhase, RolloutState
+from turnout.errors import ConfigError
+from turnout.notify import (
+    BodyFormat,
+    Notification,
+    NotificationKind,
+    Notifier,
+    WebhookTarget,
+    sign,
+    transition_notices,
+)
+from turnout.notify.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
+
+K = NotificationKind
+
+
+def state(phase: RolloutPhase, step: int = -1, reason: str = "", rollout: str = "r1"
+          ) -> RolloutState:
+    return RolloutState(id=rollout, name="canary", model="m:v2", digest="d",
+                        candidate_slot="green", stable_slot="blue", stable_model="m:v1",
+                        policy={}, source="p.yaml", created_at=0.0, phase=phase, step=step,
+                        target_weight=10 if step >= 0 else 0, reason=reason)
+
+
+@pytest.mark.parametrize("previous, now, kinds", [
+    (None, state(RolloutPhase.PENDING), [K.STARTED]),
+    (("old", RolloutPhase.PROMOTED, 3), state(RolloutPhase.PENDING), [K.STARTED]),
+    (("r1", RolloutPhase.VALIDATING, -1), state(RolloutPhase.SHIFTING, 0), [K.STEP_ENTERED]),
+    (("r1", RolloutPhase.SHIFTING, 0), state(RolloutPhase.BAKING, 0), []),
+    (("r1", RolloutPhase.BAKING, 0), state(RolloutPhase.SHIFTING, 1), [K.STEP_ENTERED]),
+    (("r1", RolloutPhase.BAKING, 1),
+     state(RolloutPhase.ROLLING_BACK, 1, "gate failed at 10%: p99"),
+     [K.GATE_FAILED, K.ROLLING_BACK]),
+    (("r1", RolloutPhase.BAKING, 1),
+     state(RolloutPhase.ROLLING_BACK, 1, "abort requested by alice"), [K.ROLLING_BACK]),
+    (("r1", RolloutPhase.ROLLING_BACK, 1), state(RolloutPhase.ROLLED_BACK, 1),
+     [K.ROLLED_BACK]),
+    (("r1", RolloutPhase.BAKING, 1), state(RolloutPhase.PAUSED, 1), [K.PAUSED]),
+    (("r1", RolloutPhase.BAKING, 2), state(RolloutPhase.PROMOTED, 2), [K.PROMOTED]),
+    (("r1", RolloutPhase.ROLLING_BACK, 0), state(RolloutPhase.ABORTED, 0), [K.ABORTED]),
+    (("r1", RolloutPhase.DEPLOYING, -1), state(RolloutPhase.FAILED), [K.FAILED]),
+    (("r1", RolloutPhase.PAUSED, 1), state(RolloutPhase.PAUSED, 1), []),
+])
+def test_each_transition_is_told_once(previous, now, kinds):
+    notices = transition_notices(previous, now, steps=3)
+    assert [n.kind for n in notices] == kinds
+    for n in notices:
+        assert (n.rollout, n.name, n.model, n.step, n.steps, n.candidate_slot) == \
+            ("r1", "canary", "m:v2", now.step + 1, 3, "green")
+
+
+def notice(kind: NotificationKind = K.PROMOTED, **extra) -> Notification:
+    return Notification(kind, "r1", "canary", "m:v2", str(kind), 2, 3, 50, "green",
+                        "a message", **extra)
+
+
+def test_json_body_is_signed_over_timestamp_and_body():
+    target = WebhookTarget("http://127.0.0.1:1/hook", secret="s3cret")
+    n = notice()
+    body = target.body(n)
+    headers = target.headers(n, body, "1700000000.000")
+    assert json.loads(body) == {"type": "turnout.rollout.promoted", **n.as_dict()}
+    assert headers[SIGNATURE_HEADER] == sign("s3cret", "1700000000.000", body)
+    assert headers[SIGNATURE_HEADER].startswith("sha256=") and \
+        len(headers[SIGNATURE_HEADER]) == 7 + 64
+    assert sign("s3cret", "1700000000.001", body) != headers[SIGNATURE_HEADER]
+    assert sign("other", "1700000000.000", body) != headers[SIGNATURE_HEADER]
+    assert headers[DELIVERY_HEADER] == n.id
+    assert SIGNATURE_HEADER not in WebhookTarget("http://h/x").headers(n, body, "1")
+
+
+def test_slack_body_is_text_and_a_block():
+    body = json.loads(WebhookTarget("https://hooks.example/x", BodyFormat.SLACK)
+                      .body(notice(K.GATE_FAILED)))
+    assert set(body) == {"text", "blocks"}
+    assert "*canary* (m:v2) gate failed: step 2/3 at 50% on green. a message" in body["text"]
+    assert body["blocks"][0]["text"]["text"] == body["text"]
+
+
+@pytest.mark.parametrize("data, problem", [
+    ({"url": "ftp://x"}, "must be http"),
+    ({"url": "http://x", "format": "xml"}, "'xml' is not a valid BodyFormat"),
+    ({"url": "http://x", "events": ["exploded"]}, "'exploded' is not a valid"),
+    ({"url": "http://x", "secretEnv": "TURNOUT_TEST_UNSET_SECRET"},
+     "TURNOUT_TEST_UNSET_SECRET is empty or unset"),
+])
+def test_bad_receivers_are_refused_with_a_message(data, problem):
+    with pytest.raises(ConfigError, match=problem):
+        WebhookTarget.from_dict(data)
+
+
+def test_receiver_filters_kinds_and_reads_its_secret_from_the_environment(monkeypatch):
+    monkeypatch.setenv("HOOK_SECRET", "abc")
+    target = WebhookTarget.from_dict({"url": "http://h/x", "secretEnv": "HOOK_SECRET",
+                                      "events": ["promoted"]})
+    assert target.secret == "abc"
+    assert target.wants(notice(K.PROMOTED)) and not target.wants(notice(K.STARTED))
+
+
+class Receiver:
+    """A real HTTP receiver on loopback: records deliveries, can fail the first N."""
+
+    def __init__(self, fail_first: int = 0, delay_s: float = 0.0) -> None:
+        self.got: list[tuple[dict, dict]] = []
+        self.fail_first = fail_first
+        self.delay_s = delay_s
+        self.calls = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.calls += 1
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.calls <= self.fail_first:
+            return web.Response(status=503)
+        self.got.append((dict(request.headers), json.loads(await request.read())))
+        return web.Response(status=204)
+
+    async def start(self) -> tuple[web.AppRunner, str]:
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return runner, f"http://127.0.0.1:{port}/hook"
+
+
+async def test_deliveries_arrive_in_order_signed_and_retried():
+    receiver = Receiver(fail_first=2)
+    runner, url = await receiver.start()
+    outcomes: list[str] = []
+    notifier = Notifier(backoff_s=0.01, on_outcome=outcomes.append)
+    try:
+        target = WebhookTarget(url, secret="k")
+        kinds = [K.STARTED, K.STEP_ENTERED, K.GATE_FAILED, K.ROLLING_BACK, K.ROLLED_BACK]
+        notifier.notify([notice(k) for k in kinds], [target])
+        await notifier.drain(timeout=5)
+    finally:
+        await notifier.close()
+        await runner.cleanup()
+    assert [body["kind"] for _, body in receiver.got] == [str(k) for k in kinds]
+    for headers, body in receiver.got:
+        raw = json.dumps(body).encode()
+        assert headers[SIGNATURE_HEADER] == sign("k", headers[TIMESTAMP_HEADER], raw)
+    assert outcomes == ["retried", "retried"] + ["delivered"] * 5
+
+
+async def test_a_dead_or_hanging_receiver_never_blocks_the_caller():
+    hanging = Receiver(delay_s=30)
+    runner, slow_url = await hanging.start()
+    notifier = Notifier(attempts=2, backoff_s=0.01, timeout_s=0.5)
+    try:
+        targets = [WebhookTarget("http://127.0.0.1:9/hook"), WebhookTarget(slow_url)]
+        started = time.perf_counter()
+        for _ in range(200):
+            notifier.notify([notice()], targets)
+        queued_s = time.perf_counter() - started
+        assert queued_s < 0.5, queued_s  # queueing only; nothing waited for
+    finally:
+        await notifier.close()
+        await runner.cleanup()
+
+
+async def test_a_full_queue_drops_the_oldest_and_says_so(monkeypatch):
+    from turnout.notify import dispatcher
+
+    monkeypatch.setattr(dispatcher, "QUEUE_LIMIT", 3)
+    outcomes: list[str] = []
+    notifier = Notifier(attempts=1, timeout_s=0.2, on_outcome=outcomes.append)
+    try:
+        notifier.notify([notice(K.STARTED, at=float(i)) for i in range(5)],
+                        [WebhookTarget("http://127.0.0.1:9/hook")])
+        assert outcomes.count("dropped") == 2
+    finally:
+        await notifier.close()

@@ -1,0 +1,78 @@
+"""Which rollout transitions are told, and what each notice says."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from turnout.controller.state import RolloutPhase, RolloutState
+
+
+class NotificationKind(StrEnum):
+    STARTED = "started"
+    STEP_ENTERED = "step_entered"
+    GATE_FAILED = "gate_failed"
+    PAUSED = "paused"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+    PROMOTED = "promoted"
+    ABORTED = "aborted"
+    FAILED = "failed"
+
+
+_ON_ENTRY = {
+    RolloutPhase.PAUSED: NotificationKind.PAUSED,
+    RolloutPhase.ROLLED_BACK: NotificationKind.ROLLED_BACK,
+    RolloutPhase.PROMOTED: NotificationKind.PROMOTED,
+    RolloutPhase.ABORTED: NotificationKind.ABORTED,
+    RolloutPhase.FAILED: NotificationKind.FAILED,
+}
+
+
+@dataclass(frozen=True)
+class Notification:
+    kind: NotificationKind
+    rollout: str
+    name: str
+    model: str
+    phase: str
+    step: int  # 1-based; 0 before the first
+    steps: int
+    weight: int  # the candidate's percent
+    candidate_slot: str
+    message: str
+    at: float = field(default_factory=time.time)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["kind"] = str(self.kind)
+        return data
+
+
+def transition_notices(previous: tuple[str, RolloutPhase, int] | None,
+                       state: RolloutState, steps: int) -> list[Notification]:
+    """The notices for going from ``previous`` (rollout id, phase, step) to ``state``."""
+    same = previous is not None and previous[0] == state.id
+    kinds: list[NotificationKind] = []
+    if not same:
+        kinds.append(NotificationKind.STARTED)
+    old_phase = previous[1] if same and previous else None
+    old_step = previous[2] if same and previous else -1
+    if state.step != old_step and state.step >= 0 and state.phase in (
+            RolloutPhase.SHIFTING, RolloutPhase.BAKING):
+        kinds.append(NotificationKind.STEP_ENTERED)
+    if state.phase != old_phase:
+        if state.phase is RolloutPhase.ROLLING_BACK:
+            if state.reason.startswith("gate failed"):
+                kinds.append(NotificationKind.GATE_FAILED)
+            kinds.append(NotificationKind.ROLLING_BACK)
+        elif state.phase in _ON_ENTRY:
+            kinds.append(_ON_ENTRY[state.phase])
+    return [Notification(kind, state.id, state.name, state.model, str(state.phase),
+                         state.step + 1, steps, state.target_weight, state.candidate_slot,
+                         state.reason)
+            for kind in kinds]
