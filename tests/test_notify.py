@@ -62,7 +62,7 @@ def test_each_transition_is_told_once(previous, now, kinds):
 
 
 def notice(kind: NotificationKind = K.PROMOTED, **extra) -> Notification:
-    return Notification(kind, "r1", "canary", "m:v2", str(kind), 2, 3, 50, "green",
+    return Notification(kind, "r1", "canary", "m:v2", str(kind), 2, 3, 0, 50, "green",
                         "a message", **extra)
 
 

@@ -198,6 +198,7 @@ def make_pki(directory: Path, node_ids: tuple[str, ...]) -> tuple[TlsFiles, dict
 def up(
     directory: Path = DEFAULT_DIR, *, per_slot: int = 1, models: list[Path] | None = None,
     scrape_interval_s: float = 1.0, tls: bool = False, progress: Progress = _quiet,
+    webhooks: list[dict] | None = None,
 ) -> StackInfo:
     """Start the whole local stack and record it in ``<directory>/stack.json`` (0600),
     each process as soon as it starts. Interrupted (Ctrl-C, SIGTERM) or failed, it stops
@@ -244,6 +245,7 @@ def up(
                 xds_port=free_port(), api_port=free_port(), slots=slots,
                 registry_root=str(registry_root(directory)),
                 prometheus_url=f"http://127.0.0.1:{prometheus_port}", tls=server_tls,
+                webhooks=tuple(webhooks or ()),
             )
             config.write(directory / "controlplane.json")
             progress("starting control plane")

@@ -41,7 +41,8 @@ class Notification:
     phase: str
     step: int  # 1-based; 0 before the first
     steps: int
-    weight: int  # the candidate's percent
+    weight: int  # the candidate's percent decided (0 once rolling back)
+    traffic: int  # the candidate's percent every Envoy has ACKed (where traffic is now)
     candidate_slot: str
     message: str
     at: float = field(default_factory=time.time)
@@ -73,6 +74,6 @@ def transition_notices(previous: tuple[str, RolloutPhase, int] | None,
         elif state.phase in _ON_ENTRY:
             kinds.append(_ON_ENTRY[state.phase])
     return [Notification(kind, state.id, state.name, state.model, str(state.phase),
-                         state.step + 1, steps, state.target_weight, state.candidate_slot,
-                         state.reason)
+                         state.step + 1, steps, state.target_weight, state.applied_weight,
+                         state.candidate_slot, state.reason)
             for kind in kinds]

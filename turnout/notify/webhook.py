@@ -74,7 +74,7 @@ class WebhookTarget:
         if self.format is BodyFormat.SLACK:
             text = (f"{_EMOJI.get(notice.kind, '')} *{notice.name}* ({notice.model}) "
                     f"{notice.kind.replace('_', ' ')}: step {notice.step}/{notice.steps} at "
-                    f"{notice.weight}% on {notice.candidate_slot}. {notice.message}")
+                    f"{notice.traffic}% on {notice.candidate_slot}. {notice.message}")
             return json.dumps({"text": text, "blocks": [
                 {"type": "section", "text": {"type": "mrkdwn", "text": text}}]}).encode()
         return json.dumps({"type": "turnout.rollout." + notice.kind,
