@@ -86,7 +86,9 @@ def render_rollout(r: dict[str, Any]) -> list[str]:
         where = f"  step {r['step'] + 1}/{len(steps)} ({steps[r['step']]['weight']}%)"
         if r["phase"] == "baking" and r.get("step_entered_at"):
             baked = r["now"] - r["step_entered_at"]
-            where += f"  baked {baked:.1f}s/{steps[r['step']]['bake_s']:g}s"
+            bake = steps[r["step"]]["bake_s"]
+            where += f"  bake {progress_bar(baked / bake if bake else 1.0)} " \
+                     f"{min(baked, bake):.1f}s/{bake:g}s"
     lines.append(f"phase    {r['phase']}{where}")
     lines.append(f"reason   {r['reason']}")
     marks = []
@@ -99,10 +101,46 @@ def render_rollout(r: dict[str, Any]) -> list[str]:
     if latest:
         lines.append(f"gates    round {len(r['rounds'])}: {latest['phase']} "
                      f"(window {latest['window_s']:.0f}s)")
+        lines.append(f"  {'metric':<16} {'verdict':<12} {'value':>9}  {'threshold':<18} detail")
         for m in latest["measurements"]:
             value = "-" if m["value"] is None else f"{m['value']:.4g}"
-            lines.append(f"  {m['metric']:<16} {m['phase']:<12} {value:>9}  {m['message']}"
+            lines.append(f"  {m['metric']:<16} {m['phase']:<12} {value:>9}  "
+                         f"{m.get('threshold') or '-':<18} {m['message']}"
                          + ("  (dry run)" if m["dry_run"] else ""))
+    return lines
+
+
+def progress_bar(fraction: float, width: int = 20) -> str:
+    done = round(max(0.0, min(1.0, fraction)) * width)
+    return "[" + "#" * done + "." * (width - done) + "]"
+
+
+def render_history(entries: list[dict[str, Any]]) -> list[str]:
+    """The audit log as a timeline: a line per day, a heading when a rollout's entries
+    begin, and each entry with its time since that rollout started."""
+    lines: list[str] = []
+    day = None
+    current = None
+    started: dict[str, float] = {}
+    for e in entries:
+        stamp = time.localtime(e["at"])
+        if time.strftime("%Y-%m-%d", stamp) != day:
+            day = time.strftime("%Y-%m-%d", stamp)
+            lines.append(f"== {day} ==")
+        rollout = e.get("rollout")
+        if rollout != current:
+            current = rollout
+            if rollout is not None:
+                started.setdefault(rollout, e["at"])
+                lines.append(f"-- rollout {rollout} --")
+        at = time.strftime("%H:%M:%S", stamp) + f".{int(e['at'] * 10) % 10}"
+        since = f"+{e['at'] - started[rollout]:6.1f}s" if rollout in started else " " * 8
+        weights = e.get("weights") or {}
+        split = f"b{weights.get('blue', '?')}/g{weights.get('green', '?')}" if weights else ""
+        moved = f"{e.get('phase_from') or ''} -> {e['phase_to']}" if e.get("phase_to") \
+            and e.get("phase_from") != e.get("phase_to") else ""
+        lines.append(f"{at} {since} {e['actor']:<14} {e['kind']:<10} {split:<9} "
+                     f"{moved:<26} {e['message']}".rstrip())
     return lines
 
 
@@ -181,11 +219,8 @@ def register(main: click.Group) -> None:
         if as_json:
             click.echo(json.dumps(entries, indent=2))
             return
-        for e in entries:
-            at = time.strftime("%H:%M:%S", time.localtime(e["at"])) + f".{int(e['at'] * 10) % 10}"
-            weights = e.get("weights") or {}
-            split = f"b{weights.get('blue', '?')}/g{weights.get('green', '?')}" if weights else ""
-            click.echo(f"{at} {e['actor']:<14} {e['kind']:<10} {split:<9} {e['message']}")
+        for line in render_history(entries):
+            click.echo(line)
 
 
 def _registry_signature(directory: Path, policy: Policy) -> ModelSignature | None:

@@ -28,6 +28,8 @@ from turnout.controller.driver import RolloutController
 from turnout.controller.machine import policy_of
 from turnout.controller.state import RolloutPhase, RolloutState
 from turnout.errors import ConfigError
+from turnout.logs import LogFormat, set_rollout
+from turnout.logs import configure as configure_logs
 from turnout.notify import Notifier, WebhookTarget, transition_notices
 from turnout.store import Store
 from turnout.telemetry import Telemetry
@@ -281,6 +283,8 @@ class ControlPlane:
         self._last_phase = (state.id, state.phase)
         if state.phase is RolloutPhase.ROLLING_BACK and previous != self._last_phase:
             self.telemetry.rollbacks.labels(reason=rollback_cause(state)).inc()
+        set_rollout(None if state.finished else state.id,
+                    None if state.finished else state.step + 1)
         self._notify(state)
         self.telemetry.set_phase(state.phase, state.step)
         self.telemetry.set_rollout(state.id, state.model, state.deadline_at, state.finished)
@@ -353,10 +357,12 @@ async def _run(config: ControlPlaneConfig) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Turnout control plane (ADS + API)")
     parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--log-format", choices=[f.value for f in LogFormat],
+                        default=os.environ.get("TURNOUT_LOG_FORMAT", "text"),
+                        help="text (default) or json: one object per line with the rollout "
+                             "id and step. Env: TURNOUT_LOG_FORMAT.")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logs(LogFormat(args.log_format))
     asyncio.run(_run(ControlPlaneConfig.load(args.config)))
 
 
