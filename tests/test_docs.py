@@ -16,7 +16,7 @@ from turnout.policy import load_text
 from turnout.reference import DOCS, GENERATED
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = sorted(DOCS.glob("*.md")) + [ROOT / "README.md", ROOT / "examples/compose/README.md"]
+PAGES = [*sorted(DOCS.glob("*.md")), ROOT / "README.md", ROOT / "examples/compose/README.md"]
 FENCE = re.compile(r"```(\w*)\n(.*?)```", re.S)
 
 
