@@ -67,6 +67,9 @@ class ControlPlaneConfig:
     preview_key_env: str = ""
     # Webhook receivers told of every rollout: {url, format, secret | secretEnv, events}.
     webhooks: tuple[dict[str, Any], ...] = ()
+    # Envoy streams every request's outcome to the control plane over this bootstrap
+    # cluster (the ADS one); the gates' `source: envoy` reads it. "" turns it off.
+    access_log_cluster: str = "turnout_xds"
     # Requests pinned to a slot by the preview header must also carry this key.
     preview_key: str = field(default_factory=lambda: secrets.token_urlsafe(18))
 

@@ -20,6 +20,9 @@ import aiohttp
 import grpc
 
 from gates.metrics import PrometheusProvider
+from gates.metrics.access_log import AccessLogReceiver
+from gates.metrics.sources import EnvoyStreamSource
+from gates.metrics.windows import SlotWindows
 from triton_slots.health import probe_all
 from triton_slots.registry import LocalRegistry
 from triton_slots.slot import Endpoint, Slot
@@ -65,6 +68,8 @@ class ControlPlane:
     def __init__(self, config: ControlPlaneConfig) -> None:
         self.config = config
         self.cache = SnapshotCache()
+        self.windows = SlotWindows()
+        self.access_log = AccessLogReceiver(self.windows)
         self.telemetry = Telemetry()
         self.transport = choose_transport(config.tls)
         self.ads = AdsServer(self.cache, default_group=config.group,
@@ -89,6 +94,7 @@ class ControlPlane:
             provider=PrometheusProvider(config.prometheus_url) if config.prometheus_url
             else None,
             tick_s=config.tick_s,
+            stream=EnvoyStreamSource(self.windows),
             on_change=self._rollout_changed,
         )
         self.health: dict[Endpoint, bool] = {}
@@ -149,6 +155,7 @@ class ControlPlane:
             weights=self.weights,
             resolve=self._resolve,
             preview_key=self.config.preview_key,
+            access_log_cluster=self.config.access_log_cluster or None,
         )
 
     def _resolve(self, host: str) -> str:
@@ -180,7 +187,8 @@ class ControlPlane:
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ]
         )
-        self._grpc.add_generic_rpc_handlers((self.ads.handler(),))
+        self._grpc.add_generic_rpc_handlers((self.ads.handler(),
+                                             self.access_log.handler()))
         if self._handshakes is not None:
             self._handshakes.start()
         self.xds_port = self.transport.bind(

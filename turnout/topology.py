@@ -103,6 +103,7 @@ def build_snapshot(
     resolve: Callable[[str], str] = lambda host: host,
     resilience: Resilience | None = None,
     preview_key: str | None = None,
+    access_log_cluster: str | None = None,
 ) -> Snapshot:
     """Both slots' clusters always present (so a weight change is an RDS-only change).
     ``resolve`` turns endpoint host names into IP addresses (EDS carries addresses only)."""
@@ -119,7 +120,8 @@ def build_snapshot(
     return Snapshot.build(
         listeners=[
             http_listener(
-                LISTENER_NAME, host=ingress_host, port=ingress_port, route_config=ROUTE_NAME
+                LISTENER_NAME, host=ingress_host, port=ingress_port, route_config=ROUTE_NAME,
+                access_log_cluster=access_log_cluster,
             )
         ],
         routes=[split_routes(

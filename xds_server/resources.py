@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import (
     address_pb2,
     base_pb2,
     config_source_pb2,
+    grpc_service_pb2,
     health_check_pb2,
     protocol_pb2,
 )
@@ -17,6 +19,7 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -203,10 +206,31 @@ def load_assignment(
     )
 
 
+def grpc_access_log(cluster: str, *, flush_s: float = 0.1) -> accesslog_pb2.AccessLog:
+    """Every request streamed to the gRPC access-log service behind ``cluster`` (a static
+    cluster of the bootstrap), flushed every ``flush_s`` seconds, with gRPC's status."""
+    config = als_pb2.HttpGrpcAccessLogConfig(
+        common_config=als_pb2.CommonGrpcAccessLogConfig(
+            log_name="turnout",
+            grpc_service=grpc_service_pb2.GrpcService(
+                envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=cluster)),
+            transport_api_version=config_source_pb2.ApiVersion.V3,
+            buffer_flush_interval=_duration(flush_s),
+            buffer_size_bytes=wrappers_pb2.UInt32Value(value=16384),
+        ),
+        additional_response_headers_to_log=["grpc-status"],
+        additional_response_trailers_to_log=["grpc-status"],
+    )
+    return accesslog_pb2.AccessLog(name="envoy.access_loggers.http_grpc",
+                                   typed_config=_any(config))
+
+
 def http_listener(
-    name: str, *, host: str, port: int, route_config: str, stat_prefix: str = "ingress"
+    name: str, *, host: str, port: int, route_config: str, stat_prefix: str = "ingress",
+    access_log_cluster: str | None = None,
 ) -> listener_pb2.Listener:
-    """A listener whose connection manager takes its routes from RDS (over ADS).
+    """A listener whose connection manager takes its routes from RDS (over ADS); with
+    ``access_log_cluster``, every request is also streamed to the access-log service there.
 
     The codec is AUTO, so gRPC clients (HTTP/2 with prior knowledge) and HTTP/1.1 both work.
     """
@@ -224,6 +248,7 @@ def http_listener(
         ],
         http2_protocol_options=protocol_pb2.Http2ProtocolOptions(),
         generate_request_id=wrappers_pb2.BoolValue(value=False),
+        access_log=[grpc_access_log(access_log_cluster)] if access_log_cluster else [],
     )
     return listener_pb2.Listener(
         name=name,

@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from gates.metrics.builtins import BUILTINS, REQUESTS, render
+from gates.metrics.builtins import BUILTINS, REQUESTS
 from gates.metrics.measurement import Measurement, Phase
 from gates.metrics.provider import MetricsError, MetricsProvider, NoData
+from gates.metrics.sources import ENVOY, MetricSource, Query, as_source
+
+REQUEST_COUNT = Query("requests", REQUESTS)
 
 
 class MetricLike(Protocol):
@@ -29,6 +32,7 @@ class MetricLike(Protocol):
     min_ratio: float | None
     min_delta: float
     dry_run: bool
+    source: str
 
     @property
     def relative(self) -> bool: ...
@@ -63,20 +67,21 @@ class GateRound:
                    tuple(Measurement.from_dict(m) for m in data["measurements"]))
 
 
-def _value(provider: MetricsProvider, query: str, slot: str, window_s: float,
+def _value(source: MetricSource, query: Query, slot: str, window_s: float,
            model: str = "") -> float:
-    return provider.query_value(render(query, slot=slot, window_s=window_s, model=model))
+    return source.value(query, slot=slot, window_s=window_s, model=model)
 
 
-def _query_of(metric: MetricLike) -> str:
+def _query_of(metric: MetricLike) -> Query:
     if metric.builtin is not None:
-        return BUILTINS[metric.builtin]
+        return Query(metric.builtin, BUILTINS[metric.builtin])
     assert metric.query is not None
-    return metric.query
+    return Query(None, metric.query)
 
 
 def measure(
-    provider: MetricsProvider, metric: MetricLike, *, candidate: str, active: str,
+    provider: MetricsProvider | MetricSource, metric: MetricLike, *, candidate: str,
+    active: str,
     window_s: float, min_requests: int, candidate_requests: float | None,
     baselines: dict[str, float], now: float | None = None, model: str = "",
 ) -> Measurement:
@@ -87,6 +92,7 @@ def measure(
     A value that is not a finite number (NaN, +-Inf) from any source is never Successful:
     it is Inconclusive, or Failed where a threshold says so."""
     now = time.time() if now is None else now
+    source = as_source(provider)
 
     def result(phase: Phase, message: str, **extra: Any) -> Measurement:
         return Measurement(metric.name, phase, message, threshold=metric.thresholds(),
@@ -100,7 +106,7 @@ def measure(
                       f"{candidate_requests:.0f} requests in window < minRequests {min_requests}")
     query = _query_of(metric)
     try:
-        value = _value(provider, query, candidate, window_s, model)
+        value = _value(source, query, candidate, window_s, model)
     except MetricsError as exc:
         return result(Phase.ERROR, f"query failed: {exc}")
     except NoData as exc:
@@ -115,7 +121,7 @@ def measure(
         return result(Phase.INCONCLUSIVE, f"no usable data: the value is {value}")
     if not metric.relative:
         return result(Phase.SUCCESSFUL, f"{value:.4g} within {metric.thresholds()}", value=value)
-    baseline = _baseline(provider, metric, query, active, window_s, min_requests, baselines,
+    baseline = _baseline(source, metric, query, active, window_s, min_requests, baselines,
                          model)
     if isinstance(baseline, Measurement):
         return result(baseline.phase, baseline.message, value=value)
@@ -135,13 +141,13 @@ def measure(
                   value=value, baseline=baseline, ratio=ratio)
 
 
-def _baseline(provider: MetricsProvider, metric: MetricLike, query: str, active: str,
+def _baseline(source: MetricSource, metric: MetricLike, query: Query, active: str,
               window_s: float, min_requests: int, baselines: dict[str, float], model: str = ""
               ) -> float | Measurement:
     try:
-        active_requests = _value(provider, REQUESTS, active, window_s, model)
+        active_requests = _value(source, REQUEST_COUNT, active, window_s, model)
         if active_requests >= min_requests:
-            value = _value(provider, query, active, window_s, model)
+            value = _value(source, query, active, window_s, model)
             if not math.isfinite(value):
                 raise NoData(f"active slot value is {value}")
             baselines[metric.name] = value
@@ -157,27 +163,47 @@ def _baseline(provider: MetricsProvider, metric: MetricLike, query: str, active:
 
 
 def measure_round(
-    provider: MetricsProvider, metrics: Iterable[MetricLike], *, candidate: str, active: str,
-    window_s: float, min_requests: int, baselines: dict[str, float], model: str = "",
+    provider: MetricsProvider | MetricSource | None, metrics: Iterable[MetricLike], *,
+    candidate: str, active: str, window_s: float, min_requests: int,
+    baselines: dict[str, float], model: str = "", stream: MetricSource | None = None,
 ) -> GateRound:
+    """Every metric once, each from its own source (``stream`` for ``source: envoy``,
+    ``provider`` otherwise); a missing source is an Error measurement."""
     now = time.time()
-    try:
-        requests: float | None = _value(provider, REQUESTS, candidate, window_s, model)
-        if requests is not None and not math.isfinite(requests):
-            requests = 0.0
-        request_error = ""
-    except MetricsError as exc:
-        requests, request_error = None, f"query failed: {exc}"
-    except NoData:
-        requests, request_error = 0.0, ""
+    counts: dict[int, tuple[float | None, str]] = {}
+
+    def candidate_requests(source: MetricSource) -> tuple[float | None, str]:
+        if id(source) not in counts:
+            try:
+                requests: float | None = _value(source, REQUEST_COUNT, candidate, window_s,
+                                                model)
+                if requests is not None and not math.isfinite(requests):
+                    requests = 0.0
+                counts[id(source)] = (requests, "")
+            except MetricsError as exc:
+                counts[id(source)] = (None, f"query failed: {exc}")
+            except NoData:
+                counts[id(source)] = (0.0, "")
+        return counts[id(source)]
+
     measurements = []
     for metric in metrics:
+        wanted = stream if getattr(metric, "source", "") == ENVOY else provider
+        if wanted is None:
+            what = "envoy access-log" if getattr(metric, "source", "") == ENVOY \
+                else "metrics provider"
+            measurements.append(Measurement(metric.name, Phase.ERROR, f"no {what} source "
+                                            "configured", threshold=metric.thresholds(),
+                                            dry_run=metric.dry_run, at=now))
+            continue
+        source = as_source(wanted)
+        requests, request_error = candidate_requests(source)
         if request_error:
             measurements.append(Measurement(metric.name, Phase.ERROR, request_error,
                                             threshold=metric.thresholds(),
                                             dry_run=metric.dry_run, at=now))
             continue
-        measurements.append(measure(provider, metric, candidate=candidate, active=active,
+        measurements.append(measure(source, metric, candidate=candidate, active=active,
                                     window_s=window_s, min_requests=min_requests,
                                     candidate_requests=requests, baselines=baselines, now=now,
                                     model=model))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gates.metrics import GateRound, Measurement, MetricsProvider, Phase, measure_round
+from gates.metrics.sources import MetricSource
 from gates.validation import validate_artifact
 from triton_slots.artifact import ArtifactError, artifact_signature
 from triton_slots.deploy import DeployError, deploy
@@ -107,11 +108,13 @@ class RolloutController:
         tick_s: float = 0.25,
         clock: Callable[[], float] = time.time,
         on_change: Callable[[RolloutState], None] = lambda _: None,
+        stream: MetricSource | None = None,
     ) -> None:
         self.plane = plane
         self.store = store
         self.registry = registry
         self.provider = provider
+        self.stream = stream
         self.tick_s = tick_s
         self.clock = clock
         self.on_change = on_change
@@ -431,11 +434,6 @@ class RolloutController:
 
     def _measure(self, state: RolloutState, window_s: float) -> GatesMeasured:
         policy = policy_of(state)
-        if self.provider is None:
-            measurements = tuple(Measurement(m.name, Phase.ERROR, "no metrics provider "
-                                             "configured", dry_run=m.dry_run, at=self.clock())
-                                 for m in policy.gates.metrics)
-            return GatesMeasured(GateRound(self.clock(), window_s, measurements).as_dict())
         name, version = state.model.split(":", 1)
         try:
             model = self.registry.get(name, version).model_name
@@ -445,7 +443,7 @@ class RolloutController:
             self.provider, policy.gates.metrics, candidate=state.candidate_slot,
             active=state.stable_slot, window_s=window_s,
             min_requests=policy.gates.min_requests, baselines=dict(state.baselines),
-            model=model,
+            model=model, stream=self.stream,
         )
         return GatesMeasured(gate_round.as_dict())
 

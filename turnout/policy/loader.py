@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from gates.metrics.sources import ENVOY, STREAM_BUILTINS
 from turnout.errors import ConfigError
 from turnout.policy.model import Policy, build_policy, resolve_samples
 
@@ -156,6 +157,11 @@ def _rule_problems(doc: dict[str, Any], lines: _Lines, file: str) -> list[Proble
         if not any(k in metric for k in ("max", "min", "maxRatio", "minRatio")):
             problems.append(Problem(file, lines.line(base), _dotted(base),
                                     "needs a threshold: max, min, maxRatio or minRatio"))
+        if metric.get("source") == ENVOY and metric.get("builtin") not in STREAM_BUILTINS:
+            path = (*base, "source")
+            problems.append(Problem(file, lines.line(path), _dotted(path),
+                                    "source envoy answers only the builtins "
+                                    + ", ".join(STREAM_BUILTINS)))
         name = metric.get("name")
         if name in names:
             path = (*base, "name")

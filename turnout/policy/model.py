@@ -49,6 +49,8 @@ class MetricSpec:
     # more than this, in the metric's own units (ms for latency).
     min_delta: float = 0.0
     dry_run: bool = False
+    # Where the value comes from: "prometheus" or "envoy" (the access-log stream).
+    source: str = "prometheus"
 
     @property
     def relative(self) -> bool:
@@ -186,6 +188,7 @@ def build_policy(doc: dict[str, Any], source: str = "") -> Policy:
         MetricSpec(name=m["name"], builtin=m.get("builtin"), query=m.get("query"),
                    max=m.get("max"), min=m.get("min"), max_ratio=m.get("maxRatio"),
                    min_ratio=m.get("minRatio"), min_delta=m.get("minDelta", 0.0),
+                   source=m.get("source", "prometheus"),
                    dry_run=m.get("dryRun", False))
         for m in gates_doc["metrics"]
     ) if "metrics" in gates_doc else defaults.metrics

@@ -1,0 +1,83 @@
+"""Where gate metrics come from: the one place that turns a metric's query into a number.
+
+    PromQLSource       Prometheus (or any MetricsProvider): builtins and custom PromQL
+    EnvoyStreamSource  Envoy's gRPC access-log stream, kept in per-slot windows: request
+                       count, error rate and latency quantiles, ~100 ms fresh, and still
+                       there when Prometheus is down
+
+A metric says which with ``source`` (``prometheus``, the default, or ``envoy``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from gates.metrics.builtins import render
+from gates.metrics.provider import MetricsError, MetricsProvider, NoData
+from gates.metrics.windows import SlotWindows
+
+PROMETHEUS = "prometheus"
+ENVOY = "envoy"
+SOURCES = (PROMETHEUS, ENVOY)
+#: What the access-log stream can answer.
+STREAM_BUILTINS = ("error_rate", "p99_latency_ms", "p50_latency_ms", "requests_rps")
+
+
+@dataclass(frozen=True)
+class Query:
+    """A metric's question: a builtin's name (``requests``: the request count) and its
+    PromQL template (empty for custom queries' name)."""
+
+    builtin: str | None
+    promql: str
+
+
+class MetricSource(Protocol):
+    def value(self, query: Query, *, slot: str, window_s: float, model: str = "") -> float:
+        """One finite number; raises MetricsError (could not ask) or NoData."""
+        ...
+
+
+class PromQLSource:
+    def __init__(self, provider: MetricsProvider) -> None:
+        self.provider = provider
+
+    def value(self, query: Query, *, slot: str, window_s: float, model: str = "") -> float:
+        return self.provider.query_value(render(query.promql, slot=slot, window_s=window_s,
+                                                model=model))
+
+
+class EnvoyStreamSource:
+    """Reads the per-slot windows the access-log stream fills. Per slot, not per model:
+    Envoy's view of the slot's traffic."""
+
+    def __init__(self, windows: SlotWindows) -> None:
+        self.windows = windows
+
+    def value(self, query: Query, *, slot: str, window_s: float, model: str = "") -> float:
+        w = self.windows
+        if query.builtin == "requests":
+            return float(w.requests(slot, window_s))
+        if query.builtin == "requests_rps":
+            return w.requests(slot, window_s) / window_s
+        if query.builtin == "error_rate":
+            errors, requests = w.errors(slot, window_s)
+            if requests == 0:
+                raise NoData(f"no requests to {slot} in the last {window_s:g}s")
+            return errors / requests
+        quantiles = {"p99_latency_ms": 0.99, "p50_latency_ms": 0.5}
+        if query.builtin in quantiles:
+            value = w.quantile(slot, quantiles[query.builtin], window_s)
+            if value != value:  # NaN: nothing in the window
+                raise NoData(f"no requests to {slot} in the last {window_s:g}s")
+            return value
+        raise MetricsError(f"{query.builtin or 'a PromQL query'} is not available from the "
+                           f"envoy source (it has {', '.join(STREAM_BUILTINS)})")
+
+
+def as_source(provider: MetricsProvider | MetricSource) -> MetricSource:
+    """A MetricSource for either kind (MetricsProviders speak PromQL)."""
+    if callable(getattr(provider, "query_value", None)):
+        return PromQLSource(provider)  # type: ignore[arg-type]
+    return provider  # type: ignore[return-value]

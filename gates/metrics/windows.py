@@ -1,0 +1,98 @@
+"""Per-slot sliding windows of request outcomes in fixed, bounded memory.
+
+Each slot keeps a ring of ``horizon_s / bucket_s`` time buckets (100 ms each by default);
+a bucket holds the request count, the error count and a latency histogram over fixed,
+log-spaced bounds. Memory per slot is the same at 2 or 20,000 requests/s:
+``buckets x (2 + len(BOUNDS_MS) + 1)`` int64 (``bytes_per_slot``). Quantiles are read from
+the merged histogram, interpolated inside the bucket that holds them (as Prometheus'
+``histogram_quantile`` does).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+#: Latency bucket upper bounds (ms): 0.1 ms to ~60 s, 8 per decade.
+BOUNDS_MS = np.array([0.1 * 10 ** (i / 8) for i in range(46)])
+_COUNT, _ERRORS, _HIST = 0, 1, 2
+
+
+class SlotWindows:
+    """Thread-safe: the access-log stream records from the event loop, gates read from a
+    worker thread."""
+
+    def __init__(self, *, bucket_s: float = 0.1, horizon_s: float = 120.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.bucket_s = bucket_s
+        self.size = math.ceil(horizon_s / bucket_s)
+        self.clock = clock
+        self._rings: dict[str, np.ndarray] = {}
+        self._stamps: dict[str, np.ndarray] = {}  # the bucket index each row holds
+        self._lock = threading.Lock()
+
+    @property
+    def bytes_per_slot(self) -> int:
+        return self.size * (2 + len(BOUNDS_MS) + 1) * 8 + self.size * 8
+
+    def _ring(self, slot: str) -> tuple[np.ndarray, np.ndarray]:
+        ring = self._rings.get(slot)
+        if ring is None:
+            ring = self._rings[slot] = np.zeros((self.size, 2 + len(BOUNDS_MS) + 1), np.int64)
+            self._stamps[slot] = np.full(self.size, -1, np.int64)
+        return ring, self._stamps[slot]
+
+    def record(self, slot: str, *, at: float, latency_ms: float, error: bool) -> None:
+        index = int(at // self.bucket_s)
+        row = index % self.size
+        bucket = int(np.searchsorted(BOUNDS_MS, latency_ms, side="left"))
+        with self._lock:
+            ring, stamps = self._ring(slot)
+            if stamps[row] != index:  # a new bucket reuses the row of an expired one
+                ring[row] = 0
+                stamps[row] = index
+            ring[row, _COUNT] += 1
+            ring[row, _ERRORS] += int(error)
+            ring[row, _HIST + bucket] += 1
+
+    def _window(self, slot: str, window_s: float, now: float | None) -> np.ndarray:
+        """The sum of the buckets in the last ``window_s`` (the current one included)."""
+        now = self.clock() if now is None else now
+        last = int(now // self.bucket_s)
+        first = last - max(1, round(window_s / self.bucket_s)) + 1
+        with self._lock:
+            if slot not in self._rings:
+                return np.zeros(2 + len(BOUNDS_MS) + 1, np.int64)
+            ring, stamps = self._rings[slot], self._stamps[slot]
+            live = (stamps >= first) & (stamps <= last)
+            return ring[live].sum(axis=0)
+
+    def requests(self, slot: str, window_s: float, now: float | None = None) -> int:
+        return int(self._window(slot, window_s, now)[_COUNT])
+
+    def errors(self, slot: str, window_s: float, now: float | None = None) -> tuple[int, int]:
+        """(errors, requests) in the window."""
+        total = self._window(slot, window_s, now)
+        return int(total[_ERRORS]), int(total[_COUNT])
+
+    def quantile(self, slot: str, q: float, window_s: float, now: float | None = None
+                 ) -> float:
+        """The ``q`` quantile of latency (ms) in the window; NaN without requests."""
+        hist = self._window(slot, window_s, now)[_HIST:]
+        total = int(hist.sum())
+        if total == 0:
+            return math.nan
+        rank = q * total
+        cumulative = np.cumsum(hist)
+        i = int(np.searchsorted(cumulative, rank, side="left"))
+        if i >= len(BOUNDS_MS):  # beyond the last bound: report the last bound
+            return float(BOUNDS_MS[-1])
+        lower = 0.0 if i == 0 else float(BOUNDS_MS[i - 1])
+        below = 0 if i == 0 else int(cumulative[i - 1])
+        inside = int(hist[i])
+        fraction = (rank - below) / inside if inside else 1.0
+        return lower + (float(BOUNDS_MS[i]) - lower) * fraction
