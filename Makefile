@@ -66,7 +66,7 @@ chaos: bootstrap
 # files: a full run starts from a fresh copy, a partial one refreshes the data files.
 mutate: venv
 	@if [ -z "$(MUTANTS)" ]; then rm -rf mutants; elif [ -d mutants ]; then \
-	  for f in $$(git ls-files 'turnout/**.json' 'tests/*.py' 'docs/*' 'examples/**' README.md); do mkdir -p mutants/$$(dirname $$f); cp $$f mutants/$$f; done; fi
+	  for f in $$(git ls-files 'turnout/**.json' 'tests/*.py' 'docs/*' 'examples/**' '*.md'); do mkdir -p mutants/$$(dirname $$f); cp $$f mutants/$$f; done; fi
 	$(BIN)/mutmut run --max-children $$(nproc) $(MUTANTS)
 	$(BIN)/python -m bench.mutation
 

@@ -30,7 +30,7 @@ def main() -> None:
         write_json("fleet", {"runs": [fleet.run(n, 10) for n in (100, 1000, 10000)]})
     if "rollback_time" in chosen:
         print("== time to rollback", flush=True)
-        write_json("rollback_time", rollback_time.run(10, "1s"))
+        write_json("rollback_time", rollback_time.run(10))
     print(f"written {report.write()}")
 
 

@@ -1,5 +1,7 @@
 """Time to rollback: a version whose latency jumps by 30 ms at a known instant (the
-benchmark creates the model's fault flag file), rolled out and baking at 10 % under load.
+benchmark creates the model's fault flag file), rolled out and baking at 10 % under load,
+with gates on Prometheus and on Envoy's access-log stream (then with Prometheus stopped),
+side by side in one run.
 Measured from that instant to the first failing gate measurement, to the rollback
 decision, and to 0 % ACKed by every Envoy. Each trial is classified: ``detected`` (rolled
 back after the fault), ``false_positive`` (rolled back before the fault: never counted as
@@ -17,9 +19,10 @@ import time
 from pathlib import Path
 
 from bench.common import local_stack, write_json
-from bench.policies import policy
+from bench.policies import ERROR_RATE, FINISHED, P99, policy
 from bench.switching import wait_finished
 from triton_slots.loadgen import LoadGenerator
+from triton_slots.procs import pid_alive, stop_pid
 from turnout.client import ApiClient
 from turnout.workflow import registry_for
 
@@ -39,44 +42,88 @@ parameters [
     return model
 
 
-def run(trials: int, interval: str) -> dict[str, object]:
-    rows = []
+#: The configurations compared in one run, in order (Prometheus is stopped before the
+#: last): gates on Prometheus (Envoy stats flushed every 1 s, scraped every 1 s) and gates on
+#: Envoy's access-log stream (flushed every 100 ms to the control plane).
+CONFIGS = (
+    {"name": "prometheus", "source": "prometheus", "prometheus": "running",
+     "interval": "1s", "window": "4s"},
+    {"name": "envoy stream", "source": "envoy", "prometheus": "running",
+     "interval": "200ms", "window": "600ms"},
+    {"name": "envoy stream, Prometheus stopped", "source": "envoy", "prometheus": "stopped",
+     "interval": "200ms", "window": "600ms"},
+)
+
+
+def metrics_for(source: str) -> str:
+    """The gates of each configuration: error rate and a latency gate. The stream uses the
+    median (robust to one slow request in a sub-second window), Prometheus the p99."""
+    if source == "envoy":
+        return ("\n      - {name: error-rate, builtin: error_rate, max: 0.01, source: envoy}"
+                "\n      - {name: p50-latency, builtin: p50_latency_ms, maxRatio: 3, "
+                "minDelta: 10, source: envoy}")
+    return ERROR_RATE + P99
+
+
+def run(trials: int, interval: str = "1s", configs: tuple[dict, ...] = CONFIGS
+        ) -> dict[str, object]:
+    """``trials`` per configuration, all in one stack and one run."""
+    results = []
     with local_stack() as info, tempfile.TemporaryDirectory() as tmp:
         flag = Path(tmp) / "fault-on"
         model = flagged_model(Path(tmp), flag)
         registry = registry_for(info.directory_path)
         client = ApiClient(info.api_url, info.token, actor="bench")
         load = LoadGenerator(info.ingress, model="classifier", concurrency=4, rate=200).start()
+        version = 0
         try:
-            for trial in range(trials):
-                registry.push(model, name="classifier", version=f"flag-{trial}")
-                started = client.apply(policy(
-                    f"classifier:flag-{trial}", name=f"fault-{trial}",
-                    steps=[(10, "600s"), (100, "1s")], interval=interval), "bench")
-                while client.rollout()["phase"] != "baking":
-                    time.sleep(0.1)
-                time.sleep(5)  # healthy baking first: rounds pass at 10 %
-                fault_at = time.time()
-                flag.touch()
-                done = wait_finished(client, started["id"])
-                flag.unlink()
-                row = classify(done, client.history(rollout=done["id"]), fault_at)
-                print(f"  trial {trial + 1}: {row}", flush=True)
-                rows.append(row)
-                # The next trial starts from the same side: the stable slot kept 100 %.
+            for config in configs:
+                if config["prometheus"] == "stopped" and pid_alive(info.processes["prometheus"]):
+                    stop_pid(info.processes["prometheus"])
+                    print("  prometheus stopped", flush=True)
+                rows = []
+                print(f"== {config['name']}", flush=True)
+                for trial in range(trials):
+                    version += 1
+                    registry.push(model, name="classifier", version=f"flag-{version}")
+                    started = client.apply(policy(
+                        f"classifier:flag-{version}", name=f"fault-{version}",
+                        steps=[(10, "600s"), (100, "1s")], interval=config["interval"],
+                        window=config["window"], metrics=metrics_for(config["source"]),
+                        consecutive_error_limit=1000), "bench")
+                    while client.rollout()["phase"] not in ("baking", *FINISHED):
+                        time.sleep(0.05)
+                    time.sleep(5)  # healthy baking first: rounds pass at 10 %
+                    fault_at = time.time()
+                    flag.touch()
+                    done = wait_finished(client, started["id"])
+                    flag.unlink()
+                    row = classify(done, client.history(rollout=done["id"]), fault_at)
+                    print(f"  trial {trial + 1}: {row}", flush=True)
+                    rows.append(row)
+                results.append(summarise(config, rows))
         finally:
             stats = load.stop()
-    seconds = float(interval.rstrip("s"))
+    return {"configs": results, "scrape_interval_s": 1.0, "envoy_stats_flush_s": 1.0,
+            "access_log_flush_s": 0.1, "failure_limit": 1,
+            "load": {"sent": stats.sent, "failed": stats.failed}}
+
+
+def summarise(config: dict, rows: list[dict]) -> dict[str, object]:
     detected = [r for r in rows if r["outcome"] == "detected"]
+
+    def stat(key: str, fn) -> float | None:  # type: ignore[no-untyped-def]
+        values = sorted(r[key] for r in detected if r.get(key) is not None)
+        return round(fn(values), 3) if values else None
+
     return {
-        "trials": rows, "gate_interval_s": seconds, "scrape_interval_s": 1.0,
-        "envoy_stats_flush_s": 1.0, "failure_limit": 1,
-        "detected": len(detected),
+        **config, "trials": rows, "detected": len(detected),
         "false_positives": sum(1 for r in rows if r["outcome"] == "false_positive"),
         "missed": sum(1 for r in rows if r["outcome"] == "missed"),
-        "median_to_zero_acked_s": statistics.median(r["to_zero_acked_s"] for r in detected)
-        if detected else None,
-        "load": {"sent": stats.sent, "failed": stats.failed},
+        "median_to_first_failing_s": stat("to_first_failing_s", statistics.median),
+        "median_to_decision_s": stat("to_decision_s", statistics.median),
+        "median_to_zero_acked_s": stat("to_zero_acked_s", statistics.median),
+        "max_to_zero_acked_s": stat("to_zero_acked_s", max),
     }
 
 
@@ -100,10 +147,9 @@ def classify(done: dict, history: list[dict], fault_at: float) -> dict[str, obje
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument("--interval", default="1s")
+    parser.add_argument("--trials", type=int, default=10, help="per configuration")
     args = parser.parse_args()
-    print(f"written {write_json('rollback_time', run(args.trials, args.interval))}")
+    print(f"written {write_json('rollback_time', run(args.trials))}")
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ class ControlPlaneConfig:
     slots: dict[str, Slot] = field(default_factory=dict)
     registry_root: str = ""
     prometheus_url: str = ""
-    tick_s: float = 0.25
+    tick_s: float = 0.1  # how often the rollout loop looks at the clock and its inbox
     min_proxies: int = 1  # a push converges only once at least this many Envoys ACKed
     tls: TlsFiles | None = None  # mTLS on the ADS port when set
     # Containers: the environment variable holding an admin token's secret (and the
