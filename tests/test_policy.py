@@ -258,3 +258,17 @@ def test_alias_bombs_recursion_and_oversized_files_are_refused_fast():
     assert _problems(recursive)[0].startswith("p.yaml:2: YAML alias *s is not allowed")
     huge = MINIMAL + "# " + "x" * (300 * 1024) + "\n"
     assert _problems(huge) == [f"p.yaml:1: policy is {len(huge)} bytes; at most 262144"]
+
+
+def test_envoy_source_only_for_what_the_stream_answers():
+    ok = MINIMAL + ("  gates:\n    metrics:\n"
+                    "      - {name: p50, builtin: p50_latency_ms, maxRatio: 3, source: envoy}\n")
+    assert load_text(ok, "p.yaml").gates.metrics[0].source == "envoy"
+    bad = MINIMAL + ("  gates:\n    metrics:\n"
+                     "      - {name: cpu, builtin: cpu_utilization, max: 0.9, source: envoy}\n"
+                     "      - {name: q, query: 'up', max: 1, source: envoy}\n")
+    assert _problems(bad) == [
+        "p.yaml:8: spec.gates.metrics[0].source: source envoy answers only the builtins "
+        "error_rate, p99_latency_ms, p50_latency_ms, requests_rps",
+        "p.yaml:9: spec.gates.metrics[1].source: source envoy answers only the builtins "
+        "error_rate, p99_latency_ms, p50_latency_ms, requests_rps"]
