@@ -6,9 +6,9 @@ fetched at run time) and the data it shows, pushed as server-sent events.
     GET /dashboard/state       everything the page shows, as JSON
     GET /dashboard/events      the same, pushed (``text/event-stream``) whenever it changes
 
-Per-slot traffic (requests/s, p50/p99, error rate) comes from Prometheus, queried at most
-once a second and only while a page is open; without Prometheus those figures are absent
-and the page says so.
+Per-slot traffic (requests/s, p50/p99, error rate) over the last 10 s comes from Envoy's
+access-log stream to the control plane; before that stream has data, from Prometheus,
+queried at most once a second and only while a page is open.
 """
 
 from __future__ import annotations
@@ -83,8 +83,30 @@ class Dashboard:
                                             "stage": str(record.stage)})
         return served
 
+    def stream_traffic(self) -> dict[str, dict[str, float | None]] | None:
+        """Per-slot figures from Envoy's access-log stream (fresh to ~0.1 s, no Prometheus
+        needed); None until the stream has seen requests."""
+        windows = self.plane.windows
+        if not any(windows.requests(slot, WINDOW_S) for slot in SLOT_NAMES):
+            return None
+        figures: dict[str, dict[str, float | None]] = {}
+        for slot in SLOT_NAMES:
+            errors, requests = windows.errors(slot, WINDOW_S)
+            p50, p99 = (windows.quantile(slot, q, WINDOW_S) for q in (0.5, 0.99))
+            figures[slot] = {"rps": requests / WINDOW_S,
+                             "p50_ms": None if p50 != p50 else p50,
+                             "p99_ms": None if p99 != p99 else p99,
+                             "error_rate": errors / requests if requests else None}
+        return figures
+
     async def refresh_traffic(self) -> None:
-        """Per-slot figures from Prometheus (blocking client: run off the loop)."""
+        """Per-slot figures from the access-log stream, else from Prometheus (blocking
+        client: run off the loop)."""
+        streamed = self.stream_traffic()
+        if streamed is not None:
+            self.traffic, self.traffic_error = streamed, None
+            self._traffic_at = time.monotonic()
+            return
         provider = self.plane.controller.provider
         if provider is None:
             self.traffic_error = "no Prometheus configured"
