@@ -231,6 +231,13 @@ def test_yaml_and_schema_problems_have_exact_lines():
     assert _problems(typo) == [
         "p.yaml:6: spec.rolback: unknown field (did you mean 'rollback'?)"]
     assert _problems("- a\n- b\n") == ["p.yaml:1: a policy must be a YAML mapping"]
+    # Found by the fuzz tests: an empty policy was a TypeError (a 500 from the API).
+    assert _problems("") == ["p.yaml:1: a policy must be a YAML mapping"]
+    assert _problems("# only a comment\n") == ["p.yaml:1: a policy must be a YAML mapping"]
+    # Also found by the fuzz tests: keys that are not text (null, numbers) were a TypeError.
+    problems = _problems("~: 1\n2: x\n")
+    assert "p.yaml:1: None: unknown field" in problems
+    assert any(p.endswith("[2]: unknown field") for p in problems), problems
     # Found by schemathesis: a control character was a 500 from the API.
     assert _problems("a: 1\nb: \x15\n") == [
         "p.yaml:2: invalid YAML: character #x0015 is not allowed"]

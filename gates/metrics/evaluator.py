@@ -84,6 +84,7 @@ def measure(
     active: str,
     window_s: float, min_requests: int, candidate_requests: float | None,
     baselines: dict[str, float], now: float | None = None, model: str = "",
+    step_s: float | None = None,
 ) -> Measurement:
     """Evaluate one metric. ``baselines`` holds the last good active-slot value per metric
     (used when the active slot has too little traffic, e.g. at 100 %); it is updated.
@@ -101,6 +102,11 @@ def measure(
 
     if candidate_requests is None:
         return result(Phase.INCONCLUSIVE, "request count unavailable")
+    sequential = getattr(metric, "sequential", None)
+    if sequential is not None:  # the test itself says when the evidence suffices
+        return _sequential(source, metric, result, candidate=candidate, active=active,
+                           window_s=step_s or window_s, alpha=sequential[0],
+                           beta=sequential[1])
     if candidate_requests < min_requests:
         return result(Phase.INCONCLUSIVE,
                       f"{candidate_requests:.0f} requests in window < minRequests {min_requests}")
@@ -141,6 +147,24 @@ def measure(
                   value=value, baseline=baseline, ratio=ratio)
 
 
+def _sequential(source: MetricSource, metric: MetricLike, result: Any, *, candidate: str,
+                active: str, window_s: float, alpha: float, beta: float) -> Measurement:
+    """The metric as a sequential test over the step so far (see gates.metrics.sequential)."""
+    test = getattr(source, "sequential", None)
+    if test is None or metric.builtin is None:
+        return result(Phase.ERROR, "a sequential test needs source: envoy and a builtin")
+    try:
+        outcome = test(metric.builtin, candidate=candidate, active=active, window_s=window_s,
+                       max_ratio=metric.max_ratio, min_delta=metric.min_delta,
+                       error_max=metric.max, alpha=alpha, beta=beta)
+    except MetricsError as exc:
+        return result(Phase.ERROR, f"query failed: {exc}")
+    except NoData as exc:
+        return result(Phase.INCONCLUSIVE, f"no data: {exc}")
+    return result(outcome.phase, outcome.message, value=outcome.bad / outcome.requests,
+                  ratio=outcome.llr)
+
+
 def _baseline(source: MetricSource, metric: MetricLike, query: Query, active: str,
               window_s: float, min_requests: int, baselines: dict[str, float], model: str = ""
               ) -> float | Measurement:
@@ -166,6 +190,7 @@ def measure_round(
     provider: MetricsProvider | MetricSource | None, metrics: Iterable[MetricLike], *,
     candidate: str, active: str, window_s: float, min_requests: int,
     baselines: dict[str, float], model: str = "", stream: MetricSource | None = None,
+    step_s: float | None = None,
 ) -> GateRound:
     """Every metric once, each from its own source (``stream`` for ``source: envoy``,
     ``provider`` otherwise); a missing source is an Error measurement."""
@@ -206,7 +231,7 @@ def measure_round(
         measurements.append(measure(source, metric, candidate=candidate, active=active,
                                     window_s=window_s, min_requests=min_requests,
                                     candidate_requests=requests, baselines=baselines, now=now,
-                                    model=model))
+                                    model=model, step_s=step_s))
     return GateRound(now, window_s, tuple(measurements))
 
 

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from gates.metrics.builtins import render
 from gates.metrics.provider import MetricsError, MetricsProvider, NoData
+from gates.metrics.sequential import QUANTILES, SprtResult, hypotheses, sprt
 from gates.metrics.windows import SlotWindows
 
 PROMETHEUS = "prometheus"
@@ -74,6 +75,29 @@ class EnvoyStreamSource:
             return value
         raise MetricsError(f"{query.builtin or 'a PromQL query'} is not available from the "
                            f"envoy source (it has {', '.join(STREAM_BUILTINS)})")
+
+    def sequential(self, builtin: str, *, candidate: str, active: str, window_s: float,
+                   max_ratio: float | None, min_delta: float, error_max: float | None,
+                   alpha: float, beta: float) -> SprtResult:
+        """The SPRT of the candidate's requests in the window against the active slot's
+        (see :mod:`gates.metrics.sequential`); raises NoData without requests."""
+        w = self.windows
+        if builtin == "error_rate":
+            bad, requests = w.errors(candidate, window_s)
+            active_bad, active_requests = w.errors(active, window_s)
+        elif builtin in QUANTILES:
+            reference = w.quantile(active, QUANTILES[builtin], window_s)
+            if reference != reference:
+                raise NoData(f"no requests to the active slot {active} yet")
+            limit = max((max_ratio or 1.0) * reference, reference + min_delta)
+            bad, requests = w.exceeding(candidate, limit, window_s)
+            active_bad, active_requests = w.exceeding(active, limit, window_s)
+        else:
+            raise MetricsError(f"no sequential test for {builtin}")
+        if requests == 0 or active_requests == 0:
+            raise NoData(f"no requests to {candidate if requests == 0 else active} yet")
+        p0, p1 = hypotheses(builtin, active_bad / active_requests, error_max=error_max)
+        return sprt(bad, requests, p0, p1, alpha, beta)
 
 
 def as_source(provider: MetricsProvider | MetricSource) -> MetricSource:

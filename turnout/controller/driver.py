@@ -444,6 +444,7 @@ class RolloutController:
             active=state.stable_slot, window_s=window_s,
             min_requests=policy.gates.min_requests, baselines=dict(state.baselines),
             model=model, stream=self.stream,
+            step_s=self.clock() - state.step_entered_at if state.step_entered_at else None,
         )
         return GatesMeasured(gate_round.as_dict())
 

@@ -96,8 +96,9 @@ def _schema_problems(doc: Any, lines: _Lines, file: str) -> list[Problem]:
         path: Path_ = tuple(error.absolute_path)
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             allowed = set(error.schema.get("properties", {}))
-            for key in sorted(set(error.instance) - allowed):
-                hint = _closest(key, allowed)
+            # Keys may be any YAML scalar (null, numbers): compare them as text.
+            for key in sorted(set(error.instance) - allowed, key=str):
+                hint = _closest(str(key), allowed)
                 problems.append(Problem(file, lines.line((*path, key)), _dotted((*path, key)),
                                         "unknown field" + (f" (did you mean {hint!r}?)"
                                                            if hint else "")))
@@ -157,6 +158,12 @@ def _rule_problems(doc: dict[str, Any], lines: _Lines, file: str) -> list[Proble
         if not any(k in metric for k in ("max", "min", "maxRatio", "minRatio")):
             problems.append(Problem(file, lines.line(base), _dotted(base),
                                     "needs a threshold: max, min, maxRatio or minRatio"))
+        if "sequential" in metric and (metric.get("source") != ENVOY or metric.get(
+                "builtin") not in ("error_rate", "p50_latency_ms", "p99_latency_ms")):
+            path = (*base, "sequential")
+            problems.append(Problem(file, lines.line(path), _dotted(path),
+                                    "a sequential test needs source: envoy and builtin "
+                                    "error_rate, p50_latency_ms or p99_latency_ms"))
         if metric.get("source") == ENVOY and metric.get("builtin") not in STREAM_BUILTINS:
             path = (*base, "source")
             problems.append(Problem(file, lines.line(path), _dotted(path),
@@ -212,9 +219,9 @@ def load_text(text: str, file: str = "<policy>") -> Policy:
                                    f"#x{exc.character:04x} is not allowed")]) from exc
     except yaml.YAMLError as exc:
         raise PolicyError([Problem(file, 1, "", f"invalid YAML: {exc}")]) from exc
-    lines = _Lines(root)
-    if not isinstance(doc, dict):
+    if not isinstance(doc, dict):  # an empty file too (found by the fuzz tests)
         raise PolicyError([Problem(file, 1, "", "a policy must be a YAML mapping")])
+    lines = _Lines(root)
     problems = [Problem(file, line, _dotted(path), "duplicate key")
                 for path, line in lines.duplicates]
     problems += _schema_problems(doc, lines, file)

@@ -51,6 +51,9 @@ class MetricSpec:
     dry_run: bool = False
     # Where the value comes from: "prometheus" or "envoy" (the access-log stream).
     source: str = "prometheus"
+    # A sequential test (alpha, beta) over the step's requests instead of a fixed
+    # threshold on a window; needs source envoy.
+    sequential: tuple[float, float] | None = None
 
     @property
     def relative(self) -> bool:
@@ -189,6 +192,8 @@ def build_policy(doc: dict[str, Any], source: str = "") -> Policy:
                    max=m.get("max"), min=m.get("min"), max_ratio=m.get("maxRatio"),
                    min_ratio=m.get("minRatio"), min_delta=m.get("minDelta", 0.0),
                    source=m.get("source", "prometheus"),
+                   sequential=(m["sequential"].get("alpha", 0.01),
+                               m["sequential"].get("beta", 0.1)) if "sequential" in m else None,
                    dry_run=m.get("dryRun", False))
         for m in gates_doc["metrics"]
     ) if "metrics" in gates_doc else defaults.metrics
