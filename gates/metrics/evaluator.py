@@ -160,9 +160,9 @@ def _sequential(source: MetricSource, metric: MetricLike, result: Any, *, candid
     except MetricsError as exc:
         return result(Phase.ERROR, f"query failed: {exc}")
     except NoData as exc:
-        return result(Phase.INCONCLUSIVE, f"no data: {exc}")
+        return result(Phase.INCONCLUSIVE, f"no data yet: {exc}", gathering=True)
     return result(outcome.phase, outcome.message, value=outcome.bad / outcome.requests,
-                  ratio=outcome.llr)
+                  ratio=outcome.llr, gathering=outcome.phase is Phase.INCONCLUSIVE)
 
 
 def _baseline(source: MetricSource, metric: MetricLike, query: Query, active: str,
@@ -262,7 +262,10 @@ class RoundVerdict:
 
 def assess(rounds: Sequence[GateRound], limits: Limits) -> RoundVerdict:
     failed = sum(1 for r in rounds if r.phase is Phase.FAILED)
-    inconclusive = sum(1 for r in rounds if r.phase is Phase.INCONCLUSIVE)
+    # A round only gathering evidence for a sequential test is not missing data.
+    inconclusive = sum(1 for r in rounds if r.phase is Phase.INCONCLUSIVE and any(
+        m.phase is Phase.INCONCLUSIVE and not m.gathering and not m.dry_run
+        for m in r.measurements))
     trailing_errors = 0
     for r in reversed(rounds):
         if r.phase is not Phase.ERROR:

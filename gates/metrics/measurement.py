@@ -28,6 +28,9 @@ class Measurement:
     threshold: str = ""
     dry_run: bool = False
     at: float = 0.0
+    # Inconclusive because a sequential test wants more requests (keep baking), not because
+    # data is missing: such rounds do not count toward inconclusiveLimit.
+    gathering: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

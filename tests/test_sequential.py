@@ -1,0 +1,119 @@
+"""The sequential gate: Wald's SPRT decides by the evidence, and through the evaluator it
+needs no minimum window, fails a regression quickly and passes a good version."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from gates.metrics.evaluator import measure
+from gates.metrics.measurement import Phase
+from gates.metrics.sequential import hypotheses, sprt
+from gates.metrics.sources import EnvoyStreamSource
+from gates.metrics.windows import SlotWindows
+from turnout.policy import MetricSpec
+
+NOW = 2_000_000.0
+
+
+def test_sprt_bounds_and_verdicts():
+    upper, lower = math.log(0.9 / 0.01), math.log(0.1 / 0.99)
+    first = sprt(0, 0, 0.01, 0.5, alpha=0.01, beta=0.1)
+    assert first.phase is Phase.INCONCLUSIVE and first.llr == 0
+    assert (first.upper, first.lower) == pytest.approx((upper, lower))
+    # Each bad request adds log(p1/p0), each good one log((1-p1)/(1-p0)).
+    two_bad = sprt(2, 2, 0.01, 0.5, alpha=0.01, beta=0.1)
+    assert two_bad.llr == pytest.approx(2 * math.log(50)) and two_bad.phase is Phase.FAILED
+    one_bad = sprt(1, 1, 0.01, 0.5, alpha=0.01, beta=0.1)
+    assert one_bad.phase is Phase.INCONCLUSIVE  # log(50) = 3.9 < log(90) = 4.5
+    good = sprt(0, 4, 0.01, 0.5, alpha=0.01, beta=0.1)
+    assert good.phase is Phase.SUCCESSFUL  # 4 x log(0.5/0.99) = -2.7 < -2.3
+    assert "not enough evidence yet" in one_bad.message and "2/2 bad" in two_bad.message
+    with pytest.raises(ValueError):
+        sprt(0, 1, 0.5, 0.5, alpha=0.01, beta=0.1)
+
+
+@pytest.mark.parametrize("builtin, share, error_max, expected", [
+    ("error_rate", 0.0, 0.01, (0.001, 0.01)),
+    ("error_rate", 0.02, 0.01, (0.02, 0.04)),
+    ("p50_latency_ms", 0.0, None, (0.002, 0.5)),
+    ("p99_latency_ms", 0.001, None, (0.002, 0.01)),
+    ("p99_latency_ms", 0.3, None, (0.3, 0.6)),
+])
+def test_hypotheses(builtin, share, error_max, expected):
+    assert hypotheses(builtin, share, error_max=error_max) == pytest.approx(expected)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def windows_with(candidate_ms: float, n_candidate: int, *, errors: int = 0) -> SlotWindows:
+    rng = np.random.default_rng(7)
+    w = SlotWindows(clock=Clock())
+    active = rng.lognormal(np.log(1.0), 0.3, 500)
+    w.record_many("blue", at=np.full(500, NOW - 1), latency_ms=active,
+                  error=np.zeros(500, bool))
+    cand = rng.lognormal(np.log(candidate_ms), 0.3, n_candidate)
+    w.record_many("green", at=np.full(n_candidate, NOW - 1), latency_ms=cand,
+                  error=np.arange(n_candidate) < errors)
+    return w
+
+
+P50 = MetricSpec("p50", builtin="p50_latency_ms", max_ratio=3, min_delta=10, source="envoy",
+                 sequential=(0.01, 0.1))
+ERRORS = MetricSpec("errors", builtin="error_rate", max=0.05, source="envoy",
+                    sequential=(0.01, 0.1))
+
+
+def run(metric: MetricSpec, w: SlotWindows, requests: float):
+    return measure(EnvoyStreamSource(w), metric, candidate="green", active="blue",
+                   window_s=4, min_requests=20, candidate_requests=requests, baselines={},
+                   now=NOW, step_s=30)
+
+
+def test_few_requests_are_enough_for_a_clear_regression_and_a_clear_pass():
+    slow = run(P50, windows_with(40.0, 3), requests=3)  # below minRequests: still decides
+    assert slow.phase is Phase.FAILED, slow.message
+    assert slow.value == 1.0 and "3/3 bad" in slow.message
+    fine = run(P50, windows_with(1.0, 6), requests=6)
+    assert fine.phase is Phase.SUCCESSFUL, fine.message
+    unsure = run(P50, windows_with(1.0, 1), requests=1)
+    assert unsure.phase is Phase.INCONCLUSIVE, unsure.message
+
+
+def test_error_rate_sequentially():
+    assert run(ERRORS, windows_with(1.0, 40, errors=10), 40).phase is Phase.FAILED
+    assert run(ERRORS, windows_with(1.0, 400, errors=0), 400).phase is Phase.SUCCESSFUL
+
+
+def test_sequential_needs_the_stream():
+    class Prom:
+        def query_value(self, promql: str) -> float:
+            return 1.0
+
+    got = measure(Prom(), P50, candidate="green", active="blue", window_s=4, min_requests=1,
+                  candidate_requests=10, baselines={}, now=NOW)
+    assert got.phase is Phase.ERROR and "needs source: envoy" in got.message
+
+
+def test_rounds_gathering_evidence_do_not_pause_the_rollout():
+    from gates.metrics.evaluator import GateRound, Limits, assess
+    from gates.metrics.measurement import Measurement
+
+    limits = Limits(failure_limit=1, inconclusive_limit=2, consecutive_error_limit=3)
+    gathering = GateRound(NOW, 4, (Measurement("p50", Phase.INCONCLUSIVE, "SPRT: ...",
+                                               gathering=True),))
+    missing = GateRound(NOW, 4, (Measurement("p99", Phase.INCONCLUSIVE, "no data"),))
+    assert assess([gathering] * 10, limits).decision.value == "wait"
+    assert assess([missing] * 3, limits).decision.value == "hold"
+    mixed = GateRound(NOW, 4, (*gathering.measurements, *missing.measurements))
+    assert assess([mixed] * 3, limits).decision.value == "hold"
+    no_candidate = run(P50, SlotWindows(clock=Clock()), requests=0)
+    assert no_candidate.phase is Phase.INCONCLUSIVE and no_candidate.gathering
