@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from bench import convergence, datapath, fleet, report, rollback_time, switching
+from bench import convergence, datapath, fleet, gates_sim, report, rollback_time, switching
 from bench.common import write_json
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", nargs="*", default=None,
-                        help="datapath switching convergence fleet rollback_time")
+                        help="datapath switching convergence fleet rollback_time gates_sim")
     args = parser.parse_args()
     chosen = set(args.only or ["datapath", "switching", "convergence", "fleet",
-                               "rollback_time"])
+                               "rollback_time", "gates_sim"])
     if "datapath" in chosen:
         print("== data path", flush=True)
         write_json("datapath", datapath.run(concurrencies=(1, 8, 32), batches=(1, 8),
@@ -31,6 +31,9 @@ def main() -> None:
     if "rollback_time" in chosen:
         print("== time to rollback", flush=True)
         write_json("rollback_time", rollback_time.run(10))
+    if "gates_sim" in chosen:
+        print("== gates on simulated traffic", flush=True)
+        write_json("gates_sim", gates_sim.run(200))
     print(f"written {report.write()}")
 
 

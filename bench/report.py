@@ -159,6 +159,32 @@ def rollback_time(data: dict) -> list[str]:
     return lines
 
 
+def gates_sim(data: dict) -> list[str]:
+    """The A/A and detection tables: per traffic level, per condition, per method."""
+    lines = ["## 5. Gates on simulated traffic: false positives and detection", "",
+             f"{data['rollouts_per_cell']} simulated rollouts per cell (seed {data['seed']}): "
+             f"one step baking {data['bake_s']} s at {data['candidate_share']:.0%} with a round "
+             f"every {data['interval_s']:g} s; latencies log-normal (median "
+             f"{data['median_ms']:g} ms, sigma {data['sigma']:g}), errors "
+             f"{data['base_error_rate']:.1%} on the active slot. The gates are the real ones on "
+             "the access-log windows; only the requests are drawn. Fixed: error rate <= 1 % "
+             f"and p50 <= 1.25x the active slot over a {data['window_s']:g} s window "
+             "(minRequests 20, failureLimit 1, inconclusiveLimit 30); sequential: the same "
+             "limits as an SPRT over the step's requests. A/A rollbacks are false positives; "
+             "elsewhere the rollback rate is the detection power. "
+             "`python -m bench.gates_sim --rollouts 200`", "",
+             "| traffic | condition | method | rolled back | median s to rollback | paused "
+             "| promoted | still baking at 120 s |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    for c in data["cells"]:
+        n = c["rollouts"]
+        median = c["median_s_to_rollback"]
+        lines.append(f"| {c['traffic']} | {c['condition']} | {c['method']} | "
+                     f"{c['rolled_back']}/{n} ({c['rolled_back'] / n:.1%}) | "
+                     f"{'-' if median is None else f'{median:.0f}'} | {c['paused']} | "
+                     f"{c['promoted']} | {c['undecided']} |")
+    return lines
+
+
 def write() -> Path:
     sections = [
         "# Benchmarks", "",
@@ -180,6 +206,9 @@ def write() -> Path:
     rb = _load("rollback_time")
     if rb:
         sections += [*rollback_time(rb), ""]
+    sim = _load("gates_sim")
+    if sim:
+        sections += [*gates_sim(sim), ""]
     notes = ROOT / "bench" / "NOTES.md"
     if notes.exists():
         sections += [notes.read_text()]

@@ -117,3 +117,14 @@ def test_rounds_gathering_evidence_do_not_pause_the_rollout():
     assert assess([mixed] * 3, limits).decision.value == "hold"
     no_candidate = run(P50, SlotWindows(clock=Clock()), requests=0)
     assert no_candidate.phase is Phase.INCONCLUSIVE and no_candidate.gathering
+
+
+def test_no_decision_before_the_active_slot_is_a_reference():
+    w = SlotWindows(clock=Clock())
+    w.record_many("blue", at=np.full(10, NOW - 1), latency_ms=np.full(10, 1.0),
+                  error=np.zeros(10, bool))
+    w.record_many("green", at=np.full(5, NOW - 1), latency_ms=np.full(5, 40.0),
+                  error=np.zeros(5, bool))
+    got = run(P50, w, requests=5)
+    assert got.phase is Phase.INCONCLUSIVE and got.gathering
+    assert "10 requests on the active slot blue; the reference needs 50" in got.message

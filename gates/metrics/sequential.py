@@ -6,8 +6,8 @@ either misses regressions or fails good versions.
 A request is *bad* when it failed (``error_rate``), or when it was slower than the gate's
 limit ``T = max(maxRatio x active quantile, active quantile + minDelta)`` (latency
 builtins). Under H0 (no regression) the candidate's bad share is the active slot's over
-the same period, ``p0`` (floored, so that a perfect active slot does not make one failure
-decisive); under H1 it is ``p1``: for latency the quantile's own tail (0.5 for the median:
+the same period, ``p0`` (Laplace's estimate from at least ``MIN_REFERENCE`` active
+requests, and floored, so that a perfect active slot does not make one failure decisive); under H1 it is ``p1``: for latency the quantile's own tail (0.5 for the median:
 the candidate's median is above the limit), for errors ``max`` (or twice ``p0``). With
 ``alpha`` the accepted false-positive rate and ``beta`` the accepted miss rate, the
 log-likelihood ratio over the step's candidate requests fails the gate at
@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from gates.metrics.measurement import Phase
 
 QUANTILES = {"p50_latency_ms": 0.5, "p99_latency_ms": 0.99}
+#: Requests the active slot needs in the period before it is a reference for the test.
+MIN_REFERENCE = 50
 FLOOR = {"error_rate": 0.001, "latency": 0.002}
 
 

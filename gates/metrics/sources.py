@@ -15,7 +15,7 @@ from typing import Protocol
 
 from gates.metrics.builtins import render
 from gates.metrics.provider import MetricsError, MetricsProvider, NoData
-from gates.metrics.sequential import QUANTILES, SprtResult, hypotheses, sprt
+from gates.metrics.sequential import MIN_REFERENCE, QUANTILES, SprtResult, hypotheses, sprt
 from gates.metrics.windows import SlotWindows
 
 PROMETHEUS = "prometheus"
@@ -94,9 +94,14 @@ class EnvoyStreamSource:
             active_bad, active_requests = w.exceeding(active, limit, window_s)
         else:
             raise MetricsError(f"no sequential test for {builtin}")
-        if requests == 0 or active_requests == 0:
-            raise NoData(f"no requests to {candidate if requests == 0 else active} yet")
-        p0, p1 = hypotheses(builtin, active_bad / active_requests, error_max=error_max)
+        if active_requests < MIN_REFERENCE:
+            raise NoData(f"{active_requests} requests on the active slot {active}; the "
+                         f"reference needs {MIN_REFERENCE}")
+        if requests == 0:
+            raise NoData(f"no requests to {candidate} yet")
+        # Laplace's estimate: a reference of few requests is not taken as exact.
+        p0, p1 = hypotheses(builtin, (active_bad + 1) / (active_requests + 2),
+                            error_max=error_max)
         return sprt(bad, requests, p0, p1, alpha, beta)
 
 
