@@ -7,8 +7,9 @@ A request is *bad* when it failed (``error_rate``), or when it was slower than t
 limit ``T = max(maxRatio x active quantile, active quantile + minDelta)`` (latency
 builtins). Under H0 (no regression) the candidate's bad share is the active slot's over
 the same period, ``p0`` (Laplace's estimate from at least ``MIN_REFERENCE`` active
-requests, and floored, so that a perfect active slot does not make one failure decisive); under H1 it is ``p1``: for latency the quantile's own tail (0.5 for the median:
-the candidate's median is above the limit), for errors ``max`` (or twice ``p0``). With
+requests, floored so that a perfect active slot does not make one failure decisive).
+Under H1 it is ``p1``: for latency the quantile's own tail (0.5 for the median: the
+candidate's median is above the limit), for errors ``max`` (or twice ``p0``). With
 ``alpha`` the accepted false-positive rate and ``beta`` the accepted miss rate, the
 log-likelihood ratio over the step's candidate requests fails the gate at
 ``log((1 - beta) / alpha)`` and passes it at ``log(beta / (1 - alpha))``; in between it is
