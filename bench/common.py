@@ -7,6 +7,7 @@ import json
 import signal
 import statistics
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -40,6 +41,8 @@ def summary_ms(seconds: Sequence[float]) -> dict[str, float]:
 def write_json(name: str, data: object) -> Path:
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"{name}.json"
+    if isinstance(data, dict):  # each section of BENCHMARKS.md says when it was measured
+        data = {**data, "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     path.write_text(json.dumps(data, indent=2))
     return path
 
