@@ -14,6 +14,7 @@ import logging
 import re
 
 import grpc
+import numpy as np
 from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2
 
@@ -58,15 +59,18 @@ class AccessLogReceiver:
             "envoy.service.accesslog.v3.AccessLogService", {"StreamAccessLogs": method})
 
     def record(self, message: als_pb2.StreamAccessLogsMessage) -> int:
-        """Record one batch; returns how many requests counted."""
-        counted = 0
+        """Record one batch (per slot at once); returns how many requests counted."""
+        batches: dict[str, list[tuple[float, float, bool]]] = {}
         for entry in message.http_logs.log_entry:
             seen = outcome(entry)
-            if seen is None:
-                continue
-            slot, at, latency_ms, failed = seen
-            self.windows.record(slot, at=at, latency_ms=latency_ms, error=failed)
-            counted += 1
+            if seen is not None:
+                slot, at, latency_ms, failed = seen
+                batches.setdefault(slot, []).append((at, latency_ms, failed))
+        counted = 0
+        for slot, rows in batches.items():
+            at, latency, failed = (np.array(column) for column in zip(*rows, strict=True))
+            self.windows.record_many(slot, at=at, latency_ms=latency, error=failed)
+            counted += len(rows)
         self.received += counted
         return counted
 
