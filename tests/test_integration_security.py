@@ -89,6 +89,7 @@ def test_envoy_over_mtls_switches_weights_under_load_without_failures(env):
             time.sleep(0.3)
     finally:
         stats = load.stop()
+    print(f"mTLS: 5 weight changes under load: {stats.ok} ok, {stats.failed} failed")
     assert stats.failed == 0, stats.errors
     assert stats.ok > 200
 
