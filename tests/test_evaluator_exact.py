@@ -189,3 +189,41 @@ def test_min_delta_is_an_absolute_slack_on_ratio_thresholds(metric, candidate, a
 def test_min_delta_does_not_rescue_a_dead_value():
     got = run(SLACK, green_metric=math.inf, blue_requests=50, blue_metric=1.0)
     assert got.phase is not Phase.SUCCESSFUL
+
+
+def _r(*phases: Phase, at: float = NOW, dry: bool = False) -> GateRound:
+    return GateRound(at, 4, tuple(Measurement(f"m{i}", p, f"{p} {at:g}", dry_run=dry)
+                                  for i, p in enumerate(phases)))
+
+
+LIMITS = Limits(failure_limit=1, inconclusive_limit=1, consecutive_error_limit=1)
+
+
+def test_assess_verdicts_exactly():
+    from gates.metrics.evaluator import RoundVerdict
+
+    def counts(rounds, failed=0, inconclusive=0, errors=0):
+        return {"rounds": rounds, "failed": failed, "inconclusive": inconclusive,
+                "consecutive_errors": errors}
+
+    ok = _r(Phase.SUCCESSFUL)
+    assert assess([ok], LIMITS) == RoundVerdict(Decision.PASS, "", counts(1))
+    assert assess([], LIMITS) == RoundVerdict(Decision.WAIT, "", counts(0))
+    failed = [_r(Phase.FAILED, at=1), _r(Phase.SUCCESSFUL, Phase.FAILED, at=2)]
+    assert assess(failed, LIMITS) == RoundVerdict(Decision.FAILED, "m1: Failed 2",
+                                                  counts(2, failed=2))
+    two = [_r(Phase.FAILED, Phase.FAILED, at=3)] * 2
+    assert assess(two, LIMITS).reason == "m0: Failed 3; m1: Failed 3"
+    errors = [_r(Phase.SUCCESSFUL, at=1), _r(Phase.ERROR, at=2),
+              _r(Phase.INCONCLUSIVE, Phase.ERROR, at=3)]
+    assert assess(errors, LIMITS) == RoundVerdict(
+        Decision.HOLD, "2 consecutive metric errors (Error 3)", counts(3, errors=2))
+    waiting = [_r(Phase.INCONCLUSIVE, at=1), _r(Phase.INCONCLUSIVE, at=2)]
+    assert assess(waiting, LIMITS) == RoundVerdict(
+        Decision.HOLD, "2 inconclusive rounds (Inconclusive 2)", counts(2, inconclusive=2))
+    # Inconclusive earlier, fine now: held, with no detail to quote.
+    late = [*waiting, _r(Phase.SUCCESSFUL, at=3)]
+    assert assess(late, LIMITS) == RoundVerdict(
+        Decision.HOLD, "2 inconclusive rounds ()", counts(3, inconclusive=2))
+    assert assess([_r(Phase.INCONCLUSIVE)], LIMITS) == RoundVerdict(
+        Decision.WAIT, "", counts(1, inconclusive=1))

@@ -128,3 +128,47 @@ def test_no_decision_before_the_active_slot_is_a_reference():
     got = run(P50, w, requests=5)
     assert got.phase is Phase.INCONCLUSIVE and got.gathering
     assert "10 requests on the active slot blue; the reference needs 50" in got.message
+
+
+def test_sequential_measurement_fields_exactly():
+    w = windows_with(40.0, 3)
+    got = run(P50, w, requests=3)
+    outcome = EnvoyStreamSource(w).sequential(
+        "p50_latency_ms", candidate="green", active="blue", window_s=30, max_ratio=3,
+        min_delta=10, error_max=None, alpha=0.01, beta=0.1)
+    assert (got.phase, got.message, got.value, got.ratio, got.gathering) == \
+        (Phase.FAILED, outcome.message, 1.0, outcome.llr, False)
+    fine = run(P50, windows_with(1.0, 6), requests=6)
+    assert fine.gathering is False and fine.ratio is not None and fine.ratio < 0
+
+
+def test_the_ratio_sets_the_latency_limit():
+    # 5 ms against a 1 ms median: 5x, but only 4 ms slower. maxRatio 3 (no delta) fails
+    # it; maxRatio 10 passes it: the ratio reaches the test.
+    w = windows_with(5.0, 12)
+    tight = MetricSpec("p50", builtin="p50_latency_ms", max_ratio=3, source="envoy",
+                       sequential=(0.01, 0.1))
+    loose = MetricSpec("p50", builtin="p50_latency_ms", max_ratio=10, source="envoy",
+                       sequential=(0.01, 0.1))
+    assert run(tight, w, 12).phase is Phase.FAILED
+    assert run(loose, w, 12).phase is Phase.SUCCESSFUL
+
+
+def test_sequential_source_errors_and_misuse():
+    from gates.metrics.provider import MetricsError
+
+    class Broken:
+        def sequential(self, *args, **kwargs):
+            raise MetricsError("windows gone")
+
+        def value(self, *args, **kwargs):
+            return 1.0
+
+    got = measure(Broken(), P50, candidate="green", active="blue", window_s=4,
+                  min_requests=1, candidate_requests=10, baselines={}, now=NOW)
+    assert (got.phase, got.message) == (Phase.ERROR, "query failed: windows gone")
+    custom = MetricSpec("q", query="up", max=1, source="envoy", sequential=(0.01, 0.1))
+    got = measure(Broken(), custom, candidate="green", active="blue", window_s=4,
+                  min_requests=1, candidate_requests=10, baselines={}, now=NOW)
+    assert (got.phase, got.message) == \
+        (Phase.ERROR, "a sequential test needs source: envoy and a builtin")

@@ -5,6 +5,7 @@ gates that keep deciding from it when Prometheus is down."""
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 from envoy.data.accesslog.v3 import accesslog_pb2
@@ -168,3 +169,60 @@ def test_gates_on_the_stream_keep_deciding_when_prometheus_is_down():
                             window_s=1, min_requests=5, baselines={})
     assert without.measurements[0].phase is Phase.ERROR
     assert "no envoy access-log source" in without.measurements[0].message
+
+
+class Recording:
+    """A MetricSource answering per (builtin, slot); records every question."""
+
+    def __init__(self, answers: dict[tuple[str | None, str], float]) -> None:
+        self.answers = answers
+        self.asked: list[tuple[str | None, str, float, str]] = []
+
+    def value(self, query, *, slot: str, window_s: float, model: str = "") -> float:
+        self.asked.append((query.builtin, slot, window_s, model))
+        answer = self.answers.get((query.builtin, slot))
+        if answer is None:
+            raise NoData("nothing")
+        return answer
+
+
+def test_each_metric_reads_its_own_source_with_its_own_request_count():
+    prom = Recording({("requests", "green"): 3.0, ("error_rate", "green"): 0.0})
+    stream = Recording({("requests", "green"): 50.0, ("error_rate", "green"): 0.0})
+    metrics = [MetricSpec("prom-errors", builtin="error_rate", max=0.01),
+               MetricSpec("stream-errors", builtin="error_rate", max=0.01, source="envoy")]
+    before = time.time()
+    got = measure_round(prom, metrics, candidate="green", active="blue", window_s=6,
+                        min_requests=10, baselines={}, model="ranker", stream=stream)
+    assert before <= got.at <= time.time()
+    by_name = {m.metric: m for m in got.measurements}
+    # Prometheus saw 3 requests (< 10: inconclusive); the stream saw 50 (decides).
+    assert by_name["prom-errors"].phase is Phase.INCONCLUSIVE
+    assert by_name["prom-errors"].requests == 3.0
+    assert by_name["stream-errors"].phase is Phase.SUCCESSFUL
+    assert by_name["stream-errors"].requests == 50.0
+    # The model narrows every question; each source is asked for its count once.
+    assert all(model == "ranker" and window == 6 for _, _, window, model in prom.asked)
+    assert [b for b, *_ in prom.asked].count("requests") == 1
+    assert [b for b, *_ in stream.asked].count("requests") == 1
+
+
+@pytest.mark.parametrize("count", [math.inf, math.nan])
+def test_a_request_count_that_is_not_a_number_is_zero(count):
+    source = Recording({("requests", "green"): count, ("error_rate", "green"): 0.0})
+    got = measure_round(source, [MetricSpec("e", builtin="error_rate", max=0.01)],
+                        candidate="green", active="blue", window_s=6, min_requests=1,
+                        baselines={})
+    assert got.measurements[0].requests == 0.0
+    assert got.measurements[0].phase is Phase.INCONCLUSIVE
+
+
+def test_a_missing_source_is_named():
+    metrics = [MetricSpec("prom", builtin="error_rate", max=0.01),
+               MetricSpec("stream", builtin="error_rate", max=0.01, source="envoy")]
+    got = measure_round(None, metrics, candidate="green", active="blue", window_s=6,
+                        min_requests=1, baselines={})
+    messages = {m.metric: (m.phase, m.message, m.threshold) for m in got.measurements}
+    assert messages == {
+        "prom": (Phase.ERROR, "no metrics provider source configured", "<=0.01"),
+        "stream": (Phase.ERROR, "no envoy access-log source configured", "<=0.01")}
