@@ -78,7 +78,10 @@ def report(rows: list[tuple[str, str, str]], equivalent: dict[str, str]) -> tupl
         summary[module] = {"mutants": total, "checked": checked, "killed": killed,
                            "score": round(score, 4) if scored else None,
                            **{k: v for k, v in counts.items() if k not in KILLED}}
-        verdict = "not run" if not scored else ("met" if score >= GOAL else "missed")
+        # A partial run is no verdict: the unchecked mutants may be the ones that survive.
+        verdict = "not run" if not scored else (
+            f"partial ({checked}/{total} checked)" if checked < total
+            else ("met" if score >= GOAL else "missed"))
         shown = f"{score:.1%}" if scored else "-"
         lines.append(f"| `{module}` | {total} | {checked} | {killed} | {counts['survived']} "
                      f"| {counts['no tests']} | {counts['equivalent']} | {shown} | {verdict} |")
