@@ -62,3 +62,17 @@ def test_a_slow_median_or_a_missed_trial_fails_the_target():
     missed = {"phase": "paused", "outcome": "missed"}
     text = _report([DETECTED, missed])
     assert "| 1/2 | 0 | 1 |" in text and "missed (paused)" in text
+
+
+def test_a_partial_mutation_run_is_never_met():
+    from bench.mutation import report
+
+    rows = [("m", f"m.x_f__mutmut_{i}", "killed") for i in range(9)]
+    rows.append(("m", "m.x_f__mutmut_9", "not checked"))
+    text, summary = report(rows, {})
+    assert "| `m` | 10 | 9 | 9 | 0 | 0 | 0 | 100.0% | partial (9/10 checked) |" in text
+    rows[-1] = ("m", "m.x_f__mutmut_9", "killed")
+    assert "| 100.0% | met |" in report(rows, {})[0]
+    rows[-1] = ("m", "m.x_f__mutmut_9", "survived")
+    rows[-2] = ("m", "m.x_f__mutmut_8", "survived")
+    assert "| 80.0% | missed |" in report(rows, {})[0]
