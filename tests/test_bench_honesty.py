@@ -69,7 +69,7 @@ def test_a_partial_mutation_run_is_never_met():
 
     rows = [("m", f"m.x_f__mutmut_{i}", "killed") for i in range(9)]
     rows.append(("m", "m.x_f__mutmut_9", "not checked"))
-    text, summary = report(rows, {})
+    text, _summary = report(rows, {})
     assert "| `m` | 10 | 9 | 9 | 0 | 0 | 0 | 100.0% | partial (9/10 checked) |" in text
     rows[-1] = ("m", "m.x_f__mutmut_9", "killed")
     assert "| 100.0% | met |" in report(rows, {})[0]
