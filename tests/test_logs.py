@@ -9,6 +9,8 @@ from turnout.logs import JsonFormatter, LogFormat, RolloutFilter, configure, set
 
 
 def test_json_lines_carry_the_rollout_and_step(capsys):
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
     configure(LogFormat.JSON)
     try:
         set_rollout("r42", 2)
@@ -19,7 +21,8 @@ def test_json_lines_carry_the_rollout_and_step(capsys):
         except ValueError:
             logging.getLogger("turnout.test").exception("oops")
     finally:
-        configure(LogFormat.TEXT)
+        root.handlers[:], level = saved  # leave pytest's logging as it was
+        root.setLevel(level)
         set_rollout(None, None)
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert lines[0]["level"] == "warning" and lines[0]["message"] == "gate p99 failed"
