@@ -29,11 +29,18 @@ ANSWERS: dict[str, tuple[int, object]] = {
 }
 
 
+HITS: dict[str, int] = {}
+
+
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         query = parse_qs(urlparse(self.path).query).get("query", [""])[0]
-        if query == "slow":
+        HITS[query] = HITS.get(query, 0) + 1
+        if query.startswith("slow"):
             time.sleep(2.0)
+        if query.startswith("drop"):  # hang up without an answer
+            self.close_connection = True
+            return
         status, result = ANSWERS.get(query, (200, []))
         body = {"status": "success", "data": {"resultType": "vector", "result": result}} \
             if status == 200 else {"status": "error", "errorType": "bad_data",
@@ -73,8 +80,9 @@ def test_one_series_is_a_value(prometheus):
     ("nan", "value is nan"), ("inf", "value is inf"), ("garbled", "unreadable sample"),
 ])
 def test_unusable_answers_are_no_data(prometheus, query, message):
-    with pytest.raises(NoData, match=message):
+    with pytest.raises(NoData) as empty:
         prometheus.query_value(query)
+    assert str(empty.value).startswith(message)
 
 
 @pytest.mark.parametrize("query", ["bad", "broken"])
@@ -99,3 +107,39 @@ def test_an_unreachable_prometheus_is_an_error_at_once():
     with pytest.raises(MetricsError, match=r"127\.0\.0\.1"):
         provider.query_value("up")
     assert time.monotonic() - started < 1.0  # no retries with back-off inside a round
+
+
+@pytest.mark.parametrize("query", ["drop-1", "slow-1", "broken"])
+def test_one_attempt_per_query_whatever_fails(server, query):
+    """The gate's rounds and limits decide what failures mean: the client never retries
+    (a retry with back-off turned a Prometheus outage into ~7 s per round)."""
+    provider = PrometheusProvider(server, timeout=0.3)
+    assert provider.url == server
+    HITS.pop(query, None)
+    with pytest.raises(MetricsError) as failed:
+        provider.query_value(query)
+    assert str(failed.value).startswith(f"{server}: ")
+    time.sleep(0.1)
+    assert HITS[query] == 1
+
+
+def test_an_https_prometheus_with_an_unknown_certificate_is_not_trusted(tmp_path):
+    """Gate numbers from an impostor are worse than none: TLS is verified."""
+    import ssl
+
+    from xds_server.pki import LocalCA
+
+    issued = LocalCA.create(tmp_path).issue_server()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(issued.cert, issued.key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        provider = PrometheusProvider(f"https://127.0.0.1:{httpd.server_address[1]}")
+        with pytest.raises(MetricsError, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
+            provider.query_value("one")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -19,8 +19,9 @@ class PrometheusProvider:
         self.timeout = timeout
         # One attempt per query: the gate's rounds and limits decide what errors mean, and
         # the client's default retries with back-off turned a Prometheus outage into ~7 s
-        # per round (measured by `make chaos`).
-        self._client = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout,
+        # per round (measured by `make chaos`). An https Prometheus has its certificate
+        # verified (disable_ssl=False): a gate must not trust an impostor's numbers.
+        self._client = PrometheusConnect(url=url, disable_ssl=False, timeout=timeout,
                                          retry=Retry(total=0, connect=0, read=0))
 
     def query_value(self, promql: str) -> float:
