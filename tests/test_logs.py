@@ -33,10 +33,15 @@ def test_json_lines_carry_the_rollout_and_step(capsys):
     assert "ValueError: boom" in lines[1]["exception"]
 
 
-def test_text_lines_are_the_default_format():
+def test_the_filter_stamps_every_record_with_the_current_rollout():
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", (), None)
-    RolloutFilter().filter(record)
-    assert json.loads(JsonFormatter().format(record))["message"] == "hello"
+    set_rollout("r7", 3)
+    try:
+        assert RolloutFilter().filter(record) is True
+    finally:
+        set_rollout(None, None)
+    assert (record.rollout, record.step) == ("r7", 3)
+    assert json.loads(JsonFormatter().format(record))["rollout"] == "r7"
 
 
 def test_history_reads_as_a_timeline():

@@ -83,7 +83,6 @@ class ControlPlane:
         self.store = Store(config.state_path)
         self.weights = self.store.weights()
         self._last_round: tuple[str, int, int] | None = None
-        self._last_phase: tuple[str, RolloutPhase] | None = None
         self._tokens: tuple[int, tuple[ApiToken, ...]] | None = None
         self._addresses: dict[str, str] = {}
         self.telemetry.set_weights(self.weights.as_dict())
@@ -287,9 +286,9 @@ class ControlPlane:
             self.controller.slot_health(name, healthy, len(slot.endpoints))
 
     def _rollout_changed(self, state: RolloutState) -> None:
-        previous = self._last_phase
-        self._last_phase = (state.id, state.phase)
-        if state.phase is RolloutPhase.ROLLING_BACK and previous != self._last_phase:
+        told = self._told  # the last transition seen (updated by _notify)
+        if state.phase is RolloutPhase.ROLLING_BACK and \
+                (told is None or told[:2] != (state.id, state.phase)):
             self.telemetry.rollbacks.labels(reason=rollback_cause(state)).inc()
         set_rollout(None if state.finished else state.id,
                     None if state.finished else state.step + 1)

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gates.metrics.builtins import BUILTINS, render
+from gates.metrics.builtins import BUILTINS
 from gates.metrics.provider import MetricsError, NoData
+from gates.metrics.sources import EnvoyStreamSource, MetricSource, PromQLSource, Query
 from triton_slots.slot import SLOT_NAMES
 
 if TYPE_CHECKING:
@@ -83,32 +84,17 @@ class Dashboard:
                                             "stage": str(record.stage)})
         return served
 
-    def stream_traffic(self) -> dict[str, dict[str, float | None]] | None:
-        """Per-slot figures from Envoy's access-log stream (fresh to ~0.1 s, no Prometheus
-        needed); None until the stream has seen requests."""
-        windows = self.plane.windows
-        if not any(windows.requests(slot, WINDOW_S) for slot in SLOT_NAMES):
-            return None
-        figures: dict[str, dict[str, float | None]] = {}
-        for slot in SLOT_NAMES:
-            errors, requests = windows.errors(slot, WINDOW_S)
-            p50, p99 = (windows.quantile(slot, q, WINDOW_S) for q in (0.5, 0.99))
-            figures[slot] = {"rps": requests / WINDOW_S,
-                             "p50_ms": None if p50 != p50 else p50,
-                             "p99_ms": None if p99 != p99 else p99,
-                             "error_rate": errors / requests if requests else None}
-        return figures
-
     async def refresh_traffic(self) -> None:
-        """Per-slot figures from the access-log stream, else from Prometheus (blocking
-        client: run off the loop)."""
-        streamed = self.stream_traffic()
-        if streamed is not None:
-            self.traffic, self.traffic_error = streamed, None
-            self._traffic_at = time.monotonic()
-            return
-        provider = self.plane.controller.provider
-        if provider is None:
+        """Per-slot figures from Envoy's access-log stream once it has seen requests, else
+        from Prometheus; the same builtins either way (the Prometheus client blocks: off
+        the loop)."""
+        windows = self.plane.windows
+        source: MetricSource
+        if any(windows.requests(slot, WINDOW_S) for slot in SLOT_NAMES):
+            source = EnvoyStreamSource(windows)
+        elif self.plane.controller.provider is not None:
+            source = PromQLSource(self.plane.controller.provider)
+        else:
             self.traffic_error = "no Prometheus configured"
             return
 
@@ -119,8 +105,8 @@ class Dashboard:
                 figures[slot] = {}
                 for key, builtin in TRAFFIC.items():
                     try:
-                        figures[slot][key] = provider.query_value(
-                            render(BUILTINS[builtin], slot=slot, window_s=WINDOW_S))
+                        figures[slot][key] = source.value(
+                            Query(builtin, BUILTINS[builtin]), slot=slot, window_s=WINDOW_S)
                     except NoData:
                         figures[slot][key] = None
                     except MetricsError as exc:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from gates.metrics.builtins import BUILTINS, REQUESTS
 from gates.metrics.measurement import Measurement, Phase
 from gates.metrics.provider import MetricsError, MetricsProvider, NoData
-from gates.metrics.sources import ENVOY, MetricSource, Query, as_source
+from gates.metrics.sources import ENVOY, PROMETHEUS, MetricSource, Query, as_source
 
 REQUEST_COUNT = Query("requests", REQUESTS)
 
@@ -33,6 +33,7 @@ class MetricLike(Protocol):
     min_delta: float
     dry_run: bool
     source: str
+    sequential: tuple[float, float] | None
 
     @property
     def relative(self) -> bool: ...
@@ -102,7 +103,7 @@ def measure(
 
     if candidate_requests is None:
         return result(Phase.INCONCLUSIVE, "request count unavailable")
-    sequential = getattr(metric, "sequential", None)
+    sequential = metric.sequential
     if sequential is not None:  # the test itself says when the evidence suffices
         return _sequential(source, metric, result, candidate=candidate, active=active,
                            window_s=step_s or window_s, alpha=sequential[0],
@@ -195,34 +196,36 @@ def measure_round(
     """Every metric once, each from its own source (``stream`` for ``source: envoy``,
     ``provider`` otherwise); a missing source is an Error measurement."""
     now = time.time()
-    counts: dict[int, tuple[float | None, str]] = {}
+    # Each source once (its wrapper and its candidate request count), by name.
+    sources = {ENVOY: as_source(stream) if stream is not None else None,
+               PROMETHEUS: as_source(provider) if provider is not None else None}
+    counts: dict[str, tuple[float | None, str]] = {}
 
-    def candidate_requests(source: MetricSource) -> tuple[float | None, str]:
-        if id(source) not in counts:
+    def candidate_requests(name: str, source: MetricSource) -> tuple[float | None, str]:
+        if name not in counts:
             try:
                 requests: float | None = _value(source, REQUEST_COUNT, candidate, window_s,
                                                 model)
                 if requests is not None and not math.isfinite(requests):
                     requests = 0.0
-                counts[id(source)] = (requests, "")
+                counts[name] = (requests, "")
             except MetricsError as exc:
-                counts[id(source)] = (None, f"query failed: {exc}")
+                counts[name] = (None, f"query failed: {exc}")
             except NoData:
-                counts[id(source)] = (0.0, "")
-        return counts[id(source)]
+                counts[name] = (0.0, "")
+        return counts[name]
 
     measurements = []
     for metric in metrics:
-        wanted = stream if getattr(metric, "source", "") == ENVOY else provider
-        if wanted is None:
-            what = "envoy access-log" if getattr(metric, "source", "") == ENVOY \
-                else "metrics provider"
+        name = ENVOY if metric.source == ENVOY else PROMETHEUS
+        source = sources[name]
+        if source is None:
+            what = "envoy access-log" if name == ENVOY else "metrics provider"
             measurements.append(Measurement(metric.name, Phase.ERROR, f"no {what} source "
                                             "configured", threshold=metric.thresholds(),
                                             dry_run=metric.dry_run, at=now))
             continue
-        source = as_source(wanted)
-        requests, request_error = candidate_requests(source)
+        requests, request_error = candidate_requests(name, source)
         if request_error:
             measurements.append(Measurement(metric.name, Phase.ERROR, request_error,
                                             threshold=metric.thresholds(),

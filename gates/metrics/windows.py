@@ -47,17 +47,8 @@ class SlotWindows:
         return ring, self._stamps[slot]
 
     def record(self, slot: str, *, at: float, latency_ms: float, error: bool) -> None:
-        index = int(at // self.bucket_s)
-        row = index % self.size
-        bucket = int(np.searchsorted(BOUNDS_MS, latency_ms, side="left"))
-        with self._lock:
-            ring, stamps = self._ring(slot)
-            if stamps[row] != index:  # a new bucket reuses the row of an expired one
-                ring[row] = 0
-                stamps[row] = index
-            ring[row, _COUNT] += 1
-            ring[row, _ERRORS] += int(error)
-            ring[row, _HIST + bucket] += 1
+        self.record_many(slot, at=np.array([at]), latency_ms=np.array([latency_ms]),
+                         error=np.array([error]))
 
     def record_many(self, slot: str, *, at: np.ndarray, latency_ms: np.ndarray,
                     error: np.ndarray) -> None:
