@@ -66,7 +66,8 @@ class Live:
 
     @classmethod
     def start(cls, directory: Path, *, per_slot: int = 1,
-              models: list[Path] | None = None) -> Live:
+              models: list[Path] | None = None, delta: bool = False) -> Live:
+        """``delta``: the Envoy speaks incremental ADS (``DELTA_GRPC``)."""
         servers = start_slots(directory, per_slot=per_slot, models=models)
         loop: LoopThread | None = None
         plane: ControlPlane | None = None
@@ -83,6 +84,7 @@ class Live:
             envoy = EnvoyProxy.start(
                 node_id="envoy-test", node_cluster=config.group, xds_host="127.0.0.1",
                 xds_port=plane.xds_port, work_dir=directory, log_dir=directory / "logs",
+                delta=delta,
             )
             try:
                 envoy.wait_ready()

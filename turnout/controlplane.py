@@ -41,6 +41,7 @@ from turnout.topology import build_snapshot
 from turnout.weights import Weights
 from xds_server import AdsServer, Convergence, Snapshot, SnapshotCache, type_urls
 from xds_server.cache import Publication
+from xds_server.delta import DeltaAdsServer
 from xds_server.handshakes import HandshakeWatch
 from xds_server.server import tune_gc
 from xds_server.transport import choose as choose_transport
@@ -74,6 +75,8 @@ class ControlPlane:
         self.transport = choose_transport(config.tls)
         self.ads = AdsServer(self.cache, default_group=config.group,
                              refusal=self.transport.refusal, on_refused=self._refused)
+        self.delta = DeltaAdsServer(self.cache, default_group=config.group,
+                                    refusal=self.transport.refusal, on_refused=self._refused)
         self._handshakes = HandshakeWatch(self._refused) if config.tls else None
         self.webhooks = tuple(WebhookTarget.from_dict(w, f"webhooks[{i}]")
                               for i, w in enumerate(config.webhooks))
@@ -186,7 +189,7 @@ class ControlPlane:
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ]
         )
-        self._grpc.add_generic_rpc_handlers((self.ads.handler(),
+        self._grpc.add_generic_rpc_handlers((self.ads.handler(), self.delta.handler(),
                                              self.access_log.handler()))
         if self._handshakes is not None:
             self._handshakes.start()

@@ -58,9 +58,12 @@ def xds_transport_socket(tls: TlsFiles | None, *, server_name: str = "localhost"
 def render_bootstrap(
     *, node_id: str, node_cluster: str, admin_port: int, xds_host: str, xds_port: int,
     admin_host: str = "127.0.0.1", template: Path = BOOTSTRAP_TEMPLATE,
-    tls: TlsFiles | None = None,
+    tls: TlsFiles | None = None, delta: bool = False,
 ) -> str:
+    """The bootstrap: state-of-the-world ADS (``GRPC``), or incremental with ``delta``
+    (``DELTA_GRPC``)."""
     return Template(template.read_text()).substitute(
+        ads_api_type="DELTA_GRPC" if delta else "GRPC",
         node_id=node_id,
         node_cluster=node_cluster,
         admin_host=admin_host,
@@ -91,6 +94,7 @@ class EnvoyProxy:
         log_dir: Path,
         concurrency: int = 1,
         tls: TlsFiles | None = None,
+        delta: bool = False,
     ) -> EnvoyProxy:
         admin_port = free_port()
         config = work_dir / f"envoy-{node_id}.yaml"
@@ -98,7 +102,7 @@ class EnvoyProxy:
         config.write_text(
             render_bootstrap(
                 node_id=node_id, node_cluster=node_cluster, admin_port=admin_port,
-                xds_host=xds_host, xds_port=xds_port, tls=tls,
+                xds_host=xds_host, xds_port=xds_port, tls=tls, delta=delta,
             )
         )
         argv = [

@@ -1,4 +1,5 @@
-"""Turnout's xDS control plane: an ADS (state of the world) server on ``grpc.aio``.
+"""Turnout's xDS control plane: ADS servers on ``grpc.aio``: state of the world
+(``server``) and incremental (``delta``), siblings over one snapshot cache.
 
 Layers, imports pointing inward::
 
@@ -11,6 +12,7 @@ wait for the fleet"), never to streams.
 """
 
 from xds_server.cache import Convergence, NodeOutcome, SnapshotCache
+from xds_server.delta import DeltaAdsServer
 from xds_server.errors import InconsistentSnapshotError, XdsError
 from xds_server.server import AdsServer
 from xds_server.snapshot import Snapshot
@@ -18,6 +20,7 @@ from xds_server.snapshot import Snapshot
 __all__ = [
     "AdsServer",
     "Convergence",
+    "DeltaAdsServer",
     "InconsistentSnapshotError",
     "NodeOutcome",
     "Snapshot",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -51,6 +51,19 @@ class _TypeSet:
     messages: Mapping[str, Message]
     packed: Mapping[str, any_pb2.Any]
     names: frozenset[str]
+    #: Resources sent only to clients that name them (listeners with an ``api_listener``,
+    #: for gRPC's xDS client): a wildcard subscriber (Envoy) would reject them.
+    named_only: frozenset[str] = frozenset()
+
+    @functools.cached_property
+    def resource_versions(self) -> Mapping[str, str]:
+        """Per-resource versions (delta xDS): a digest of each resource's bytes."""
+        return MappingProxyType({name: hashlib.sha256(a.value).hexdigest()[:16]
+                                 for name, a in self.packed.items()})
+
+    @functools.cached_property
+    def wildcard_names(self) -> frozenset[str]:
+        return self.names - self.named_only
 
     @classmethod
     def of(cls, type_url: str, messages: Iterable[Message]) -> _TypeSet:
@@ -75,6 +88,9 @@ class _TypeSet:
             messages=MappingProxyType(by_name),
             packed=MappingProxyType(packed),
             names=frozenset(by_name),
+            named_only=frozenset(n for n, m in by_name.items()
+                                 if isinstance(m, listener_pb2.Listener)
+                                 and m.HasField("api_listener")),
         )
 
 
@@ -130,26 +146,53 @@ class Snapshot:
     def names(self, type_url: str) -> frozenset[str]:
         return self.types[type_url].names
 
-    def encode(self, type_url: str, names: frozenset[str] | None) -> bytes:
-        """The DiscoveryResponse for ``type_url`` (all resources when ``names`` is None),
-        serialised without a nonce. Append a serialised ``DiscoveryResponse(nonce=...)``:
-        concatenated protobuf messages merge, so the bytes are shared by all streams."""
-        key = (type_url, names)
+    def resource_versions(self, type_url: str) -> Mapping[str, str]:
+        return self.types[type_url].resource_versions
+
+    def wildcard_names(self, type_url: str) -> frozenset[str]:
+        """What a wildcard subscriber gets: every resource but the named-only ones."""
+        return self.types[type_url].wildcard_names
+
+    def _memo(self, key: tuple, make: Callable[[], bytes]) -> bytes:
         cached = self._encoded.get(key)
         if cached is None:
             if len(self._encoded) >= MAX_MEMOS:  # bounded: odd name sets cannot grow it
                 self._encoded.pop(next(iter(self._encoded)))
+            cached = self._encoded[key] = make()
+        return cached
+
+    def encode(self, type_url: str, names: frozenset[str] | None) -> bytes:
+        """The DiscoveryResponse for ``type_url`` (every resource a wildcard subscriber
+        gets when ``names`` is None), serialised without a nonce. Append a serialised
+        ``DiscoveryResponse(nonce=...)``: concatenated protobuf messages merge, so the
+        bytes are shared by all streams."""
+        def make() -> bytes:
             type_set = self.types[type_url]
-            wanted = type_set.packed if names is None else {
-                n: a for n, a in type_set.packed.items() if n in names
-            }
-            cached = discovery_pb2.DiscoveryResponse(
+            wanted = names if names is not None else type_set.wildcard_names
+            return discovery_pb2.DiscoveryResponse(
                 version_info=type_set.version,
                 type_url=type_url,
-                resources=list(wanted.values()),
+                resources=[a for n, a in type_set.packed.items() if n in wanted],
             ).SerializeToString()
-            self._encoded[key] = cached
-        return cached
+
+        return self._memo((type_url, names), make)
+
+    def encode_delta(self, type_url: str, names: frozenset[str],
+                     removed: frozenset[str] = frozenset()) -> bytes:
+        """An incremental response carrying ``names`` (with their per-resource versions)
+        and ``removed``, without a nonce; shared like :meth:`encode`."""
+        def make() -> bytes:
+            type_set = self.types[type_url]
+            versions = type_set.resource_versions
+            return discovery_pb2.DeltaDiscoveryResponse(
+                system_version_info=type_set.version,
+                type_url=type_url,
+                resources=[discovery_pb2.Resource(name=n, version=versions[n], resource=a)
+                           for n, a in type_set.packed.items() if n in names],
+                removed_resources=sorted(removed),
+            ).SerializeToString()
+
+        return self._memo(("delta", type_url, names, removed), make)
 
     def consistent(self) -> None:
         """Raise :class:`InconsistentSnapshotError` unless every reference resolves:
@@ -177,6 +220,12 @@ class Snapshot:
 
 
 def _rds_names(listener: listener_pb2.Listener) -> Iterable[str]:
+    api = listener.api_listener.api_listener
+    if api.type_url == _HCM_TYPE:
+        hcm = hcm_pb2.HttpConnectionManager()
+        api.Unpack(hcm)
+        if hcm.HasField("rds"):
+            yield hcm.rds.route_config_name
     for chain in listener.filter_chains:
         for network_filter in chain.filters:
             if network_filter.typed_config.type_url == _HCM_TYPE:

@@ -12,6 +12,14 @@ PUSH_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
 #: Types whose responses carry the full set (a missing resource is deleted).
 WILDCARD_TYPES = frozenset({LISTENER, CLUSTER})
 
+
+
+def is_wildcard(type_url: str, names: object) -> bool:
+    """A wildcard subscription: a full-set type (LDS, CDS) asked for with no names or with
+    ``*`` (Envoy). gRPC's xDS client names its listener and clusters instead."""
+    return type_url in WILDCARD_TYPES and (not names or "*" in names)  # type: ignore[operator]
+
+
 #: Types whose pending pushes wait until the stream has ACKed clusters and endpoints.
 DEPENDENT_TYPES = frozenset({LISTENER, ROUTE})
 
