@@ -70,6 +70,8 @@ class ControlPlaneConfig:
     # Envoy streams every request's outcome to the control plane over this bootstrap
     # cluster (the ADS one); the gates' `source: envoy` reads it. "" turns it off.
     access_log_cluster: str = "turnout_xds"
+    # Proxyless gRPC clients dial xds:///<grpc_target> ("" turns it off).
+    grpc_target: str = "turnout"
     # Requests pinned to a slot by the preview header must also carry this key.
     preview_key: str = field(default_factory=lambda: secrets.token_urlsafe(18))
 

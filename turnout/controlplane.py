@@ -158,6 +158,7 @@ class ControlPlane:
             resolve=self._resolve,
             preview_key=self.config.preview_key,
             access_log_cluster=self.config.access_log_cluster or None,
+            grpc_target=self.config.grpc_target or None,
         )
 
     def _resolve(self, host: str) -> str:

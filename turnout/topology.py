@@ -32,6 +32,7 @@ from xds_server.resources import (
     HostPort,
     Resilience,
     aggregate_cluster,
+    api_listener,
     cluster_route,
     grpc_cluster,
     http_cluster,
@@ -45,8 +46,11 @@ from xds_server.resources import (
 
 LISTENER_NAME = "ingress"
 ROUTE_NAME = "ingress_routes"
+#: The route table behind the API listener of proxyless gRPC clients (``xds:///NAME``).
+PROXYLESS_ROUTE_NAME = "proxyless_routes"
 
-__all__ = ["LISTENER_NAME", "ROUTE_NAME", "build_snapshot", "split_routes"]
+__all__ = ["LISTENER_NAME", "PROXYLESS_ROUTE_NAME", "ROUTE_NAME", "build_snapshot",
+           "split_routes"]
 
 
 def split_routes(
@@ -62,6 +66,8 @@ def split_routes(
     header: str = SLOT_HEADER,
     preview_key: str | None = None,
     validate_clusters: bool = True,
+    match_grpc: bool = True,
+    retries: int = 5,
 ) -> route_pb2.RouteConfiguration:
     """The route table for a set of slots. ``clusters`` maps slot name to its gRPC cluster,
     ``http_clusters`` (optional) to its HTTP/REST cluster; ``weights`` maps slot name to a
@@ -69,7 +75,9 @@ def split_routes(
     ``split_clusters`` / ``split_http_clusters`` where given (failover clusters), preview
     routes always the slot's own cluster. With ``preview_key`` a preview route matches
     only requests that also carry the key (``x-turnout-preview-key``); anything else takes
-    the split, and both headers are stripped before any request leaves Envoy."""
+    the split, and both headers are stripped before any request leaves Envoy.
+    ``match_grpc=False`` drops the content-type condition from the gRPC routes (gRPC's
+    own xDS client sends nothing else)."""
     unknown = set(weights) - set(clusters)
     if unknown:
         raise ValueError(f"weights name unknown slots: {sorted(unknown)}")
@@ -82,13 +90,13 @@ def split_routes(
         for slot, cluster in sorted(by_slot.items()):
             routes.append(cluster_route(
                 f"preview-{slot}" + ("" if grpc else "-http"),
-                route_match(grpc=grpc, headers=[(header, slot)] + (
+                route_match(grpc=grpc and match_grpc, headers=[(header, slot)] + (
                     [(PREVIEW_KEY_HEADER, preview_key)] if preview_key else [])), cluster,
-                response_headers=[set_header(SERVED_BY_HEADER, slot)]))
+                response_headers=[set_header(SERVED_BY_HEADER, slot)], retries=retries))
         routes.append(weighted_route(
-            "split" if grpc else "split-http", route_match(grpc=grpc),
+            "split" if grpc else "split-http", route_match(grpc=grpc and match_grpc),
             [(cluster, weights.get(slot, 0), [set_header(SERVED_BY_HEADER, slot)])
-             for slot, cluster in sorted(split_by_slot.items())]))
+             for slot, cluster in sorted(split_by_slot.items())], retries=retries))
     return route_configuration(name, routes, validate_clusters=validate_clusters,
                                remove_request_headers=(header, PREVIEW_KEY_HEADER))
 
@@ -104,9 +112,13 @@ def build_snapshot(
     resilience: Resilience | None = None,
     preview_key: str | None = None,
     access_log_cluster: str | None = None,
+    grpc_target: str | None = None,
 ) -> Snapshot:
     """Both slots' clusters always present (so a weight change is an RDS-only change).
-    ``resolve`` turns endpoint host names into IP addresses (EDS carries addresses only)."""
+    ``resolve`` turns endpoint host names into IP addresses (EDS carries addresses only).
+    With ``grpc_target``, proxyless gRPC clients of ``xds:///<grpc_target>`` get an API
+    listener of that name and a route table with the same split and preview routes over
+    the same gRPC clusters (their split's traffic is not seen by Envoy's statistics)."""
     all_slots = {name: slots.get(name) or Slot(name) for name in SLOT_NAMES}
     resilience = resilience or Resilience()
 
@@ -117,14 +129,22 @@ def build_snapshot(
     def others(name: str) -> list[Slot]:
         return [s for n, s in all_slots.items() if n != name]
 
+    # gRPC's client takes no aggregate (failover) cluster Envoy accepts (it refuses the
+    # CLUSTER_PROVIDED policy), and at most 5 attempts: its split names the slot clusters.
+    grpc_routes = split_routes(
+        PROXYLESS_ROUTE_NAME, clusters={n: s.preview_cluster for n, s in all_slots.items()},
+        split_clusters={n: s.cluster for n, s in all_slots.items()},
+        weights=weights.as_dict(), preview_key=preview_key, match_grpc=False, retries=4)
     return Snapshot.build(
         listeners=[
             http_listener(
                 LISTENER_NAME, host=ingress_host, port=ingress_port, route_config=ROUTE_NAME,
                 access_log_cluster=access_log_cluster,
-            )
+            ),
+            *([api_listener(grpc_target, route_config=PROXYLESS_ROUTE_NAME)]
+              if grpc_target else []),
         ],
-        routes=[split_routes(
+        routes=[*([grpc_routes] if grpc_target else []), split_routes(
             ROUTE_NAME, clusters={n: s.cluster for n, s in all_slots.items()},
             http_clusters={n: s.http_cluster for n, s in all_slots.items()},
             split_clusters={n: s.failover_cluster for n, s in all_slots.items()},

@@ -16,7 +16,7 @@ from envoy.config.core.v3 import (
     protocol_pb2,
 )
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
-from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.listener.v3 import api_listener_pb2, listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
@@ -202,7 +202,11 @@ def load_assignment(
     ]
     return endpoint_pb2.ClusterLoadAssignment(
         cluster_name=cluster,
-        endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=lb_endpoints)],
+        # gRPC's xDS client needs a locality and skips one without a weight; Envoy
+        # ignores both here.
+        endpoints=[endpoint_components_pb2.LocalityLbEndpoints(
+            locality=base_pb2.Locality(), lb_endpoints=lb_endpoints,
+            load_balancing_weight=wrappers_pb2.UInt32Value(value=1))],
     )
 
 
@@ -266,6 +270,21 @@ def http_listener(
             )
         ],
     )
+
+
+def api_listener(name: str, *, route_config: str) -> listener_pb2.Listener:
+    """What gRPC's xDS client resolves for the target ``xds:///<name>``: a listener with
+    no address whose ``api_listener`` is a connection manager taking routes from RDS.
+    Sent only to clients that ask for it by name (Envoy, subscribing to every listener,
+    never sees it)."""
+    manager = hcm_pb2.HttpConnectionManager(
+        stat_prefix=name,
+        rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=route_config),
+        http_filters=[hcm_pb2.HttpFilter(name="envoy.filters.http.router",
+                                         typed_config=_any(router_pb2.Router()))],
+    )
+    return listener_pb2.Listener(
+        name=name, api_listener=api_listener_pb2.ApiListener(api_listener=_any(manager)))
 
 
 def _retry_policy(retries: int) -> rc_pb2.RetryPolicy:
