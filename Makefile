@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv prometheus browser screenshots bootstrap demo test unit integration lint bench chaos mutate clean
+.PHONY: venv prometheus postgresql browser screenshots bootstrap demo test unit integration lint bench chaos mutate clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,16 @@ prometheus:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 	@prometheus --version 2>&1 | head -n 1
 
+# PostgreSQL 15 from Debian: the shared store of control-plane replicas (tests and
+# `turnout stack up --replicas N` start private clusters of their own).
+postgresql:
+	@test -x /usr/lib/postgresql/15/bin/postgres || { \
+	  echo ">> installing postgresql (apt)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
+	@/usr/lib/postgresql/15/bin/postgres --version
+
 # Headless Chromium and its driver from Debian, for the dashboard's browser test.
 browser:
 	@command -v chromedriver >/dev/null 2>&1 || { \
@@ -32,7 +42,7 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
 	@chromedriver --version | head -n 1
 
-bootstrap: venv prometheus
+bootstrap: venv prometheus postgresql
 
 demo: bootstrap
 	$(BIN)/python -m turnout.demo

@@ -30,7 +30,7 @@ from turnout import stack
 from turnout.client import ApiClient
 from turnout.errors import ApiError
 from turnout.proxy import EnvoyProxy
-from turnout.store import Store
+from turnout.store import SqliteStore as Store
 from turnout.workflow import registry_for
 
 EXAMPLES = ROOT_DIR / "examples" / "models" / "classifier"

@@ -38,12 +38,22 @@ def test_compose_control_plane_refuses_missing_or_example_tokens(monkeypatch, va
         ControlPlaneConfig.load(ROOT / "examples" / "compose" / "controlplane.json")
 
 
-def test_rendered_bootstrap_is_valid_for_envoy(tmp_path):
+@pytest.mark.parametrize("options", [
+    {},
+    {"delta": True},
+    {"xds_fallbacks": [("127.0.0.1", 18001), ("127.0.0.1", 18002)]},
+], ids=["sotw", "delta", "replicas"])
+def test_rendered_bootstrap_is_valid_for_envoy(tmp_path, options):
     config = tmp_path / "bootstrap.yaml"
-    config.write_text(render_bootstrap(node_id="n", node_cluster="turnout", admin_port=9901,
-                                       xds_host="127.0.0.1", xds_port=18000))
+    text = render_bootstrap(node_id="n", node_cluster="turnout", admin_port=9901,
+                            xds_host="127.0.0.1", xds_port=18000, **options)
+    config.write_text(text)
     result = _envoy_validate(config)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert ("DELTA_GRPC" in text) == bool(options.get("delta"))
+    replicas = 1 + len(options.get("xds_fallbacks", []))
+    assert text.count("priority:") == replicas
+    assert ("tcp_health_check" in text) == (replicas > 1)
 
 
 COMPOSE_SECRETS = {"TURNOUT_ADMIN_TOKEN": "a" * 40, "TURNOUT_PREVIEW_KEY": "b" * 40}

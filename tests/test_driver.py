@@ -16,7 +16,8 @@ from triton_slots.slot import Slot
 from turnout.controller.driver import RolloutController
 from turnout.controller.state import DeployFinished, RolloutPhase, RolloutState
 from turnout.policy import load_text
-from turnout.store import Store, StoreUnavailable
+from turnout.store import SqliteStore as Store
+from turnout.store import StoreUnavailable
 from turnout.weights import Weights
 from xds_server import Convergence
 from xds_server.cache import NodeOutcome

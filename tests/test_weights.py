@@ -52,7 +52,7 @@ def test_direct_construction_is_checked_too():
 
 
 def test_store_keeps_weights_and_audit_across_instances(tmp_path):
-    from turnout.store import Store
+    from turnout.store import SqliteStore as Store
 
     store = Store(tmp_path / "state.db")
     assert store.weights() == Weights(blue=100, green=0)

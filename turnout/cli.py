@@ -40,12 +40,16 @@ def stack() -> None:
 @click.option("--tls", is_flag=True,
               help="Mutual TLS between Envoy and the xDS port: a local CA, a server "
                    "certificate and one client certificate per proxy (in DIR/pki).")
+@click.option("--replicas", default=1, show_default=True, type=click.IntRange(1, 8),
+              help="Control-plane replicas: above 1, a private PostgreSQL they share (one "
+                   "leads rollouts, all serve xDS) and one Envoy per replica.")
 @friendly
-def stack_up(directory: Path, per_slot: int, models: tuple[Path, ...], tls: bool) -> None:
+def stack_up(directory: Path, per_slot: int, models: tuple[Path, ...], tls: bool,
+             replicas: int) -> None:
     """Start blue and green Triton pools serving your models (or the example classifier),
     the control plane, Envoy and Prometheus."""
     info = local_stack.up(directory, per_slot=per_slot, models=list(models) or None,
-                          tls=tls, progress=click.echo)
+                          tls=tls, progress=click.echo, replicas=replicas)
     click.echo(f"ingress {info.ingress}  (KServe v2 over gRPC and HTTP; models "
                f"{', '.join(info.models)})")
     click.echo(f"api     {info.api_url}  (admin token in {info.directory}/stack.json, 0600)")
@@ -53,6 +57,11 @@ def stack_up(directory: Path, per_slot: int, models: tuple[Path, ...], tls: bool
                + ("" if tls else "  (any local process may connect; --tls for mTLS)"))
     click.echo("preview send x-turnout-slot: SLOT and x-turnout-preview-key: KEY "
                "(preview_key in stack.json)")
+    for replica in info.replicas:
+        click.echo(f"replica {replica['name']}: api {replica['api_url']}, xds "
+                   f"{replica['xds_port']}, envoy admin {replica['envoy_admin']}")
+    if info.postgres_url:
+        click.echo(f"store   {info.postgres_url}")
     click.echo(f"logs    {Path(info.directory) / 'logs'}")
 
 

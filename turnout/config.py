@@ -70,6 +70,10 @@ class ControlPlaneConfig:
     # Envoy streams every request's outcome to the control plane over this bootstrap
     # cluster (the ADS one); the gates' `source: envoy` reads it. "" turns it off.
     access_log_cluster: str = "turnout_xds"
+    # Durable state: "" is SQLite in state_dir; postgresql://... is a database shared by
+    # several replicas (one leads rollouts, all serve xDS). `replica` names this one.
+    store: str = ""
+    replica: str = ""
     # Proxyless gRPC clients dial xds:///<grpc_target> ("" turns it off).
     grpc_target: str = "turnout"
     # Requests pinned to a slot by the preview header must also carry this key.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -34,12 +35,20 @@ from turnout.errors import ConfigError
 from turnout.logs import LogFormat, set_rollout
 from turnout.logs import configure as configure_logs
 from turnout.notify import Notifier, WebhookTarget, transition_notices
-from turnout.store import Store
+from turnout.replicas import Replication
+from turnout.store import open_store
 from turnout.telemetry import Telemetry
 from turnout.tokens import ApiToken
 from turnout.topology import build_snapshot
 from turnout.weights import Weights
-from xds_server import AdsServer, Convergence, Snapshot, SnapshotCache, type_urls
+from xds_server import (
+    AdsServer,
+    Convergence,
+    NodeOutcome,
+    Snapshot,
+    SnapshotCache,
+    type_urls,
+)
 from xds_server.cache import Publication
 from xds_server.delta import DeltaAdsServer
 from xds_server.handshakes import HandshakeWatch
@@ -83,7 +92,7 @@ class ControlPlane:
         self.notifier = Notifier(
             on_outcome=lambda outcome: self.telemetry.webhooks.labels(outcome=outcome).inc())
         self._told: tuple[str, RolloutPhase, int] | None = None
-        self.store = Store(config.state_path)
+        self.store = open_store(config.store or config.state_path)
         self.weights = self.store.weights()
         self._last_round: tuple[str, int, int] | None = None
         self._tokens: tuple[int, tuple[ApiToken, ...]] | None = None
@@ -99,6 +108,10 @@ class ControlPlane:
             stream=EnvoyStreamSource(self.windows),
             on_change=self._rollout_changed,
         )
+        self.replication = Replication(
+            self, self.store, replica=config.replica or f"{socket.gethostname()}-{os.getpid()}")
+        if self.replication.shared:
+            self.cache.on_streams_changed = self.replication.report_soon
         self.health: dict[Endpoint, bool] = {}
         self.last_push: Convergence | None = None
         self._lock = asyncio.Lock()
@@ -200,7 +213,8 @@ class ControlPlane:
         self._api_runner, self.api_port = await start_api(self)
         self._health_task = asyncio.create_task(self._watch_health())
         self._report_health()
-        await self.controller.start()
+        self.replication.api_url = f"http://{self.config.bind_host}:{self.api_port}"
+        await self.replication.start()
         log.info("xDS (%s) on %s:%d, API on %s:%d", self.transport.name,
                  self.config.bind_host, self.xds_port, self.config.bind_host, self.api_port)
         if self.transport.name == "plaintext":
@@ -209,6 +223,7 @@ class ControlPlane:
                         self.config.bind_host, self.xds_port)
 
     async def stop(self) -> None:
+        await self.replication.stop()
         await self.controller.stop()
         if self._health_task is not None:
             self._health_task.cancel()
@@ -224,6 +239,19 @@ class ControlPlane:
         await self.notifier.close()
         if self._http is not None:
             await self._http.close()
+        self.store.close()
+
+    # ---- what replication uses (turnout.replicas.Plane) ----------------------------------
+    async def start_leading(self) -> None:
+        """This replica leads: resume the rollout in progress, if any."""
+        await self.controller.start()
+
+    async def stop_leading(self) -> None:
+        await self.controller.stop()
+
+    def sync_counts(self) -> tuple[str, int, int]:
+        """The route version served here, the proxies connected, and how many hold it."""
+        return self.cache.sync_counts(self.config.group, type_urls.ROUTE)
 
     async def set_weights(self, weights: Weights, *, actor: str = "api",
                           timeout: float | None = None) -> Convergence:
@@ -237,17 +265,38 @@ class ControlPlane:
         and wait for the connected Envoys' answers (see ``SnapshotCache.publish``). The
         lock covers building and publishing only, never the wait for ACKs: a proxy that
         does not answer cannot hold up the next push (a rollback, say)."""
+        fleet = self.replication.shared  # min_proxies then counts every replica's
         async with self._lock:
             self.weights = weights
             self.telemetry.set_weights(weights.as_dict())
             publication = self.cache.publish(
                 self.config.group, self.desired_snapshot(),
-                min_proxies=self.config.min_proxies, quorum=quorum, early=early)
+                min_proxies=0 if fleet else self.config.min_proxies, quorum=quorum,
+                early=early)
         result = await self._settle(publication, timeout)
+        if fleet and self.replication.leading:
+            result = await self._with_replicas(result, timeout, quorum)
         log.info("weights %s: %s in %.1f ms%s", weights.as_dict(),
                  "converged" if result.converged else "NOT converged", result.seconds * 1e3,
                  f"; stragglers {[o.node_id for o in result.stragglers]}"
                  if result.stragglers else "")
+        return result
+
+    async def _with_replicas(self, local: Convergence, timeout: float | None,
+                             quorum: float) -> Convergence:
+        """The leader's push result, counting the proxies of every other replica (their
+        reports in the shared store), and at least ``min_proxies`` across the fleet."""
+        remote = await self.replication.fleet(local.versions["rds"],
+                                              timeout or self.config.push_timeout_s)
+        outcomes = [*local.outcomes, *remote]
+        answered = sum(1 for o in outcomes if o.outcome in ("acked", "nacked"))
+        outcomes += [NodeOutcome("(none)", 0, "timeout", None,
+                                 f"fewer than {self.config.min_proxies} proxies connected")
+                     for _ in range(max(0, self.config.min_proxies - answered))]
+        seconds = max([local.seconds, *(o.seconds for o in remote if o.seconds is not None)])
+        result = dataclasses.replace(local, outcomes=tuple(outcomes), seconds=seconds,
+                                     quorum=quorum)
+        self.last_push = result
         return result
 
     async def publish(self, snapshot: Snapshot, *, verify: bool = True) -> Convergence:
@@ -344,7 +393,15 @@ class ControlPlane:
             "xds_transport": self.transport.describe(),
             "last_push": self.last_push.as_dict() if self.last_push else None,
             "rollout": self.controller.describe(),
+            "replica": self.replication.describe(),
+            "replicas": [r.as_dict() for r in self._replicas()],
         }
+
+    def _replicas(self) -> list:
+        try:
+            return self.store.replicas()
+        except self.store.ERRORS:
+            return []
 
 
 async def _run(config: ControlPlaneConfig) -> None:
@@ -368,13 +425,21 @@ async def _run(config: ControlPlaneConfig) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Turnout control plane (ADS + API)")
     parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--store", default=None,
+                        help="postgresql://... to run as one of several replicas sharing "
+                             "that database (default: the config's, else SQLite in the "
+                             "state directory)")
+    parser.add_argument("--replica", default=None,
+                        help="this replica's name (default: host-pid)")
     parser.add_argument("--log-format", choices=[f.value for f in LogFormat],
                         default=os.environ.get("TURNOUT_LOG_FORMAT", "text"),
                         help="text (default) or json: one object per line with the rollout "
                              "id and step. Env: TURNOUT_LOG_FORMAT.")
     args = parser.parse_args(argv)
     configure_logs(LogFormat(args.log_format))
-    asyncio.run(_run(ControlPlaneConfig.load(args.config)))
+    config = ControlPlaneConfig.load(args.config)
+    overrides = {k: v for k, v in (("store", args.store), ("replica", args.replica)) if v}
+    asyncio.run(_run(dataclasses.replace(config, **overrides) if overrides else config))
 
 
 if __name__ == "__main__":

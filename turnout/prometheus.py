@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,17 +24,21 @@ def prometheus_binary() -> str:
     return found
 
 
-def render_config(*, scrape_interval_s: float, envoy_admin: str, control_plane: str,
-                  slots: Mapping[str, Slot], rules: Path | None = RULES) -> str:
+def render_config(*, scrape_interval_s: float, envoy_admin: str | Sequence[str],
+                  control_plane: str | Sequence[str], slots: Mapping[str, Slot],
+                  rules: Path | None = RULES) -> str:
+    """Scrape every Envoy admin and control plane given (one each, or lists: replicas)."""
     interval = f"{scrape_interval_s:g}s"
+    envoys = [envoy_admin] if isinstance(envoy_admin, str) else list(envoy_admin)
+    planes = [control_plane] if isinstance(control_plane, str) else list(control_plane)
     config = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         **({"rule_files": [str(rules)]} if rules is not None else {}),
         "scrape_configs": [
             {"job_name": "envoy", "metrics_path": "/stats/prometheus",
-             "static_configs": [{"targets": [envoy_admin]}]},
+             "static_configs": [{"targets": envoys}]},
             {"job_name": "turnout", "metrics_path": "/metrics",
-             "static_configs": [{"targets": [control_plane]}]},
+             "static_configs": [{"targets": planes}]},
             {"job_name": "triton",
              "static_configs": [
                  {"targets": [f"{e.host}:{e.metrics_port}" for e in slot.endpoints],

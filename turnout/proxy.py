@@ -11,6 +11,7 @@ import shutil
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -55,21 +56,40 @@ def xds_transport_socket(tls: TlsFiles | None, *, server_name: str = "localhost"
                   matcher: {{ exact: {json.dumps(server_name)} }}"""
 
 
+def xds_endpoints(servers: Sequence[tuple[str, int]]) -> str:
+    """The xDS cluster's endpoints: one priority per control-plane replica, in order."""
+    return "".join(f"""
+          - priority: {i}
+            lb_endpoints:
+              - endpoint:
+                  address:
+                    socket_address: {{ address: {host}, port_value: {port} }}"""
+                   for i, (host, port) in enumerate(servers))
+
+
+_XDS_HEALTH_CHECKS = """
+      health_checks:
+        - { timeout: 0.5s, interval: 0.5s, unhealthy_threshold: 1, healthy_threshold: 1,
+            no_traffic_interval: 0.5s, tcp_health_check: {} }"""
+
+
 def render_bootstrap(
     *, node_id: str, node_cluster: str, admin_port: int, xds_host: str, xds_port: int,
     admin_host: str = "127.0.0.1", template: Path = BOOTSTRAP_TEMPLATE,
     tls: TlsFiles | None = None, delta: bool = False,
+    xds_fallbacks: Sequence[tuple[str, int]] = (),
 ) -> str:
     """The bootstrap: state-of-the-world ADS (``GRPC``), or incremental with ``delta``
-    (``DELTA_GRPC``)."""
+    (``DELTA_GRPC``); ``xds_fallbacks`` are further control-plane replicas, used in order
+    when the ones before them are down."""
     return Template(template.read_text()).substitute(
         ads_api_type="DELTA_GRPC" if delta else "GRPC",
+        xds_endpoints=xds_endpoints([(xds_host, xds_port), *xds_fallbacks]),
+        xds_health_checks=_XDS_HEALTH_CHECKS if xds_fallbacks else "",
         node_id=node_id,
         node_cluster=node_cluster,
         admin_host=admin_host,
         admin_port=admin_port,
-        xds_host=xds_host,
-        xds_port=xds_port,
         xds_transport_socket=xds_transport_socket(tls),
     )
 
@@ -95,6 +115,7 @@ class EnvoyProxy:
         concurrency: int = 1,
         tls: TlsFiles | None = None,
         delta: bool = False,
+        xds_fallbacks: Sequence[tuple[str, int]] = (),
     ) -> EnvoyProxy:
         admin_port = free_port()
         config = work_dir / f"envoy-{node_id}.yaml"
@@ -103,6 +124,7 @@ class EnvoyProxy:
             render_bootstrap(
                 node_id=node_id, node_cluster=node_cluster, admin_port=admin_port,
                 xds_host=xds_host, xds_port=xds_port, tls=tls, delta=delta,
+                xds_fallbacks=xds_fallbacks,
             )
         )
         argv = [

@@ -4,7 +4,9 @@ processes on loopback, each logging to ``<dir>/logs``. ``stack.json`` records th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import shutil
 import signal
 import sys
 import time
@@ -25,6 +27,7 @@ from triton_slots.procs import (
 from triton_slots.slot import SLOT_NAMES, Endpoint, Slot
 from turnout.config import ControlPlaneConfig
 from turnout.errors import StackError
+from turnout.postgres import PostgresServer
 from turnout.prometheus import PrometheusServer, render_config
 from turnout.proxy import EnvoyProxy
 from turnout.seed import registry_root, seed_all, slot_repository
@@ -63,6 +66,11 @@ class StackInfo:
     preview_key: str = ""
     transport: str = "plaintext"
     complete: bool = True  # False while `stack up` is still starting processes
+    # With --replicas N > 1: the shared PostgreSQL and each replica (name, api_url,
+    # xds_port, envoy_admin of the Envoy that prefers it).
+    postgres_url: str = ""
+    postgres_dir: str = ""
+    replicas: list[dict] = field(default_factory=list)
 
     @classmethod
     def load(cls, directory: Path) -> StackInfo:
@@ -142,16 +150,17 @@ def _wait_ports(path: Path, process: ManagedProcess, timeout: float = 20.0) -> d
     raise ProcessError(f"control plane did not start in {timeout:.0f}s; log {process.log_path}")
 
 
-def start_control_plane(directory: Path) -> ManagedProcess:
+def start_control_plane(directory: Path, name: str = "controlplane",
+                        log_dir: Path | None = None) -> ManagedProcess:
     """Start the control plane from ``<directory>/controlplane.json`` (same ports every
     time, so Envoy and Prometheus find it again after a restart); wait until it listens."""
     config_path = directory / "controlplane.json"
     ports_path = directory / "controlplane.ports"
     ports_path.unlink(missing_ok=True)
     plane = ManagedProcess.spawn(
-        "controlplane",
+        name,
         [sys.executable, "-m", "turnout.controlplane", "--config", str(config_path)],
-        log_path=directory / "logs" / "controlplane.log",
+        log_path=(log_dir or directory / "logs") / f"{name}.log",
     )
     try:
         _wait_ports(ports_path, plane)
@@ -198,11 +207,14 @@ def make_pki(directory: Path, node_ids: tuple[str, ...]) -> tuple[TlsFiles, dict
 def up(
     directory: Path = DEFAULT_DIR, *, per_slot: int = 1, models: list[Path] | None = None,
     scrape_interval_s: float = 1.0, tls: bool = False, progress: Progress = _quiet,
-    webhooks: list[dict] | None = None,
+    webhooks: list[dict] | None = None, replicas: int = 1,
 ) -> StackInfo:
     """Start the whole local stack and record it in ``<directory>/stack.json`` (0600),
     each process as soon as it starts. Interrupted (Ctrl-C, SIGTERM) or failed, it stops
-    what it started. ``tls``: mTLS between Envoy and the control plane's ADS port."""
+    what it started. ``tls``: mTLS between Envoy and the control plane's ADS port.
+    ``replicas`` > 1: a private PostgreSQL, that many control planes sharing it, and one
+    Envoy per replica (preferring it, falling back to the others); all Envoys bind the
+    same ingress port (SO_REUSEPORT), so clients see one address."""
     directory = directory.resolve()
     if (directory / "stack.json").exists():
         previous = StackInfo.load(directory)
@@ -235,38 +247,62 @@ def up(
             slots = {name: Slot(name, tuple(s.endpoint for s in pool),
                                 slot_repository(directory, name))
                      for name, pool in servers.items()}
+            envoy_ids = tuple(f"envoy-{i}" for i in range(replicas))
             server_tls, client_tls = None, {}
             if tls:
                 progress("creating a local CA and certificates (mTLS on the ADS port)")
-                server_tls, client_tls = make_pki(directory / "pki", ("envoy-0",))
+                server_tls, client_tls = make_pki(directory / "pki", envoy_ids)
+            store = ""
+            if replicas > 1:
+                progress("starting PostgreSQL (the replicas' shared store)")
+                postgres = PostgresServer.start(log_path=logs / "postgresql.log")
+                info.postgres_url, info.postgres_dir = postgres.url, str(postgres.data_dir)
+                record(postgres.process)
+                store = postgres.url
             prometheus_port = free_port()
             config = ControlPlaneConfig(
                 state_dir=directory, tokens=(admin,), ingress_port=free_port(),
                 xds_port=free_port(), api_port=free_port(), slots=slots,
                 registry_root=str(registry_root(directory)),
                 prometheus_url=f"http://127.0.0.1:{prometheus_port}", tls=server_tls,
-                webhooks=tuple(webhooks or ()),
+                webhooks=tuple(webhooks or ()), store=store,
+                replica="replica-0" if store else "",
             )
-            config.write(directory / "controlplane.json")
-            progress("starting control plane")
-            record(start_control_plane(directory))
-            progress("starting envoy")
-            envoy = EnvoyProxy.start(
-                node_id="envoy-0", node_cluster=config.group, xds_host="127.0.0.1",
-                xds_port=config.xds_port, work_dir=directory, log_dir=logs,
-                tls=client_tls.get("envoy-0"),
-            )
-            record(envoy.process)
-            waited = envoy.wait_ready()
-            progress(f"  envoy ready ({waited:.1f}s, xDS over {info.transport})")
+            configs = [config] + [
+                dataclasses.replace(config, state_dir=directory / f"replica-{i}",
+                                    xds_port=free_port(), api_port=free_port(),
+                                    replica=f"replica-{i}")
+                for i in range(1, replicas)]
+            for i, replica in enumerate(configs):
+                replica.state_dir.mkdir(parents=True, exist_ok=True)
+                replica.write(replica.state_dir / "controlplane.json")
+                name = "controlplane" if i == 0 else f"controlplane-{i}"
+                progress(f"starting control plane {replica.replica or ''}".rstrip())
+                record(start_control_plane(replica.state_dir, name, logs))
+            envoys = []
+            for i, node in enumerate(envoy_ids):
+                progress(f"starting {node}")
+                order = configs[i:] + configs[:i]  # its own replica first
+                envoy = EnvoyProxy.start(
+                    node_id=node, node_cluster=config.group, xds_host="127.0.0.1",
+                    xds_port=order[0].xds_port, work_dir=directory, log_dir=logs,
+                    tls=client_tls.get(node),
+                    xds_fallbacks=[("127.0.0.1", c.xds_port) for c in order[1:]],
+                )
+                record(envoy.process)
+                waited = envoy.wait_ready()
+                envoys.append(envoy)
+                progress(f"  {node} ready ({waited:.1f}s, xDS over {info.transport})")
+            envoy = envoys[0]
             progress(f"starting prometheus (scrape every {scrape_interval_s:g}s)")
             prometheus = PrometheusServer.start(
                 directory=directory / "prometheus", port=prometheus_port,
                 log_path=logs / "prometheus.log",
                 config_text=render_config(
                     scrape_interval_s=scrape_interval_s,
-                    envoy_admin=f"127.0.0.1:{envoy.admin_port}",
-                    control_plane=f"127.0.0.1:{config.api_port}", slots=slots),
+                    envoy_admin=[f"127.0.0.1:{e.admin_port}" for e in envoys],
+                    control_plane=[f"127.0.0.1:{c.api_port}" for c in configs],
+                    slots=slots),
             )
             record(prometheus.process)
             waited = prometheus.wait_ready()
@@ -274,6 +310,8 @@ def up(
         except BaseException:
             for process in reversed(started):
                 process.stop()
+            if info.postgres_dir:
+                shutil.rmtree(info.postgres_dir, ignore_errors=True)
             (directory / "stack.json").unlink(missing_ok=True)
             raise
     info.ingress = config.ingress_address
@@ -285,6 +323,11 @@ def up(
     info.slots = {name: [e.as_dict() for e in slot.endpoints]
                   for name, slot in config.slots.items()}
     info.preview_key = config.preview_key
+    if replicas > 1:
+        info.replicas = [{"name": c.replica, "api_url": f"http://127.0.0.1:{c.api_port}",
+                          "xds_port": c.xds_port, "envoy_admin": e.admin_url,
+                          "process": "controlplane" if i == 0 else f"controlplane-{i}"}
+                         for i, (c, e) in enumerate(zip(configs, envoys, strict=True))]
     info.complete = True
     info.save()
     return info
@@ -316,5 +359,7 @@ def down(directory: Path = DEFAULT_DIR, *, progress: Progress = _quiet) -> list[
         elif pid_alive(pid):
             progress(f"left pid {pid} alone: it is no longer {name} (started at another "
                      "time)")
+    if info.postgres_dir:
+        shutil.rmtree(info.postgres_dir, ignore_errors=True)
     (directory / "stack.json").unlink(missing_ok=True)
     return stopped

@@ -189,6 +189,8 @@ class SnapshotCache:
         self._next_stream = 0
         self._log = logger or logging.getLogger("turnout.xds.cache")
         self._clock = clock
+        #: Called (cheap, non-blocking) when a stream opens or closes.
+        self.on_streams_changed: Callable[[], None] | None = None
 
     def _group(self, name: str) -> _Group:
         return self._groups.setdefault(name, _Group())
@@ -296,6 +298,8 @@ class SnapshotCache:
         for publication in state.publications:
             if publication.min_proxies:  # waiting for the fleet to show up: count this one
                 publication.pending[handle.stream_id] = handle
+        if self.on_streams_changed is not None:
+            self.on_streams_changed()
         return handle
 
     def close_stream(self, handle: StreamHandle) -> None:
@@ -306,6 +310,8 @@ class SnapshotCache:
         state.watchers.pop(handle.stream_id, None)
         for publication in state.publications:
             publication.settle(handle, "disconnected")
+        if self.on_streams_changed is not None:
+            self.on_streams_changed()
         if not state.streams and state.snapshot is None and not state.publications:
             del self._groups[handle.group]  # nothing published for it: free it
 
@@ -344,6 +350,16 @@ class SnapshotCache:
                     publication.settle(handle, outcome, detail)
 
     # ---- status ---------------------------------------------------------------------
+    def sync_counts(self, group: str, type_url: str) -> tuple[str, int, int]:
+        """``type_url``'s current version in ``group``, the streams connected, and how
+        many of them hold the whole current snapshot."""
+        state = self._groups.get(group)
+        if state is None or state.snapshot is None:
+            return "", len(state.streams) if state else 0, 0
+        snapshot = state.snapshot
+        return (snapshot.version(type_url), len(state.streams),
+                sum(1 for h in state.streams.values() if h.resolved(snapshot) == "acked"))
+
     def status(self, group: str) -> dict[str, object]:
         """A JSON-ready view of the group: versions, connected proxies, last NACK."""
         state = self._group(group)

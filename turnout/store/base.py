@@ -1,53 +1,24 @@
-"""Durable state: weights, rollouts and the audit log, in one SQLite database (WAL).
+"""Durable state: weights, rollouts and the audit log, behind one interface with one
+implementation per database (``sqlite``: the embedded default, one control plane;
+``postgresql``: replicas sharing one database, with leadership and change notices).
 
 Weights and rollout state change in one transaction, written *before* any push, so a
 control plane killed at any moment restarts serving exactly the weights last decided.
-The audit log is append-only. Each call opens its own connection (safe across threads).
+The audit log is append-only. Queries are written once here with ``?`` placeholders;
+each implementation supplies connections and its own dialect of the schema.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from triton_slots import sqlite
 from turnout.errors import TurnoutError
 from turnout.weights import Weights
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS weights (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    blue INTEGER NOT NULL,
-    green INTEGER NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rollouts (
-    id TEXT PRIMARY KEY,
-    created REAL NOT NULL,
-    updated REAL NOT NULL,
-    phase TEXT NOT NULL,
-    terminal INTEGER NOT NULL,
-    state TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    rollout TEXT,
-    actor TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    phase_from TEXT,
-    phase_to TEXT,
-    weights TEXT,
-    digests TEXT,
-    evidence TEXT,
-    message TEXT NOT NULL DEFAULT ''
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -75,18 +46,54 @@ class StoreUnavailable(TurnoutError):
     The API answers 503 with this message."""
 
 
+@dataclass(frozen=True)
+class ReplicaReport:
+    """One control-plane replica as the shared store last heard from it: whether it leads,
+    the route version it serves, and how many of its proxies hold that version."""
+
+    replica: str
+    api_url: str
+    leader: bool
+    rds_version: str
+    proxies: int
+    in_sync: int
+    seen: float  # wall clock of the last report
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Change:
+    """A change notice from another replica (what changed: ``weights`` or ``rollout``)."""
+
+    kind: str
+    replica: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
 class Store:
-    """The control plane's durable state. See the module docstring."""
+    """The control plane's durable state. See the module docstring. Subclasses supply
+    :meth:`_connect`, :meth:`transaction`, :attr:`ERRORS` and the ``?`` dialect."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        sqlite.initialise(path, _SCHEMA)
+    #: What a failed write raises (turned into :class:`StoreUnavailable`).
+    ERRORS: tuple[type[BaseException], ...] = (OSError,)
+    #: Several control planes may share this store (leadership, notices, reports).
+    replicated = False
+    where = ""  # for messages: the file or the database
 
-    def _connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        return sqlite.connect(self.path)
+    def _connect(self) -> contextlib.AbstractContextManager[Any]:
+        raise NotImplementedError
 
-    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        return sqlite.transaction(self.path)
+    def transaction(self) -> contextlib.AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _q(self, sql: str) -> str:
+        """The query in this database's placeholder style (written with ``?``)."""
+        return sql
+
+    def _notify(self, db: Any, kind: str) -> None:
+        """Tell other replicas, inside the committing transaction (replicated stores)."""
 
     # ---- weights ------------------------------------------------------------------------
     def weights(self) -> Weights:
@@ -94,14 +101,14 @@ class Store:
             row = db.execute("SELECT blue, green FROM weights WHERE id=1").fetchone()
         return Weights(blue=row["blue"], green=row["green"]) if row else Weights()
 
-    @staticmethod
-    def _put_weights(db: sqlite3.Connection, weights: Weights) -> None:
-        db.execute(
+    def _put_weights(self, db: Any, weights: Weights) -> None:
+        db.execute(self._q(
             "INSERT INTO weights (id, blue, green, updated) VALUES (1, ?, ?, ?) "
             "ON CONFLICT(id) DO UPDATE SET blue=excluded.blue, green=excluded.green, "
-            "updated=excluded.updated",
+            "updated=excluded.updated"),
             (weights.blue, weights.green, time.time()),
         )
+        self._notify(db, "weights")
 
     # ---- rollouts -----------------------------------------------------------------------
     def commit(
@@ -115,8 +122,8 @@ class Store:
         entries in one transaction; raises :class:`StoreUnavailable` if it fails."""
         try:
             self._commit(rollout, weights, audit)
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreUnavailable(f"state store {self.path}: {exc}") from exc
+        except self.ERRORS as exc:
+            raise StoreUnavailable(f"state store {self.where}: {exc}") from exc
 
     def _commit(self, rollout: tuple[str, str, bool, dict[str, Any]] | None,
                 weights: Weights | None, audit: list[AuditEntry] | tuple[AuditEntry, ...]
@@ -125,19 +132,20 @@ class Store:
         with self.transaction() as db:
             if rollout is not None:
                 rid, phase, terminal, body = rollout
-                db.execute(
+                db.execute(self._q(
                     "INSERT INTO rollouts (id, created, updated, phase, terminal, state) "
                     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
                     "updated=excluded.updated, phase=excluded.phase, "
-                    "terminal=excluded.terminal, state=excluded.state",
+                    "terminal=excluded.terminal, state=excluded.state"),
                     (rid, now, now, phase, int(terminal), json.dumps(body)),
                 )
+                self._notify(db, "rollout")
             if weights is not None:
                 self._put_weights(db, weights)
             for entry in audit:
-                db.execute(
+                db.execute(self._q(
                     "INSERT INTO audit (at, rollout, actor, kind, phase_from, phase_to, "
-                    "weights, digests, evidence, message) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    "weights, digests, evidence, message) VALUES (?,?,?,?,?,?,?,?,?,?)"),
                     (entry.at or now, entry.rollout, entry.actor, entry.kind,
                      entry.phase_from, entry.phase_to,
                      json.dumps(entry.weights) if entry.weights is not None else None,
@@ -152,7 +160,7 @@ class Store:
 
     def rollout(self, rid: str) -> dict[str, Any] | None:
         with self._connect() as db:
-            row = db.execute("SELECT state FROM rollouts WHERE id=?", (rid,)).fetchone()
+            row = db.execute(self._q("SELECT state FROM rollouts WHERE id=?"), (rid,)).fetchone()
         return json.loads(row["state"]) if row else None
 
     def active_rollout(self) -> dict[str, Any] | None:
@@ -177,11 +185,34 @@ class Store:
             query += " WHERE rollout=?"
             args = (rollout,)
         with self._connect() as db:
-            rows = db.execute(query + " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
+            rows = db.execute(self._q(query + " ORDER BY seq DESC LIMIT ?"),
+                              (*args, limit)).fetchall()
         return [_entry(r) for r in reversed(rows)]
 
+    # ---- replicas (replicated stores only; a single store is its own leader) ---------------
+    def hold_leadership(self, replica: str) -> bool:
+        """Take or keep leadership; False when another replica holds it (or the store
+        cannot tell: a leader that cannot reach its store must stop leading)."""
+        return True
 
-def _entry(row: sqlite3.Row) -> AuditEntry:
+    def resign(self) -> None:
+        """Give leadership up (at shutdown), so another replica takes over at once."""
+
+    def report(self, report: ReplicaReport) -> None:
+        """Record this replica's state for the others (its proxies' ACKs among them)."""
+
+    def replicas(self) -> list[ReplicaReport]:
+        return []
+
+    def listen(self, on_change: Callable[[Change], None],
+               stopped: Callable[[], bool]) -> None:
+        """Block, calling ``on_change`` for each change notice, until ``stopped()``."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+def _entry(row: Any) -> AuditEntry:
     def load(value: str | None) -> Any:
         return json.loads(value) if value is not None else None
 

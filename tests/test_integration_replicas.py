@@ -1,0 +1,124 @@
+"""Two control-plane replicas on a real PostgreSQL, one Envoy on each, real Triton pools
+and Prometheus: the leader is killed with SIGKILL mid-rollout under load; the follower
+takes over within 5 s at the same step and weights, finishes the rollout, no request
+fails, and the audit log records the takeover."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.request
+
+import pytest
+
+from tests.rollout_helpers import EXAMPLES, FINISHED, policy, wait_for
+from triton_slots.loadgen import LoadGenerator
+from triton_slots.procs import pid_alive
+from turnout import stack
+from turnout.client import ApiClient
+from turnout.errors import ApiError
+from turnout.workflow import registry_for
+
+pytestmark = pytest.mark.integration
+
+STEPS = """
+      - {weight: 10, bake: 1s}
+      - {weight: 40, bake: 8s}
+      - {weight: 100, bake: 1s}"""
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("replicas")
+    info = stack.up(directory, replicas=2, progress=print)
+    try:
+        registry_for(directory).push(EXAMPLES / "v2", name="classifier", version="v2")
+        yield info
+    finally:
+        stack.down(directory)
+
+
+def _weights(admin_url: str) -> dict[str, int]:
+    url = admin_url + "/config_dump?resource=dynamic_route_configs"
+    with urllib.request.urlopen(url, timeout=2) as response:
+        dump = json.load(response)
+    for config in dump["configs"]:
+        for route in config["route_config"]["virtual_hosts"][0]["routes"]:
+            weighted = route["route"].get("weighted_clusters")
+            if weighted:
+                return {c["name"].removeprefix("slot_").removesuffix("_ha"): c.get("weight", 0)
+                        for c in weighted["clusters"]}
+    raise AssertionError("no weighted route")
+
+
+def _client(replica: dict, info: stack.StackInfo) -> ApiClient:
+    return ApiClient(replica["api_url"], info.token, actor="pytest", timeout=5)
+
+
+def test_both_replicas_serve_and_a_push_counts_every_proxy(replicas):
+    info = replicas
+    statuses = {r["name"]: _client(r, info).status() for r in info.replicas}
+    assert [s["replica"]["leading"] for s in statuses.values()].count(True) == 1
+    for i, replica in enumerate(info.replicas):  # each Envoy on its own replica
+        assert [p["node"] for p in statuses[replica["name"]]["xds"]["proxies"]] == \
+            [f"envoy-{i}"]
+    leader = next(r for r in info.replicas if statuses[r["name"]]["replica"]["leading"])
+    follower = next(r for r in info.replicas if r is not leader)
+    pushed = _client(leader, info).set_traffic(green=0)
+    push = pushed["push"]
+    assert push["converged"] and push["acked"] == 2, push  # both Envoys counted
+    # A follower refuses to act (one leader runs rollouts) and says where the leader is.
+    with pytest.raises(ApiError, match="not the leader") as refused:
+        _client(follower, info).set_traffic(green=10)
+    assert leader["api_url"] in str(refused.value)
+
+
+def test_leader_killed_mid_rollout_follower_takes_over_and_finishes(replicas):
+    info = replicas
+    statuses = {r["name"]: _client(r, info).status() for r in info.replicas}
+    leader = next(r for r in info.replicas if statuses[r["name"]]["replica"]["leading"])
+    follower = next(r for r in info.replicas if r is not leader)
+    load = LoadGenerator(info.ingress, model="classifier", concurrency=4, rate=150).start()
+    try:
+        client = _client(leader, info)
+        client.apply(policy("classifier:v2", name="failover", steps=STEPS), "failover.yaml")
+        before = wait_for(client, lambda r: r["phase"] == "baking" and r["step"] == 1,
+                          what="step 2")
+        for replica in info.replicas:  # both Envoys hold the step's weights
+            assert _weights(replica["envoy_admin"]) == {"blue": 60, "green": 40}
+        pid = stack.StackInfo.load(info.directory_path).processes[leader["process"]]
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        survivor = _client(follower, info)
+        while not survivor.status()["replica"]["leading"]:
+            assert time.monotonic() - killed < 5.0, "no new leader within 5 s"
+            time.sleep(0.05)
+        took = time.monotonic() - killed
+        assert not pid_alive(pid)
+        after = survivor.rollout()
+        assert (after["id"], after["step"], after["target_weight"]) == \
+            (before["id"], 1, 40), after
+        assert after["step_entered_at"] == before["step_entered_at"]
+        assert survivor.status()["weights"] == {"blue": 60, "green": 40}
+        done = wait_for(survivor, lambda r: r["phase"] in FINISHED, what="completion")
+        assert done["phase"] == "promoted", done["reason"]
+        # The dead leader's Envoy moved to the survivor and follows it.
+        deadline = time.monotonic() + 10
+        while "envoy-0" not in [p["node"] for p in survivor.status()["xds"]["proxies"]] or \
+                "envoy-1" not in [p["node"] for p in survivor.status()["xds"]["proxies"]]:
+            assert time.monotonic() < deadline, survivor.status()["xds"]["proxies"]
+            time.sleep(0.1)
+        for replica in info.replicas:
+            assert _weights(replica["envoy_admin"]) == {"blue": 0, "green": 100}
+    finally:
+        stats = load.stop()
+    assert stats.failed == 0, stats.errors
+    assert stats.ok > 500
+    entries = survivor.history(rollout=None)
+    takeover = [e for e in entries if e["kind"] == "leader"
+                and e["actor"] == f"replica:{follower['name']}"]
+    assert takeover and f"took over from {leader['name']}" in takeover[-1]["message"]
+    assert any(e["kind"] == "resume" and e["rollout"] == before["id"] for e in entries)
+    print(f"failover: new leader {took:.2f} s after SIGKILL")

@@ -1,0 +1,168 @@
+"""The state store's contract, on both implementations (SQLite file, real PostgreSQL), and
+what only the shared store does: leadership, change notices, replica reports."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+
+from turnout.postgres import PostgresServer
+from turnout.store import AuditEntry, ReplicaReport, SqliteStore, StoreUnavailable, open_store
+from turnout.store.postgresql import PostgresStore
+from turnout.weights import Weights
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    server = PostgresServer.start(log_path=tmp_path_factory.mktemp("pg") / "postgresql.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_pg(postgres):
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS weights, rollouts, audit, replicas")
+    return postgres.url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        made = open_store(tmp_path / "state.db")
+        assert isinstance(made, SqliteStore)
+    else:
+        made = open_store(request.getfixturevalue("fresh_pg"))
+        assert isinstance(made, PostgresStore)
+    yield made
+    made.close()
+
+
+def test_weights_default_then_durable(store):
+    assert store.weights() == Weights()
+    store.set_weights(Weights.with_green(30), actor="t", message="m")
+    assert store.weights() == Weights.with_green(30)
+    [entry] = store.history()
+    assert (entry.kind, entry.actor, entry.message, entry.weights) == \
+        ("weights", "t", "m", {"blue": 70, "green": 30})
+
+
+def test_commit_is_one_transaction_and_rollouts_are_found(store):
+    store.commit(rollout=("r1", "pending", False, {"id": "r1", "n": 1}),
+                 weights=Weights.with_green(10),
+                 audit=[AuditEntry(kind="apply", actor="a", rollout="r1", evidence={"x": 1})])
+    assert store.active_rollout() == {"id": "r1", "n": 1}
+    store.commit(rollout=("r1", "promoted", True, {"id": "r1", "n": 2}))
+    assert store.active_rollout() is None
+    assert store.latest_rollout() == {"id": "r1", "n": 2}
+    assert store.rollout("r1") == {"id": "r1", "n": 2} and store.rollout("nope") is None
+    assert store.history(rollout="r1")[0].evidence == {"x": 1}
+    with pytest.raises(StoreUnavailable):  # a failing entry takes the whole commit back
+        store.commit(weights=Weights.with_green(90),
+                     audit=[AuditEntry(kind="k", actor=None)])  # type: ignore[arg-type]
+    assert store.weights() == Weights.with_green(10)
+
+
+def test_history_is_oldest_first_and_limited(store):
+    for i in range(5):
+        store.commit(audit=[AuditEntry(kind="k", actor="a", message=str(i))])
+    assert [e.message for e in store.history(limit=3)] == ["2", "3", "4"]
+    seqs = [e.seq for e in store.history()]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 5
+
+
+def test_embedded_store_always_leads_and_has_no_replicas(tmp_path):
+    store = SqliteStore(tmp_path / "s.db")
+    assert not store.replicated
+    assert store.hold_leadership("x") and store.replicas() == []
+
+
+def test_unsupported_scheme_is_refused():
+    with pytest.raises(StoreUnavailable, match="unsupported scheme"):
+        open_store("mysql://x/y")
+
+
+def test_exactly_one_replica_leads_and_resigning_hands_over(fresh_pg):
+    a, b = PostgresStore(fresh_pg), PostgresStore(fresh_pg)
+    try:
+        assert a.hold_leadership("a")
+        assert not b.hold_leadership("b")
+        assert a.hold_leadership("a")  # still held
+        a.resign()
+        assert b.hold_leadership("b")
+        assert not a.hold_leadership("a")
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_leader_whose_session_dies_loses_leadership(fresh_pg):
+    a, b = PostgresStore(fresh_pg), PostgresStore(fresh_pg)
+    try:
+        assert a.hold_leadership("a")
+        with psycopg.connect(fresh_pg, autocommit=True) as admin:  # as if its host died
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_locks "
+                          "WHERE locktype='advisory'")
+        time.sleep(0.1)
+        assert not a.hold_leadership("a")  # it cannot prove it leads: it stops
+        assert b.hold_leadership("b")
+    finally:
+        a.close()
+        b.close()
+
+
+def test_writes_are_announced_to_listeners(fresh_pg):
+    writer, reader = PostgresStore(fresh_pg), PostgresStore(fresh_pg)
+    seen: list[str] = []
+    stop = threading.Event()
+    listening = threading.Thread(target=reader.listen,
+                                 args=(lambda c: seen.append(c.kind), stop.is_set))
+    listening.start()
+    try:
+        deadline = time.monotonic() + 5
+        while "resync" not in seen:  # listening now
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        writer.set_weights(Weights.with_green(20), actor="t")
+        writer.commit(rollout=("r", "pending", False, {}))
+        while not {"weights", "rollout"} <= set(seen):
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        listening.join(5)
+        writer.close()
+        reader.close()
+    assert not listening.is_alive()
+
+
+def test_replica_reports_are_upserted(fresh_pg):
+    store = PostgresStore(fresh_pg)
+    try:
+        store.report(ReplicaReport("r1", "http://a", True, "v1", 3, 2, 10.0))
+        store.report(ReplicaReport("r2", "http://b", False, "v1", 1, 1, 11.0))
+        store.report(ReplicaReport("r1", "http://a", False, "v2", 4, 4, 12.0))
+        assert store.replicas() == [
+            ReplicaReport("r1", "http://a", False, "v2", 4, 4, 12.0),
+            ReplicaReport("r2", "http://b", False, "v1", 1, 1, 11.0)]
+    finally:
+        store.close()
+
+
+def test_password_is_not_shown_in_messages(postgres):
+    url = postgres.url.replace("turnout@", "turnout:s3cret@")
+    store = PostgresStore(url)
+    try:
+        assert "s3cret" not in store.where and "turnout@" in store.where
+    finally:
+        store.close()
+
+
+def test_unreachable_database_is_a_clear_error():
+    with pytest.raises(StoreUnavailable, match=r"127\.0\.0\.1"):
+        PostgresStore("postgresql://turnout@127.0.0.1:1/turnout")

@@ -1,0 +1,214 @@
+"""The shared store: one PostgreSQL database for any number of control-plane replicas.
+
+* **Leadership** is a session advisory lock held on a connection of its own: exactly one
+  replica holds it; it is released by PostgreSQL the moment the holder's session ends
+  (process killed, host gone: the socket closes), and the holder gives it up when it can
+  no longer reach the database (it cannot prove it still leads).
+* **Change notices**: every write of weights or rollout state sends ``NOTIFY turnout``
+  inside its transaction (delivered on commit); followers ``LISTEN`` on a connection of
+  their own and reload what changed.
+* **Reports**: each replica records how many of its proxies hold its current route
+  version, so the leader can count every proxy on every replica.
+
+Queries run on one connection per purpose, each guarded by a lock (the store is called
+from the event loop and from worker threads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from turnout.store.base import Change, ReplicaReport, Store, StoreUnavailable
+
+log = logging.getLogger("turnout.store.postgresql")
+
+CHANNEL = "turnout"
+LEADER_LOCK = 0x7475726E  # "turn": the advisory lock whose holder leads
+SCHEMA_LOCK = 0x7475726F  # serialises schema creation between replicas starting together
+CONNECT_TIMEOUT_S = 3
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS weights (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    blue INTEGER NOT NULL,
+    green INTEGER NOT NULL,
+    updated DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rollouts (
+    id TEXT PRIMARY KEY,
+    created DOUBLE PRECISION NOT NULL,
+    updated DOUBLE PRECISION NOT NULL,
+    phase TEXT NOT NULL,
+    terminal INTEGER NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq BIGSERIAL PRIMARY KEY,
+    at DOUBLE PRECISION NOT NULL,
+    rollout TEXT,
+    actor TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    phase_from TEXT,
+    phase_to TEXT,
+    weights TEXT,
+    digests TEXT,
+    evidence TEXT,
+    message TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS replicas (
+    replica TEXT PRIMARY KEY,
+    api_url TEXT NOT NULL DEFAULT '',
+    leader BOOLEAN NOT NULL DEFAULT FALSE,
+    rds_version TEXT NOT NULL DEFAULT '',
+    proxies INTEGER NOT NULL DEFAULT 0,
+    in_sync INTEGER NOT NULL DEFAULT 0,
+    seen DOUBLE PRECISION NOT NULL
+);
+"""
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    head, at, tail = url.rpartition("@")
+    if not at:
+        return url
+    scheme, _, credentials = head.partition("://")
+    return f"{scheme}://{credentials.split(':')[0]}@{tail}"
+
+
+class _Connection:
+    """One connection, opened on first use and again after it breaks."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.lock = threading.Lock()
+        self.conn: psycopg.Connection | None = None
+
+    def get(self) -> psycopg.Connection:
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            self.conn = psycopg.connect(self.url, autocommit=True, row_factory=dict_row,
+                                        connect_timeout=CONNECT_TIMEOUT_S)
+        return self.conn
+
+    def drop(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+        self.conn = None
+
+
+class PostgresStore(Store):
+    ERRORS = (psycopg.Error, OSError)
+    replicated = True
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.where = _redact(url)
+        self._queries = _Connection(url)
+        self._leadership = _Connection(url)
+        self._leading = False
+        try:
+            with self.transaction() as db:
+                db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                db.execute(_SCHEMA)
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"state store {self.where}: {exc}") from exc
+
+    def _q(self, sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[psycopg.Connection]:
+        with self._queries.lock:
+            try:
+                yield self._queries.get()
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                self._queries.drop()  # reconnect on the next call
+                raise
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection]:
+        with self._connect() as conn, conn.transaction():
+            yield conn
+
+    def _notify(self, db: Any, kind: str) -> None:
+        db.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps({"kind": kind})))
+
+    # ---- leadership ---------------------------------------------------------------------
+    def hold_leadership(self, replica: str) -> bool:
+        with self._leadership.lock:
+            try:
+                conn = self._leadership.get()
+                if self._leading:
+                    conn.execute("SELECT 1")  # the session (and so the lock) still lives
+                    return True
+                row = conn.execute("SELECT pg_try_advisory_lock(%s) AS held",
+                                   (LEADER_LOCK,)).fetchone()
+                self._leading = bool(row and row["held"])
+                return self._leading
+            except psycopg.Error as exc:
+                if self._leading:
+                    log.error("lost the database while leading (%s): stepping down", exc)
+                self._leading = False
+                self._leadership.drop()  # ends the session: the lock is released
+                return False
+
+    def resign(self) -> None:
+        with self._leadership.lock:
+            self._leading = False
+            self._leadership.drop()
+
+    # ---- reports ------------------------------------------------------------------------
+    def report(self, report: ReplicaReport) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO replicas (replica, api_url, leader, rds_version, proxies, "
+                "in_sync, seen) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (replica) "
+                "DO UPDATE SET api_url=excluded.api_url, leader=excluded.leader, "
+                "rds_version=excluded.rds_version, proxies=excluded.proxies, "
+                "in_sync=excluded.in_sync, seen=excluded.seen",
+                (report.replica, report.api_url, report.leader, report.rds_version,
+                 report.proxies, report.in_sync, report.seen))
+
+    def replicas(self) -> list[ReplicaReport]:
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM replicas ORDER BY replica").fetchall()
+        return [ReplicaReport(**row) for row in rows]
+
+    # ---- change notices -----------------------------------------------------------------
+    def listen(self, on_change: Callable[[Change], None],
+               stopped: Callable[[], bool]) -> None:
+        while not stopped():
+            try:
+                with psycopg.connect(self.url, autocommit=True,
+                                     connect_timeout=CONNECT_TIMEOUT_S) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    on_change(Change("resync"))  # anything missed while not listening
+                    while not stopped():
+                        for notice in conn.notifies(timeout=0.5):
+                            on_change(_change(notice.payload))
+            except psycopg.Error as exc:
+                log.warning("change notices interrupted (%s); listening again", exc)
+                time.sleep(0.5)
+
+    def close(self) -> None:
+        self.resign()
+        with self._queries.lock:
+            self._queries.drop()
+
+
+def _change(payload: str) -> Change:
+    try:
+        data = json.loads(payload)
+        return Change(str(data.get("kind", "resync")), extra=data)
+    except (ValueError, AttributeError):
+        return Change("resync")
