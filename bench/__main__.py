@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import argparse
 
-from bench import convergence, datapath, fleet, gates_sim, report, rollback_time, switching
+from bench import (
+    convergence,
+    datapath,
+    failover,
+    fleet,
+    gates_sim,
+    proxyless,
+    report,
+    rollback_time,
+    switching,
+)
 from bench.common import write_json
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", nargs="*", default=None,
-                        help="datapath switching convergence fleet rollback_time gates_sim")
+                        help="datapath switching convergence fleet proxyless failover "
+                             "rollback_time gates_sim")
     args = parser.parse_args()
-    chosen = set(args.only or ["datapath", "switching", "convergence", "fleet",
-                               "rollback_time", "gates_sim"])
+    chosen = set(args.only or ["datapath", "switching", "convergence", "fleet", "proxyless",
+                               "failover", "rollback_time", "gates_sim"])
     if "datapath" in chosen:
         print("== data path", flush=True)
         write_json("datapath", datapath.run(concurrencies=(1, 8, 32), batches=(1, 8),
@@ -26,8 +37,15 @@ def main() -> None:
         print("== convergence (one Envoy)", flush=True)
         write_json("convergence", convergence.run(200))
     if "fleet" in chosen:
-        print("== fleet (simulated streams)", flush=True)
-        write_json("fleet", {"runs": [fleet.run(n, 10) for n in (100, 1000, 10000)]})
+        print("== fleet (simulated sidecars)", flush=True)
+        write_json("fleet", {"runs": fleet.matrix([1000, 10000], [1, 2], ["sotw", "delta"],
+                                                  pushes=20)})
+    if "proxyless" in chosen:
+        print("== proxyless gRPC vs via Envoy", flush=True)
+        write_json("proxyless", proxyless.run(10))
+    if "failover" in chosen:
+        print("== leader failover", flush=True)
+        write_json("failover", failover.run(10))
     if "rollback_time" in chosen:
         print("== time to rollback", flush=True)
         write_json("rollback_time", rollback_time.run(10))

@@ -1,72 +1,136 @@
-"""Fleet convergence with simulated ADS clients in other processes: time from a weight
-decision to the last stream's ACK, and the control plane's CPU and memory per stream.
-Reproduce: ``.venv/bin/python -m bench.fleet --streams 100 1000 10000``."""
+"""The fleet: simulated sidecars (one connection each, from several client processes) on
+one or several ADS serving processes sharing one port. Time from a weight decision to
+the last stream's ACK, how many streams connected, and the servers' CPU and memory per
+stream. Reproduce: ``.venv/bin/python -m bench.fleet --streams 1000 10000 --servers 1 2``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
+from dataclasses import dataclass
 
 from bench.common import summary_ms, write_json
 
+CONNECT_TIMEOUT_S = 300.0
 
-def run(streams: int, pushes: int) -> dict[str, object]:
-    with tempfile.TemporaryDirectory(prefix="turnout-fleet-") as tmp:
-        port_file, out = Path(tmp) / "port", Path(tmp) / "out.json"
-        server = subprocess.Popen([sys.executable, "-m", "bench.fleet_server", str(port_file),
-                                   str(streams), str(pushes), str(out)])
-        clients: list[subprocess.Popen] = []
-        try:
-            while not port_file.exists() or not port_file.read_text():
-                time.sleep(0.05)
-            port = port_file.read_text()
-            processes = 1  # see bench/NOTES.md: several client processes stall
-            per = streams // processes
-            for index in range(processes):
-                count = per + (streams % processes if index == 0 else 0)
-                clients.append(subprocess.Popen(
-                    [sys.executable, "-m", "bench.fleet_clients", port, str(count),
-                     str(index * per * 10)]))
-            if server.wait(timeout=900) != 0:
-                raise RuntimeError("fleet server failed")
-            data = json.loads(out.read_text())
-        finally:
-            for client in clients:
-                client.kill()
-                client.wait()
-            if server.poll() is None:
-                server.kill()
-    seconds = [p["seconds"] for p in data["pushes"]]
-    incomplete = sum(1 for p in data["pushes"] if p["acked"] < streams)
+
+@dataclass
+class _Proc:
+    popen: subprocess.Popen
+
+    def ask(self, command: str) -> dict:
+        assert self.popen.stdin is not None and self.popen.stdout is not None
+        self.popen.stdin.write(command + "\n")
+        self.popen.stdin.flush()
+        return json.loads(self.popen.stdout.readline())
+
+
+def _spawn(module: str, *args: str, stdin: bool = True) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", module, *args], text=True,
+                            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, bufsize=1)
+
+
+def run(streams: int, *, servers: int = 1, clients: int = 4, protocol: str = "sotw",
+        pushes: int = 20, progress: bool = True) -> dict[str, object]:
+    """One fleet: ``servers`` serving processes, ``clients`` client processes sharing
+    ``streams`` sidecars, ``pushes`` weight changes timed to the last ACK."""
+    procs: list[_Proc] = []
+    client_procs: list[subprocess.Popen] = []
+    try:
+        first = _Proc(_spawn("bench.fleet_server", "0"))
+        procs.append(first)
+        assert first.popen.stdout is not None
+        port = json.loads(first.popen.stdout.readline())["port"]
+        for _ in range(servers - 1):
+            proc = _Proc(_spawn("bench.fleet_server", str(port)))
+            assert proc.popen.stdout is not None
+            proc.popen.stdout.readline()
+            procs.append(proc)
+        base = [p.ask("status") for p in procs]
+        per = streams // clients
+        for index in range(clients):
+            count = per + (streams % clients if index == 0 else 0)
+            client_procs.append(subprocess.Popen(
+                [sys.executable, "-m", "bench.fleet_clients", str(port), str(count),
+                 str(index * per * 10), protocol], stdout=subprocess.DEVNULL))
+        started = time.monotonic()
+        last_print = started
+        while True:
+            status = [p.ask("status") for p in procs]
+            in_sync = sum(s["in_sync"] for s in status)
+            connected = sum(s["connected"] for s in status)
+            waited = time.monotonic() - started
+            if in_sync >= streams or waited > CONNECT_TIMEOUT_S:
+                break
+            if progress and time.monotonic() - last_print > 5:
+                last_print = time.monotonic()
+                print(f"    {connected}/{streams} connected, {in_sync} in sync "
+                      f"({waited:.0f} s)", flush=True)
+            time.sleep(0.2)
+        connect_s = time.monotonic() - started
+        cpu0 = sum(s["cpu_s"] for s in status)
+        seconds, incomplete = [], 0
+        for index in range(pushes):
+            t0 = time.monotonic()
+            for p in procs:
+                assert p.popen.stdin is not None
+                p.popen.stdin.write(f"push {index}\n")
+                p.popen.stdin.flush()
+            answers = [json.loads(p.popen.stdout.readline()) for p in procs]  # type: ignore[union-attr]
+            seconds.append(time.monotonic() - t0)
+            if sum(a["acked"] for a in answers) < in_sync:
+                incomplete += 1
+        after = [p.ask("status") for p in procs]
+        cpu_pushes = sum(s["cpu_s"] for s in after) - cpu0
+        rss = sum(s["rss_mib"] for s in status) - sum(b["rss_mib"] for b in base)
+    finally:
+        for client in client_procs:
+            client.kill()
+            client.wait()
+        for p in procs:
+            if p.popen.poll() is None:
+                p.popen.kill()
+            p.popen.wait()
     result = {
-        "streams": streams,
-        "client_processes": 1,
-        "pushes": pushes,
-        "incomplete_pushes": incomplete,
-        "last_ack": summary_ms(seconds),
-        "connect_s": round(data["connect_s"], 2),
-        "rss_per_stream_kib": round((data["rss_connected_mib"] - data["rss_before_mib"])
-                                    * 1024 / streams, 1),
-        "cpu_per_push_per_stream_us": round(data["cpu_pushes_s"] / pushes / streams * 1e6, 1),
-        "cpu_per_push_ms": round(data["cpu_pushes_s"] / pushes * 1e3, 2),
+        "streams": streams, "protocol": protocol, "server_processes": servers,
+        "client_processes": clients, "connected": connected, "in_sync": in_sync,
+        "connect_s": round(connect_s, 1), "pushes": pushes,
+        "incomplete_pushes": incomplete, "last_ack": summary_ms(seconds),
+        "rss_per_stream_kib": round(rss * 1024 / max(in_sync, 1), 1),
+        "cpu_per_push_per_stream_us": round(cpu_pushes / pushes / max(in_sync, 1) * 1e6, 1),
+        "cpu_per_push_ms": round(cpu_pushes / pushes * 1e3, 2),
+        "cores": os.cpu_count(),
     }
-    print(f"  {streams} streams: last ACK p50 {result['last_ack']['p50_ms']} ms, "
-          f"p99 {result['last_ack']['p99_ms']} ms; {result['rss_per_stream_kib']} KiB and "
-          f"{result['cpu_per_push_per_stream_us']} us CPU per stream per push", flush=True)
+    if progress:
+        print(f"  {streams} {protocol} streams on {servers} server process(es): "
+              f"{in_sync}/{streams} in sync after {connect_s:.1f} s; last ACK p50 "
+              f"{result['last_ack']['p50_ms']} ms over {pushes} pushes; "
+              f"{result['rss_per_stream_kib']} KiB, {result['cpu_per_push_per_stream_us']} us "
+              "CPU per stream per push", flush=True)
     return result
+
+
+def matrix(streams: list[int], servers: list[int], protocols: list[str], pushes: int
+           ) -> list[dict[str, object]]:
+    return [run(n, servers=s, protocol=p, pushes=pushes)
+            for n in streams for s in servers for p in protocols]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--streams", type=int, nargs="+", default=[100, 1000, 10000])
+    parser.add_argument("--streams", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--servers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--protocols", nargs="+", default=["sotw", "delta"],
+                        choices=["sotw", "delta"])
     parser.add_argument("--pushes", type=int, default=20)
     args = parser.parse_args()
-    results = [run(n, args.pushes) for n in args.streams]
+    results = matrix(args.streams, args.servers, args.protocols, args.pushes)
     print(f"written {write_json('fleet', {'runs': results})}")
 
 

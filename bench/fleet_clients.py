@@ -1,11 +1,17 @@
-"""Simulated Envoys: N ADS streams that subscribe like Envoy (CDS, EDS, LDS, RDS), parse
-every response and ACK it. ``python -m bench.fleet_clients PORT N FIRST_ID``; runs until
-killed. Streams share channels, 100 per channel."""
+"""Simulated Envoys, modelled on real sidecars: N ADS streams, each on its own channel
+(its own TCP connection, as every Envoy holds its own), subscribing like Envoy (CDS, EDS,
+LDS, RDS), parsing every response and ACKing it. When a connection or stream fails they
+retry as Turnout's Envoy bootstrap does (0.25 s, doubling to at most 2 s), and calls wait
+for the connection instead of failing fast.
+
+``python -m bench.fleet_clients PORT N FIRST_ID [sotw|delta]``; prints a JSON line with
+how many streams are open and have been answered every second; runs until killed."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import sys
 
@@ -16,26 +22,50 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from xds_server import type_urls as t
 
 NAMES = {t.ENDPOINT: ["slot_blue", "slot_green"], t.ROUTE: ["ingress_routes"]}
+#: Like the bootstrap's retry policy (base 0.25 s, max 2 s); gRPC's default reaches 120 s.
+CHANNEL_OPTIONS = [
+    ("grpc.use_local_subchannel_pool", 1),  # one connection per channel, not shared
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
 
 
-async def stream(channel: grpc.aio.Channel, node_id: str) -> None:
-    """Like Envoy: when the stream fails (refused under load, reset), open it again."""
+class Counts:
+    open = 0
+    answered = 0
+
+
+async def stream(port: int, node_id: str, protocol: str, counts: Counts) -> None:
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
+    answered = False
     while True:
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            await _stream_once(channel, node_id)
+        counts.open += 1
+        try:
+            once = _delta_once if protocol == "delta" else _sotw_once
+            async for _ in once(channel, node_id):
+                if not answered:
+                    answered = True
+                    counts.answered += 1
+        except grpc.aio.AioRpcError:
+            pass
+        finally:
+            counts.open -= 1
+            if answered:
+                counts.answered -= 1
+                answered = False
         await asyncio.sleep(0.25 + random.random() * 0.25)
 
 
-async def _stream_once(channel: grpc.aio.Channel, node_id: str) -> None:
-    call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
+async def _sotw_once(channel: grpc.aio.Channel, node_id: str):  # type: ignore[no-untyped-def]
+    call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources(
+        wait_for_ready=True)
     node = base_pb2.Node(id=node_id, cluster="turnout")
-    first = True
-    for type_url in (t.CLUSTER, t.ENDPOINT, t.LISTENER, t.ROUTE):
+    for index, type_url in enumerate((t.CLUSTER, t.ENDPOINT, t.LISTENER, t.ROUTE)):
         request = discovery_pb2.DiscoveryRequest(type_url=type_url,
                                                  resource_names=NAMES.get(type_url, []))
-        if first:
+        if index == 0:
             request.node.CopyFrom(node)
-            first = False
         await call.write(request)
     while True:
         response = await call.read()
@@ -45,20 +75,43 @@ async def _stream_once(channel: grpc.aio.Channel, node_id: str) -> None:
         await call.write(discovery_pb2.DiscoveryRequest(
             type_url=parsed.type_url, version_info=parsed.version_info,
             response_nonce=parsed.nonce, resource_names=NAMES.get(parsed.type_url, [])))
+        yield parsed
 
 
-async def main(port: int, count: int, first_id: int) -> None:
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}",
-                                          options=[("grpc.use_local_subchannel_pool", 1)])
-                for _ in range((count + 99) // 100)]
+async def _delta_once(channel: grpc.aio.Channel, node_id: str):  # type: ignore[no-untyped-def]
+    call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).DeltaAggregatedResources(
+        wait_for_ready=True)
+    node = base_pb2.Node(id=node_id, cluster="turnout")
+    for index, type_url in enumerate((t.CLUSTER, t.ENDPOINT, t.LISTENER, t.ROUTE)):
+        request = discovery_pb2.DeltaDiscoveryRequest(
+            type_url=type_url, resource_names_subscribe=NAMES.get(type_url, []))
+        if index == 0:
+            request.node.CopyFrom(node)
+        await call.write(request)
+    while True:
+        response = await call.read()
+        if response is grpc.aio.EOF:
+            return
+        parsed = discovery_pb2.DeltaDiscoveryResponse.FromString(response.SerializeToString())
+        await call.write(discovery_pb2.DeltaDiscoveryRequest(
+            type_url=parsed.type_url, response_nonce=parsed.nonce))
+        yield parsed
+
+
+async def main(port: int, count: int, first_id: int, protocol: str) -> None:
+    counts = Counts()
     tasks = []
     for index in range(count):
-        tasks.append(asyncio.create_task(stream(channels[index // 100],
-                                                f"sim-{first_id + index}")))
-        if index % 100 == 99:
-            await asyncio.sleep(0.01)  # do not stampede the accept queue
-    await asyncio.gather(*tasks, return_exceptions=True)  # until the server goes away
+        tasks.append(asyncio.create_task(stream(port, f"sim-{first_id + index}", protocol,
+                                                counts)))
+        if index % 50 == 49:
+            await asyncio.sleep(0.01)  # sidecars start over time, not in one instant
+    while True:
+        print(json.dumps({"open": counts.open, "answered": counts.answered}), flush=True)
+        await asyncio.sleep(1.0)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]),
+                         sys.argv[4] if len(sys.argv) > 4 else "sotw"))

@@ -1,12 +1,16 @@
-"""An ADS server process for the fleet benchmark: waits for N simulated streams, then
-times K weight pushes (publish -> last ACK) and reports CPU time and memory per stream.
-``python -m bench.fleet_server PORT_FILE N K OUT``"""
+"""One ADS serving process of the fleet benchmark (state of the world and delta on one
+port). Several of these bind the same port (SO_REUSEPORT): the kernel spreads the
+proxies' connections over them, as it would over a control plane's serving processes.
+
+``python -m bench.fleet_server PORT``: prints ``{"port": P}`` once listening, then takes
+one command per line on stdin and answers one JSON line on stdout:
+``status`` -> connected and in-sync streams, RSS and CPU time; ``push I`` -> publish
+the I-th weights and wait for every local stream, -> seconds and ACKs; ``quit``."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import resource
 import sys
 import time
@@ -16,7 +20,7 @@ import grpc
 from triton_slots.slot import Endpoint, Slot
 from turnout.topology import build_snapshot
 from turnout.weights import Weights
-from xds_server import AdsServer, SnapshotCache
+from xds_server import AdsServer, DeltaAdsServer, SnapshotCache, type_urls
 from xds_server.server import tune_gc
 
 GROUP = "turnout"
@@ -44,57 +48,37 @@ def cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def main(port_file: str, streams: int, pushes: int, out: str) -> None:
+async def main(port: int) -> None:
     cache = SnapshotCache()
-    ads = AdsServer(cache)
-    server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 100_000)])
-    server.add_generic_rpc_handlers((ads.handler(),))
-    port = server.add_insecure_port("127.0.0.1:0")
+    server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 100_000),
+                                      ("grpc.so_reuseport", 1)])
+    server.add_generic_rpc_handlers((AdsServer(cache).handler(),
+                                     DeltaAdsServer(cache).handler()))
+    port = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     cache.set_snapshot(GROUP, snapshot(0))
     tune_gc()
-    rss0, cpu0 = rss_mib(), cpu_s()
-    with open(port_file, "w") as handle:
-        handle.write(str(port))
-    started = time.monotonic()
-    last_report = started
-    while True:  # every stream connected and in sync with the first snapshot
-        status = cache.status(GROUP)
-        in_sync = sum(1 for p in status["proxies"] if p["in_sync"])
-        if in_sync >= streams:
+    rss0 = rss_mib()
+    print(json.dumps({"port": port}), flush=True)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := (await reader.readline()).decode().split():
+        if line[0] == "status":
+            _, connected, in_sync = cache.sync_counts(GROUP, type_urls.ROUTE)
+            answer = {"connected": connected, "in_sync": in_sync,
+                      "rss_mib": rss_mib() - rss0, "cpu_s": cpu_s()}
+        elif line[0] == "push":
+            started = time.monotonic()
+            result = await cache.publish_and_wait(GROUP, snapshot(1 + int(line[1]) % 99),
+                                                  timeout=120)
+            answer = {"seconds": time.monotonic() - started, "acked": result.acked,
+                      "streams": len(result.outcomes)}
+        else:
             break
-        if time.monotonic() - last_report > 5:
-            last_report = time.monotonic()
-            print(f"  {len(status['proxies'])} streams connected, {in_sync} in sync",
-                  file=sys.stderr, flush=True)
-        if time.monotonic() - started > 600:
-            raise SystemExit(f"only {len(status['proxies'])} streams after 600 s")
-        await asyncio.sleep(0.2)
-    connect_s = time.monotonic() - started
-    rss1, cpu1 = rss_mib(), cpu_s()
-    results = []
-    profiler = None
-    if os.environ.get("TURNOUT_PROFILE"):
-        import cProfile
-
-        profiler = cProfile.Profile()
-        profiler.enable()
-    for index in range(pushes):
-        result = await cache.publish_and_wait(GROUP, snapshot(1 + index % 99), timeout=120)
-        acked = sum(1 for o in result.outcomes if o.outcome == "acked")
-        results.append({"seconds": result.seconds, "acked": acked})
-    cpu2 = cpu_s()
-    if profiler is not None:
-        profiler.disable()
-        profiler.dump_stats(os.environ["TURNOUT_PROFILE"])
+        print(json.dumps(answer), flush=True)
     await server.stop(grace=None)
-    with open(out, "w") as handle:
-        json.dump({
-            "streams": streams, "connect_s": connect_s, "pushes": results,
-            "rss_before_mib": rss0, "rss_connected_mib": rss1,
-            "cpu_connect_s": cpu1 - cpu0, "cpu_pushes_s": cpu2 - cpu1,
-        }, handle)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]))
+    asyncio.run(main(int(sys.argv[1])))

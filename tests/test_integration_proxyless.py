@@ -31,7 +31,7 @@ def _client(live, node_id: str, spec: dict) -> subprocess.Popen:
     env = dict(os.environ, GRPC_XDS_BOOTSTRAP=str(bootstrap), GRPC_VERBOSITY="ERROR")
     spec = {"target": f"xds:///{live.plane.config.grpc_target}", "model": "classifier",
             **spec}
-    return subprocess.Popen([sys.executable, "-m", "tests.proxyless_client", json.dumps(spec)],
+    return subprocess.Popen([sys.executable, "-m", "triton_slots.loadrun", json.dumps(spec)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
