@@ -38,8 +38,7 @@ def main() -> None:
         write_json("convergence", convergence.run(200))
     if "fleet" in chosen:
         print("== fleet (simulated sidecars)", flush=True)
-        write_json("fleet", {"runs": fleet.matrix([1000, 10000], [1, 2], ["sotw", "delta"],
-                                                  pushes=20)})
+        write_json("fleet", {"runs": fleet.matrix([1000, 10000], [1, 2], ["sotw", "delta"])})
     if "proxyless" in chosen:
         print("== proxyless gRPC vs via Envoy", flush=True)
         write_json("proxyless", proxyless.run(10))

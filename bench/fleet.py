@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -30,6 +31,12 @@ class _Proc:
         return json.loads(self.popen.stdout.readline())
 
 
+def _last_line(path: str) -> dict:
+    with open(path, "rb") as handle:
+        lines = handle.read().splitlines()
+    return json.loads(lines[-1]) if lines else {}
+
+
 def _spawn(module: str, *args: str, stdin: bool = True) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", module, *args], text=True,
                             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
@@ -42,6 +49,8 @@ def run(streams: int, *, servers: int = 1, clients: int = 4, protocol: str = "so
     ``streams`` sidecars, ``pushes`` weight changes timed to the last ACK."""
     procs: list[_Proc] = []
     client_procs: list[subprocess.Popen] = []
+    logs = tempfile.TemporaryDirectory(prefix="turnout-fleet-")
+    client_logs = [os.path.join(logs.name, f"client-{i}.jsonl") for i in range(clients)]
     try:
         first = _Proc(_spawn("bench.fleet_server", "0"))
         procs.append(first)
@@ -56,9 +65,10 @@ def run(streams: int, *, servers: int = 1, clients: int = 4, protocol: str = "so
         per = streams // clients
         for index in range(clients):
             count = per + (streams % clients if index == 0 else 0)
-            client_procs.append(subprocess.Popen(
-                [sys.executable, "-m", "bench.fleet_clients", str(port), str(count),
-                 str(index * per * 10), protocol], stdout=subprocess.DEVNULL))
+            with open(client_logs[index], "w") as out:
+                client_procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "bench.fleet_clients", str(port), str(count),
+                     str(index * per * 10), protocol], stdout=out))
         started = time.monotonic()
         last_print = started
         while True:
@@ -74,7 +84,10 @@ def run(streams: int, *, servers: int = 1, clients: int = 4, protocol: str = "so
                       f"({waited:.0f} s)", flush=True)
             time.sleep(0.2)
         connect_s = time.monotonic() - started
+        time.sleep(0.5)
+        status = [p.ask("status") for p in procs]
         cpu0 = sum(s["cpu_s"] for s in status)
+        clients0 = [_last_line(path) for path in client_logs]
         seconds, incomplete = [], 0
         for index in range(pushes):
             t0 = time.monotonic()
@@ -88,6 +101,11 @@ def run(streams: int, *, servers: int = 1, clients: int = 4, protocol: str = "so
                 incomplete += 1
         after = [p.ask("status") for p in procs]
         cpu_pushes = sum(s["cpu_s"] for s in after) - cpu0
+        time.sleep(0.3)  # the clients' next status line
+        clients1 = [_last_line(path) for path in client_logs]
+        client_cpu = sum(b.get("cpu_s", 0) - a.get("cpu_s", 0)
+                         for a, b in zip(clients0, clients1, strict=True))
+        refused = sum(sum(c.get("failures", {}).values()) for c in clients1)
         rss = sum(s["rss_mib"] for s in status) - sum(b["rss_mib"] for b in base)
     finally:
         for client in client_procs:
@@ -97,6 +115,7 @@ def run(streams: int, *, servers: int = 1, clients: int = 4, protocol: str = "so
             if p.popen.poll() is None:
                 p.popen.kill()
             p.popen.wait()
+        logs.cleanup()
     result = {
         "streams": streams, "protocol": protocol, "server_processes": servers,
         "client_processes": clients, "connected": connected, "in_sync": in_sync,
@@ -105,6 +124,9 @@ def run(streams: int, *, servers: int = 1, clients: int = 4, protocol: str = "so
         "rss_per_stream_kib": round(rss * 1024 / max(in_sync, 1), 1),
         "cpu_per_push_per_stream_us": round(cpu_pushes / pushes / max(in_sync, 1) * 1e6, 1),
         "cpu_per_push_ms": round(cpu_pushes / pushes * 1e3, 2),
+        "client_cpu_per_push_per_stream_us": round(
+            client_cpu / pushes / max(in_sync, 1) * 1e6, 1),
+        "failed_stream_attempts": refused,
         "cores": os.cpu_count(),
     }
     if progress:
@@ -116,9 +138,11 @@ def run(streams: int, *, servers: int = 1, clients: int = 4, protocol: str = "so
     return result
 
 
-def matrix(streams: list[int], servers: list[int], protocols: list[str], pushes: int
-           ) -> list[dict[str, object]]:
-    return [run(n, servers=s, protocol=p, pushes=pushes)
+def matrix(streams: list[int], servers: list[int], protocols: list[str],
+           pushes: int | None = None) -> list[dict[str, object]]:
+    """Every combination; ``pushes`` None: 50 up to 1,000 streams (enough for a p99),
+    20 above (a p50; the table then shows no p99)."""
+    return [run(n, servers=s, protocol=p, pushes=pushes or (50 if n <= 1000 else 20))
             for n in streams for s in servers for p in protocols]
 
 
@@ -128,7 +152,8 @@ def main() -> None:
     parser.add_argument("--servers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--protocols", nargs="+", default=["sotw", "delta"],
                         choices=["sotw", "delta"])
-    parser.add_argument("--pushes", type=int, default=20)
+    parser.add_argument("--pushes", type=int, default=None,
+                        help="per run (default: 50 up to 1,000 streams, else 20)")
     args = parser.parse_args()
     results = matrix(args.streams, args.servers, args.protocols, args.pushes)
     print(f"written {write_json('fleet', {'runs': results})}")

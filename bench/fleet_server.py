@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
 import sys
 import time
@@ -21,7 +22,7 @@ from triton_slots.slot import Endpoint, Slot
 from turnout.topology import build_snapshot
 from turnout.weights import Weights
 from xds_server import AdsServer, DeltaAdsServer, SnapshotCache, type_urls
-from xds_server.server import tune_gc
+from xds_server.server import SERVER_OPTIONS, tune_gc
 
 GROUP = "turnout"
 _BLUE = Endpoint("127.0.0.1", 1001, 1002, 1003)
@@ -50,8 +51,7 @@ def cpu_s() -> float:
 
 async def main(port: int) -> None:
     cache = SnapshotCache()
-    server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 100_000),
-                                      ("grpc.so_reuseport", 1)])
+    server = grpc.aio.server(options=[*SERVER_OPTIONS, ("grpc.so_reuseport", 1)])
     server.add_generic_rpc_handlers((AdsServer(cache).handler(),
                                      DeltaAdsServer(cache).handler()))
     port = server.add_insecure_port(f"127.0.0.1:{port}")
@@ -60,6 +60,11 @@ async def main(port: int) -> None:
     tune_gc()
     rss0 = rss_mib()
     print(json.dumps({"port": port}), flush=True)
+    profiler = None
+    if os.environ.get("TURNOUT_PROFILE"):  # cProfile of the pushes only
+        import cProfile
+
+        profiler = cProfile.Profile()
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -69,11 +74,16 @@ async def main(port: int) -> None:
             answer = {"connected": connected, "in_sync": in_sync,
                       "rss_mib": rss_mib() - rss0, "cpu_s": cpu_s()}
         elif line[0] == "push":
+            if profiler is not None:
+                profiler.enable()
             started = time.monotonic()
             result = await cache.publish_and_wait(GROUP, snapshot(1 + int(line[1]) % 99),
                                                   timeout=120)
             answer = {"seconds": time.monotonic() - started, "acked": result.acked,
                       "streams": len(result.outcomes)}
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(os.environ["TURNOUT_PROFILE"])
         else:
             break
         print(json.dumps(answer), flush=True)

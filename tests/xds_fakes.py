@@ -15,6 +15,7 @@ from triton_slots.slot import Endpoint, Slot
 from turnout.topology import build_snapshot
 from turnout.weights import Weights
 from xds_server import AdsServer, DeltaAdsServer, Snapshot, SnapshotCache
+from xds_server.server import SERVER_OPTIONS
 
 GROUP = "turnout"
 BLUE = Endpoint("127.0.0.1", 1001, 1002, 1003)
@@ -44,7 +45,7 @@ class AdsHarness:
         cache = SnapshotCache()
         ads = AdsServer(cache)
         delta = DeltaAdsServer(cache)
-        server = grpc.aio.server()
+        server = grpc.aio.server(options=SERVER_OPTIONS)  # the control plane's options
         server.add_generic_rpc_handlers((ads.handler(), delta.handler()))
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()

@@ -52,7 +52,7 @@ from xds_server import (
 from xds_server.cache import Publication
 from xds_server.delta import DeltaAdsServer
 from xds_server.handshakes import HandshakeWatch
-from xds_server.server import tune_gc
+from xds_server.server import SERVER_OPTIONS, raise_open_files_limit, tune_gc
 from xds_server.transport import choose as choose_transport
 
 log = logging.getLogger("turnout.controlplane")
@@ -198,7 +198,7 @@ class ControlPlane:
         log.info("serving stored weights %s", self.weights.as_dict())
         self._grpc = grpc.aio.server(
             options=[
-                ("grpc.max_concurrent_streams", 100_000),
+                *SERVER_OPTIONS,
                 ("grpc.keepalive_time_ms", 30_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ]
@@ -405,6 +405,8 @@ class ControlPlane:
 
 
 async def _run(config: ControlPlaneConfig) -> None:
+    limit = raise_open_files_limit()
+    log.info("up to %d open files (one per connected proxy)", limit)
     plane = ControlPlane(config)
     await plane.start()
     tune_gc()

@@ -30,7 +30,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from xds_server import type_urls
 from xds_server.cache import StreamHandle
-from xds_server.streams import Session, StreamServer, sendable
+from xds_server.streams import Session, StreamServer, sendable, settled
 
 __all__ = ["DeltaAdsServer"]
 
@@ -79,6 +79,7 @@ class DeltaAdsServer(StreamServer):
                 wildcard=type_urls.is_wildcard(type_url, request.resource_names_subscribe))
             state.held.update(request.initial_resource_versions)
             self._cache.subscribed(handle, type_url)
+        changes = bool(request.resource_names_subscribe or request.resource_names_unsubscribe)
         for name in request.resource_names_subscribe:
             if name == "*":
                 state.wildcard = type_url in type_urls.WILDCARD_TYPES
@@ -105,6 +106,8 @@ class DeltaAdsServer(StreamServer):
                 state.nacked_version = None
                 state.acked_version = sent.version
                 self._cache.acked(handle, type_url, sent.version)
+            if not changes and settled(stream, self._cache.snapshot(handle.group)):
+                return []  # an answer that changes nothing: nothing new to send
         return self.flush(stream)
 
     def flush(self, stream: _DeltaStream) -> list[bytes]:

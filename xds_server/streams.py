@@ -49,6 +49,11 @@ class Session:
     def __init__(self) -> None:
         self.types: dict[str, Any] = {}
         self.handle: StreamHandle | None = None
+        # The snapshot the last flush looked at, and whether it left a type waiting (a
+        # response outstanding, or listeners/routes behind clusters): an ACK that changes
+        # nothing else then needs no new look (half of a push's per-stream work).
+        self.flushed: Snapshot | None = None
+        self.blocked = False
         self.nonce_counter = 0
         self.change_queued = False
         self.change_pending = False  # a change seen while the inbox was full
@@ -192,13 +197,23 @@ def sendable(session: Session, snapshot: Snapshot) -> Iterator[tuple[str, Any]]:
     """The session's subscribed types that may get a response now, in push order (CDS,
     EDS, LDS, RDS): none with a response outstanding, and listeners and routes only once
     clusters and endpoints are answered and not rejected at the current version."""
+    session.flushed = snapshot
+    session.blocked = False
     for type_url in type_urls.PUSH_ORDER:
         state = session.types.get(type_url)
-        if state is None or state.outstanding:
+        if state is None:
             continue
-        if type_url in type_urls.DEPENDENT_TYPES and _prerequisites_pending(session, snapshot):
+        if state.outstanding or (type_url in type_urls.DEPENDENT_TYPES
+                                 and _prerequisites_pending(session, snapshot)):
+            session.blocked = True
             continue
         yield type_url, state
+
+
+def settled(session: Session, snapshot: Snapshot | None) -> bool:
+    """Nothing can have become sendable since the last flush: same snapshot, nothing was
+    waiting. (An answer to a response, with no subscription change, then needs no flush.)"""
+    return snapshot is session.flushed and not session.blocked
 
 
 def _prerequisites_pending(session: Session, snapshot: Snapshot) -> bool:
