@@ -76,3 +76,40 @@ def test_a_partial_mutation_run_is_never_met():
     rows[-1] = ("m", "m.x_f__mutmut_9", "survived")
     rows[-2] = ("m", "m.x_f__mutmut_8", "survived")
     assert "| 80.0% | missed |" in report(rows, {})[0]
+
+
+def _fleet_run(streams: int, servers: int, p50: float, *, pushes: int = 20,
+               in_sync: int | None = None) -> dict:
+    return {"streams": streams, "protocol": "sotw", "server_processes": servers,
+            "client_processes": 4, "in_sync": streams if in_sync is None else in_sync,
+            "connect_s": 1.0, "incomplete_pushes": 0, "rss_per_stream_kib": 50.0,
+            "cpu_per_push_per_stream_us": 150.0,
+            "last_ack": {"n": pushes, "p50_ms": p50, "p99_ms": p50 * 1.2, "max_ms": p50 * 1.3}}
+
+
+def test_fleet_report_shows_no_p99_under_50_pushes_and_ratios_to_one_process():
+    from bench.report import fleet
+
+    text = "\n".join(fleet({"runs": [_fleet_run(1000, 1, 200.0, pushes=50),
+                                     _fleet_run(1000, 2, 100.0, pushes=20)]}))
+    rows = [line for line in text.splitlines() if line.startswith("| 1000 ")]
+    assert "| 240.0 |" in rows[0] and "- (<50 pushes)" in rows[1]
+    assert "| 0.50 |" in rows[1]  # p50 against one process in the same run
+    assert "best 100.0 ms" in text and "missed" in text  # 100 ms is not < 50 ms
+
+
+def test_fleet_target_needs_every_stream_connected():
+    from bench.report import fleet
+
+    text = "\n".join(fleet({"runs": [_fleet_run(1000, 1, 10.0, in_sync=990)]}))
+    assert "every stream connected in every run **missed**" in text
+    assert "1000 streams p50 < 50 ms: best" not in text  # an incomplete run is no best
+
+
+def test_failover_target_needs_no_failed_request():
+    from bench.report import failover
+
+    data = {"trials": [{}] * 10, "elected_median_s": 0.1, "elected_max_s": 0.2,
+            "pushed_median_s": 0.3, "pushed_max_s": 0.5, "requests": 1000, "failed": 1,
+            "all_converged_on_both": True}
+    assert "met" not in failover(data)[-1].replace("missed", "")

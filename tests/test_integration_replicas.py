@@ -12,11 +12,13 @@ import time
 import urllib.request
 
 import pytest
+from click.testing import CliRunner
 
 from tests.rollout_helpers import EXAMPLES, FINISHED, policy, wait_for
 from triton_slots.loadgen import LoadGenerator
 from triton_slots.procs import pid_alive
 from turnout import stack
+from turnout.cli import main as cli
 from turnout.client import ApiClient
 from turnout.errors import ApiError
 from turnout.workflow import registry_for
@@ -69,6 +71,12 @@ def test_both_replicas_serve_and_a_push_counts_every_proxy(replicas):
     pushed = _client(leader, info).set_traffic(green=0)
     push = pushed["push"]
     assert push["converged"] and push["acked"] == 2, push  # both Envoys counted
+    shown = CliRunner().invoke(cli, ["status", "--dir", str(info.directory)])
+    assert shown.exit_code == 0, shown.output
+    first = info.replicas[0]["name"]
+    role = "LEADER" if statuses[first]["replica"]["leading"] else "follower"
+    assert f"replica  {first} ({role}) on postgresql://" in shown.output
+    assert "1/1 proxies in sync" in shown.output
     # A follower refuses to act (one leader runs rollouts) and says where the leader is.
     with pytest.raises(ApiError, match="not the leader") as refused:
         _client(follower, info).set_traffic(green=10)

@@ -161,6 +161,14 @@ def render_status(data: dict[str, Any]) -> str:
         note = "client certificates required" if transport.get("client_certificates") \
             else "PLAINTEXT: any process reaching the port may claim any node id"
         lines.append(f"xds      {transport['transport']} ({note})")
+    replica = data.get("replica") or {}
+    if replica.get("shared"):
+        role = "LEADER" if replica["leading"] else "follower"
+        lines.append(f"replica  {replica['replica']} ({role}) on {replica['store']}")
+        for other in data.get("replicas", []):
+            lines.append(f"  {other['replica']:<12} {'leader' if other['leader'] else '':<7}"
+                         f"{other['in_sync']}/{other['proxies']} proxies in sync "
+                         f"(rds {other['rds_version'][:8]})")
     lines.append("proxies")
     if not xds["proxies"]:
         lines.append("  (none connected)")
