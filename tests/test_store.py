@@ -166,3 +166,15 @@ def test_password_is_not_shown_in_messages(postgres):
 def test_unreachable_database_is_a_clear_error():
     with pytest.raises(StoreUnavailable, match=r"127\.0\.0\.1"):
         PostgresStore("postgresql://turnout@127.0.0.1:1/turnout")
+
+
+def test_a_replica_whose_session_ends_is_reported_dead_at_once(fresh_pg):
+    a, b = PostgresStore(fresh_pg), PostgresStore(fresh_pg)
+    try:
+        a.report(ReplicaReport("a", "", True, "v", 1, 1, time.time()))
+        assert [r.alive for r in b.replicas()] == [True]
+        a.close()  # as when its process is killed: the session ends
+        time.sleep(0.1)
+        assert [r.alive for r in b.replicas()] == [False]
+    finally:
+        b.close()

@@ -183,8 +183,10 @@ class Replication:
             log.warning("cannot report to the shared store: %s", exc)
 
     async def fleet(self, rds_version: str, timeout: float) -> list[NodeOutcome]:
-        """Wait until every other live replica reports all its proxies on ``rds_version``
-        (or ``timeout``), then one outcome per remote proxy: ``acked`` for those in sync."""
+        """Wait until every other live replica (its database session exists and it
+        reported in the last ``ALIVE_S``) reports all its proxies on ``rds_version`` (or
+        ``timeout``), then one outcome per remote proxy: ``acked`` for those in sync. A
+        replica killed outright is not waited for: its session ends with it."""
         if not self.shared:
             return []
         started = time.monotonic()
@@ -192,7 +194,7 @@ class Replication:
         while True:
             now = self.clock()
             others = [r for r in await asyncio.to_thread(self.store.replicas)
-                      if r.replica != self.replica and now - r.seen < ALIVE_S]
+                      if r.replica != self.replica and r.alive and now - r.seen < ALIVE_S]
             pending = [r for r in others if r.rds_version != rds_version
                        or r.in_sync < r.proxies]
             if not pending or time.monotonic() >= deadline:

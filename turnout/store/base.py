@@ -58,6 +58,9 @@ class ReplicaReport:
     proxies: int
     in_sync: int
     seen: float  # wall clock of the last report
+    #: Its database session still exists (a replica killed outright loses it at once);
+    #: False only when the store can tell.
+    alive: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -73,6 +73,7 @@ CREATE TABLE IF NOT EXISTS replicas (
     in_sync INTEGER NOT NULL DEFAULT 0,
     seen DOUBLE PRECISION NOT NULL
 );
+ALTER TABLE replicas ADD COLUMN IF NOT EXISTS session INTEGER NOT NULL DEFAULT 0;
 """
 
 
@@ -168,20 +169,37 @@ class PostgresStore(Store):
             self._leadership.drop()
 
     # ---- reports ------------------------------------------------------------------------
+    def _session(self) -> int:
+        """The backend pid of this replica's leadership session: it lives exactly as long
+        as this process holds its connection, so the others can tell it is gone."""
+        with self._leadership.lock:
+            try:
+                return self._leadership.get().info.backend_pid
+            except psycopg.Error:
+                return 0
+
     def report(self, report: ReplicaReport) -> None:
+        session = self._session()
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO replicas (replica, api_url, leader, rds_version, proxies, "
-                "in_sync, seen) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (replica) "
-                "DO UPDATE SET api_url=excluded.api_url, leader=excluded.leader, "
-                "rds_version=excluded.rds_version, proxies=excluded.proxies, "
-                "in_sync=excluded.in_sync, seen=excluded.seen",
+                "in_sync, seen, session) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (replica) DO UPDATE SET api_url=excluded.api_url, "
+                "leader=excluded.leader, rds_version=excluded.rds_version, "
+                "proxies=excluded.proxies, in_sync=excluded.in_sync, seen=excluded.seen, "
+                "session=excluded.session",
                 (report.replica, report.api_url, report.leader, report.rds_version,
-                 report.proxies, report.in_sync, report.seen))
+                 report.proxies, report.in_sync, report.seen, session))
 
     def replicas(self) -> list[ReplicaReport]:
+        """Every replica that ever reported; ``alive`` is whether its session still
+        exists in the database."""
         with self._connect() as db:
-            rows = db.execute("SELECT * FROM replicas ORDER BY replica").fetchall()
+            rows = db.execute(
+                "SELECT r.replica, r.api_url, r.leader, r.rds_version, r.proxies, "
+                "r.in_sync, r.seen, a.pid IS NOT NULL AS alive FROM replicas r "
+                "LEFT JOIN pg_stat_activity a ON a.pid = r.session "
+                "ORDER BY r.replica").fetchall()
         return [ReplicaReport(**row) for row in rows]
 
     # ---- change notices -----------------------------------------------------------------
