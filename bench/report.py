@@ -76,7 +76,7 @@ def switching(data: dict) -> list[str]:
 def convergence(data: dict) -> list[str]:
     ads, base = data["ads"], data["file_rds"]
     a, b = ads["decision_to_config_dump"], base["decision_to_config_dump"]
-    lines = ["## 3. Fleet convergence", "",
+    lines = ["## 3. Convergence: one real Envoy", "",
              f"### One real Envoy ({data['pushes']} pushes each, under 200 req/s of load)", "",
              "Both measured from the decision to the new route table's version in Envoy's "
              "`/config_dump` (polled every 0.5 ms). The ADS path includes the API call and the "
