@@ -248,3 +248,203 @@ async def test_unknown_type_is_ignored(harness):
     await envoy.request("type.googleapis.com/unknown.Type")
     assert await envoy.no_response()
     await envoy.close()
+
+
+def _grpc_snapshot(green: int = 0, *, blue_healthy: bool = True) -> Snapshot:
+    """The topology with the proxyless API listener, and a choice of blue's health."""
+    from tests.xds_fakes import BLUE, GREEN
+    from triton_slots.slot import Slot
+    from turnout.topology import build_snapshot
+    from turnout.weights import Weights
+
+    return build_snapshot(
+        ingress_host="127.0.0.1", ingress_port=8080,
+        slots={"blue": Slot("blue", (BLUE,)), "green": Slot("green", (GREEN,))},
+        health={BLUE: blue_healthy, GREEN: True}, weights=Weights.with_green(green),
+        grpc_target="turnout")
+
+
+async def test_sends_are_counted_one_per_response(harness):
+    envoy = harness.delta_client()
+    await envoy.request(t.CLUSTER)
+    await envoy.ack(await envoy.response())
+    await envoy.request(t.ROUTE, subscribe=(ROUTE_NAME,))
+    await envoy.ack(await envoy.response())
+    for green in (10, 20):
+        harness.cache.set_snapshot(GROUP, snapshot(green))
+        await envoy.ack(await envoy.response())
+    assert harness.delta.sends_by_type == {t.CLUSTER: 1, t.ROUTE: 3, t.ENDPOINT: 0,
+                                           t.LISTENER: 0}
+    await envoy.close()
+
+
+async def test_the_configured_default_group_serves_unknown_claims():
+    import grpc
+
+    from xds_server import DeltaAdsServer, SnapshotCache
+
+    cache = SnapshotCache()
+    cache.set_snapshot("fleet-a", snapshot(0))
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((DeltaAdsServer(cache, default_group="fleet-a").handler(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    from tests.xds_fakes import FakeDeltaEnvoy
+
+    envoy = FakeDeltaEnvoy(port, "n", "nobody-publishes-this")
+    try:
+        await envoy.request(t.CLUSTER)
+        assert (await envoy.response()).resources  # served fleet-a's clusters
+    finally:
+        await envoy.close()
+        await server.stop(None)
+
+
+async def test_a_rejected_type_does_not_hold_back_the_others(harness):
+    envoy = harness.delta_client()
+    await envoy.request(t.CLUSTER)
+    clusters = await envoy.response()
+    await envoy.request(t.CLUSTER, nonce=clusters.nonce, error="bad cluster")
+    await envoy.request(t.ENDPOINT, subscribe=("slot_blue",))
+    assert _names(await envoy.response()) == ["slot_blue"]
+    await envoy.close()
+
+
+async def test_wildcard_plus_a_named_only_resource(harness):
+    harness.cache.set_snapshot(GROUP, _grpc_snapshot())
+    envoy = harness.delta_client()
+    await envoy.request(t.LISTENER)  # wildcard: Envoy's listener, not the API listener
+    first = await envoy.response()
+    assert _names(first) == ["ingress"]
+    await envoy.ack(first)
+    await envoy.request(t.LISTENER, subscribe=("turnout",))  # and by name: both held
+    assert _names(await envoy.response()) == ["turnout"]
+    await envoy.close()
+
+
+async def test_named_only_subscription_then_star(harness):
+    harness.cache.set_snapshot(GROUP, _grpc_snapshot())
+    grpc_client = harness.delta_client()
+    await grpc_client.request(t.LISTENER, subscribe=("turnout",))  # like gRPC: by name
+    first = await grpc_client.response()
+    assert _names(first) == ["turnout"]
+    await grpc_client.ack(first)
+    await grpc_client.request(t.LISTENER, subscribe=("*",))  # now every listener too
+    second = await grpc_client.response()
+    assert _names(second) == ["ingress"]
+    await grpc_client.ack(second)
+    await grpc_client.request(t.LISTENER, unsubscribe=("*",))
+    dropped = await grpc_client.response()  # no longer wanted: removed
+    assert (_names(dropped), list(dropped.removed_resources)) == ([], ["ingress"])
+    await grpc_client.ack(dropped)
+    harness.cache.set_snapshot(GROUP, Snapshot.build(
+        listeners=[_grpc_snapshot().resources(t.LISTENER)["turnout"],
+                   _moved_ingress()],
+        routes=_grpc_snapshot().resources(t.ROUTE).values(),
+        clusters=_grpc_snapshot().resources(t.CLUSTER).values(),
+        endpoints=_grpc_snapshot().resources(t.ENDPOINT).values()))
+    assert await grpc_client.no_response()  # no longer a wildcard subscriber
+    await grpc_client.close()
+
+
+def _moved_ingress():  # type: ignore[no-untyped-def]
+    listener = type(_grpc_snapshot().resources(t.LISTENER)["ingress"])()
+    listener.CopyFrom(_grpc_snapshot().resources(t.LISTENER)["ingress"])
+    listener.address.socket_address.port_value = 9090
+    return listener
+
+
+async def test_named_clusters_are_not_a_wildcard(harness):
+    envoy = harness.delta_client()
+    await envoy.request(t.CLUSTER, subscribe=("slot_blue",))
+    assert _names(await envoy.response()) == ["slot_blue"]
+    await envoy.close()
+
+
+async def test_an_ack_that_also_subscribes_is_answered(harness):
+    envoy = harness.delta_client()
+    await envoy.request(t.ENDPOINT, subscribe=("slot_blue",))
+    first = await envoy.response()
+    await envoy.request(t.ENDPOINT, nonce=first.nonce, subscribe=("slot_green",))
+    green = await envoy.response()
+    assert _names(green) == ["slot_green"]
+    await envoy.request(t.ENDPOINT, nonce=green.nonce, unsubscribe=("slot_blue",))
+    assert await envoy.no_response()  # an ACK that forgets a name needs no answer
+    await envoy.request(t.ENDPOINT, subscribe=("slot_blue",))  # forgotten: sent again
+    assert _names(await envoy.response()) == ["slot_blue"]
+    await envoy.close()
+
+
+async def test_unsubscribing_an_unknown_name_is_harmless(harness):
+    envoy = harness.delta_client()
+    await envoy.request(t.ENDPOINT, unsubscribe=("never-asked",))
+    await envoy.request(t.ENDPOINT, subscribe=("slot_blue",))
+    assert _names(await envoy.response()) == ["slot_blue"]
+    await envoy.close()
+
+
+async def test_nack_of_a_first_send_means_the_client_lacks_it(harness):
+    harness.cache.set_snapshot(GROUP, _grpc_snapshot())
+    envoy = harness.delta_client()
+    await envoy.request(t.ENDPOINT, subscribe=("slot_blue",))
+    await envoy.ack(await envoy.response())
+    await envoy.request(t.ENDPOINT, subscribe=("slot_green",))
+    rejected = await envoy.response()
+    await envoy.request(t.ENDPOINT, nonce=rejected.nonce, error="no")
+    # A new version that leaves slot_green as it was: the client never took it, so it
+    # comes again with the changed slot_blue.
+    harness.cache.set_snapshot(GROUP, _grpc_snapshot(blue_healthy=False))
+    assert _names(await envoy.response()) == ["slot_blue", "slot_green"]
+    await envoy.close()
+
+
+async def test_a_new_name_after_a_nack_is_answered_but_the_rejected_one_is_not_resent(
+        harness):
+    envoy = harness.delta_client()
+    await envoy.request(t.ENDPOINT, subscribe=("slot_green",))
+    rejected = await envoy.response()
+    await envoy.request(t.ENDPOINT, nonce=rejected.nonce, error="no")
+    await envoy.request(t.ENDPOINT, subscribe=("slot_blue",))
+    taken = await envoy.response()
+    assert _names(taken) == ["slot_blue"]
+    await envoy.ack(taken)
+    assert await envoy.no_response()  # slot_green stays rejected at this version
+    assert harness.cache.status(GROUP)["last_nack"]["message"] == "no"
+    await envoy.close()
+
+
+async def test_nack_after_the_name_was_dropped_keeps_the_stream(harness):
+    envoy = harness.delta_client()
+    await envoy.request(t.ENDPOINT, subscribe=("slot_green",))
+    rejected = await envoy.response()
+    await envoy.request(t.ENDPOINT, unsubscribe=("slot_green",))
+    await envoy.request(t.ENDPOINT, nonce=rejected.nonce, error="no")
+    await envoy.request(t.ENDPOINT, subscribe=("slot_blue",))
+    assert _names(await envoy.response()) == ["slot_blue"]
+    await envoy.close()
+
+
+async def test_an_ack_that_changes_nothing_costs_no_flush(harness, monkeypatch):
+    envoy = await _in_sync(harness, "quiet")
+    while not harness.cache.status(GROUP)["proxies"][0]["in_sync"]:
+        await asyncio.sleep(0.01)  # its last ACK has been taken
+    calls = []
+    real = harness.delta.flush
+    monkeypatch.setattr(harness.delta, "flush", lambda s: calls.append(1) or real(s))
+    harness.cache.set_snapshot(GROUP, snapshot(30))
+    await envoy.ack(await envoy.response())
+    await asyncio.sleep(0.1)
+    assert len(calls) == 1  # the change itself; its ACK needed no second look
+    await envoy.close()
+
+
+async def test_a_nack_names_the_type(harness):
+    envoy = harness.delta_client("typed")
+    await envoy.request(t.ROUTE, subscribe=(ROUTE_NAME,))
+    response = await envoy.response()
+    await envoy.request(t.ROUTE, nonce=response.nonce, error="bad")
+    await asyncio.sleep(0.1)
+    nack = harness.cache.status(GROUP)["last_nack"]
+    assert (nack["type"], nack["node"], nack["version"]) == \
+        ("rds", "typed", response.system_version_info)
+    await envoy.close()

@@ -12,8 +12,9 @@ remove. Rules followed (Envoy's xds_protocol, "Incremental xDS"):
 * ``initial_resource_versions`` on a reconnect say what the client holds: only what
   differs is sent, and held names that no longer exist are removed;
 * a NACK (``error_detail``) restores what the client holds to what it held before the
-  rejected response; the rejected type version is not resent, the stream waits for a new
-  one, and the cache records the node and the message;
+  rejected response; the rejected resources are not resent until the type has a new
+  version (names subscribed meanwhile are still answered), and the cache records the
+  node and the message;
 * a type with nothing to send for a new snapshot counts as ACKed at once (the client
   already holds exactly that);
 * one response per type is outstanding at a time, CDS then EDS then LDS then RDS, and
@@ -30,6 +31,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from xds_server import type_urls
 from xds_server.cache import StreamHandle
+from xds_server.snapshot import Snapshot
 from xds_server.streams import Session, StreamServer, sendable, settled
 
 __all__ = ["DeltaAdsServer"]
@@ -49,6 +51,7 @@ class _DeltaType:
     held: dict[str, str] = field(default_factory=dict)  # name -> version the client has
     outstanding: _Sent | None = None
     nacked_version: str | None = None
+    rejected: frozenset[str] = frozenset()  # the names of the response it rejected
     acked_version: str | None = None
 
 
@@ -101,9 +104,13 @@ class DeltaAdsServer(StreamServer):
                     else:
                         state.held[name] = version
                 state.nacked_version = sent.version
+                state.rejected = frozenset(sent.before)
                 self._cache.nacked(handle, type_url, sent.version, request.error_detail.message)
+            elif sent.version == state.nacked_version:
+                pass  # it took names it had not rejected; what it rejected stays rejected
             else:
                 state.nacked_version = None
+                state.rejected = frozenset()
                 state.acked_version = sent.version
                 self._cache.acked(handle, type_url, sent.version)
             if not changes and settled(stream, self._cache.snapshot(handle.group)):
@@ -119,33 +126,43 @@ class DeltaAdsServer(StreamServer):
         out: list[bytes] = []
         for type_url, state in sendable(stream, snapshot):
             version = snapshot.version(type_url)
-            if state.nacked_version == version:
-                continue  # rejected: held until a new version
+            held_back = state.rejected if state.nacked_version == version else frozenset()
             desired = set(state.subscribed & snapshot.names(type_url))
             if state.wildcard:
                 desired |= snapshot.wildcard_names(type_url)
             versions = snapshot.resource_versions(type_url)
-            changed = frozenset(n for n in desired if state.held.get(n) != versions[n])
-            removed = frozenset(state.held.keys() - desired)
+            changed = frozenset(n for n in desired - held_back
+                                if state.held.get(n) != versions[n])
+            removed = frozenset(state.held.keys() - desired - held_back)
+            if held_back:  # rejected at this version: only names it has not rejected go
+                if changed or removed:
+                    out.append(self._send(stream, state, snapshot, type_url, changed,
+                                          removed))
+                continue
             if not changed and not removed:
                 if state.acked_version != version:  # it already holds exactly this
                     state.acked_version = version
                     state.nacked_version = None
                     self._cache.acked(handle, type_url, version)
                 continue
-            nonce = stream.next_nonce()
-            state.outstanding = _Sent(nonce, version,
-                                      {n: state.held.get(n) for n in changed | removed})
-            for name in changed:
-                state.held[name] = versions[name]
-            for name in removed:
-                del state.held[name]
-            if type_url == type_urls.CLUSTER and changed:
-                endpoints = stream.types.get(type_urls.ENDPOINT)
-                if endpoints is not None:  # warming clusters need their endpoints again
-                    endpoints.held.clear()
-            self.sends_by_type[type_url] += 1
-            out.append(snapshot.encode_delta(type_url, changed, removed)
-                       + discovery_pb2.DeltaDiscoveryResponse(nonce=nonce).SerializeToString())
+            out.append(self._send(stream, state, snapshot, type_url, changed, removed))
         return out
+
+    def _send(self, stream: _DeltaStream, state: _DeltaType, snapshot: Snapshot,
+              type_url: str, changed: frozenset[str], removed: frozenset[str]) -> bytes:
+        versions = snapshot.resource_versions(type_url)
+        nonce = stream.next_nonce()
+        state.outstanding = _Sent(nonce, snapshot.version(type_url),
+                                  {n: state.held.get(n) for n in changed | removed})
+        for name in changed:
+            state.held[name] = versions[name]
+        for name in removed:
+            del state.held[name]
+        if type_url == type_urls.CLUSTER and changed:
+            endpoints = stream.types.get(type_urls.ENDPOINT)
+            if endpoints is not None:  # warming clusters need their endpoints again
+                endpoints.held.clear()
+        self.sends_by_type[type_url] += 1
+        return (snapshot.encode_delta(type_url, changed, removed)
+                + discovery_pb2.DeltaDiscoveryResponse(nonce=nonce).SerializeToString())
 
