@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import json
 import re
 import subprocess
@@ -48,7 +49,16 @@ def equivalents() -> dict[str, str]:
     return out
 
 
-def report(rows: list[tuple[str, str, str]], equivalent: dict[str, str]) -> tuple[str, dict]:
+def source_digest(module: str) -> str:
+    path = ROOT / (module.replace(".", "/") + ".py")
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.exists() else ""
+
+
+def report(rows: list[tuple[str, str, str]], equivalent: dict[str, str],
+           previous: dict[str, dict] | None = None) -> tuple[str, dict]:
+    """MUTATION.md's text and the summary per module. A module this run did not check at
+    all keeps its row from ``previous`` (an earlier run's summary), marked with that run's
+    date, and as stale when its source has changed since."""
     by_module: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     survivors: dict[str, list[str]] = collections.defaultdict(list)
     for module, name, status in rows:
@@ -64,20 +74,37 @@ def report(rows: list[tuple[str, str, str]], equivalent: dict[str, str]) -> tupl
         "bugs cost traffic and runs the fast tests (`-m 'not integration'`) against each "
         f"mutant. Score = (killed + timed out) / (mutants checked - equivalent); mutants "
         f"not checked (an interrupted run) are shown, not scored. Goal: {GOAL:.0%} per "
-        f"module. Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"module. Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; a module "
+        "this run did not check keeps the figures of the run that did (its surviving mutants "
+        "are listed in that run's MUTATION.md, in git history).",
         "", "| module | mutants | checked | killed | survived | no tests | equivalent | score "
         "| goal |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     for module, counts in sorted(by_module.items()):
         total = sum(counts.values())
         killed = sum(counts[s] for s in KILLED)
         checked = total - counts["not checked"]
+        earlier = (previous or {}).get(module)
+        if checked == 0 and earlier and earlier.get("checked"):
+            summary[module] = earlier
+            when = earlier.get("measured_at", "an earlier run")
+            stale = earlier.get("source_digest") != source_digest(module)
+            score = earlier["score"]
+            verdict = (f"from the run of {when}"
+                       + (": **stale**, the source changed since" if stale else ""))
+            lines.append(f"| `{module}` | {earlier['mutants']} | {earlier['checked']} | "
+                         f"{earlier['killed']} | {earlier.get('survived', 0)} | "
+                         f"{earlier.get('no tests', 0)} | {earlier.get('equivalent', 0)} | "
+                         f"{'-' if score is None else f'{score:.1%}'} | {verdict} |")
+            continue
         scored = checked - counts["equivalent"]
         score = killed / scored if scored else float("nan")
         summary[module] = {"mutants": total, "checked": checked, "killed": killed,
                            "score": round(score, 4) if scored else None,
-                           **{k: v for k, v in counts.items() if k not in KILLED}}
+                           **{k: v for k, v in counts.items() if k not in KILLED},
+                           "measured_at": now, "source_digest": source_digest(module)}
         # A partial run is no verdict: the unchecked mutants may be the ones that survive.
         verdict = "not run" if not scored else (
             f"partial ({checked}/{total} checked)" if checked < total
@@ -105,9 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print("no mutmut results: run `make mutate` first", file=sys.stderr)
         return 1
-    text, summary = report(rows, equivalents())
-    args.out.write_text(text)
     raw = ROOT / "bench" / "out" / "mutation.json"
+    previous = json.loads(raw.read_text()) if raw.exists() else {}
+    text, summary = report(rows, equivalents(), previous)
+    args.out.write_text(text)
     raw.parent.mkdir(parents=True, exist_ok=True)
     raw.write_text(json.dumps(summary, indent=2))
     for module, data in sorted(summary.items()):

@@ -114,3 +114,17 @@ def test_failover_target_needs_no_failed_request():
             "both_envoys_max_s": 2.0, "requests": 1000, "failed": 1, "all_converged": True}
     row = next(line for line in failover(data) if line.startswith("| 0.1 "))
     assert row.endswith("| **missed** |")
+
+
+def test_a_module_not_run_keeps_its_earlier_figures_marked_stale_if_changed():
+    from bench.mutation import report, source_digest
+
+    rows = [("turnout.weights", "turnout.weights.x_f__mutmut_1", "not checked")]
+    earlier = {"turnout.weights": {"mutants": 1, "checked": 1, "killed": 1, "score": 1.0,
+                                   "measured_at": "2026-01-01 00:00 UTC",
+                                   "source_digest": "not-the-current-source"}}
+    text, summary = report(rows, {}, earlier)
+    assert "from the run of 2026-01-01 00:00 UTC: **stale**" in text
+    earlier["turnout.weights"]["source_digest"] = source_digest("turnout.weights")
+    text, _ = report(rows, {}, earlier)
+    assert "from the run of 2026-01-01 00:00 UTC |" in text
