@@ -1,0 +1,142 @@
+"""What both ADS variants share (xds_server/streams.py): the node check, the refusal hook
+(the mTLS node-id check plugs in here), the choice of group, what is logged, and the
+stream's end. Real gRPC on loopback, both variants."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+import pytest
+
+from tests.xds_fakes import GROUP, FakeDeltaEnvoy, FakeEnvoy, snapshot
+from xds_server import AdsServer, DeltaAdsServer, SnapshotCache
+from xds_server import type_urls as t
+from xds_server.server import SERVER_OPTIONS
+
+VARIANTS = {"sotw": (AdsServer, FakeEnvoy), "delta": (DeltaAdsServer, FakeDeltaEnvoy)}
+
+
+class Served:
+    def __init__(self, variant: str, **options: object) -> None:
+        self.server_class, self.client_class = VARIANTS[variant]
+        self.cache = SnapshotCache()
+        self.cache.set_snapshot(GROUP, snapshot(0))
+        self.refused: list[str] = []
+        self.ads = self.server_class(self.cache, on_refused=self.refused.append, **options)
+
+    async def __aenter__(self) -> Served:
+        self.server = grpc.aio.server(options=SERVER_OPTIONS)
+        self.server.add_generic_rpc_handlers((self.ads.handler(),))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        await self.server.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.server.stop(None)
+
+    def client(self, node: str = "n1", cluster: str = GROUP):  # type: ignore[no-untyped-def]
+        return self.client_class(self.port, node, cluster)
+
+
+def _first(client, type_url: str = t.CLUSTER):  # type: ignore[no-untyped-def]
+    return client.request(type_url)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+async def test_a_refused_node_gets_permission_denied_with_the_reason(variant, caplog):
+    seen = []
+
+    def refusal(node_id: str, auth: object) -> str | None:
+        seen.append(node_id)
+        return "certificate does not name node n1" if node_id == "n1" else None
+
+    caplog.set_level(logging.WARNING, logger="turnout.xds.server")
+    async with Served(variant, refusal=refusal) as served:
+        client = served.client("n1")
+        await _first(client)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await client.call.read()
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert info.value.details() == "certificate does not name node n1"
+        assert served.refused == ["node_id"]
+        assert served.cache.status(GROUP)["proxies"] == []
+        await client.close()
+        allowed = served.client("n2")  # the same hook lets another node in
+        await _first(allowed)
+        assert (await allowed.response()).type_url == t.CLUSTER
+        assert seen == ["n1", "n2"] and served.refused == ["node_id"]
+        await allowed.close()
+    assert any("refused node n1" in r.getMessage()
+               and "certificate does not name node n1" in r.getMessage()
+               for r in caplog.records)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+async def test_no_node_id_is_invalid(variant):
+    async with Served(variant) as served:
+        client = served.client("")
+        await _first(client)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await client.call.read()
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details() == "the first request must carry node.id"
+        await client.close()
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+async def test_group_choice_and_what_is_logged(variant, caplog):
+    caplog.set_level(logging.INFO, logger="turnout.xds.server")
+    async with Served(variant) as served:
+        served.cache.set_snapshot("payments", snapshot(50))
+        named = served.client("edge-1", "payments")
+        await _first(named)
+        await named.response()
+        unknown = served.client("edge-2", "checkout")
+        await _first(unknown)
+        await unknown.response()
+        plain = served.client("edge-3", "")
+        await _first(plain)
+        await plain.response()
+        groups = {p["node"]: g for g in ("payments", GROUP)
+                  for p in served.cache.status(g)["proxies"]}
+        assert groups == {"edge-1": "payments", "edge-2": GROUP, "edge-3": GROUP}
+        for client in (named, unknown, plain):
+            await client.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("node edge-2 claims group 'checkout', which has no configuration: serving "
+               f"the default group {GROUP!r}" in m for m in messages)
+    assert not any("edge-1 claims" in m or "edge-3 claims" in m for m in messages)
+    method = served.server_class.METHOD
+    assert any(m.startswith(f"{method} stream ") and "opened: node edge-1, group payments"
+               in m for m in messages)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+async def test_a_closed_stream_leaves_the_fleet(variant):
+    async with Served(variant) as served:
+        client = served.client("leaver")
+        await _first(client)
+        await client.response()
+        assert [p["node"] for p in served.cache.status(GROUP)["proxies"]] == ["leaver"]
+        await client.close()
+        for _ in range(100):
+            if not served.cache.status(GROUP)["proxies"]:
+                break
+            import asyncio
+
+            await asyncio.sleep(0.01)
+        assert served.cache.status(GROUP)["proxies"] == []
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+async def test_nonces_are_fresh_per_response(variant):
+    async with Served(variant) as served:
+        client = served.client()
+        await client.request(t.CLUSTER)
+        first = await client.response()
+        await client.ack(first)
+        await client.request(t.LISTENER)
+        second = await client.response()
+        assert (first.nonce, second.nonce) == ("1", "2")
+        await client.close()
