@@ -140,3 +140,32 @@ async def test_nonces_are_fresh_per_response(variant):
         second = await client.response()
         assert (first.nonce, second.nonce) == ("1", "2")
         await client.close()
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+async def test_an_unknown_type_is_logged_with_the_node_and_ignored(variant, caplog):
+    caplog.set_level(logging.WARNING, logger="turnout.xds.server")
+    async with Served(variant) as served:
+        client = served.client("curious")
+        await client.request("type.googleapis.com/some.Other")
+        assert await client.no_response()
+        await client.request(t.CLUSTER)  # the stream still serves
+        assert (await client.response()).type_url == t.CLUSTER
+        await client.close()
+    assert any(r.getMessage() == "node curious asked for unsupported type "
+               "type.googleapis.com/some.Other" for r in caplog.records)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+async def test_a_client_that_stops_sending_ends_its_stream_cleanly(variant):
+    async with Served(variant) as served:
+        client = served.client("done")
+        await client.request(t.CLUSTER)
+        await client.response()
+        await client.call.done_writing()
+        import asyncio
+
+        ended = await asyncio.wait_for(client.responses.get(), 2)
+        assert ended is grpc.aio.EOF
+        assert await client.call.code() == grpc.StatusCode.OK
+        await client.close()
