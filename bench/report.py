@@ -111,9 +111,10 @@ def fleet(data: dict) -> list[str]:
              "every stream on every process. Everything, clients included, shares the "
              "machine's cores. `python -m bench.fleet`", "",
              "| streams | protocol | server procs | client procs | in sync / streams | "
-             "connect s | last ACK p50 ms | p99 ms | max ms | p50 vs 1 proc | incomplete | "
-             "RSS / stream KiB | CPU / stream / push us |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "refused attempts | connect s | last ACK p50 ms | p99 ms | max ms | p50 vs 1 proc "
+             "| incomplete | server RSS / stream KiB | server CPU / stream / push us | client "
+             "CPU / stream / push us |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     one = {(r["streams"], r["protocol"]): r["last_ack"]["p50_ms"] for r in runs
            if r["server_processes"] == 1}
     for r in runs:
@@ -123,9 +124,11 @@ def fleet(data: dict) -> list[str]:
         p99 = last["p99_ms"] if last["n"] >= 50 else "- (<50 pushes)"
         lines.append(f"| {r['streams']} | {r['protocol']} | {r['server_processes']} | "
                      f"{r['client_processes']} | {r['in_sync']}/{r['streams']} | "
+                     f"{r.get('failed_stream_attempts', '-')} | "
                      f"{r['connect_s']} | {last['p50_ms']} | {p99} | {last['max_ms']} | "
                      f"{ratio} | {r['incomplete_pushes']} | {r['rss_per_stream_kib']} | "
-                     f"{r['cpu_per_push_per_stream_us']} |")
+                     f"{r['cpu_per_push_per_stream_us']} | "
+                     f"{r.get('client_cpu_per_push_per_stream_us', '-')} |")
     targets = {1000: 50.0, 10000: 500.0}
     notes = []
     for streams, target in targets.items():
