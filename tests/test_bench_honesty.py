@@ -123,7 +123,7 @@ def test_a_module_not_run_keeps_its_earlier_figures_marked_stale_if_changed():
     earlier = {"turnout.weights": {"mutants": 1, "checked": 1, "killed": 1, "score": 1.0,
                                    "measured_at": "2026-01-01 00:00 UTC",
                                    "source_digest": "not-the-current-source"}}
-    text, summary = report(rows, {}, earlier)
+    text, _ = report(rows, {}, earlier)
     assert "from the run of 2026-01-01 00:00 UTC: **stale**" in text
     earlier["turnout.weights"]["source_digest"] = source_digest("turnout.weights")
     text, _ = report(rows, {}, earlier)
