@@ -87,13 +87,17 @@ def report(rows: list[tuple[str, str, str]], equivalent: dict[str, str],
         killed = sum(counts[s] for s in KILLED)
         checked = total - counts["not checked"]
         earlier = (previous or {}).get(module)
-        if checked == 0 and earlier and earlier.get("checked"):
+        ran = checked - counts["equivalent"]  # mutants this run actually tried
+        if ran == 0 and earlier and earlier.get("checked"):
             summary[module] = earlier
             when = earlier.get("measured_at", "an earlier run")
             stale = earlier.get("source_digest") != source_digest(module)
             score = earlier["score"]
-            verdict = (f"from the run of {when}"
-                       + (": **stale**, the source changed since" if stale else ""))
+            partial = earlier["checked"] < earlier["mutants"]
+            done = "partial" if partial or score is None else (
+                "met" if score >= GOAL else "missed")
+            verdict = (f"{done}, run of {when}"
+                       + ("; **stale**: the source changed since" if stale else ""))
             lines.append(f"| `{module}` | {earlier['mutants']} | {earlier['checked']} | "
                          f"{earlier['killed']} | {earlier.get('survived', 0)} | "
                          f"{earlier.get('no tests', 0)} | {earlier.get('equivalent', 0)} | "

@@ -124,7 +124,8 @@ def test_a_module_not_run_keeps_its_earlier_figures_marked_stale_if_changed():
                                    "measured_at": "2026-01-01 00:00 UTC",
                                    "source_digest": "not-the-current-source"}}
     text, _ = report(rows, {}, earlier)
-    assert "from the run of 2026-01-01 00:00 UTC: **stale**" in text
+    assert "| met, run of 2026-01-01 00:00 UTC; **stale**: the source changed since |" in text
     earlier["turnout.weights"]["source_digest"] = source_digest("turnout.weights")
+    earlier["turnout.weights"]["mutants"] = 2  # an interrupted run stays partial
     text, _ = report(rows, {}, earlier)
-    assert "from the run of 2026-01-01 00:00 UTC |" in text
+    assert "| partial, run of 2026-01-01 00:00 UTC |" in text
