@@ -111,3 +111,14 @@ def test_stack_up_interrupted_half_way_stops_what_it_started(tmp_path, sig):
             time.sleep(0.05)
         assert not pid_alive(pid), f"{name} (pid {pid}) survived the interrupted stack up"
     assert not (directory / "stack.json").exists()
+    time.sleep(0.5)
+    left = [p.name for p in Path("/proc").iterdir() if p.name.isdigit()
+            and str(directory).encode() in _cmdline(p)]
+    assert not left, f"processes naming {directory} survived: {left}"
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""

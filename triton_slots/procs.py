@@ -141,19 +141,48 @@ def pid_alive(pid: int) -> bool:
 
 
 def stop_pid(pid: int, *, timeout: float = 10.0, popen: subprocess.Popen | None = None) -> None:
-    """SIGTERM to the process (and its group), up to ``timeout`` s, then SIGKILL."""
+    """SIGTERM to the process (and its group), up to ``timeout`` s, then SIGKILL; then
+    SIGKILL to whatever is left of its group (Triton's Python backend stubs outlive a
+    SIGTERM to their server and were left running)."""
+    try:
+        group = pid if os.getpgid(pid) == pid else None
+    except ProcessLookupError:
+        group = None
     _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if popen is not None:
             if popen.poll() is not None:
-                return
+                break
         elif not pid_alive(pid):
-            return
+            break
         time.sleep(0.05)
-    _signal(pid, signal.SIGKILL)
-    if popen is not None:
-        popen.wait()
+    else:
+        _signal(pid, signal.SIGKILL)
+        if popen is not None:
+            popen.wait()
+    if group is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+
+
+def kill_processes_naming(path: Path) -> list[int]:
+    """SIGKILL every process (but this one) whose command line names ``path``: what a
+    start-up interrupted between spawning a process and recording it would leave."""
+    needle = str(path).encode()
+    killed = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle in cmdline:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+    return killed
 
 
 def wait_http(process: ManagedProcess, url: str, *, timeout: float, what: str) -> float:

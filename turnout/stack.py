@@ -20,6 +20,7 @@ from triton_slots.procs import (
     ManagedProcess,
     ProcessError,
     free_port,
+    kill_processes_naming,
     pid_alive,
     process_identity,
     stop_if_ours,
@@ -310,6 +311,7 @@ def up(
         except BaseException:
             for process in reversed(started):
                 process.stop()
+            kill_processes_naming(directory)  # spawned, not yet recorded, when interrupted
             if info.postgres_dir:
                 shutil.rmtree(info.postgres_dir, ignore_errors=True)
             (directory / "stack.json").unlink(missing_ok=True)
