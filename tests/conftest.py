@@ -12,3 +12,17 @@ def live(tmp_path_factory):
     topology = Live.start(tmp_path_factory.mktemp("live"))
     yield topology
     topology.stop()
+
+
+@pytest.fixture
+async def harness():
+    """An in-process ADS server (both variants) with the topology's snapshot at 0 %;
+    stopped even when setting it up fails (a server left running keeps pytest alive)."""
+    from tests.xds_fakes import GROUP, AdsHarness, snapshot
+
+    h = await AdsHarness.start()
+    try:
+        h.cache.set_snapshot(GROUP, snapshot(0))
+        yield h
+    finally:
+        await h.stop()

@@ -18,11 +18,11 @@ BURST = 3000
 
 async def test_a_burst_of_new_streams_is_served_in_full():
     harness = await AdsHarness.start()
-    harness.cache.set_snapshot(GROUP, snapshot(0))
     channels = [grpc.aio.insecure_channel(f"127.0.0.1:{harness.port}",
                                           options=[("grpc.use_local_subchannel_pool", 1)])
                 for _ in range(20)]
     try:
+        harness.cache.set_snapshot(GROUP, snapshot(0))
         for channel in channels:
             await channel.channel_ready()
 

@@ -5,20 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
-from tests.xds_fakes import GROUP, AdsHarness, snapshot
+from tests.xds_fakes import GROUP, snapshot
 from turnout.topology import ROUTE_NAME
 from xds_server import Snapshot
 from xds_server import type_urls as t
-
-
-@pytest.fixture
-async def harness():
-    h = await AdsHarness.start()
-    h.cache.set_snapshot(GROUP, snapshot(0))
-    yield h
-    await h.stop()
 
 
 async def _in_sync(harness, node: str):

@@ -10,16 +10,8 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.route.v3 import route_pb2
 
-from tests.xds_fakes import GROUP, AdsHarness, snapshot
+from tests.xds_fakes import GROUP, snapshot
 from xds_server import type_urls as t
-
-
-@pytest.fixture
-async def harness():
-    h = await AdsHarness.start()
-    h.cache.set_snapshot(GROUP, snapshot(0))
-    yield h
-    await h.stop()
 
 
 async def _names(response, message_type) -> list[str]:

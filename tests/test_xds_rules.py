@@ -7,21 +7,13 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
-from tests.xds_fakes import GROUP, AdsHarness, snapshot
+from tests.xds_fakes import GROUP, snapshot
 from xds_server import type_urls as t
 from xds_server.snapshot import MAX_MEMOS
 
 BLUE, GREEN = "slot_blue", "slot_green"
 
 
-@pytest.fixture
-async def harness():
-    h = await AdsHarness.start()
-    h.cache.set_snapshot(GROUP, snapshot(0))
-    yield h
-    await h.stop()
 
 
 def _other_clusters(green: int):
