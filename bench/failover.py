@@ -8,12 +8,10 @@ as a follower, for the next trial. ``python -m bench.failover --trials 10``."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import statistics
 import time
-import urllib.request
 from pathlib import Path
 
 from bench.common import local_stack, write_json
@@ -21,6 +19,7 @@ from triton_slots.loadgen import LoadGenerator
 from turnout import stack
 from turnout.client import ApiClient
 from turnout.errors import ApiError
+from turnout.proxy import route_weights
 
 
 def _leading(client: ApiClient) -> bool:
@@ -28,19 +27,6 @@ def _leading(client: ApiClient) -> bool:
         return bool(client.status()["replica"]["leading"])
     except (ApiError, OSError):  # a replica being killed or starting
         return False
-
-
-def _envoy_weights(admin_url: str) -> dict[str, int]:
-    with urllib.request.urlopen(admin_url + "/config_dump?resource=dynamic_route_configs",
-                                timeout=2) as response:
-        dump = json.load(response)
-    for config in dump["configs"]:
-        for route in config["route_config"]["virtual_hosts"][0]["routes"]:
-            weighted = route["route"].get("weighted_clusters")
-            if weighted:
-                return {c["name"].removeprefix("slot_").removesuffix("_ha"): c.get("weight", 0)
-                        for c in weighted["clusters"]}
-    return {}
 
 
 def run(trials: int = 10) -> dict[str, object]:
@@ -63,7 +49,7 @@ def run(trials: int = 10) -> dict[str, object]:
                 pushed = clients[other["name"]].set_traffic(green=green)
                 answered = time.monotonic() - killed
                 wanted = {"blue": 100 - green, "green": green}
-                while any(_envoy_weights(r["envoy_admin"]) != wanted for r in info.replicas):
+                while any(route_weights(r["envoy_admin"]) != wanted for r in info.replicas):
                     time.sleep(0.01)
                 everywhere = time.monotonic() - killed
                 results.append({"elected_s": round(elected, 3),

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from turnout.client import ApiClient
+from turnout.proxy import route_weights
 from turnout.stack import StackInfo
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "models" / "classifier"
@@ -56,13 +55,7 @@ def wait_for(client: ApiClient, predicate: Callable[[dict[str, Any]], bool], *,
 
 
 def envoy_weights(info: StackInfo) -> dict[str, int]:
-    url = info.envoy_admin + "/config_dump?resource=dynamic_route_configs"
-    with urllib.request.urlopen(url, timeout=2) as response:
-        dump = json.load(response)
-    table = dump["configs"][0]["route_config"]
-    for route in table["virtual_hosts"][0]["routes"]:
-        weighted = route["route"].get("weighted_clusters")
-        if weighted:
-            return {c["name"].removeprefix("slot_").removesuffix("_ha"): c.get("weight", 0)
-                    for c in weighted["clusters"]}
-    raise AssertionError("no weighted route in Envoy's config")
+    weights = route_weights(info.envoy_admin)
+    if not weights:
+        raise AssertionError("no weighted route in Envoy's config")
+    return weights

@@ -5,11 +5,9 @@ fails, and the audit log records the takeover."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
-import urllib.request
 
 import pytest
 from click.testing import CliRunner
@@ -21,6 +19,7 @@ from turnout import stack
 from turnout.cli import main as cli
 from turnout.client import ApiClient
 from turnout.errors import ApiError
+from turnout.proxy import route_weights
 from turnout.workflow import registry_for
 
 pytestmark = pytest.mark.integration
@@ -40,19 +39,6 @@ def replicas(tmp_path_factory):
         yield info
     finally:
         stack.down(directory)
-
-
-def _weights(admin_url: str) -> dict[str, int]:
-    url = admin_url + "/config_dump?resource=dynamic_route_configs"
-    with urllib.request.urlopen(url, timeout=2) as response:
-        dump = json.load(response)
-    for config in dump["configs"]:
-        for route in config["route_config"]["virtual_hosts"][0]["routes"]:
-            weighted = route["route"].get("weighted_clusters")
-            if weighted:
-                return {c["name"].removeprefix("slot_").removesuffix("_ha"): c.get("weight", 0)
-                        for c in weighted["clusters"]}
-    raise AssertionError("no weighted route")
 
 
 def _client(replica: dict, info: stack.StackInfo) -> ApiClient:
@@ -95,7 +81,7 @@ def test_leader_killed_mid_rollout_follower_takes_over_and_finishes(replicas):
         before = wait_for(client, lambda r: r["phase"] == "baking" and r["step"] == 1,
                           what="step 2")
         for replica in info.replicas:  # both Envoys hold the step's weights
-            assert _weights(replica["envoy_admin"]) == {"blue": 60, "green": 40}
+            assert route_weights(replica["envoy_admin"]) == {"blue": 60, "green": 40}
         pid = stack.StackInfo.load(info.directory_path).processes[leader["process"]]
         os.kill(pid, signal.SIGKILL)
         killed = time.monotonic()
@@ -119,7 +105,7 @@ def test_leader_killed_mid_rollout_follower_takes_over_and_finishes(replicas):
             assert time.monotonic() < deadline, survivor.status()["xds"]["proxies"]
             time.sleep(0.1)
         for replica in info.replicas:
-            assert _weights(replica["envoy_admin"]) == {"blue": 0, "green": 100}
+            assert route_weights(replica["envoy_admin"]) == {"blue": 0, "green": 100}
     finally:
         stats = load.stop()
     assert stats.failed == 0, stats.errors

@@ -161,3 +161,18 @@ class EnvoyProxy:
 
     def stop(self) -> None:
         self.process.stop()
+
+
+def route_weights(admin_url: str) -> dict[str, int]:
+    """The slot weights of the weighted route an Envoy serves now, read from its admin
+    ``/config_dump`` (``{}`` when it holds no weighted route yet)."""
+    with urllib.request.urlopen(admin_url + "/config_dump?resource=dynamic_route_configs",
+                                timeout=2) as response:
+        dump = json.load(response)
+    for config in dump.get("configs", []):
+        for route in config["route_config"]["virtual_hosts"][0]["routes"]:
+            weighted = route["route"].get("weighted_clusters")
+            if weighted:
+                return {c["name"].removeprefix("slot_").removesuffix("_ha"): c.get("weight", 0)
+                        for c in weighted["clusters"]}
+    return {}
