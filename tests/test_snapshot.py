@@ -71,3 +71,16 @@ def test_encoding_is_shared_and_a_nonce_can_be_appended():
 def test_weights_must_sum_positive():
     with pytest.raises(ValueError):
         split_routes("r", clusters={"blue": "slot_blue"}, weights={"blue": 0})
+
+
+def test_every_packed_resource_names_its_type():
+    from envoy.service.discovery.v3 import discovery_pb2
+
+    from tests.xds_fakes import snapshot as topology_snapshot
+    from xds_server import type_urls as urls
+
+    built = topology_snapshot(10)
+    for type_url in urls.ALL_TYPES:
+        response = discovery_pb2.DiscoveryResponse.FromString(built.encode(type_url, None))
+        assert response.resources, type_url
+        assert {r.type_url for r in response.resources} == {type_url}

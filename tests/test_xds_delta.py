@@ -438,3 +438,16 @@ async def test_a_nack_names_the_type(harness):
     assert (nack["type"], nack["node"], nack["version"]) == \
         ("rds", "typed", response.system_version_info)
     await envoy.close()
+
+
+async def test_delta_resources_carry_the_resource_itself(harness):
+    from envoy.config.cluster.v3 import cluster_pb2
+
+    envoy = harness.delta_client()
+    await envoy.request(t.CLUSTER, subscribe=("slot_blue",))
+    [resource] = (await envoy.response()).resources
+    cluster = cluster_pb2.Cluster()
+    assert resource.resource.type_url == t.CLUSTER
+    resource.resource.Unpack(cluster)
+    assert cluster.name == "slot_blue"
+    await envoy.close()
