@@ -84,3 +84,21 @@ def test_every_packed_resource_names_its_type():
         response = discovery_pb2.DiscoveryResponse.FromString(built.encode(type_url, None))
         assert response.resources, type_url
         assert {r.type_url for r in response.resources} == {type_url}
+
+
+def test_consistency_follows_api_listeners_and_skips_only_actionless_routes():
+    from envoy.config.route.v3 import route_components_pb2 as rc
+
+    from xds_server import InconsistentSnapshotError
+    from xds_server.resources import api_listener, route_configuration, route_match
+
+    with pytest.raises(InconsistentSnapshotError, match="unknown route table 'absent'"):
+        Snapshot.build(listeners=[api_listener("turnout", route_config="absent")]).consistent()
+    table = route_configuration("t", [
+        rc.Route(name="answer", match=route_match(),
+                 direct_response=rc.DirectResponseAction(status=200)),
+        rc.Route(name="onward", match=route_match(),
+                 route=rc.RouteAction(cluster="nowhere")),
+    ])
+    with pytest.raises(InconsistentSnapshotError, match="unknown cluster 'nowhere'"):
+        Snapshot.build(routes=[table]).consistent()
