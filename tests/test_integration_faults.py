@@ -16,6 +16,7 @@ from bench.policies import ERROR_RATE
 from bench.policies import policy as rollout_policy
 from tests.rollout_helpers import FINISHED, envoy_weights, wait_for
 from triton_slots.loadgen import LoadGenerator
+from triton_slots.procs import processes_naming
 from turnout import stack
 from turnout.client import ApiClient
 from turnout.proxy import EnvoyProxy
@@ -46,6 +47,10 @@ def pools(tmp_path_factory):
         yield info, ApiClient(info.api_url, info.token, actor="pytest")
     finally:
         stack.down(directory)
+    time.sleep(0.5)
+    # Servers killed outright leave their Python backend stubs behind unless the stack
+    # stops their whole process group: nothing naming this stack may be left running.
+    assert not processes_naming(directory), "processes of the stack survived stack down"
 
 
 def test_killing_one_server_at_50_50_loses_no_request(pools):

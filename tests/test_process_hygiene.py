@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from triton_slots.procs import ManagedProcess, pid_alive, process_identity, stop_if_ours
+from triton_slots.procs import (
+    ManagedProcess,
+    pid_alive,
+    process_identity,
+    processes_naming,
+    stop_if_ours,
+)
 from turnout import stack
 
 
@@ -112,13 +118,6 @@ def test_stack_up_interrupted_half_way_stops_what_it_started(tmp_path, sig):
         assert not pid_alive(pid), f"{name} (pid {pid}) survived the interrupted stack up"
     assert not (directory / "stack.json").exists()
     time.sleep(0.5)
-    left = [p.name for p in Path("/proc").iterdir() if p.name.isdigit()
-            and str(directory).encode() in _cmdline(p)]
+    left = processes_naming(directory)
     assert not left, f"processes naming {directory} survived: {left}"
 
-
-def _cmdline(proc: Path) -> bytes:
-    try:
-        return (proc / "cmdline").read_bytes()
-    except OSError:
-        return b""

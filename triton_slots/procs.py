@@ -105,6 +105,10 @@ def stop_if_ours(pid: int, identity: str | None, *, timeout: float = 10.0) -> bo
     """Stop ``pid`` and its process group only if it is still the process we started
     (same start time); a pid reused by another process is left alone. True if stopped."""
     if not pid_alive(pid):
+        # Killed outright: what it started (Triton's backend stubs) may still run in its
+        # group, whose id no other process can have taken while they live.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
         return False
     if identity is not None and process_identity(pid) != identity:
         return False
@@ -147,7 +151,9 @@ def stop_pid(pid: int, *, timeout: float = 10.0, popen: subprocess.Popen | None 
     try:
         group = pid if os.getpgid(pid) == pid else None
     except ProcessLookupError:
-        group = None
+        # Gone already (killed outright): its pid can only be the group id of what it
+        # left behind, since Linux does not reuse a pid that still names a group.
+        group = pid
     _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -166,11 +172,10 @@ def stop_pid(pid: int, *, timeout: float = 10.0, popen: subprocess.Popen | None 
             os.killpg(group, signal.SIGKILL)
 
 
-def kill_processes_naming(path: Path) -> list[int]:
-    """SIGKILL every process (but this one) whose command line names ``path``: what a
-    start-up interrupted between spawning a process and recording it would leave."""
+def processes_naming(path: Path) -> list[int]:
+    """Every process (but this one) whose command line names ``path``."""
     needle = str(path).encode()
-    killed = []
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
@@ -179,9 +184,18 @@ def kill_processes_naming(path: Path) -> list[int]:
         except OSError:
             continue
         if needle in cmdline:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(int(entry.name), signal.SIGKILL)
-                killed.append(int(entry.name))
+            found.append(int(entry.name))
+    return found
+
+
+def kill_processes_naming(path: Path) -> list[int]:
+    """SIGKILL every process whose command line names ``path``: what a start-up
+    interrupted between spawning a process and recording it would leave."""
+    killed = []
+    for pid in processes_naming(path):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
     return killed
 
 
