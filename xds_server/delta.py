@@ -66,22 +66,16 @@ class DeltaAdsServer(StreamServer):
     METHOD = "DeltaAggregatedResources"
     REQUEST = discovery_pb2.DeltaDiscoveryRequest
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
-        self.sends_by_type: dict[str, int] = dict.fromkeys(type_urls.ALL_TYPES, 0)
-
     def new_session(self) -> _DeltaStream:
         return _DeltaStream()
 
     def on_request(self, stream: _DeltaStream, handle: StreamHandle,
                    request: discovery_pb2.DeltaDiscoveryRequest) -> list[bytes]:
         type_url = request.type_url
-        state = stream.types.get(type_url)
-        if state is None:
-            state = stream.types[type_url] = _DeltaType(
-                wildcard=type_urls.is_wildcard(type_url, request.resource_names_subscribe))
+        state, new = self._state(stream, handle, type_url, lambda: _DeltaType(
+            wildcard=type_urls.is_wildcard(type_url, request.resource_names_subscribe)))
+        if new:
             state.held.update(request.initial_resource_versions)
-            self._cache.subscribed(handle, type_url)
         changes = bool(request.resource_names_subscribe or request.resource_names_unsubscribe)
         for name in request.resource_names_subscribe:
             if name == "*":

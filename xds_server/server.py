@@ -73,10 +73,6 @@ class AdsServer(StreamServer):
     METHOD = "StreamAggregatedResources"
     REQUEST = discovery_pb2.DiscoveryRequest
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
-        self.sends_by_type: dict[str, int] = dict.fromkeys(type_urls.ALL_TYPES, 0)
-
     def new_session(self) -> _Stream:
         return _Stream()
 
@@ -84,11 +80,9 @@ class AdsServer(StreamServer):
     def on_request(self, stream: _Stream, handle: StreamHandle,
                    request: discovery_pb2.DiscoveryRequest) -> list[bytes]:
         type_url = request.type_url
-        state = stream.types.get(type_url)
-        if state is None:
-            state = stream.types[type_url] = _TypeState(
-                wildcard=type_urls.is_wildcard(type_url, request.resource_names))
-            self._cache.subscribed(handle, type_url)
+        state, new = self._state(stream, handle, type_url, lambda: _TypeState(
+            wildcard=type_urls.is_wildcard(type_url, request.resource_names)))
+        if new:
             if request.version_info and not request.response_nonce and state.wildcard:
                 # A reconnecting Envoy already holds this full set: no need to push it
                 # again. (Named types are always answered: which names it holds is

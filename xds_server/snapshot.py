@@ -220,19 +220,16 @@ class Snapshot:
 
 
 def _rds_names(listener: listener_pb2.Listener) -> Iterable[str]:
-    api = listener.api_listener.api_listener
-    if api.type_url == _HCM_TYPE:
-        hcm = hcm_pb2.HttpConnectionManager()
-        api.Unpack(hcm)
-        if hcm.HasField("rds"):
-            yield hcm.rds.route_config_name
-    for chain in listener.filter_chains:
-        for network_filter in chain.filters:
-            if network_filter.typed_config.type_url == _HCM_TYPE:
-                hcm = hcm_pb2.HttpConnectionManager()
-                network_filter.typed_config.Unpack(hcm)
-                if hcm.HasField("rds"):
-                    yield hcm.rds.route_config_name
+    """The route tables named by the listener's connection managers: its API listener's
+    (gRPC clients) and its filter chains' (Envoy)."""
+    configs = [listener.api_listener.api_listener,
+               *(f.typed_config for chain in listener.filter_chains for f in chain.filters)]
+    for config in configs:
+        if config.type_url == _HCM_TYPE:
+            hcm = hcm_pb2.HttpConnectionManager()
+            config.Unpack(hcm)
+            if hcm.HasField("rds"):
+                yield hcm.rds.route_config_name
 
 
 def _route_clusters(table: route_pb2.RouteConfiguration) -> Iterable[str]:

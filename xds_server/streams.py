@@ -51,7 +51,7 @@ class Session:
         self.handle: StreamHandle | None = None
         # The snapshot the last flush looked at, and whether it left a type waiting (a
         # response outstanding, or listeners/routes behind clusters): an ACK that changes
-        # nothing else then needs no new look (half of a push's per-stream work).
+        # nothing else then needs no new look (the second of a push's two per stream).
         self.flushed: Snapshot | None = None
         self.blocked = False
         self.nonce_counter = 0
@@ -84,6 +84,7 @@ class StreamServer:
         self._refusal = refusal
         self._on_refused = on_refused
         self._log = logger or logging.getLogger("turnout.xds.server")
+        self.sends_by_type: dict[str, int] = dict.fromkeys(type_urls.ALL_TYPES, 0)
 
     # ---- what a protocol variant supplies ------------------------------------------------
     def new_session(self) -> Session:
@@ -97,6 +98,17 @@ class StreamServer:
         raise NotImplementedError
 
     # ---- shared ---------------------------------------------------------------------------
+    def _state(self, session: Session, handle: StreamHandle, type_url: str,
+               make: Callable[[], Any]) -> tuple[Any, bool]:
+        """The stream's state for ``type_url`` and whether it is new (a new subscription,
+        told to the cache); ``make`` builds it."""
+        state = session.types.get(type_url)
+        if state is not None:
+            return state, False
+        state = session.types[type_url] = make()
+        self._cache.subscribed(handle, type_url)
+        return state, True
+
     def _dispatch(self, session: Session, request: Any) -> list[bytes]:
         handle = session.handle
         assert handle is not None

@@ -1,5 +1,7 @@
 """xDS type URLs and the order in which types are pushed (make before break)."""
 
+from collections.abc import Collection
+
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
@@ -13,11 +15,10 @@ PUSH_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
 WILDCARD_TYPES = frozenset({LISTENER, CLUSTER})
 
 
-
-def is_wildcard(type_url: str, names: object) -> bool:
+def is_wildcard(type_url: str, names: Collection[str]) -> bool:
     """A wildcard subscription: a full-set type (LDS, CDS) asked for with no names or with
     ``*`` (Envoy). gRPC's xDS client names its listener and clusters instead."""
-    return type_url in WILDCARD_TYPES and (not names or "*" in names)  # type: ignore[operator]
+    return type_url in WILDCARD_TYPES and (not names or "*" in names)
 
 
 #: Types whose pending pushes wait until the stream has ACKed clusters and endpoints.
