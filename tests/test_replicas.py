@@ -130,6 +130,9 @@ async def test_a_follower_takes_over_when_the_leader_goes_and_says_so():
         assert "took over from old (last report 2.5 s ago)" in entry.message
         assert entry.weights == {"blue": 60, "green": 40}
         await _until(lambda: store.reports["new"].leader)
+        # what status pages show comes from the heartbeat's read, not a query per request
+        await _until(lambda: [(r.replica, r.leader) for r in replication.peers]
+                     == [("new", True), ("old", True)])
     finally:
         await replication.stop()
     assert store.holder is None  # resigned on stop

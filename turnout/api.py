@@ -90,7 +90,8 @@ def needs(role: Role, *, body: bool = False) -> Callable[[Handler], Handler]:
                                    f"this needs {role}")
             request[_TOKEN] = token
             if role is not Role.READ and not plane.replication.leading:
-                leader = next((r.api_url for r in plane._replicas() if r.leader), "unknown")
+                leader = next((r.api_url for r in plane.replication.peers if r.leader),
+                              "unknown")
                 return _error(503, f"replica {plane.replication.replica} is not the leader; "
                                    f"send this to the leader ({leader})")
             try:

@@ -44,12 +44,11 @@ from turnout.weights import Weights
 from xds_server import (
     AdsServer,
     Convergence,
-    NodeOutcome,
     Snapshot,
     SnapshotCache,
     type_urls,
 )
-from xds_server.cache import Publication
+from xds_server.cache import Publication, shortfall
 from xds_server.delta import DeltaAdsServer
 from xds_server.handshakes import HandshakeWatch
 from xds_server.server import SERVER_OPTIONS, raise_open_files_limit, tune_gc
@@ -290,9 +289,7 @@ class ControlPlane:
                                               timeout or self.config.push_timeout_s)
         outcomes = [*local.outcomes, *remote]
         answered = sum(1 for o in outcomes if o.outcome in ("acked", "nacked"))
-        outcomes += [NodeOutcome("(none)", 0, "timeout", None,
-                                 f"fewer than {self.config.min_proxies} proxies connected")
-                     for _ in range(max(0, self.config.min_proxies - answered))]
+        outcomes += shortfall(self.config.min_proxies, answered)
         seconds = max([local.seconds, *(o.seconds for o in remote if o.seconds is not None)])
         result = dataclasses.replace(local, outcomes=tuple(outcomes), seconds=seconds,
                                      quorum=quorum)
@@ -394,14 +391,8 @@ class ControlPlane:
             "last_push": self.last_push.as_dict() if self.last_push else None,
             "rollout": self.controller.describe(),
             "replica": self.replication.describe(),
-            "replicas": [r.as_dict() for r in self._replicas()],
+            "replicas": [r.as_dict() for r in self.replication.peers],
         }
-
-    def _replicas(self) -> list:
-        try:
-            return self.store.replicas()
-        except self.store.ERRORS:
-            return []
 
 
 async def _run(config: ControlPlaneConfig) -> None:

@@ -56,6 +56,9 @@ class Replication:
         self.api_url = api_url
         self.clock = clock
         self.leading = False
+        #: Every replica's last report as this one last read them (each heartbeat): what
+        #: status pages show, without a database query per request.
+        self.peers: list[ReplicaReport] = []
         self._stopping = threading.Event()
         self._dirty = asyncio.Event()
         self._report_due = asyncio.Event()
@@ -164,8 +167,11 @@ class Replication:
 
     async def _heartbeat(self) -> None:
         while True:
-            with contextlib.suppress(Exception):
-                await self.report()
+            await self.report()
+            try:
+                self.peers = await asyncio.to_thread(self.store.replicas)
+            except self.store.ERRORS as exc:
+                log.warning("cannot read the other replicas' reports: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._report_due.wait(), REPORT_S)
                 await asyncio.sleep(0.1)  # a burst of connections is one report, in sync

@@ -127,6 +127,14 @@ class Convergence:
         }
 
 
+def shortfall(min_proxies: int, answered: int) -> list[NodeOutcome]:
+    """A timed-out outcome for each proxy missing to reach ``min_proxies`` answers: an empty
+    fleet is not a converged one."""
+    return [NodeOutcome("(none)", 0, "timeout", None,
+                        f"fewer than {min_proxies} proxies connected")
+            for _ in range(max(0, min_proxies - answered))]
+
+
 def quorum_count(quorum: float, proxies: int) -> int:
     """How many of ``proxies`` must ACK: ``floor(quorum * proxies)``, at least one."""
     return max(1, math.floor(quorum * proxies + 1e-9)) if proxies else 0
@@ -276,10 +284,7 @@ class SnapshotCache:
         for handle in list(publication.pending.values()):
             publication.settle(handle, "timeout", _waiting_for(handle, publication.snapshot))
         answered = [o.seconds for o in publication.outcomes if o.seconds is not None]
-        for _ in range(max(0, publication.min_proxies - publication.answered)):
-            publication.outcomes.append(NodeOutcome(
-                "(none)", 0, "timeout", None,
-                f"fewer than {publication.min_proxies} proxies connected"))
+        publication.outcomes += shortfall(publication.min_proxies, publication.answered)
         return Convergence(
             group=publication.group,
             versions=publication.snapshot.versions,
