@@ -21,6 +21,40 @@ from turnout.errors import TurnoutError
 from turnout.weights import Weights
 
 
+def schema(*, real: str, serial_key: str) -> str:
+    """The tables every store has, in a dialect: ``real`` is the floating-point type,
+    ``serial_key`` the audit log's auto-incrementing key."""
+    return f"""
+CREATE TABLE IF NOT EXISTS weights (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    blue INTEGER NOT NULL,
+    green INTEGER NOT NULL,
+    updated {real} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rollouts (
+    id TEXT PRIMARY KEY,
+    created {real} NOT NULL,
+    updated {real} NOT NULL,
+    phase TEXT NOT NULL,
+    terminal INTEGER NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq {serial_key},
+    at {real} NOT NULL,
+    rollout TEXT,
+    actor TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    phase_from TEXT,
+    phase_to TEXT,
+    weights TEXT,
+    digests TEXT,
+    evidence TEXT,
+    message TEXT NOT NULL DEFAULT ''
+);
+"""
+
+
 @dataclass(frozen=True)
 class AuditEntry:
     """One line of the audit log: when, who or what, what changed, and the evidence."""

@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from turnout.store.base import Change, ReplicaReport, Store, StoreUnavailable
+from turnout.store.base import Change, ReplicaReport, Store, StoreUnavailable, schema
 
 log = logging.getLogger("turnout.store.postgresql")
 
@@ -36,34 +36,7 @@ LEADER_LOCK = 0x7475726E  # "turn": the advisory lock whose holder leads
 SCHEMA_LOCK = 0x7475726F  # serialises schema creation between replicas starting together
 CONNECT_TIMEOUT_S = 3
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS weights (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    blue INTEGER NOT NULL,
-    green INTEGER NOT NULL,
-    updated DOUBLE PRECISION NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rollouts (
-    id TEXT PRIMARY KEY,
-    created DOUBLE PRECISION NOT NULL,
-    updated DOUBLE PRECISION NOT NULL,
-    phase TEXT NOT NULL,
-    terminal INTEGER NOT NULL,
-    state TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audit (
-    seq BIGSERIAL PRIMARY KEY,
-    at DOUBLE PRECISION NOT NULL,
-    rollout TEXT,
-    actor TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    phase_from TEXT,
-    phase_to TEXT,
-    weights TEXT,
-    digests TEXT,
-    evidence TEXT,
-    message TEXT NOT NULL DEFAULT ''
-);
+_SCHEMA = schema(real="DOUBLE PRECISION", serial_key="BIGSERIAL PRIMARY KEY") + """
 CREATE TABLE IF NOT EXISTS replicas (
     replica TEXT PRIMARY KEY,
     api_url TEXT NOT NULL DEFAULT '',
@@ -71,9 +44,9 @@ CREATE TABLE IF NOT EXISTS replicas (
     rds_version TEXT NOT NULL DEFAULT '',
     proxies INTEGER NOT NULL DEFAULT 0,
     in_sync INTEGER NOT NULL DEFAULT 0,
-    seen DOUBLE PRECISION NOT NULL
+    seen DOUBLE PRECISION NOT NULL,
+    session INTEGER NOT NULL DEFAULT 0  -- backend pid of its leadership session
 );
-ALTER TABLE replicas ADD COLUMN IF NOT EXISTS session INTEGER NOT NULL DEFAULT 0;
 """
 
 

@@ -8,37 +8,9 @@ import sqlite3
 from pathlib import Path
 
 from triton_slots import sqlite
-from turnout.store.base import Store
+from turnout.store.base import Store, schema
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS weights (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    blue INTEGER NOT NULL,
-    green INTEGER NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rollouts (
-    id TEXT PRIMARY KEY,
-    created REAL NOT NULL,
-    updated REAL NOT NULL,
-    phase TEXT NOT NULL,
-    terminal INTEGER NOT NULL,
-    state TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    rollout TEXT,
-    actor TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    phase_from TEXT,
-    phase_to TEXT,
-    weights TEXT,
-    digests TEXT,
-    evidence TEXT,
-    message TEXT NOT NULL DEFAULT ''
-);
-"""
+_SCHEMA = schema(real="REAL", serial_key="INTEGER PRIMARY KEY AUTOINCREMENT")
 
 
 class SqliteStore(Store):
