@@ -48,8 +48,7 @@ async def stream(port: int, node_id: str, protocol: str, counts: Counts) -> None
     while True:
         counts.open += 1
         try:
-            once = _delta_once if protocol == "delta" else _sotw_once
-            async for _ in once(channel, node_id):
+            async for _ in _once(channel, node_id, protocol):
                 if not answered:
                     answered = True
                     counts.answered += 1
@@ -67,45 +66,39 @@ async def stream(port: int, node_id: str, protocol: str, counts: Counts) -> None
         await asyncio.sleep(0.25 + random.random() * 0.25)
 
 
-async def _sotw_once(channel: grpc.aio.Channel, node_id: str):  # type: ignore[no-untyped-def]
-    call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources(
+#: Per protocol: the RPC, the first request for a type, and the ACK of a response.
+_PROTOCOLS = {
+    "sotw": ("StreamAggregatedResources",
+             lambda type_url: discovery_pb2.DiscoveryRequest(
+                 type_url=type_url, resource_names=NAMES.get(type_url, [])),
+             lambda r: discovery_pb2.DiscoveryRequest(
+                 type_url=r.type_url, version_info=r.version_info, response_nonce=r.nonce,
+                 resource_names=NAMES.get(r.type_url, []))),
+    "delta": ("DeltaAggregatedResources",
+              lambda type_url: discovery_pb2.DeltaDiscoveryRequest(
+                  type_url=type_url, resource_names_subscribe=NAMES.get(type_url, [])),
+              lambda r: discovery_pb2.DeltaDiscoveryRequest(
+                  type_url=r.type_url, response_nonce=r.nonce)),
+}
+
+
+async def _once(channel: grpc.aio.Channel, node_id: str, protocol: str):  # type: ignore[no-untyped-def]
+    """One stream: subscribe to the four types like Envoy, then ACK every response (the
+    stub has parsed it, as Envoy parses each one)."""
+    method, subscribe, ack = _PROTOCOLS[protocol]
+    call = getattr(ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel), method)(
         wait_for_ready=True)
-    node = base_pb2.Node(id=node_id, cluster="turnout")
     for index, type_url in enumerate((t.CLUSTER, t.ENDPOINT, t.LISTENER, t.ROUTE)):
-        request = discovery_pb2.DiscoveryRequest(type_url=type_url,
-                                                 resource_names=NAMES.get(type_url, []))
+        request = subscribe(type_url)
         if index == 0:
-            request.node.CopyFrom(node)
+            request.node.CopyFrom(base_pb2.Node(id=node_id, cluster="turnout"))
         await call.write(request)
     while True:
         response = await call.read()
         if response is grpc.aio.EOF:
             return
-        parsed = discovery_pb2.DiscoveryResponse.FromString(response.SerializeToString())
-        await call.write(discovery_pb2.DiscoveryRequest(
-            type_url=parsed.type_url, version_info=parsed.version_info,
-            response_nonce=parsed.nonce, resource_names=NAMES.get(parsed.type_url, [])))
-        yield parsed
-
-
-async def _delta_once(channel: grpc.aio.Channel, node_id: str):  # type: ignore[no-untyped-def]
-    call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).DeltaAggregatedResources(
-        wait_for_ready=True)
-    node = base_pb2.Node(id=node_id, cluster="turnout")
-    for index, type_url in enumerate((t.CLUSTER, t.ENDPOINT, t.LISTENER, t.ROUTE)):
-        request = discovery_pb2.DeltaDiscoveryRequest(
-            type_url=type_url, resource_names_subscribe=NAMES.get(type_url, []))
-        if index == 0:
-            request.node.CopyFrom(node)
-        await call.write(request)
-    while True:
-        response = await call.read()
-        if response is grpc.aio.EOF:
-            return
-        parsed = discovery_pb2.DeltaDiscoveryResponse.FromString(response.SerializeToString())
-        await call.write(discovery_pb2.DeltaDiscoveryRequest(
-            type_url=parsed.type_url, response_nonce=parsed.nonce))
-        yield parsed
+        await call.write(ack(response))
+        yield response
 
 
 async def main(port: int, count: int, first_id: int, protocol: str) -> None:
