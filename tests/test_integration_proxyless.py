@@ -110,6 +110,9 @@ def test_envoy_never_receives_the_api_listener(live):
     listed = [entry["name"] for entry in names["configs"]]
     assert live.plane.config.grpc_target not in listed
     assert "ingress" in listed
+    # Not sent and rejected either: a listener Envoy refused would not be listed above.
+    assert live.envoy.stats("listener_manager.lds")["listener_manager.lds.update_rejected"] == 0
+    assert live.envoy.stats("listener_manager.lds")["listener_manager.lds.update_success"] >= 1
 
 
 def _admin(live, path: str) -> str:

@@ -241,3 +241,28 @@ async def test_status_reports_each_proxy_and_the_last_nack(harness):
     assert (nack["node"], nack["type"], nack["version"], nack["message"]) == (
         "edge-1", "rds", routes.version_info, "unknown cluster")
     await envoy.close()
+
+
+async def test_sync_counts_count_streams_holding_the_whole_snapshot(harness):
+    from tests.test_xds_protocol import _subscribe_all
+
+    calls = []
+    harness.cache.on_streams_changed = lambda: calls.append(1)
+    assert harness.cache.sync_counts("nobody", t.ROUTE) == ("", 0, 0)
+    synced, partial = harness.client("synced"), harness.client("partial")
+    await _subscribe_all(synced)
+    await partial.request(t.CLUSTER)  # connected, not subscribed to everything
+    await partial.response()
+    await asyncio.sleep(0.1)
+    version = harness.cache.snapshot(GROUP).version(t.ROUTE)
+    assert harness.cache.sync_counts(GROUP, t.ROUTE) == (version, 2, 1)
+    harness.cache.set_snapshot(GROUP, snapshot(40))  # a new route version, not yet ACKed
+    assert harness.cache.sync_counts(GROUP, t.ROUTE) == (
+        harness.cache.snapshot(GROUP).version(t.ROUTE), 2, 0)
+    await partial.close()
+    for _ in range(100):
+        if len(calls) == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert len(calls) == 3  # two opened, one closed
+    await synced.close()

@@ -105,10 +105,7 @@ def stop_if_ours(pid: int, identity: str | None, *, timeout: float = 10.0) -> bo
     """Stop ``pid`` and its process group only if it is still the process we started
     (same start time); a pid reused by another process is left alone. True if stopped."""
     if not pid_alive(pid):
-        # Killed outright: what it started (Triton's backend stubs) may still run in its
-        # group, whose id no other process can have taken while they live.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+        stop_pid(pid, timeout=0)  # killed outright: what is left of its group goes too
         return False
     if identity is not None and process_identity(pid) != identity:
         return False

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from triton_slots.procs import ManagedProcess, ProcessError, free_port, stop_pid
+from triton_slots.procs import ManagedProcess, ProcessError, free_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -102,5 +102,5 @@ class PostgresServer:
         """Fast shutdown (SIGINT: sessions are ended, not waited for), then the files."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGINT)
-        stop_pid(self.process.pid, timeout=10, popen=self.process._popen)
+        self.process.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
