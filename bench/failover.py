@@ -61,9 +61,8 @@ def run(trials: int = 10) -> dict[str, object]:
                       f"{answered:.2f} s ({pushed['push']['acked']} Envoy(s) connected to "
                       f"it), both Envoys serve it {everywhere:.2f} s after the kill",
                       flush=True)
-                state_dir = Path(info.directory) / ("" if leader["process"] == "controlplane"
-                                                    else f"replica-{leader['name'][-1]}")
-                restarted = stack.start_control_plane(state_dir, leader["process"],
+                restarted = stack.start_control_plane(Path(leader["state_dir"]),
+                                                      leader["process"],
                                                       Path(info.directory) / "logs")
                 record = stack.StackInfo.load(Path(info.directory))
                 record.record(restarted)

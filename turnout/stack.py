@@ -328,7 +328,8 @@ def up(
     if replicas > 1:
         info.replicas = [{"name": c.replica, "api_url": f"http://127.0.0.1:{c.api_port}",
                           "xds_port": c.xds_port, "envoy_admin": e.admin_url,
-                          "process": "controlplane" if i == 0 else f"controlplane-{i}"}
+                          "process": "controlplane" if i == 0 else f"controlplane-{i}",
+                          "state_dir": str(c.state_dir)}
                          for i, (c, e) in enumerate(zip(configs, envoys, strict=True))]
     info.complete = True
     info.save()
