@@ -15,8 +15,9 @@ from xds_server.transport import TlsFiles
 
 def grpc_bootstrap(servers: Sequence[str], *, node_id: str, cluster: str = "turnout",
                    tls: TlsFiles | None = None) -> dict[str, Any]:
-    """``servers``: ``host:port`` of each control-plane replica, tried in order (gRPC
-    falls back to the next when one is unreachable). With ``tls`` the client presents its
+    """``servers``: ``host:port`` of each control-plane replica, in order (gRPC uses the
+    first; moving to the next when it is down is gRPC's xDS fallback, which the tests here
+    do not exercise). With ``tls`` the client presents its
     certificate and verifies the control plane against the CA (``tls`` channel creds with
     gRPC's file-watcher certificate provider)."""
     if not servers:
