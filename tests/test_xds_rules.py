@@ -266,3 +266,25 @@ async def test_sync_counts_count_streams_holding_the_whole_snapshot(harness):
         await asyncio.sleep(0.01)
     assert len(calls) == 3  # two opened, one closed
     await synced.close()
+
+
+async def test_star_asks_for_every_listener_like_no_names(harness):
+    from tests.test_xds_delta import _grpc_snapshot
+
+    harness.cache.set_snapshot(GROUP, _grpc_snapshot())
+    sotw = harness.client("star")
+    await sotw.request(t.LISTENER, names=("*",))
+    response = await sotw.response()
+    from envoy.config.listener.v3 import listener_pb2
+
+    names = []
+    for packed in response.resources:
+        listener = listener_pb2.Listener()
+        packed.Unpack(listener)
+        names.append(listener.name)
+    assert names == ["ingress"]  # the wildcard set: not the API listener
+    await sotw.close()
+    delta = harness.delta_client("star-delta")
+    await delta.request(t.LISTENER, subscribe=("*",))
+    assert sorted(r.name for r in (await delta.response()).resources) == ["ingress"]
+    await delta.close()
