@@ -10,7 +10,8 @@ import pytest
 
 from gates.metrics.evaluator import measure
 from gates.metrics.measurement import Phase
-from gates.metrics.sequential import hypotheses, sprt
+from gates.metrics.provider import MetricsError, NoData
+from gates.metrics.sequential import MIN_REFERENCE, hypotheses, sprt
 from gates.metrics.sources import EnvoyStreamSource
 from gates.metrics.windows import SlotWindows
 from turnout.policy import MetricSpec
@@ -172,3 +173,65 @@ def test_sequential_source_errors_and_misuse():
                   min_requests=1, candidate_requests=10, baselines={}, now=NOW)
     assert (got.phase, got.message) == \
         (Phase.ERROR, "a sequential test needs source: envoy and a builtin")
+
+
+def _fill(w: SlotWindows, slot: str, latencies: list[float], errors: int = 0) -> None:
+    n = len(latencies)
+    w.record_many(slot, at=np.full(n, NOW - 1), latency_ms=np.array(latencies, float),
+                  error=np.arange(n) < errors)
+
+
+def _sprt(w: SlotWindows, builtin: str, **kw):
+    args = dict(candidate="green", active="blue", window_s=30, max_ratio=None,
+                min_delta=0.0, error_max=None, alpha=0.01, beta=0.1)
+    return EnvoyStreamSource(w).sequential(builtin, **(args | kw))
+
+
+def test_the_reference_is_laplaces_estimate_of_the_active_slots_bad_share():
+    w = SlotWindows(clock=Clock())
+    _fill(w, "blue", [1.0] * 98, errors=1)  # (1 + 1) / (98 + 2) = 0.02
+    _fill(w, "green", [1.0] * 1, errors=0)  # one request is enough to be tested
+    got = _sprt(w, "error_rate")
+    assert (got.bad, got.requests, got.p0, got.p1) == (0, 1, pytest.approx(0.02),
+                                                       pytest.approx(0.04))
+    assert _sprt(w, "error_rate", error_max=0.3).p1 == pytest.approx(0.3)
+
+
+def test_the_reference_needs_exactly_min_reference_active_requests():
+    w = SlotWindows(clock=Clock())
+    _fill(w, "blue", [1.0] * (MIN_REFERENCE - 1))
+    _fill(w, "green", [1.0] * 3)
+    with pytest.raises(NoData, match=f"^{MIN_REFERENCE - 1} requests on the active slot blue; "
+                                     f"the reference needs {MIN_REFERENCE}$"):
+        _sprt(w, "error_rate")
+    _fill(w, "blue", [1.0])
+    assert _sprt(w, "error_rate").requests == 3
+
+
+def test_no_candidate_request_or_no_active_latency_is_no_data():
+    w = SlotWindows(clock=Clock())
+    with pytest.raises(NoData, match=r"^no requests to the active slot blue yet$"):
+        _sprt(w, "p99_latency_ms", max_ratio=2.0)
+    _fill(w, "blue", [1.0] * MIN_REFERENCE)
+    with pytest.raises(NoData, match=r"^no requests to green yet$"):
+        _sprt(w, "error_rate")
+    with pytest.raises(MetricsError, match=r"^no sequential test for requests_rps$"):
+        _sprt(w, "requests_rps")
+
+
+def test_the_latency_limit_is_the_larger_of_ratio_and_delta():
+    # Active median in the bucket holding 10 ms; the candidate's requests at 14 ms (just
+    # above the 10 ms bucket) and at 30 ms.
+    w = SlotWindows(clock=Clock())
+    _fill(w, "blue", [10.0] * MIN_REFERENCE)
+    _fill(w, "green", [14.0] * 4 + [30.0] * 2)
+    reference = w.quantile("blue", 0.5, 30)
+    assert 7.0 < reference <= 10.0
+    # No ratio, no delta: the limit is the reference itself; all six are slower.
+    assert _sprt(w, "p50_latency_ms").bad == 6
+    # Ratio 2: limit 2 x reference, between the 14 ms and 30 ms buckets.
+    assert _sprt(w, "p50_latency_ms", max_ratio=2.0).bad == 2
+    # A delta larger than what the ratio adds wins: reference + 25 is above 30 ms's bucket.
+    assert _sprt(w, "p50_latency_ms", max_ratio=2.0, min_delta=25.0).bad == 0
+    # A small delta does not lower the ratio's limit.
+    assert _sprt(w, "p50_latency_ms", max_ratio=2.0, min_delta=1.0).bad == 2

@@ -15,7 +15,7 @@ from gates.metrics.access_log import AccessLogReceiver, outcome
 from gates.metrics.evaluator import measure_round
 from gates.metrics.measurement import Phase
 from gates.metrics.provider import MetricsError, NoData
-from gates.metrics.sources import EnvoyStreamSource, Query
+from gates.metrics.sources import EnvoyStreamSource, PromQLSource, Query
 from gates.metrics.windows import BOUNDS_MS, SlotWindows
 from turnout.policy import MetricSpec
 
@@ -78,7 +78,55 @@ def test_memory_is_fixed_whatever_the_rate():
     before = w._rings["blue"].nbytes
     fill(w, "blue", [2.0] * 20_000)
     assert w._rings["blue"].nbytes == before
+    assert w._rings["blue"].nbytes + w._stamps["blue"].nbytes == w.bytes_per_slot
     assert w.bytes_per_slot == 1200 * 8 * (2 + len(BOUNDS_MS) + 1) + 1200 * 8
+
+
+def test_a_window_holds_exactly_its_buckets():
+    """Requests k buckets (0.1 s) ago, k + 1 of them; a window of n buckets holds k < n."""
+    w = SlotWindows(clock=Clock(NOW + 500.0))  # the clock is elsewhere: 'now' is given
+    now = NOW + 0.05  # the middle of a bucket
+    for k in range(5):
+        fill(w, "green", [1.0] * (k + 1), at=now - k * 0.1, errors=1)
+    assert w.requests("green", 0.1, now=now) == 1
+    assert w.requests("green", 0.04, now=now) == 1  # less than a bucket: the current one
+    assert w.requests("green", 0.3, now=now) == 1 + 2 + 3
+    assert w.errors("green", 0.2, now=now) == (2, 3)
+    assert w.errors("green", 0.5, now=now) == (5, 15)
+    assert w.requests("green", 0.3, now=now - 0.1) == 2 + 3 + 4
+    assert w.quantile("green", 0.5, 0.5, now=now) == pytest.approx(
+        w.quantile("green", 0.5, 0.5, now=now - 0.01))
+    assert not math.isnan(w.quantile("green", 0.5, 0.1, now=now))
+    assert math.isnan(w.quantile("green", 0.5, 0.1, now=now + 5.0))
+    assert w.exceeding("green", 0.5, 0.2, now=now) == (3, 3)
+    assert w.exceeding("green", 0.5, 0.2, now=now + 5.0) == (0, 0)
+
+
+def test_exceeding_counts_whole_buckets_above_the_threshold_bucket():
+    w = SlotWindows(clock=Clock())
+    fill(w, "blue", [0.5, 1.0, 1.2, 5.0])
+    assert BOUNDS_MS[8] == pytest.approx(1.0) and BOUNDS_MS[9] > 1.2
+    # 1.0 lies in the bucket ending at the bound 1.0; 1.2 and 5.0 in buckets above it.
+    assert w.exceeding("blue", 1.0, 1.0) == (2, 4)
+    # 1.1 lies in 1.2's bucket: only the buckets above it count.
+    assert w.exceeding("blue", 1.1, 1.0) == (1, 4)
+    assert w.exceeding("green", 1.0, 1.0) == (0, 0)
+
+
+def test_quantiles_interpolate_inside_the_first_buckets():
+    w = SlotWindows(clock=Clock())
+    fill(w, "blue", [0.05] * 10 + [0.12] * 10)  # the first bucket (0, 0.1], then (0.1, b1]
+    assert w.quantile("blue", 0.25, 1.0) == pytest.approx(0.05)
+    assert w.quantile("blue", 0.5, 1.0) == pytest.approx(0.1)
+    assert w.quantile("blue", 0.75, 1.0) == pytest.approx(0.1 + (BOUNDS_MS[1] - 0.1) * 0.5)
+    fill(w, "green", [5.0] * 4)
+    i = int((BOUNDS_MS < 5.0).sum())
+    assert w.quantile("green", 0.5, 1.0) == pytest.approx(
+        BOUNDS_MS[i - 1] + (BOUNDS_MS[i] - BOUNDS_MS[i - 1]) * 0.5)
+    # q = 0: the lower bound of the first bucket holding a request.
+    assert w.quantile("green", 0.0, 1.0) == pytest.approx(BOUNDS_MS[i - 1])
+    assert w.quantile("blue", 0.0, 1.0) == 0.0
+    assert w.quantile("green", 1.0, 1.0) == pytest.approx(BOUNDS_MS[i])
 
 
 def entry(cluster: str, *, code: int | None = 200, grpc: str | None = None,
@@ -226,3 +274,107 @@ def test_a_missing_source_is_named():
     assert messages == {
         "prom": (Phase.ERROR, "no metrics provider source configured", "<=0.01"),
         "stream": (Phase.ERROR, "no envoy access-log source configured", "<=0.01")}
+
+
+def test_latency_and_completion_time_come_from_the_entry_to_the_nanosecond():
+    e = entry("slot_blue")
+    e.common_properties.start_time.seconds, e.common_properties.start_time.nanos = 5, 250_000_000
+    e.common_properties.duration.seconds, e.common_properties.duration.nanos = 1, 500_000_000
+    assert outcome(e) == ("blue", 6.75, 1500.0, False)
+    # Without a duration, the time to the last byte sent downstream is the latency.
+    e.common_properties.ClearField("duration")
+    e.common_properties.time_to_last_downstream_tx_byte.FromMilliseconds(2)
+    assert outcome(e) == ("blue", 5.252, 2.0, False)
+
+
+@pytest.mark.parametrize(("code", "failed"), [(200, False), (499, False), (500, True),
+                                              (501, True), (503, True)])
+def test_any_5xx_is_a_failure_and_4xx_is_not(code, failed):
+    assert outcome(entry("slot_green_http", code=code))[3] is failed
+
+
+def test_receiver_counts_every_slot_of_a_batch_and_keeps_counting():
+    w = SlotWindows(clock=Clock(NOW + 0.05))
+    receiver = AccessLogReceiver(w)
+    message = als_pb2.StreamAccessLogsMessage()
+    message.http_logs.log_entry.extend([entry("slot_green", grpc="0"),
+                                        entry("slot_blue_http", code=503),
+                                        entry("slot_green", grpc="2", ms=30.0)])
+    assert receiver.record(message) == 3
+    assert receiver.record(message) == 3
+    assert receiver.received == 6
+    assert w.errors("green", 1.0) == (2, 4) and w.errors("blue", 1.0) == (2, 2)
+    assert w.exceeding("green", 10.0, 1.0) == (2, 4)
+
+
+def test_receiver_serves_envoys_access_log_stream(caplog):
+    """A real gRPC stream: the node named in the first message is logged, every message of
+    the stream is recorded, and the stream gets its (empty) answer."""
+    import asyncio
+    import logging
+
+    import grpc
+
+    async def main() -> tuple[int, object]:
+        w = SlotWindows(clock=Clock(NOW + 0.05))
+        receiver = AccessLogReceiver(w)
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((receiver.handler(),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                call = channel.stream_unary(
+                    "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs",
+                    request_serializer=als_pb2.StreamAccessLogsMessage.SerializeToString,
+                    response_deserializer=als_pb2.StreamAccessLogsResponse.FromString)
+                first = als_pb2.StreamAccessLogsMessage()
+                first.identifier.node.id = "sidecar-7"
+                first.http_logs.log_entry.append(entry("slot_green", grpc="0"))
+                second = als_pb2.StreamAccessLogsMessage()
+                second.http_logs.log_entry.extend([entry("slot_green", grpc="14"),
+                                                   entry("slot_blue")])
+                answer = await call(iter([first, second]), timeout=10)
+        finally:
+            await server.stop(None)
+        assert w.errors("green", 1.0) == (1, 2) and w.requests("blue", 1.0) == 1
+        return receiver.received, answer
+
+    with caplog.at_level(logging.INFO, logger="turnout.gates.access_log"):
+        received, answer = asyncio.run(main())
+    assert received == 3
+    assert isinstance(answer, als_pb2.StreamAccessLogsResponse)
+    assert "access-log stream from sidecar-7" in caplog.text
+
+
+def test_stream_source_answers_exactly_and_names_what_it_lacks():
+    w = SlotWindows(clock=Clock())
+    fill(w, "green", [1.0] * 90 + [300.0] * 10)
+    source = EnvoyStreamSource(w)
+    assert source.value(Query("p99_latency_ms", ""), slot="green", window_s=1) == \
+        w.quantile("green", 0.99, 1)
+    assert source.value(Query("p50_latency_ms", ""), slot="green", window_s=1) == \
+        w.quantile("green", 0.5, 1)
+    for builtin in ("error_rate", "p50_latency_ms"):
+        with pytest.raises(NoData, match=r"^no requests to blue in the last 2\.5s$"):
+            source.value(Query(builtin, ""), slot="blue", window_s=2.5)
+    with pytest.raises(MetricsError) as raised:
+        source.value(Query(None, "up"), slot="green", window_s=1)
+    assert str(raised.value) == (
+        "a PromQL query is not available from the envoy source (it has error_rate, "
+        "p99_latency_ms, p50_latency_ms, requests_rps)")
+
+
+def test_a_promql_source_renders_for_every_model_unless_told_one():
+    asked: list[str] = []
+
+    class Provider:
+        def query_value(self, promql: str) -> float:
+            asked.append(promql)
+            return 0.5
+
+    source = PromQLSource(Provider())
+    assert source.value(Query(None, 'x{slot="$slot",model=~"$model"}[$window]'),
+                        slot="blue", window_s=6) == 0.5
+    source.value(Query(None, 'x{model=~"$model"}'), slot="blue", window_s=6, model="m.1")
+    assert asked == ['x{slot="blue",model=~".+"}[6s]', r'x{model=~"m\\.1"}']

@@ -68,8 +68,9 @@ class AccessLogReceiver:
                 batches.setdefault(slot, []).append((at, latency_ms, failed))
         counted = 0
         for slot, rows in batches.items():
-            at, latency, failed = (np.array(column) for column in zip(*rows, strict=True))
-            self.windows.record_many(slot, at=at, latency_ms=latency, error=failed)
+            table = np.array(rows, dtype=float)  # columns: completed at, latency ms, failed
+            self.windows.record_many(slot, at=table[:, 0], latency_ms=table[:, 1],
+                                     error=table[:, 2] > 0)
             counted += len(rows)
         self.received += counted
         return counted

@@ -30,6 +30,7 @@ class SlotWindows:
                  clock: Callable[[], float] = time.time) -> None:
         self.bucket_s = bucket_s
         self.size = math.ceil(horizon_s / bucket_s)
+        self.width = 2 + len(BOUNDS_MS) + 1  # count, errors, one column per latency bucket
         self.clock = clock
         self._rings: dict[str, np.ndarray] = {}
         self._stamps: dict[str, np.ndarray] = {}  # the bucket index each row holds
@@ -37,12 +38,12 @@ class SlotWindows:
 
     @property
     def bytes_per_slot(self) -> int:
-        return self.size * (2 + len(BOUNDS_MS) + 1) * 8 + self.size * 8
+        return self.size * self.width * 8 + self.size * 8
 
     def _ring(self, slot: str) -> tuple[np.ndarray, np.ndarray]:
         ring = self._rings.get(slot)
         if ring is None:
-            ring = self._rings[slot] = np.zeros((self.size, 2 + len(BOUNDS_MS) + 1), np.int64)
+            ring = self._rings[slot] = np.zeros((self.size, self.width), np.int64)
             self._stamps[slot] = np.full(self.size, -1, np.int64)
         return ring, self._stamps[slot]
 
@@ -54,7 +55,7 @@ class SlotWindows:
                     error: np.ndarray) -> None:
         """Many requests at once (simulations, batches); same result as ``record`` each."""
         indexes = (at // self.bucket_s).astype(np.int64)
-        buckets = np.searchsorted(BOUNDS_MS, latency_ms, side="left")
+        buckets = np.searchsorted(BOUNDS_MS, latency_ms)  # b: BOUNDS_MS[b-1] < ms <= BOUNDS_MS[b]
         with self._lock:
             ring, stamps = self._ring(slot)
             for index in np.unique(indexes):
@@ -73,7 +74,7 @@ class SlotWindows:
         histogram buckets above the bucket holding the threshold."""
         total = self._window(slot, window_s, now)
         hist = total[_HIST:]
-        first = int(np.searchsorted(BOUNDS_MS, threshold_ms, side="left")) + 1
+        first = int(np.searchsorted(BOUNDS_MS, threshold_ms)) + 1
         return int(hist[first:].sum()), int(total[_COUNT])
 
     def _window(self, slot: str, window_s: float, now: float | None) -> np.ndarray:
@@ -83,7 +84,7 @@ class SlotWindows:
         first = last - max(1, round(window_s / self.bucket_s)) + 1
         with self._lock:
             if slot not in self._rings:
-                return np.zeros(2 + len(BOUNDS_MS) + 1, np.int64)
+                return np.zeros(self.width, np.int64)
             ring, stamps = self._rings[slot], self._stamps[slot]
             live = (stamps >= first) & (stamps <= last)
             return ring[live].sum(axis=0)
@@ -105,11 +106,12 @@ class SlotWindows:
             return math.nan
         rank = q * total
         cumulative = np.cumsum(hist)
-        i = int(np.searchsorted(cumulative, rank, side="left"))
+        # The first bucket whose cumulative count reaches the rank (for q = 0, the first
+        # bucket holding a request: its lower bound is the answer).
+        i = int(np.searchsorted(cumulative, rank, side="left" if rank > 0 else "right"))
         if i >= len(BOUNDS_MS):  # beyond the last bound: report the last bound
             return float(BOUNDS_MS[-1])
         lower = 0.0 if i == 0 else float(BOUNDS_MS[i - 1])
         below = 0 if i == 0 else int(cumulative[i - 1])
-        inside = int(hist[i])
-        fraction = (rank - below) / inside if inside else 1.0
+        fraction = (rank - below) / int(hist[i])  # hist[i] > 0: it reached the rank
         return lower + (float(BOUNDS_MS[i]) - lower) * fraction
