@@ -31,6 +31,11 @@ class FakeTriton:
         self.loads: list[str] = []
         self.fail_load: set[str] = set()
         self.lie = False
+        self.no_digest = False  # the served config carries no digest
+        self.ready_after = 0  # readiness polls answered "not ready" after each load
+        self.polls = 0
+        self.hang = threading.Event()  # set: requests are held until the test ends
+        self.release = threading.Event()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -43,6 +48,9 @@ class FakeTriton:
 
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if fake.hang.is_set():
+                    fake.release.wait(30)
+                    return None
                 parts = self.path.strip("/").split("/")
                 model = parts[3]
                 fake.loads.append(model)
@@ -50,6 +58,7 @@ class FakeTriton:
                     return self._answer(400, {"error": f"failed to load '{model}': boom"})
                 config = parse_config(fake.repository / model / "config.pbtxt")
                 fake.loaded[model] = MessageToDict(config, preserving_proto_field_name=True)
+                fake.polls = fake.ready_after
                 return self._answer(200)
 
             def do_GET(self) -> None:
@@ -58,10 +67,15 @@ class FakeTriton:
                 if model not in fake.loaded:
                     return self._answer(400, {"error": f"model '{model}' is not loaded"})
                 if parts[-1] == "ready":
+                    if fake.polls > 0:
+                        fake.polls -= 1
+                        return self._answer(400, {"error": "loading"})
                     return self._answer(200)
                 config = json.loads(json.dumps(fake.loaded[model]))
                 if fake.lie:
                     config["parameters"][DIGEST_PARAMETER] = {"string_value": "f" * 64}
+                if fake.no_digest:
+                    config.pop("parameters")
                 return self._answer(200, config)
 
             def log_message(self, *args: object) -> None:
@@ -72,6 +86,7 @@ class FakeTriton:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -159,3 +174,125 @@ def test_an_unreachable_server_is_named(env):
     with pytest.raises(DeployError, match=r"http://127\.0\.0\.1:1: unreachable"):
         deploy(registry, "pair", "v2", slot="green", endpoints=[dead],
                repository=repository, timeout=2)
+
+
+def test_staged_digest_is_empty_for_nothing_staged_garbage_or_no_digest(tmp_path):
+    assert staged_digest(tmp_path / "nowhere", "m") == ""
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.pbtxt").write_text("this is { not a config")
+    assert staged_digest(tmp_path, "m") == ""
+    (tmp_path / "m" / "config.pbtxt").write_text('name: "m"\nbackend: "python"\n')
+    assert staged_digest(tmp_path, "m") == ""
+
+
+def test_the_result_and_the_registry_say_what_was_deployed(env):
+    registry, repository, triton = env
+    lines: list[str] = []
+    result = deploy(registry, "pair", "v2", slot="green", endpoints=[triton.endpoint],
+                    repository=repository, progress=lines.append)
+    digest = registry.get("pair", "v2").digest
+    assert (result.ref, result.slot, result.digest, result.endpoints, result.companions) == \
+        ("pair:v2", "green", digest, (triton.endpoint.grpc_address,), ("text:v1",))
+    assert 0 <= result.seconds < 30
+    assert registry.get("pair", "v2").stage_reason == "deployed to green"
+    assert f"staging pair:v2 ({digest[:12]}) into {repository}" in lines
+    assert f"  {triton.endpoint.grpc_address}: pair:v2 READY, digest verified" in lines
+    # A second deploy restages the new version (always, fresh) but not the companion
+    # already staged with its digest; staging leaves nothing behind.
+    (repository / "pair" / "1" / "model.py").write_text("# tampered\n")
+    lines.clear()
+    deploy(registry, "pair", "v2", slot="green", endpoints=[triton.endpoint],
+           repository=repository, progress=lines.append)
+    assert [line for line in lines if line.startswith("staging")] == [
+        f"staging pair:v2 ({digest[:12]}) into {repository}"]
+    assert (repository / "pair" / "1" / "model.py").read_text() != "# tampered\n"
+    assert sorted(p.name for p in repository.iterdir()) == ["pair", "text"]
+
+
+def test_the_repository_is_created_with_its_parents(env, tmp_path):
+    registry, _, triton = env
+    repository = tmp_path / "deep" / "er" / "green"
+    triton.repository = repository
+    deploy(registry, "pair", "v2", slot="green", endpoints=[triton.endpoint],
+           repository=repository)
+    assert staged_digest(repository, "pair") == registry.get("pair", "v2").digest
+
+
+def test_a_model_that_takes_a_while_to_load_is_waited_for(env):
+    registry, repository, triton = env
+    triton.ready_after = 3
+    deploy(registry, "pair", "v2", slot="green", endpoints=[triton.endpoint],
+           repository=repository, timeout=10)
+    assert registry.get("pair", "v2").stage == Stage.CANDIDATE
+
+
+def test_a_model_never_ready_fails_at_the_deadline_naming_server_and_model(env):
+    registry, repository, triton = env
+    triton.ready_after = 10 ** 6
+    with pytest.raises(DeployError) as raised:
+        deploy(registry, "text", "v2", slot="green", endpoints=[triton.endpoint],
+               repository=repository, timeout=1)
+    # The companion (pair:v1, served by the active slot) is brought first: it fails.
+    assert str(raised.value) == (
+        "deploy to green failed: could not bring pair:v1 (also served by the active slot) "
+        f"onto it: {triton.endpoint.http_url}: 'pair' not READY before timeout")
+
+
+def test_a_server_that_never_answers_fails_within_the_deploy_timeout(env):
+    registry, repository, triton = env
+    triton.hang.set()
+    with pytest.raises(DeployError, match=r"onto it: http://127\.0\.0\.1:\d+: unreachable"):
+        deploy(registry, "text", "v2", slot="green", endpoints=[triton.endpoint],
+               repository=repository, timeout=1)
+
+
+def test_a_served_config_without_a_digest_fails_with_none(env):
+    registry, repository, triton = env
+    triton.no_digest = True
+    lines: list[str] = []
+    with pytest.raises(DeployError) as raised:
+        deploy(registry, "text", "v2", slot="green", endpoints=[triton.endpoint],
+               repository=repository, timeout=5, progress=lines.append)
+    digest = registry.get("pair", "v1").digest  # the companion, brought first
+    failure = f"{triton.endpoint.http_url}: serves digest (none), expected {digest[:12]}"
+    assert str(raised.value) == ("deploy to green failed: could not bring pair:v1 (also "
+                                 f"served by the active slot) onto it: {failure}")
+    assert f"  {triton.endpoint.grpc_address}: FAILED {failure}" in lines
+
+
+def test_every_failed_server_is_listed(env, tmp_path):
+    registry, repository, triton = env
+    other = FakeTriton(repository)
+    try:
+        triton.fail_load = other.fail_load = {"text"}
+        with pytest.raises(DeployError) as raised:
+            deploy(registry, "text", "v2", slot="green",
+                   endpoints=[triton.endpoint, other.endpoint], repository=repository,
+                   timeout=5)
+    finally:
+        other.close()
+    message = str(raised.value)
+    assert message.startswith("deploy to green failed on 2/2 servers: ")
+    assert message.count("; ") == 1 and message.count("failed to load 'text'") == 2
+
+
+def test_a_failed_redeploy_clears_the_slot_and_records_why(env):
+    registry, repository, triton = env
+    deploy(registry, "pair", "v2", slot="green", endpoints=[triton.endpoint],
+           repository=repository)
+    assert registry.get("pair", "v2").slot == "green"
+    record = registry.get("pair", "v2")
+    (record.path / "1" / "model.py").write_text("# tampered\n")
+    with pytest.raises(DeployError, match="corrupted artifact"):
+        deploy(registry, "pair", "v2", slot="green", endpoints=[triton.endpoint],
+               repository=repository)
+    record = registry.get("pair", "v2")
+    assert record.stage == Stage.FAILED and record.slot is None
+    assert "corrupted artifact" in record.stage_reason
+
+
+def test_an_unknown_version_is_a_deploy_error(env):
+    registry, repository, triton = env
+    with pytest.raises(DeployError, match="v9"):
+        deploy(registry, "pair", "v9", slot="green", endpoints=[triton.endpoint],
+               repository=repository)
