@@ -148,9 +148,10 @@ def _pushed(t: _Step, event: WeightsPushed) -> None:
             s.applied_weight = event.weight
             s.rollback_acked_at = t.now
             ending = s.ending or P.ROLLED_BACK
+            why = s.reason  # the rollback's reason, before the transition replaces it
             t.go(ending, f"0% on {s.model}; {s.stable_slot} serves all traffic "
                  f"(ACKed in {event.seconds * 1e3:.1f} ms)")
-            t.actions.append(MarkFailed(f"{ending}: {s.reason}"))
+            t.actions.append(MarkFailed(f"{ending}: {why}"))
         # not converged: the next tick pushes again (a rollback must complete)
         return
     if s.phase is not P.SHIFTING:

@@ -1,0 +1,225 @@
+"""The audit trail of every operator command and health event, to the word: who did it,
+what it said, from which phase to which, and what the machine asked for. The trail is
+what an SRE reads after an incident, so its words are behaviour."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from gates.metrics.measurement import Phase
+from tests.test_machine import POLICY, gate, measure, new_state, run, to_baking
+from turnout.controller.state import (
+    Command,
+    DeployFinished,
+    MarkFailed,
+    MarkPromoted,
+    Note,
+    PushWeights,
+    RolloutPhase,
+    SlotHealth,
+    Started,
+    Tick,
+    TransitionError,
+    ValidationFinished,
+    WeightsPushed,
+)
+
+P = RolloutPhase
+
+
+def moved(old: str, new: str, message: str, actor: str = "controller",
+          evidence: object = None) -> Note:
+    return Note("transition", actor, f"{old} -> {new}: {message}", evidence)
+
+
+def promoted(at: float = 3.0):
+    s = to_baking()
+    s, _ = run(s, Command("promote", "sre", full=True), at)
+    s, _ = run(s, WeightsPushed(100, True, 0.001), at)
+    assert s.phase is P.PROMOTED and s.keep_warm_until == at + 60
+    return s
+
+
+def test_rollback_after_promotion_is_allowed_to_the_last_second_of_the_window():
+    s = promoted()
+    back, actions = run(s, Command("rollback", "ana"), 63.0)  # exactly keep_warm_until
+    assert actions == [moved("promoted", "rolling_back",
+                             "rollback after promotion requested by ana", "ana"),
+                       PushWeights(0)]
+    assert (back.ending, back.rollback_decided_at, back.target_weight) == \
+        (P.ROLLED_BACK, 63.0, 0)
+    with pytest.raises(TransitionError) as raised:
+        run(s, Command("rollback", "ana"), 63.01)
+    assert str(raised.value) == \
+        "the keep-warm window of blue ended; deploy the old version again"
+
+
+@pytest.mark.parametrize("name, ending", [("abort", "aborted"), ("rollback", "rolled_back")])
+def test_stopping_before_any_traffic_ends_at_once(name, ending):
+    for setup in ([], [Started()], [Started(), DeployFinished(True, "ok")]):
+        s = new_state()
+        for event in setup:
+            s, _ = run(s, event, 1.0)
+        before = s.phase
+        s, actions = run(s, Command(name, "ops"), 2.0)
+        assert actions == [moved(before, ending,
+                                 f"{name} requested by ops before any traffic moved", "ops"),
+                           MarkFailed(f"{name} by ops")]
+        assert s.phase == ending and s.finished_at == 2.0
+
+
+def test_abort_of_a_first_step_awaiting_approval_still_confirms_zero():
+    """Nothing moved yet, but the rollout is past deploying: 0 % is pushed and ACKed
+    before it ends, so no Envoy is left with a weight the controller never saw."""
+    policy = POLICY.replace("- {weight: 10, bake: 10s}",
+                            "- {weight: 10, bake: 10s, approval: true}")
+    s = new_state(policy)
+    for event in (Started(), DeployFinished(True, "ok"), ValidationFinished(True, "ok")):
+        s, _ = run(s, event, 1.0)
+    assert s.phase is P.AWAITING_APPROVAL and (s.target_weight, s.applied_weight) == (0, 0)
+    s, actions = run(s, Command("abort", "ops"), 2.0)
+    assert s.phase is P.ROLLING_BACK and actions[-1] == PushWeights(0)
+
+
+def test_abort_while_rolling_back_changes_only_the_ending():
+    s = measure(to_baking(), 5.0)
+    s, _ = run(s, gate(Phase.FAILED), 5.0)
+    assert s.ending is P.ROLLED_BACK and s.reason.startswith("gate failed at 10%: ")
+    why = s.reason
+    s, actions = run(s, Command("abort", "ops"), 6.0)
+    assert actions == [Note("command", "ops", "abort requested by ops while rolling back")]
+    assert s.ending is P.ABORTED and s.phase is P.ROLLING_BACK
+    for name in ("abort", "rollback"):
+        with pytest.raises(TransitionError, match=r"^already rolling back \(ends aborted\)$"):
+            run(s, Command(name, "ops"), 7.0)
+    s, actions = run(s, WeightsPushed(0, True, 0.002), 8.0)
+    assert actions == [
+        moved("rolling_back", "aborted",
+              "0% on classifier:v2; blue serves all traffic (ACKed in 2.0 ms)"),
+        # The registry records why the version was taken back, not that 0% was reached.
+        MarkFailed(f"aborted: {why}")]
+
+
+def test_a_gate_failure_carries_its_round_as_evidence():
+    s = measure(to_baking(), 5.0)
+    event = gate(Phase.FAILED)
+    s, actions = run(s, event, 5.0)
+    transitions = [a for a in actions if isinstance(a, Note) and a.kind == "transition"]
+    assert len(transitions) == 1 and transitions[0].evidence == event.round
+    assert transitions[0].message.startswith("baking -> rolling_back: gate failed at 10%: ")
+
+
+def paused_from(origin: str):
+    s = to_baking()
+    if origin == "shifting":
+        s, _ = run(new_state(), Started(), 0)
+        s, _ = run(s, DeployFinished(True, "ok"), 0)
+        s, _ = run(s, ValidationFinished(True, "ok"), 0)
+        s, _ = run(s, WeightsPushed(10, False, 10.0, "envoy-2: nacked"), 10.0)
+        assert s.paused_from is P.SHIFTING
+        return s
+    if origin == "awaiting_approval":
+        s = measure(s, 10.0)
+        s, _ = run(s, gate(Phase.SUCCESSFUL), 10.0)
+        assert s.phase is P.AWAITING_APPROVAL
+    s, _ = run(s, Command("pause", "pat"), 11.0)
+    assert s.paused_from == origin
+    return s
+
+
+@pytest.mark.parametrize("origin, message, pushed", [
+    ("shifting", "resumed by kim: pushing 10% again", [PushWeights(10)]),
+    ("awaiting_approval", "resumed by kim", []),
+    ("baking", "resumed by kim at 10%; bake restarts", []),
+])
+def test_resume_returns_to_where_it_paused_and_says_who(origin, message, pushed):
+    s = paused_from(origin)
+    s, actions = run(s, Command("resume", "kim"), 20.0)
+    assert actions == [moved("paused", origin, message, "kim"), *pushed]
+    assert s.phase == origin and s.paused_from is None
+    if origin == "baking":
+        assert (s.rounds, s.step_entered_at, s.next_measure_at) == ([], 20.0, 25.0)
+
+
+def test_a_pause_while_measuring_drops_the_round_in_flight():
+    s = to_baking()
+    s, actions = run(s, Tick(), 5.0)
+    assert s.measuring
+    s, actions = run(s, Command("pause", "pat"), 5.5)
+    assert actions == [moved("baking", "paused", "paused by pat", "pat")]
+    assert s.measuring is False
+    s, _ = run(s, Command("resume", "pat"), 6.0)
+    measure(s, 11.0)  # a new round is asked for
+
+
+def test_promote_names_the_operator_on_every_path():
+    # Awaiting approval: the step is approved and entered by the operator.
+    s = measure(to_baking(), 10.0)
+    s, _ = run(s, gate(Phase.SUCCESSFUL), 10.0)
+    s, actions = run(s, Command("promote", "lee"), 12.0)
+    assert actions == [Note("approval", "lee", "step 2 approved by lee"),
+                       moved("awaiting_approval", "shifting", "step 2/3: shifting to 50%",
+                             "lee"),
+                       PushWeights(50)]
+    # Full promotion: the last step, entered by the operator.
+    s = to_baking()
+    s, actions = run(s, Command("promote", "lee", full=True), 3.0)
+    assert actions == [Note("command", "lee", "full promotion requested by lee"),
+                       moved("baking", "shifting", "step 3/3: shifting to 100%", "lee"),
+                       PushWeights(100)]
+    # On the last step: promoted by the operator.
+    s, _ = run(s, WeightsPushed(100, True, 0.001), 3.0)
+    assert s.phase is P.PROMOTED
+    s = to_baking()
+    s.step = 2
+    s, actions = run(s, Command("promote", "lee"), 4.0)
+    assert actions == [moved("baking", "promoted", "promoted by lee; blue stays warm as "
+                             "standby until rollback window ends", "lee"), MarkPromoted()]
+
+
+def live(phase: P = P.BAKING, target: int = 10, applied: int = 10):
+    return dataclasses.replace(to_baking(), phase=phase, target_weight=target,
+                               applied_weight=applied)
+
+
+@pytest.mark.parametrize("state, event", [
+    (live(), SlotHealth("blue", 0, 2)),  # the stable slot: Envoy's failover, not ours
+    (live(), SlotHealth("green", 0, 0)),  # no servers known: no verdict
+    (live(), SlotHealth("green", 1, 2)),  # one server left serves
+    (live(P.VALIDATING, 0, 0), SlotHealth("green", 0, 2)),  # no traffic phase
+    (live(P.BAKING, 0, 0), SlotHealth("green", 0, 2)),  # nothing sent, nothing asked
+])
+def test_a_candidate_slot_health_event_that_changes_nothing(state, event):
+    after, actions = run(state, event, 9.0)
+    assert actions == [] and after == state
+
+
+@pytest.mark.parametrize("target, applied", [(10, 0), (0, 10), (10, 10)])
+def test_a_dead_candidate_carrying_or_about_to_carry_traffic_is_rolled_back(target, applied):
+    _, actions = run(live(P.SHIFTING, target, applied), SlotHealth("green", 0, 2), 9.0)
+    reason = f"candidate slot green unhealthy: 0/2 servers ready at {target}%"
+    assert actions == [moved("shifting", "rolling_back", reason), PushWeights(0)]
+
+
+def test_a_dead_candidate_while_paused_rolls_back_and_forgets_the_pause():
+    s = paused_from("baking")
+    s, actions = run(s, SlotHealth("green", 0, 3), 12.0)
+    assert s.phase is P.ROLLING_BACK and s.paused_from is None
+    assert actions[0] == moved("paused", "rolling_back",
+                               "candidate slot green unhealthy: 0/3 servers ready at 10%")
+
+
+def test_a_dead_candidate_under_a_pause_policy_pauses_once():
+    policy = POLICY.replace("rollback: {keepWarm: 60s}",
+                            "rollback: {keepWarm: 60s, onCandidateUnhealthy: pause}")
+    s = new_state(policy)
+    for event in (Started(), DeployFinished(True, "ok"), ValidationFinished(True, "ok"),
+                  WeightsPushed(10, True, 0.001)):
+        s, _ = run(s, event, 1.0)
+    s, actions = run(s, SlotHealth("green", 0, 2), 2.0)
+    assert actions == [moved("baking", "paused", "candidate slot green unhealthy: 0/2 servers "
+                             "ready at 10% (policy: pause)")]
+    again, actions = run(s, SlotHealth("green", 0, 2), 3.0)
+    assert actions == [] and again.phase is P.PAUSED
