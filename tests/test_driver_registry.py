@@ -1,0 +1,197 @@
+"""The rollout driver's edges: commands when no rollout runs in this process (after a
+restart, after the end), what the registry says after a rollback or a promotion, the real
+deploy step, describe(), and the log line of decisions stored late."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_deploy_units import FakeTriton
+from tests.test_driver import Controller, FakePlane, FlakyStore, Healthy, policy, until
+from tests.zoo import write_model
+from triton_slots.registry import LocalRegistry, Stage
+from triton_slots.slot import Endpoint, Slot
+from turnout.controller.driver import RolloutController
+from turnout.controller.state import RolloutPhase, RolloutState, TransitionError
+from turnout.policy import load_text
+
+P = RolloutPhase
+THREE = "[{weight: 20, bake: 1h}, {weight: 50, bake: 1h}, {weight: 100, bake: 1h}]"
+
+
+@pytest.fixture
+def env(tmp_path: Path):
+    registry = LocalRegistry(tmp_path / "registry")
+    for version in ("v1", "v2"):
+        registry.push(write_model(tmp_path / version, "pair"), name="pair", version=version)
+    registry.set_stage("pair", "v1", Stage.ACTIVE, slot="blue")
+    plane, store = FakePlane(), FlakyStore(tmp_path / "state.db")
+    controller = Controller(plane, store, registry=registry, provider=Healthy(), tick_s=0.01)
+    yield controller, plane, store, registry
+
+
+def fresh(controller: RolloutController, plane, store, registry) -> Controller:
+    """Another controller process on the same store: no rollout running in it."""
+    return Controller(plane, store, registry=registry, provider=Healthy(), tick_s=0.01)
+
+
+async def test_commands_with_no_rollout_at_all_are_refused(env):
+    controller, *_ = env
+    with pytest.raises(TransitionError, match=r"^no rollout to act on$"):
+        await controller.command("abort", actor="sre")
+
+
+async def test_after_the_end_only_a_rollback_of_a_promotion_is_taken(env):
+    controller, plane, store, registry = env
+    await controller.apply(load_text(policy()), actor="t")
+    await until(controller, {P.PROMOTED})
+    await controller.stop()
+    assert (registry.get("pair", "v2").stage, registry.get("pair", "v1").stage) == \
+        (Stage.ACTIVE, Stage.STANDBY)
+    other = fresh(controller, plane, store, registry)
+    for name in ("pause", "abort", "promote"):
+        with pytest.raises(TransitionError, match=f"^rollout d is promoted; nothing to {name}$"):
+            await other.command(name, actor="sre")
+    back = await other.command("rollback", actor="ana")
+    assert back.phase is P.ROLLING_BACK
+    done = await until(other, {P.ROLLED_BACK})
+    await other.stop()
+    # The registry: the new version failed with the reason, the old one active again.
+    v1, v2 = registry.get("pair", "v1"), registry.get("pair", "v2")
+    assert (v2.stage, v2.stage_reason) == (
+        Stage.FAILED, "rolled_back: rollback after promotion requested by ana")
+    assert (v1.stage, v1.slot, v1.stage_reason) == (Stage.ACTIVE, "blue", "restored by d")
+    assert done.applied_weight == 0 and plane.weights.green == 0
+    # Finished again: nothing more to roll back.
+    with pytest.raises(TransitionError, match=r"^rollout d is rolled_back; nothing to rollback$"):
+        await fresh(controller, plane, store, registry).command("rollback", actor="ana")
+
+
+async def test_a_rollback_before_promotion_leaves_the_active_version_alone(env):
+    controller, _plane, _store, registry = env
+    await controller.apply(load_text(policy(steps=THREE)), actor="t")
+    await until(controller, {P.BAKING})
+    await controller.command("abort", actor="ops")
+    await until(controller, {P.ABORTED})
+    await controller.stop()
+    v1, v2 = registry.get("pair", "v1"), registry.get("pair", "v2")
+    assert (v2.stage, v2.stage_reason) == (Stage.FAILED, "aborted: abort requested by ops")
+    assert (v1.stage, v1.slot) == (Stage.ACTIVE, "blue")
+    assert v1.stage_reason != "restored by d"
+
+
+async def test_promote_without_full_moves_one_step_and_with_full_to_the_last(env):
+    controller, plane, *_ = env
+    await controller.apply(load_text(policy(steps=THREE)), actor="t")
+    await until(controller, {P.BAKING})
+    state = await controller.command("promote", actor="lee")
+    assert state.step == 1 and state.target_weight == 50
+    await until(controller, {P.BAKING})
+    state = await controller.command("promote", actor="lee", full=True)
+    assert state.step == 2 and state.target_weight == 100
+    await until(controller, {P.PROMOTED})
+    assert [p[0]["green"] for p in plane.pushes] == [20, 50, 100]
+    await controller.stop()
+
+
+async def test_health_known_before_a_rollout_resumes_counts_from_its_start(env):
+    controller, plane, store, registry = env
+    await controller.apply(load_text(policy(steps=THREE)), actor="t")
+    await until(controller, {P.BAKING})
+    await controller.stop()
+    other = fresh(controller, plane, store, registry)
+    other.slot_health("green", 0, 2)  # seen before the rollout is resumed in this process
+    assert other.health["green"].total == 2
+    await other.start()
+    done = await until(other, {P.ROLLED_BACK})
+    assert done.reason.startswith("0% on pair:v2")
+    assert registry.get("pair", "v2").stage_reason == \
+        "rolled_back: candidate slot green unhealthy: 0/2 servers ready at 20%"
+    await other.stop()
+    other.slot_health("green", 2, 2)  # after the end: remembered, nothing to act on
+    assert other.health["green"].healthy == 2 and other.current().phase is P.ROLLED_BACK
+
+
+async def test_describe_says_phase_steps_and_latest_round(env):
+    controller, *_ = env
+    assert controller.describe() is None
+    before = time.time()
+    await controller.apply(load_text(policy(steps=THREE)), actor="t")
+    await until(controller, {P.BAKING})
+    data = controller.describe()
+    assert "policy" not in data
+    assert data["steps"] == [{"weight": 20, "bake_s": 3600.0, "approval": False},
+                             {"weight": 50, "bake_s": 3600.0, "approval": False},
+                             {"weight": 100, "bake_s": 3600.0, "approval": False}]
+    assert data["phase"] == "baking" and data["model"] == "pair:v2"
+    assert before <= data["now"] <= time.time()
+    await until_round(controller)
+    data = controller.describe()
+    assert data["latest_round"] == controller.current().rounds[-1]
+    assert data["latest_round"]["measurements"][0]["metric"] == "errors"
+    await controller.stop()
+
+
+async def until_round(controller: RolloutController, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not controller.current().rounds:
+        assert time.monotonic() < deadline, "no gate round"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_decision_stored_late_is_logged(env, caplog):
+    controller, _plane, store, _ = env
+    await controller.apply(load_text(policy(steps=THREE)), actor="t")
+    await until(controller, {P.BAKING})
+    store.failing = True
+    with caplog.at_level(logging.INFO, logger="turnout.controller"):
+        await controller.command("abort", actor="sre")
+        await until(controller, {P.ABORTED})
+        store.failing = False
+        deadline = time.monotonic() + 5
+        while store.latest_rollout()["phase"] != "aborted":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+    await controller.stop()
+    assert "rollout d: stored a decision taken while the store failed (rolling_back)" in \
+        caplog.text
+    assert "rollout d: stored a decision taken while the store failed (aborted)" in \
+        caplog.text
+
+
+class Deploying(RolloutController):
+    """The real deploy step, into a slot whose servers are a fake Triton."""
+
+
+def _state(model: str = "pair:v2") -> RolloutState:
+    return RolloutState(id="x", name="d", model=model, digest="", candidate_slot="green",
+                        stable_slot="blue", stable_model="pair:v1",
+                        policy=load_text(policy()).document, source="p.yaml",
+                        created_at=0.0, deadline_at=60.0)
+
+
+def test_the_deploy_step_deploys_into_the_candidate_slot(env, tmp_path):
+    _, plane, store, registry = env
+    triton = FakeTriton(tmp_path / "green-repo")
+    try:
+        plane.slot = lambda name: Slot(name, (triton.endpoint,), tmp_path / "green-repo")
+        controller = Deploying(plane, store, registry=registry, provider=Healthy())
+        done = controller._deploy(_state())
+        assert done.ok and done.digest == registry.get("pair", "v2").digest
+        assert done.message.startswith("ready on 1 server(s) in ") and done.message[-1] == "s"
+        dead = Endpoint("127.0.0.1", 1, 1, 1)
+        plane.slot = lambda name: Slot(name, (dead,), tmp_path / "green-repo")
+        failed = controller._deploy(_state())
+        assert not failed.ok and failed.message.startswith(
+            "deploy to green failed on 1/1 servers: ")
+    finally:
+        triton.close()
+    plane.slot = lambda name: Slot(name)
+    none = Deploying(plane, store, registry=registry, provider=Healthy())._deploy(_state())
+    assert (none.ok, none.message) == (False,
+                                       "slot green has no model repository configured")
