@@ -288,3 +288,32 @@ async def test_star_asks_for_every_listener_like_no_names(harness):
     await delta.request(t.LISTENER, subscribe=("*",))
     assert sorted(r.name for r in (await delta.response()).resources) == ["ingress"]
     await delta.close()
+
+
+def _listener_names(response) -> list[str]:
+    from envoy.config.listener.v3 import listener_pb2
+
+    names = []
+    for packed in response.resources:
+        listener = listener_pb2.Listener()
+        packed.Unpack(listener)
+        names.append(listener.name)
+    return names
+
+
+async def test_a_named_listener_subscription_gets_that_listener_even_on_reconnect(harness):
+    """gRPC's xDS client names its listener: it gets that one (not Envoy's wildcard set),
+    and a reconnect naming a version it held is answered (the shortcut is for wildcard
+    subscriptions only: which names it holds is unknown)."""
+    from tests.test_xds_delta import _grpc_snapshot
+
+    snap = _grpc_snapshot()
+    harness.cache.set_snapshot(GROUP, snap)
+    first = harness.client("grpc-1")
+    await first.request(t.LISTENER, names=("turnout",))
+    assert _listener_names(await first.response()) == ["turnout"]
+    await first.close()
+    again = harness.client("grpc-2")
+    await again.request(t.LISTENER, names=("turnout",), version=snap.version(t.LISTENER))
+    assert _listener_names(await again.response()) == ["turnout"]
+    await again.close()
