@@ -317,3 +317,25 @@ async def test_a_named_listener_subscription_gets_that_listener_even_on_reconnec
     await again.request(t.LISTENER, names=("turnout",), version=snap.version(t.LISTENER))
     assert _listener_names(await again.response()) == ["turnout"]
     await again.close()
+
+
+async def test_state_of_the_world_sends_are_counted_one_per_response(harness):
+    envoy = harness.client()
+    await _subscribe(envoy, t.CLUSTER)
+    await _subscribe(envoy, t.ENDPOINT, (BLUE, GREEN))
+    harness.cache.set_snapshot(GROUP, _other_clusters(0))
+    await envoy.ack(await envoy.response())  # clusters changed
+    await envoy.ack(await envoy.response())  # their endpoints, sent again
+    assert harness.ads.sends_by_type == {t.CLUSTER: 2, t.ENDPOINT: 2, t.ROUTE: 0,
+                                         t.LISTENER: 0}
+    await envoy.close()
+
+
+async def test_names_the_snapshot_does_not_have_get_no_answer(harness):
+    envoy = harness.client()
+    await envoy.request(t.ENDPOINT, names=("slot_nowhere",))
+    assert await envoy.no_response()
+    await envoy.request(t.ENDPOINT, names=("slot_nowhere", BLUE))
+    answered = await envoy.response()
+    assert len(answered.resources) == 1
+    await envoy.close()
