@@ -37,7 +37,8 @@ def test_tls_bootstrap_names_the_certificate_files_and_the_group():
 
 
 def test_no_server_is_refused():
-    with pytest.raises(ValueError, match="at least one control-plane address"):
+    with pytest.raises(ValueError, match=r"^grpc_bootstrap needs at least one control-plane "
+                                         r"address$"):
         grpc_bootstrap([], node_id="n")
 
 
@@ -46,3 +47,6 @@ def test_written_owner_only_as_json(tmp_path):
     assert path == tmp_path / "b.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert json.loads(path.read_text()) == grpc_bootstrap(["127.0.0.1:1"], node_id="w")
+    # Written for people too: indented by two spaces.
+    assert path.read_text().splitlines()[1].startswith('  "') and \
+        not path.read_text().splitlines()[1].startswith('   ')

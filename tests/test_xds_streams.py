@@ -203,3 +203,92 @@ async def test_listeners_wait_for_outstanding_endpoints_without_clusters(variant
             endpoints, names=("slot_blue",))
         assert (await client.response()).type_url == t.LISTENER
         await client.close()
+
+
+class _Requests:
+    """A request stream the test feeds; the server's reader drains it into its inbox."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.queue: asyncio.Queue = asyncio.Queue()
+
+    def __aiter__(self):  # type: ignore[no-untyped-def]
+        return self
+
+    async def __anext__(self):  # type: ignore[no-untyped-def]
+        item = await self.queue.get()
+        if item is None:
+            raise StopAsyncIteration
+        return item
+
+
+async def test_a_change_while_the_inbox_is_full_is_not_lost():
+    """A client that floods the stream with stale answers fills its inbox (64 requests
+    read ahead); a snapshot change arriving then is remembered and sent, and so is the
+    next one; the stream goes on serving after."""
+    import asyncio
+
+    from envoy.service.discovery.v3 import discovery_pb2
+
+    from xds_server.streams import INBOX_LIMIT
+
+    cache = SnapshotCache()
+    cache.set_snapshot(GROUP, snapshot(0))
+    ads = AdsServer(cache)
+    requests = _Requests()
+    stream = ads._serve(requests, context=None)
+
+    def request(type_url: str, names: tuple[str, ...] = (), version: str = "",
+                nonce: str = "", node: bool = False) -> None:
+        r = discovery_pb2.DiscoveryRequest(type_url=type_url, resource_names=list(names),
+                                           version_info=version, response_nonce=nonce)
+        if node:
+            r.node.id, r.node.cluster = "flood", GROUP
+        requests.queue.put_nowait(r)
+
+    async def response() -> discovery_pb2.DiscoveryResponse:
+        return discovery_pb2.DiscoveryResponse.FromString(
+            await asyncio.wait_for(stream.__anext__(), 2))
+
+    request(t.CLUSTER, node=True)
+    cds = await response()
+    request(t.CLUSTER, version=cds.version_info, nonce=cds.nonce)  # ACK
+    request(t.ENDPOINT, names=("slot_green",))
+    eds = await response()
+    request(t.ENDPOINT, names=("slot_green",), version=eds.version_info, nonce=eds.nonce)
+    request(t.LISTENER)
+    lds = await response()  # parked right after yielding this; only LDS is outstanding
+    for _ in range(INBOX_LIMIT + 5):
+        request(t.LISTENER, version="old", nonce="stale")  # stale: answered by nothing
+    for _ in range(50):
+        await asyncio.sleep(0)  # the reader fills the inbox and waits
+    cache.set_snapshot(GROUP, snapshot(0, green_healthy=False))  # green's endpoints change
+    changed = await response()
+    assert changed.type_url == t.ENDPOINT and changed.version_info != eds.version_info
+    assert lds.type_url == t.LISTENER
+    # The next change, with room in the inbox, comes through the marker as usual.
+    request(t.ENDPOINT, names=("slot_green",), version=changed.version_info,
+            nonce=changed.nonce)
+    waiting = asyncio.create_task(response())
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert not waiting.done()
+    cache.set_snapshot(GROUP, snapshot(0))
+    again = await waiting
+    assert again.type_url == t.ENDPOINT and again.version_info == eds.version_info
+    requests.queue.put_nowait(None)  # the client ends the stream: it ends cleanly
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(stream.__anext__(), 2)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+async def test_a_stream_closed_before_its_first_request_ends_cleanly(variant):
+    async with Served(variant) as served:
+        client = served.client("silent")
+        await client.call.done_writing()
+        import asyncio
+
+        assert await asyncio.wait_for(client.responses.get(), 2) is grpc.aio.EOF
+        assert await client.call.code() == grpc.StatusCode.OK
+        await client.close()
