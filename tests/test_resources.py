@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
@@ -145,3 +146,84 @@ def test_real_envoy_accepts_every_kind_of_resource(tmp_path):
                              "--base-id", "7701"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "OK" in result.stdout + result.stderr
+
+
+def _retry_of(action) -> tuple:  # type: ignore[no-untyped-def]
+    policy = action.retry_policy
+    back_off = policy.retry_back_off
+    return (policy.retry_on, policy.num_retries.value,
+            (back_off.base_interval.seconds, back_off.base_interval.nanos),
+            (back_off.max_interval.seconds, back_off.max_interval.nanos),
+            [p.name for p in policy.retry_host_predicate],
+            policy.host_selection_retry_max_attempts)
+
+
+def test_a_pinned_route_goes_to_its_cluster_with_retries_and_headers():
+    match = r.route_match(headers=[("x-turnout-slot", "green")])
+    route = r.cluster_route("preview-green", match, "slot_green", retries=3, timeout_s=7.5,
+                            response_headers=[r.set_header("x-turnout-served-by", "green")])
+    assert route.name == "preview-green" and route.match == match
+    assert route.route.cluster == "slot_green"
+    assert (route.route.timeout.seconds, route.route.timeout.nanos) == (7, 500_000_000)
+    assert _retry_of(route.route) == (
+        r.RETRY_ON, 3, (0, 50_000_000), (0, 400_000_000),
+        ["envoy.retry_host_predicates.previous_hosts"], 5)
+    (header,) = route.response_headers_to_add
+    assert (header.header.key, header.header.value) == ("x-turnout-served-by", "green")
+    defaults = r.cluster_route("p", match, "c")
+    assert defaults.route.retry_policy.num_retries.value == 5
+    assert defaults.route.timeout.seconds == 60 and not defaults.response_headers_to_add
+
+
+def test_a_weighted_route_names_every_cluster_even_at_zero():
+    route = r.weighted_route("split", r.route_match(grpc=True),
+                             [("slot_blue_ha", 100, [r.set_header("x-slot", "blue")]),
+                              ("slot_green_ha", 0, [])], retries=2, timeout_s=3)
+    assert route.match.HasField("grpc") and route.match.prefix == "/"
+    weighted = route.route.weighted_clusters.clusters
+    assert [(c.name, c.weight.value) for c in weighted] == [("slot_blue_ha", 100),
+                                                           ("slot_green_ha", 0)]
+    assert weighted[0].response_headers_to_add[0].header.value == "blue"
+    assert not weighted[1].response_headers_to_add
+    assert route.route.retry_policy.num_retries.value == 2
+    assert route.route.timeout.seconds == 3
+    with pytest.raises(ValueError, match=r"^weights must sum to more than 0$"):
+        r.weighted_route("split", r.route_match(), [("a", 0, []), ("b", 0, [])])
+
+
+def test_a_route_table_matches_every_domain_and_strips_what_it_is_told():
+    route = r.cluster_route("p", r.route_match(), "c")
+    table = r.route_configuration("rc", [route], remove_request_headers=["x-key"])
+    assert table.name == "rc"
+    (host,) = table.virtual_hosts
+    assert (host.name, list(host.domains), list(host.routes)) == ("models", ["*"], [route])
+    assert table.validate_clusters.value is True
+    assert list(table.request_headers_to_remove) == ["x-key"]
+    assert r.route_configuration("rc", [], validate_clusters=False).validate_clusters.value \
+        is False
+
+
+def test_headers_are_overwritten_not_appended():
+    header = r.set_header("x-served-by", "blue")
+    assert (header.header.key, header.header.value) == ("x-served-by", "blue")
+    assert header.append_action == header.OVERWRITE_IF_EXISTS_OR_ADD
+
+
+def test_resilient_clusters_check_health_eject_and_budget_retries():
+    resilience = r.Resilience(health_path="/h", interval_s=0.5, timeout_s=0.25,
+                              unhealthy_threshold=2, healthy_threshold=3,
+                              local_failures_to_eject=4, ejection_s=6.0,
+                              retry_budget_percent=30.0, min_retry_concurrency=9)
+    for builder in (r.grpc_cluster, r.http_cluster):
+        cluster = builder("c", resilience=resilience)
+        (check,) = cluster.health_checks
+        assert check.http_health_check.path == "/h"
+        assert (check.interval.nanos, check.timeout.nanos) == (500_000_000, 250_000_000)
+        assert check.no_traffic_interval.nanos == 500_000_000
+        assert check.no_traffic_healthy_interval.seconds == 1  # at least 1 s
+        assert (check.unhealthy_threshold.value, check.healthy_threshold.value) == (2, 3)
+        outlier = cluster.outlier_detection
+        assert outlier.split_external_local_origin_errors
+        assert outlier.consecutive_local_origin_failure.value == 4
+        assert outlier.base_ejection_time.seconds == 6
+        assert outlier.max_ejection_percent.value == 100
