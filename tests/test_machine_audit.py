@@ -15,6 +15,7 @@ from turnout.controller.state import (
     DeployFinished,
     MarkFailed,
     MarkPromoted,
+    MeasureGates,
     Note,
     PushWeights,
     RolloutPhase,
@@ -223,3 +224,126 @@ def test_a_dead_candidate_under_a_pause_policy_pauses_once():
                              "ready at 10% (policy: pause)")]
     again, actions = run(s, SlotHealth("green", 0, 2), 3.0)
     assert actions == [] and again.phase is P.PAUSED
+
+
+def test_the_way_in_reads_as_it_happened():
+    from turnout.controller.state import Deploy, Validate
+
+    s, actions = run(new_state(), Started(), 1.0)
+    assert actions == [moved("pending", "deploying", "deploying classifier:v2 to green"),
+                       Deploy()]
+    failed, actions = run(s, DeployFinished(False, "load failed"), 2.0)
+    assert actions == [moved("deploying", "failed", "deploy failed: load failed")]
+    assert failed.finished_at == 2.0
+    s, actions = run(s, DeployFinished(True, "ok"), 2.0)
+    assert actions == [moved("deploying", "validating",
+                             "classifier:v2 ready on green; validating"), Validate()]
+    report = {"checks": ["parity"]}
+    bad, actions = run(s, ValidationFinished(False, "parity: 3 outputs differ", report), 3.0)
+    assert actions == [moved("validating", "failed", "validation failed: parity: 3 outputs "
+                             "differ", evidence=report),
+                       MarkFailed("validation failed: parity: 3 outputs differ")]
+    assert bad.phase is P.FAILED and bad.target_weight == 0
+    s, actions = run(s, ValidationFinished(True, "3 checks", report), 3.0)
+    assert actions == [Note("validation", "controller", "passed: 3 checks", report),
+                       moved("validating", "shifting", "step 1/3: shifting to 10%"),
+                       PushWeights(10)]
+    s, actions = run(s, WeightsPushed(10, True, 0.0025), 4.0)
+    assert actions == [moved("shifting", "baking", "step 1/3: 10% ACKed by every Envoy in "
+                             "2.5 ms; baking")]
+    assert s.steps_log == [{"step": 0, "weight": 10, "entered_at": 4.0, "ack_ms": 2.5}]
+    assert (s.step_entered_at, s.next_measure_at, s.applied_weight) == (4.0, 9.0, 10)
+
+
+def test_without_validation_the_first_step_follows_the_deploy():
+    policy = POLICY.replace("  progressDeadline: 10m", "  progressDeadline: 10m\n"
+                            "  validation: {enabled: false}")
+    s, _ = run(new_state(policy), Started(), 1.0)
+    s, actions = run(s, DeployFinished(True, "ok"), 2.0)
+    assert actions == [moved("deploying", "shifting", "step 1/3: shifting to 10%"),
+                       PushWeights(10)]
+
+
+def test_measurements_are_asked_for_on_time_over_this_steps_data_only():
+    s = to_baking(100.0)
+    _, actions = run(s, Tick(), 104.9)
+    assert actions == []
+    s, actions = run(s, Tick(), 105.0)
+    # 5 s into the step, less the 1 s settling margin: a 4 s window, not the policy's 30 s.
+    assert actions == [MeasureGates(4.0)] and s.measuring
+    _, actions = run(s, Tick(), 106.0)
+    assert actions == []  # one round at a time
+    late = to_baking(100.0)
+    late, actions = run(late, Tick(), 200.0)
+    assert actions == [MeasureGates(30.0)]
+    early = to_baking(100.0)
+    early.next_measure_at = 100.5
+    _, actions = run(early, Tick(), 100.5)
+    assert actions == [MeasureGates(1.0)]  # never under 1 s
+
+
+def test_a_gate_round_is_noted_with_its_step_and_sets_the_next_measurement():
+    s = measure(to_baking(), 5.0)
+    event = gate(Phase.SUCCESSFUL)
+    s, actions = run(s, event, 6.0)
+    assert actions == [Note("gates", "controller", "step 1 round 1: Successful",
+                            {**event.round, "step": 0})]
+    assert s.next_measure_at == 11.0 and not s.measuring and s.first_failure_at is None
+    s = measure(s, 11.0)
+    s, _ = run(s, gate(Phase.FAILED), 12.0)
+    assert s.first_failure_at == 12.0
+
+
+def test_the_deadline_and_the_last_step_say_so():
+    s = to_baking()
+    s, actions = run(s, Tick(), 600.0)
+    assert actions == [moved("baking", "rolling_back",
+                             "progress deadline passed at step 1 (600s)"), PushWeights(0)]
+    s = to_baking()
+    s.step, s.target_weight = 2, 100
+    s = measure(s, 10.0)
+    s, actions = run(s, gate(Phase.SUCCESSFUL), 10.0)
+    assert actions[-2:] == [moved("baking", "promoted", "all 3 steps passed their gates; blue "
+                                  "stays warm as standby until rollback window ends"),
+                            MarkPromoted()]
+    assert (s.promoted_at, s.keep_warm_until, s.finished_at) == (10.0, 70.0, 10.0)
+
+
+def test_a_full_promotion_is_promoted_when_its_push_is_acked():
+    s = to_baking()
+    s, _ = run(s, Command("promote", "lee", full=True), 3.0)
+    s, actions = run(s, WeightsPushed(100, True, 0.001), 4.0)
+    assert actions == [moved("shifting", "promoted", "promoted (--full: gates skipped by the "
+                             "operator); blue stays warm as standby until rollback window "
+                             "ends"), MarkPromoted()]
+
+
+def test_an_unacked_push_pauses_naming_the_envoys():
+    s, _ = run(new_state(), Started(), 0)
+    s, _ = run(s, DeployFinished(True, "ok"), 0)
+    s, _ = run(s, ValidationFinished(True, "ok"), 0)
+    s, actions = run(s, WeightsPushed(10, False, 10.0, "envoy-2: timeout"), 10.0)
+    assert actions == [moved("shifting", "paused",
+                             "not every Envoy ACKed 10%: envoy-2: timeout")]
+    assert s.applied_weight == 0 and s.paused_from is P.SHIFTING
+
+
+def test_a_rollback_push_not_acked_is_retried_only_while_traffic_is_out():
+    s = measure(to_baking(), 5.0)
+    s, _ = run(s, gate(Phase.FAILED), 5.0)
+    s, actions = run(s, WeightsPushed(0, False, 1.0, "envoy-2: timeout"), 6.0)
+    assert actions == [] and s.phase is P.ROLLING_BACK
+    s, actions = run(s, Tick(), 6.5)
+    assert actions == [PushWeights(0)]
+    s.applied_weight = 0
+    _, actions = run(s, Tick(), 7.0)
+    assert actions == []
+
+
+def test_holding_rounds_pause_with_the_reason():
+    s = to_baking()
+    for now in (5.0, 10.0, 15.0):
+        s = measure(s, now)
+        s, actions = run(s, gate(Phase.INCONCLUSIVE), now)
+    assert actions[-1].kind == "transition"
+    assert actions[-1].message.startswith("baking -> paused: holding at 10%: ")
