@@ -195,3 +195,68 @@ def test_the_deploy_step_deploys_into_the_candidate_slot(env, tmp_path):
     none = Deploying(plane, store, registry=registry, provider=Healthy())._deploy(_state())
     assert (none.ok, none.message) == (False,
                                        "slot green has no model repository configured")
+
+
+async def test_the_audit_log_records_who_what_weights_and_digests(env):
+    controller, _plane, store, registry = env
+    before = time.time()
+    state = await controller.apply(load_text(policy(), "p.yaml"), actor="ana")
+    await until(controller, {P.PROMOTED})
+    await controller.stop()
+    v1, v2 = registry.get("pair", "v1").digest, registry.get("pair", "v2").digest
+    entries = sorted(store.history(rollout=state.id), key=lambda e: e.seq)
+    first = entries[0]
+    assert (first.kind, first.actor, first.phase_to, first.weights, first.digests,
+            first.message) == (
+        "apply", "ana", "pending", {"blue": 100, "green": 0},
+        {"pair:v2": v2, "pair:v1": v1}, "applied p.yaml: pair:v2 onto green (stable blue)")
+    pushes = [e for e in entries if e.kind == "weights"]
+    assert [(e.weights, e.message) for e in pushes] == [
+        ({"blue": 80, "green": 20}, "push 20% to pair:v2 on green"),
+        ({"blue": 0, "green": 100}, "push 100% to pair:v2 on green")]
+    assert all(e.digests == {"pair:v2": v2, "pair:v1": v1} for e in entries)
+    assert all(before <= e.at <= time.time() for e in entries)
+    baking = next(e for e in entries if e.phase_to == "baking")
+    # A note carries the weights every Envoy had ACKed when it was written.
+    assert baking.weights == {"blue": 80, "green": 20} and baking.phase_from == "shifting"
+    promoted = entries[-1]
+    assert (promoted.phase_from, promoted.phase_to, promoted.weights) == \
+        ("baking", "promoted", {"blue": 0, "green": 100})
+    assert (registry.get("pair", "v2").stage, registry.get("pair", "v2").stage_reason,
+            registry.get("pair", "v2").slot) == (Stage.ACTIVE, "promoted by d", "green")
+    assert (registry.get("pair", "v1").stage, registry.get("pair", "v1").stage_reason) == \
+        (Stage.STANDBY, "replaced by pair:v2; kept warm")
+
+
+async def test_apply_refuses_what_cannot_start_and_changes_nothing(env, tmp_path):
+    from turnout.controller.driver import RolloutConflict
+    from turnout.errors import ConfigError
+
+    controller, plane, store, registry = env
+    unknown = load_text(policy().replace("pair:v2", "pair:v9"), "p.yaml")
+    with pytest.raises(ConfigError, match=r"^p\.yaml: spec\.model: .*v9"):
+        await controller.apply(unknown, actor="t")
+    with pytest.raises(RolloutConflict, match=r"^pair:v1 already serves from blue$"):
+        await controller.apply(load_text(policy().replace("pair:v2", "pair:v1")), actor="t")
+    misfit = load_text(policy().replace(
+        "validation: {checks: []}", "validation: {checks: [], inputs: {nope: {shape: [1]}}}"),
+        "p.yaml")
+    with pytest.raises(ConfigError, match=r"^p\.yaml: spec\.validation\.inputs\.nope: "):
+        await controller.apply(misfit, actor="t")
+    record = registry.get("pair", "v2")
+    (record.path / "config.pbtxt").write_text("garbage {")
+    with pytest.raises(ConfigError, match=r"^p\.yaml: spec\.model: "):
+        await controller.apply(load_text(policy(), "p.yaml"), actor="t")
+    assert store.latest_rollout() is None and plane.pushes == []
+
+
+async def test_a_split_traffic_refuses_a_new_rollout(env):
+    from turnout.controller.driver import RolloutConflict
+    from turnout.weights import Weights
+
+    controller, plane, store, _ = env
+    plane.weights = Weights.with_green(30)
+    with pytest.raises(RolloutConflict, match=r"^traffic is split \{'blue': 70, 'green': 30\}; "
+                                              r"a rollout starts from one slot at 100%$"):
+        await controller.apply(load_text(policy()), actor="t")
+    assert store.latest_rollout() is None
