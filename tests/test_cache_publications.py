@@ -1,0 +1,187 @@
+"""The snapshot cache's bookkeeping of one publication, driven directly (no gRPC): who
+answered what and when, when the wait ends (everyone, a minimum fleet, an early quorum),
+make-before-break, and what a timeout names."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from tests.xds_fakes import snapshot
+from xds_server import type_urls as t
+from xds_server.cache import SnapshotCache
+from xds_server.snapshot import Snapshot
+
+G = "fleet"
+
+
+def streams(cache: SnapshotCache, count: int, types=t.ALL_TYPES):  # type: ignore[no-untyped-def]
+    handles = []
+    for i in range(count):
+        handle = cache.open_stream(f"envoy-{i}", G)
+        for type_url in types:
+            cache.subscribed(handle, type_url)
+        handles.append(handle)
+    return handles
+
+
+def with_retired_cluster(base: Snapshot) -> Snapshot:
+    """``base`` plus a cluster (and its endpoints) that nothing routes to any more."""
+    from xds_server import resources as r
+
+    return Snapshot.build(
+        listeners=base.resources(t.LISTENER).values(),
+        routes=base.resources(t.ROUTE).values(),
+        clusters=[*base.resources(t.CLUSTER).values(), r.grpc_cluster("slot_retired")],
+        endpoints=[*base.resources(t.ENDPOINT).values(),
+                   r.load_assignment("slot_retired", [r.HostPort("127.0.0.1", 9)])])
+
+
+def answer(cache: SnapshotCache, handle, snap: Snapshot, *, nack: str = "") -> None:  # type: ignore[no-untyped-def]
+    for type_url in sorted(handle.subscribed):
+        if nack and type_url == t.CLUSTER:
+            cache.nacked(handle, type_url, snap.version(type_url), nack)
+        else:
+            cache.acked(handle, type_url, snap.version(type_url))
+
+
+async def test_each_proxy_is_recorded_once_with_its_answer_and_time():
+    cache = SnapshotCache()
+    cache.set_snapshot(G, snapshot(0))
+    a, b, c = streams(cache, 3)
+    snap = snapshot(10)
+    started = time.monotonic()
+    publication = cache.publish(G, snap)
+    answer(cache, a, snap)
+    answer(cache, a, snap)  # answering again records nothing more
+    answer(cache, b, snap, nack="bad cluster")
+    assert (publication.answered, publication.acked) == (2, 1)
+    assert not publication.done.is_set()  # c has not answered
+    result = await cache.wait(publication, timeout=0.2)
+    by_node = {o.node_id: o for o in result.outcomes}
+    assert [o.node_id for o in result.outcomes] == ["envoy-0", "envoy-1", "envoy-2"]
+    assert by_node["envoy-0"].outcome == "acked" and by_node["envoy-0"].detail == ""
+    assert by_node["envoy-1"].outcome == "nacked"
+    assert by_node["envoy-1"].detail == "bad cluster"
+    assert by_node["envoy-2"].outcome == "timeout" and by_node["envoy-2"].seconds is None
+    assert by_node["envoy-2"].detail == "no answer for cds, eds, lds, rds"
+    elapsed = time.monotonic() - started
+    for node in ("envoy-0", "envoy-1"):
+        assert 0 <= by_node[node].seconds <= elapsed
+    assert result.seconds == max(by_node["envoy-0"].seconds, by_node["envoy-1"].seconds)
+    assert result.quorum == 1.0 and not result.converged and result.group == G
+    assert result.versions == snap.versions
+    assert cache._groups[G].publications == []  # forgotten once waited for
+    assert c.acked == {}
+
+
+async def test_a_timeout_names_only_what_is_missing():
+    cache = SnapshotCache()
+    (handle,) = streams(cache, 1)
+    snap = snapshot(10)
+    publication = cache.publish(G, snap)
+    cache.acked(handle, t.CLUSTER, snap.version(t.CLUSTER))
+    cache.acked(handle, t.ROUTE, snap.version(t.ROUTE))
+    result = await cache.wait(publication, timeout=0.05)
+    assert result.outcomes[0].detail == "no answer for eds, lds"
+
+
+async def test_the_wait_ends_when_everyone_answered_and_the_minimum_fleet_is_there():
+    cache = SnapshotCache()
+    (handle,) = streams(cache, 1)
+    snap = snapshot(10)
+    publication = cache.publish(G, snap, min_proxies=1)
+    answer(cache, handle, snap)
+    assert publication.done.is_set()  # exactly the minimum: done
+    bigger = cache.publish(G, snapshot(20), min_proxies=2)
+    answer(cache, handle, snapshot(20))
+    assert not bigger.done.is_set()  # one of two
+    late = streams(cache, 1)[0]  # a proxy connecting while the fleet is awaited counts
+    answer(cache, late, snapshot(20))
+    assert bigger.done.is_set()
+    result = await cache.wait(bigger, timeout=1)
+    assert result.converged and result.acked == 2
+
+
+@pytest.mark.parametrize("early", [True, False])
+async def test_an_early_quorum_ends_the_wait_only_when_asked_and_only_when_met(early):
+    cache = SnapshotCache()
+    handles = streams(cache, 4)
+    snap = snapshot(10)
+    publication = cache.publish(G, snap, quorum=0.5, early=early)
+    answer(cache, handles[0], snap)
+    assert not publication.done.is_set()  # 1 of the 2 needed
+    answer(cache, handles[1], snap)
+    assert publication.done.is_set() is early
+    result = await cache.wait(publication, timeout=0.05)
+    assert result.converged and result.quorum == 0.5
+    assert sorted(o.node_id for o in result.stragglers) == ["envoy-2", "envoy-3"]
+
+
+async def test_defaults_check_consistency_and_wait_for_everyone():
+    cache = SnapshotCache()
+    handles = streams(cache, 2)
+    snap = snapshot(10)
+    publication = cache.publish(G, snap)
+    answer(cache, handles[0], snap)
+    assert not publication.done.is_set()
+    assert (publication.quorum, publication.early, publication.min_proxies) == (1.0, False, 0)
+    broken = Snapshot.build(listeners=snap.resources(t.LISTENER).values(),
+                            routes=snap.resources(t.ROUTE).values(), clusters=[],
+                            endpoints=[])
+    for publish in (lambda: cache.publish(G, broken),
+                    lambda: cache.set_snapshot(G, broken)):
+        with pytest.raises(Exception, match="cluster"):
+            publish()
+    with pytest.raises(Exception, match="cluster"):
+        await cache.publish_and_wait(G, broken, timeout=0.05)
+    assert cache.snapshot(G) is snap  # nothing published
+
+
+async def test_dropping_clusters_publishes_a_bridge_first_and_stops_if_it_fails():
+    cache = SnapshotCache()
+    old = with_retired_cluster(snapshot(0))
+    cache.set_snapshot(G, old)
+    new = snapshot(10)
+    dropped = old.names(t.CLUSTER) - new.names(t.CLUSTER)
+    assert dropped
+    started = time.monotonic()
+    result = await cache.publish_and_wait(G, new, timeout=0.2, min_proxies=1)
+    assert time.monotonic() - started < 2.0
+    bridge = cache.snapshot(G)
+    assert bridge is not new  # the bridge was not answered: the new snapshot waits
+    assert bridge.names(t.CLUSTER) == old.names(t.CLUSTER) | new.names(t.CLUSTER)
+    assert bridge.version(t.ROUTE) == new.version(t.ROUTE)  # the new routes, old clusters
+    assert result.versions == bridge.versions and not result.converged
+    assert [o.detail for o in result.outcomes] == ["fewer than 1 proxies connected"]
+
+
+async def test_a_bridge_answered_is_followed_by_the_new_snapshot():
+    cache = SnapshotCache()
+    cache.set_snapshot(G, with_retired_cluster(snapshot(0)))
+    (handle,) = streams(cache, 1)
+    new = snapshot(10)
+
+    async def proxy() -> None:
+        seen = set()
+        while len(seen) < 2:
+            current = cache.snapshot(G)
+            if id(current) not in seen and cache._groups[G].publications:
+                seen.add(id(current))
+                answer(cache, handle, current)
+            await asyncio.sleep(0.01)
+
+    helper = asyncio.create_task(proxy())
+    result = await cache.publish_and_wait(G, new, timeout=2)
+    await asyncio.wait_for(helper, 2)
+    assert cache.snapshot(G) is new and result.converged
+    assert result.versions == new.versions
+
+
+def test_counts_of_a_group_without_a_snapshot():
+    cache = SnapshotCache()
+    streams(cache, 2)
+    assert cache.sync_counts(G, t.CLUSTER) == ("", 2, 0)
+    assert cache.sync_counts("nobody", t.CLUSTER) == ("", 0, 0)
