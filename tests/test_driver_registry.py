@@ -19,6 +19,7 @@ from triton_slots.slot import Endpoint, Slot
 from turnout.controller.driver import RolloutController
 from turnout.controller.state import RolloutPhase, RolloutState, TransitionError
 from turnout.policy import load_text
+from turnout.store import StoreUnavailable
 
 P = RolloutPhase
 THREE = "[{weight: 20, bake: 1h}, {weight: 50, bake: 1h}, {weight: 100, bake: 1h}]"
@@ -260,3 +261,92 @@ async def test_a_split_traffic_refuses_a_new_rollout(env):
                                               r"a rollout starts from one slot at 100%$"):
         await controller.apply(load_text(policy()), actor="t")
     assert store.latest_rollout() is None
+
+
+def test_weights_follow_the_candidate_slot():
+    from turnout.controller.driver import weights_for
+    from turnout.weights import Weights
+
+    state = _state()
+    assert weights_for(state, 30) == Weights(blue=70, green=30)
+    state.candidate_slot, state.stable_slot = "blue", "green"
+    assert weights_for(state, 30) == Weights(blue=30, green=70)
+
+
+@pytest.mark.parametrize("phase, pushes, safe", [
+    ("rolling_back", [], True), ("rolled_back", [], True), ("aborted", [], True),
+    ("failed", [], True), ("baking", [0], True), ("baking", [], False),
+    ("shifting", [20], False), ("paused", [], False), ("promoted", [], False)])
+def test_what_may_go_out_while_the_store_fails(phase, pushes, safe):
+    from turnout.controller.driver import _safe_direction
+    from turnout.controller.state import PushWeights
+
+    old = _state()
+    new = _state()
+    new.phase = P(phase)
+    assert _safe_direction(old, new, [PushWeights(w) for w in pushes]) is safe
+
+
+async def test_a_resumed_rollout_says_where_it_resumed(env):
+    controller, plane, store, registry = env
+    await controller.apply(load_text(policy(steps=THREE)), actor="t")
+    await until(controller, {P.BAKING})
+    await controller.stop()
+    other = fresh(controller, plane, store, registry)
+    await other.start()
+    await asyncio.sleep(0.05)
+    await other.stop()
+    resume = [e for e in store.history() if e.kind == "resume"]
+    assert len(resume) == 1
+    entry = resume[0]
+    assert (entry.actor, entry.phase_from, entry.phase_to, entry.weights) == \
+        ("controller", "baking", "baking", {"blue": 80, "green": 20})
+    assert entry.message == ("control plane restarted; resuming at baking, step 1, serving "
+                             "{'blue': 80, 'green': 20}")
+
+
+async def test_a_pending_rollout_is_started_when_resumed(env):
+    controller, plane, store, registry = env
+    await controller.apply(load_text(policy()), actor="t")
+    await controller.stop()
+    data = store.active_rollout()
+    data["phase"] = "pending"
+    store.commit(rollout=(data["id"], "pending", False, data))
+    other = fresh(controller, plane, store, registry)
+    await other.start()
+    assert (await until(other, {P.PROMOTED})).phase is P.PROMOTED
+    await other.stop()
+
+
+async def test_a_failing_write_is_retried_with_back_off_before_giving_up(env, caplog):
+    controller, _plane, store, _ = env
+    await controller.apply(load_text(policy(steps=THREE)), actor="t")
+    await until(controller, {P.BAKING})
+    calls = []
+    real = store.commit
+
+    def flaky(**kw):  # type: ignore[no-untyped-def]
+        calls.append(time.monotonic())
+        if len(calls) <= 2:
+            raise StoreUnavailable("state store: database is locked")
+        real(**kw)
+
+    store.commit = flaky
+    with caplog.at_level(logging.ERROR, logger="turnout.controller"):
+        state = await controller.command("pause", actor="sre")
+    assert state.phase is P.PAUSED and len(calls) == 3
+    assert calls[1] - calls[0] >= 0.04 and calls[2] - calls[1] >= 0.09  # 50 ms, doubling
+    assert "state write failed (attempt 1/4): state store: database is locked" in caplog.text
+    assert "state write failed (attempt 2/4)" in caplog.text
+    calls.clear()
+
+    def full(**kw):  # type: ignore[no-untyped-def]
+        calls.append(time.monotonic())
+        raise StoreUnavailable("full")
+
+    store.commit = full
+    with pytest.raises(StoreUnavailable):
+        await controller.command("resume", actor="sre")
+    assert len(calls) == 4  # COMMIT_ATTEMPTS, then the operator is told
+    store.commit = real
+    await controller.stop()
