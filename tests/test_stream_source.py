@@ -344,7 +344,7 @@ def test_receiver_serves_envoys_access_log_stream(caplog):
         received, answer = asyncio.run(main())
     assert received == 3
     assert isinstance(answer, als_pb2.StreamAccessLogsResponse)
-    assert "access-log stream from sidecar-7" in caplog.text
+    assert "access-log stream from sidecar-7" in caplog.messages
 
 
 def test_stream_source_answers_exactly_and_names_what_it_lacks():

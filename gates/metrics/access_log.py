@@ -76,10 +76,8 @@ class AccessLogReceiver:
         return counted
 
     async def _stream(self, requests, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
-        node = ""
         async for message in requests:
-            if message.HasField("identifier"):
-                node = message.identifier.node.id
-                log.info("access-log stream from %s", node)
+            if message.HasField("identifier"):  # the first message names the Envoy
+                log.info("access-log stream from %s", message.identifier.node.id)
             self.record(message)
         return als_pb2.StreamAccessLogsResponse()
