@@ -69,3 +69,12 @@ def test_samples_are_read_and_checked_against_the_signature(tmp_path):
                                      str(tmp_path / "p.yaml")), SIG)
     assert problem.startswith(f"{tmp_path / 'p.yaml'}: spec.validation.samples: {unreadable}: "
                               "not a readable .npz file")
+
+
+def test_a_static_dim_of_zero_is_still_static():
+    sig = ModelSignature("z", inputs=(TensorSpec("x", "FP32", (0, 4)),),
+                         outputs=(TensorSpec("y", "FP32", (1,)),))
+    p = policy("{inputs: {x: {shape: [2, 4]}}}")
+    assert fit_problems(p, sig) == [
+        "p.yaml: spec.validation.inputs.x.shape: [2, 4] contradicts the static dims [0, 4]"]
+    assert fit_problems(policy("{inputs: {x: {shape: [0, 4]}}}"), sig) == []
