@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -241,9 +242,12 @@ def test_a_model_never_ready_fails_at_the_deadline_naming_server_and_model(env):
 def test_a_server_that_never_answers_fails_within_the_deploy_timeout(env):
     registry, repository, triton = env
     triton.hang.set()
+    started = time.monotonic()
     with pytest.raises(DeployError, match=r"onto it: http://127\.0\.0\.1:\d+: unreachable"):
         deploy(registry, "text", "v2", slot="green", endpoints=[triton.endpoint],
                repository=repository, timeout=1)
+    # The server would hold the request 30 s: the deploy's own timeout ended it.
+    assert time.monotonic() - started < 15
 
 
 def test_a_served_config_without_a_digest_fails_with_none(env):
