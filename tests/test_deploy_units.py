@@ -277,7 +277,30 @@ def test_every_failed_server_is_listed(env, tmp_path):
         other.close()
     message = str(raised.value)
     assert message.startswith("deploy to green failed on 2/2 servers: ")
-    assert message.count("; ") == 1 and message.count("failed to load 'text'") == 2
+    first, second = message.removeprefix("deploy to green failed on 2/2 servers: ").split("; ")
+    assert {first.split(": ")[0], second.split(": ")[0]} == {triton.endpoint.http_url,
+                                                             other.endpoint.http_url}
+    assert "failed to load 'text'" in first and "failed to load 'text'" in second
+
+
+def test_every_server_failing_a_companion_is_listed(env):
+    registry, repository, triton = env
+    other = FakeTriton(repository)
+    try:
+        triton.fail_load = other.fail_load = {"pair"}
+        with pytest.raises(DeployError) as raised:
+            deploy(registry, "text", "v2", slot="green",
+                   endpoints=[triton.endpoint, other.endpoint], repository=repository,
+                   timeout=5)
+    finally:
+        other.close()
+    prefix = ("deploy to green failed: could not bring pair:v1 (also served by the active "
+              "slot) onto it: ")
+    message = str(raised.value)
+    assert message.startswith(prefix)
+    first, second = message.removeprefix(prefix).split("; ")
+    assert {first.split(": ")[0], second.split(": ")[0]} == {triton.endpoint.http_url,
+                                                             other.endpoint.http_url}
 
 
 def test_a_failed_redeploy_clears_the_slot_and_records_why(env):
