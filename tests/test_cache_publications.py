@@ -185,3 +185,54 @@ def test_counts_of_a_group_without_a_snapshot():
     streams(cache, 2)
     assert cache.sync_counts(G, t.CLUSTER) == ("", 2, 0)
     assert cache.sync_counts("nobody", t.CLUSTER) == ("", 0, 0)
+
+
+async def test_a_proxy_leaving_during_a_push_is_disconnected_not_waited_for():
+    cache = SnapshotCache()
+    a, b = streams(cache, 2)
+    snap = snapshot(10)
+    publication = cache.publish(G, snap)
+    answer(cache, a, snap)
+    cache.close_stream(b)
+    assert publication.done.is_set()
+    result = await cache.wait(publication, timeout=1)
+    assert [(o.node_id, o.outcome) for o in result.outcomes] == [("envoy-0", "acked"),
+                                                                ("envoy-1", "disconnected")]
+    assert cache.sync_counts(G, t.CLUSTER)[1] == 1
+
+
+def test_nacks_are_counted_logged_and_remembered(caplog):
+    import logging
+
+    clock = iter([100.0, 101.0, 102.0, 103.0])
+    cache = SnapshotCache(clock=lambda: next(clock))
+    (handle,) = streams(cache, 1)
+    with caplog.at_level(logging.WARNING, logger="turnout.xds.cache"):
+        cache.nacked(handle, t.CLUSTER, "v7", "unknown cluster type")
+        cache.nacked(handle, t.CLUSTER, "v8", "still bad")
+        cache.nacked(handle, "type.googleapis.com/x.Y", "v1", "odd")
+    assert cache.nacks == {t.CLUSTER: 2, "type.googleapis.com/x.Y": 1}
+    assert caplog.messages[0] == ("NACK from node envoy-0 (group fleet) for cds version v7: "
+                                  "unknown cluster type")
+    assert caplog.messages[2].startswith("NACK from node envoy-0 (group fleet) for "
+                                         "type.googleapis.com/x.Y version v1: odd")
+    last = cache.status(G)["last_nack"]
+    assert last == {"node": "envoy-0", "type": "type.googleapis.com/x.Y", "version": "v1",
+                    "message": "odd", "at": 103.0}
+    assert cache.status(G)["versions"] == {}  # nothing published yet
+
+
+async def test_several_rejections_are_all_named():
+    cache = SnapshotCache()
+    (handle,) = streams(cache, 1)
+    snap = snapshot(10)
+    publication = cache.publish(G, snap)
+    for type_url in sorted(t.ALL_TYPES):
+        if type_url in (t.CLUSTER, t.LISTENER):
+            cache.nacked(handle, type_url, snap.version(type_url), f"bad {type_url[-8:]}")
+        else:
+            cache.acked(handle, type_url, snap.version(type_url))
+    result = await cache.wait(publication, timeout=1)
+    assert result.outcomes[0].outcome == "nacked"
+    assert sorted(result.outcomes[0].detail.split("; ")) == sorted(
+        [f"bad {t.CLUSTER[-8:]}", f"bad {t.LISTENER[-8:]}"])

@@ -13,6 +13,7 @@ from tests.test_machine import POLICY, gate, measure, new_state, run, to_baking
 from turnout.controller.state import (
     Command,
     DeployFinished,
+    GatesMeasured,
     MarkFailed,
     MarkPromoted,
     MeasureGates,
@@ -347,3 +348,94 @@ def test_holding_rounds_pause_with_the_reason():
         s, actions = run(s, gate(Phase.INCONCLUSIVE), now)
     assert actions[-1].kind == "transition"
     assert actions[-1].message.startswith("baking -> paused: holding at 10%: ")
+
+
+def test_a_transition_never_changes_the_state_it_was_given():
+    """The driver keeps the old state when the new one cannot be stored: a transition
+    must build a new state, not edit the old one's lists and maps."""
+    import copy
+
+    s = measure(to_baking(), 5.0)
+    before = copy.deepcopy(s)
+    after, _ = run(s, gate(Phase.SUCCESSFUL), 6.0)
+    assert s == before and after.rounds != before.rounds
+    s = to_baking()
+    before = copy.deepcopy(s)
+    run(s, Command("promote", "lee", full=True), 3.0)
+    assert s == before
+
+
+def test_only_the_start_moves_a_pending_rollout():
+    s = new_state()
+    for event in (SlotHealth("green", 0, 2), WeightsPushed(0, True, 0.001), Tick()):
+        after, actions = run(s, event, 1.0)
+        assert actions == [] and after.phase is P.PENDING
+
+
+def test_ack_times_are_reported_to_the_tenth_and_logged_to_the_microsecond():
+    s, _ = run(new_state(), Started(), 0)
+    s, _ = run(s, DeployFinished(True, "ok"), 0)
+    s, _ = run(s, ValidationFinished(True, "ok"), 0)
+    s, actions = run(s, WeightsPushed(10, True, 0.12345678), 1.0)
+    assert actions[0].message.endswith("10% ACKed by every Envoy in 123.5 ms; baking")
+    assert s.steps_log[-1]["ack_ms"] == 123.457
+    s = measure(s, 6.0)
+    s, _ = run(s, gate(Phase.FAILED), 6.0)
+    s, actions = run(s, WeightsPushed(0, True, 0.5), 7.0)
+    assert actions[0].message.endswith("(ACKed in 500.0 ms)")
+
+
+def test_baselines_are_kept_from_measurements_that_have_one():
+    from gates.metrics.evaluator import GateRound
+    from gates.metrics.measurement import Measurement
+
+    s = measure(to_baking(), 5.0)
+    round_ = GateRound(5.0, 5.0, (
+        Measurement("errors", Phase.SUCCESSFUL, "ok", value=0.0, baseline=0.002),
+        Measurement("shadow", Phase.SUCCESSFUL, "ok", value=5.0, dry_run=True)))
+    s, _ = run(s, GatesMeasured(round_.as_dict()), 6.0)
+    assert s.baselines == {"errors": 0.002}
+
+
+def test_missing_data_pauses_even_when_metric_errors_would_roll_back():
+    strict = POLICY.replace("consecutiveErrorLimit: 1", "consecutiveErrorLimit: 0\n"
+                            "    onMetricErrors: rollback").replace("inconclusiveLimit: 2",
+                                                               "inconclusiveLimit: 0")
+    s = new_state(strict)
+    for event in (Started(), DeployFinished(True, "ok"), ValidationFinished(True, "ok"),
+                  WeightsPushed(10, True, 0.001)):
+        s, _ = run(s, event, 0.0)
+    s = measure(s, 5.0)
+    s, _ = run(s, gate(Phase.INCONCLUSIVE), 5.0)
+    assert s.phase is P.PAUSED and s.reason.startswith("holding at 10%: 1 inconclusive rounds")
+
+
+def test_metric_errors_rolling_back_carry_their_round():
+    strict = POLICY.replace("consecutiveErrorLimit: 1", "consecutiveErrorLimit: 0\n"
+                            "    onMetricErrors: rollback")
+    s = new_state(strict)
+    for event in (Started(), DeployFinished(True, "ok"), ValidationFinished(True, "ok"),
+                  WeightsPushed(10, True, 0.001)):
+        s, _ = run(s, event, 0.0)
+    s = measure(s, 5.0)
+    event = gate(Phase.ERROR)
+    s, actions = run(s, event, 5.0)
+    transition = next(a for a in actions if isinstance(a, Note) and a.kind == "transition")
+    assert transition.evidence == event.round
+    assert transition.message.startswith("baking -> rolling_back: metrics unavailable at 10% "
+                                         "(policy: rollback): 1 consecutive metric errors")
+
+
+def test_pausing_where_it_cannot_says_the_phase():
+    with pytest.raises(TransitionError, match=r"^cannot pause while pending$"):
+        run(new_state(), Command("pause", "pat"), 1.0)
+
+
+def test_the_policy_is_read_relative_to_its_own_file(tmp_path):
+    from turnout.controller.machine import policy_of
+
+    doc = new_state().policy
+    doc["spec"]["validation"] = {"samples": "s.npz"}
+    s = dataclasses.replace(new_state(), policy=doc, source=str(tmp_path / "p.yaml"))
+    assert policy_of(s).validation.samples == str(tmp_path.resolve() / "s.npz")
+    assert policy_of(s).source == str(tmp_path / "p.yaml")
