@@ -196,9 +196,68 @@ async def test_a_proxy_leaving_during_a_push_is_disconnected_not_waited_for():
     cache.close_stream(b)
     assert publication.done.is_set()
     result = await cache.wait(publication, timeout=1)
-    assert [(o.node_id, o.outcome) for o in result.outcomes] == [("envoy-0", "acked"),
-                                                                ("envoy-1", "disconnected")]
+    assert [(o.node_id, o.outcome, o.detail) for o in result.outcomes] == [
+        ("envoy-0", "acked", ""), ("envoy-1", "disconnected", "")]
     assert cache.sync_counts(G, t.CLUSTER)[1] == 1
+    cache.close_stream(b)  # closing twice, or after answering, changes nothing
+    cache.close_stream(a)
+    assert cache.sync_counts(G, t.CLUSTER)[1] == 0
+
+
+def test_a_closed_stream_is_no_longer_told_of_changes():
+    cache = SnapshotCache()
+    a, b = streams(cache, 2)
+    told: list[str] = []
+    cache.watch(a, lambda: told.append("a"))
+    cache.watch(b, lambda: told.append("b"))
+    cache.set_snapshot(G, snapshot(0))
+    cache.close_stream(a)
+    cache.set_snapshot(G, snapshot(10))
+    assert told == ["a", "b", "b"]
+
+
+def test_a_proxy_claiming_no_group_is_shown_in_the_group_it_got():
+    cache = SnapshotCache()
+    cache.open_stream("envoy-x", G)
+    cache.open_stream("envoy-y", G, claimed="payments")
+    proxies = cache.status(G)["proxies"]
+    assert [p["claimed_group"] for p in proxies] == [G, "payments"]
+
+
+async def test_the_wait_options_reach_the_publication():
+    cache = SnapshotCache()
+    handles = streams(cache, 4)
+    snap = snapshot(10)
+
+    async def half() -> None:
+        while not cache._groups[G].publications:
+            await asyncio.sleep(0.005)
+        for handle in handles[:2]:
+            answer(cache, handle, snap)
+
+    helper = asyncio.create_task(half())
+    started = time.monotonic()
+    result = await cache.publish_and_wait(G, snap, timeout=5, quorum=0.5, early=True)
+    await helper
+    assert time.monotonic() - started < 4  # ended on the quorum, not the timeout
+    assert result.quorum == 0.5 and result.converged and result.acked == 2
+
+
+async def test_an_empty_fleet_reports_how_long_it_waited():
+    cache = SnapshotCache()
+    result = await cache.publish_and_wait(G, snapshot(10), timeout=1)
+    assert result.outcomes == () and result.converged
+    assert isinstance(result.seconds, float) and 0 <= result.seconds < 1
+
+
+def test_an_unchecked_publication_is_taken_as_given():
+    """Tests make Envoy NACK with a snapshot the consistency check would refuse."""
+    cache = SnapshotCache()
+    broken = Snapshot.build(listeners=snapshot(0).resources(t.LISTENER).values(),
+                            routes=snapshot(0).resources(t.ROUTE).values(), clusters=[],
+                            endpoints=[])
+    cache.publish(G, broken, verify=False)
+    assert cache.snapshot(G) is broken
 
 
 def test_nacks_are_counted_logged_and_remembered(caplog):
@@ -212,6 +271,7 @@ def test_nacks_are_counted_logged_and_remembered(caplog):
         cache.nacked(handle, t.CLUSTER, "v8", "still bad")
         cache.nacked(handle, "type.googleapis.com/x.Y", "v1", "odd")
     assert cache.nacks == {t.CLUSTER: 2, "type.googleapis.com/x.Y": 1}
+    assert {r.name for r in caplog.records} == {"turnout.xds.cache"}
     assert caplog.messages[0] == ("NACK from node envoy-0 (group fleet) for cds version v7: "
                                   "unknown cluster type")
     assert caplog.messages[2].startswith("NACK from node envoy-0 (group fleet) for "
