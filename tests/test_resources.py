@@ -227,3 +227,51 @@ def test_resilient_clusters_check_health_eject_and_budget_retries():
         assert outlier.consecutive_local_origin_failure.value == 4
         assert outlier.base_ejection_time.seconds == 6
         assert outlier.max_ejection_percent.value == 100
+
+
+def test_endpoints_carry_health_their_health_port_and_a_weighted_locality():
+    assignment = r.load_assignment("slot_blue", [r.HostPort("127.0.0.1", 8001, True, 8002),
+                                                 r.HostPort("127.0.0.1", 8003, False)])
+    assert assignment.cluster_name == "slot_blue"
+    (locality,) = assignment.endpoints
+    # gRPC's xDS client needs a locality and skips one without a weight.
+    assert locality.HasField("locality") and locality.load_balancing_weight.value == 1
+    first, second = locality.lb_endpoints
+    assert first.endpoint.address.socket_address.port_value == 8001
+    assert first.endpoint.health_check_config.port_value == 8002
+    assert first.health_status == 1  # HEALTHY
+    assert not second.endpoint.HasField("health_check_config")
+    assert second.health_status == 2  # UNHEALTHY
+
+
+def test_the_ingress_listener_serves_grpc_and_http_with_envoys_stats():
+    listener = r.http_listener("ingress", host="127.0.0.1", port=8080, route_config="rc",
+                               stat_prefix="edge")
+    address = listener.address.socket_address
+    assert (listener.name, address.address, address.port_value) == ("ingress", "127.0.0.1",
+                                                                     8080)
+    (chain,) = listener.filter_chains
+    assert chain.filters[0].name == "envoy.filters.network.http_connection_manager"
+    manager = _hcm(listener)
+    assert manager.stat_prefix == "edge"
+    assert manager.codec_type == hcm_pb2.HttpConnectionManager.AUTO
+    assert manager.HasField("http2_protocol_options")
+    assert manager.generate_request_id.value is False and manager.HasField("generate_request_id")
+    assert manager.rds.route_config_name == "rc" and manager.rds.config_source.HasField("ads")
+    (router,) = manager.http_filters
+    assert router.name == "envoy.filters.http.router"
+    from envoy.extensions.filters.http.router.v3 import router_pb2
+
+    config = router_pb2.Router()
+    assert router.typed_config.Unpack(config)
+    assert config.suppress_envoy_headers and not config.HasField("dynamic_stats")
+    assert _hcm(r.http_listener("i", host="h", port=1, route_config="rc")).stat_prefix == \
+        "ingress"
+
+
+def test_outlier_detection_ejects_on_local_and_gateway_failures_every_second():
+    outlier = r.grpc_cluster("c", resilience=r.Resilience()).outlier_detection
+    assert outlier.enforcing_consecutive_local_origin_failure.value == 100
+    assert outlier.consecutive_gateway_failure.value == 3
+    assert outlier.enforcing_consecutive_gateway_failure.value == 100
+    assert (outlier.interval.seconds, outlier.interval.nanos) == (1, 0)
