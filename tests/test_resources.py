@@ -44,7 +44,8 @@ def test_the_access_log_streams_to_its_cluster_fast_with_grpc_status():
     assert list(config.additional_response_headers_to_log) == ["grpc-status"]
     assert list(config.additional_response_trailers_to_log) == ["grpc-status"]
     assert r.grpc_access_log("x").typed_config.Unpack(config)
-    assert config.common_config.buffer_flush_interval.nanos == 100_000_000  # default 0.1 s
+    flush = config.common_config.buffer_flush_interval
+    assert (flush.seconds, flush.nanos) == (0, 100_000_000)  # default 0.1 s
 
 
 def test_listeners_log_only_when_given_a_log_cluster():
@@ -275,3 +276,38 @@ def test_outlier_detection_ejects_on_local_and_gateway_failures_every_second():
     assert outlier.consecutive_gateway_failure.value == 3
     assert outlier.enforcing_consecutive_gateway_failure.value == 100
     assert (outlier.interval.seconds, outlier.interval.nanos) == (1, 0)
+
+
+def test_header_matches_compare_exactly():
+    match = r.route_match(headers=[("x-turnout-slot", "green"), ("x-key", "k1")])
+    assert match.prefix == "/" and not match.HasField("grpc")
+    assert [(h.name, h.string_match.exact) for h in match.headers] == [
+        ("x-turnout-slot", "green"), ("x-key", "k1")]
+
+
+def test_weighted_route_defaults_and_the_smallest_split():
+    route = r.weighted_route("split", r.route_match(), [("a", 1, []), ("b", 0, [])])
+    assert route.name == "split"
+    assert route.route.retry_policy.num_retries.value == 5
+    assert (route.route.timeout.seconds, route.route.timeout.nanos) == (60, 0)
+    priority = route.route.retry_policy.retry_priority
+    assert priority.name == "envoy.retry_priorities.previous_priorities"
+    from envoy.extensions.retry.priority.previous_priorities.v3 import (
+        previous_priorities_config_pb2,
+    )
+
+    config = previous_priorities_config_pb2.PreviousPrioritiesConfig()
+    assert priority.typed_config.Unpack(config) and config.update_frequency == 2
+
+
+def test_durations_keep_their_nanoseconds():
+    from xds_server.resources import _duration
+
+    assert (_duration(0.999999999).seconds, _duration(0.999999999).nanos) == (0, 999_999_999)
+    assert (_duration(2.5).seconds, _duration(2.5).nanos) == (2, 500_000_000)
+
+
+def test_the_panic_threshold_is_what_the_resilience_says():
+    cluster = r.grpc_cluster("c", resilience=r.Resilience(panic_threshold=25.0))
+    assert cluster.common_lb_config.healthy_panic_threshold.value == 25.0
+    assert cluster.lb_policy == cluster_pb2.Cluster.ROUND_ROBIN
