@@ -102,3 +102,25 @@ def test_consistency_follows_api_listeners_and_skips_only_actionless_routes():
     ])
     with pytest.raises(InconsistentSnapshotError, match="unknown cluster 'nowhere'"):
         Snapshot.build(routes=[table]).consistent()
+
+
+def test_the_version_does_not_depend_on_the_order_maps_were_filled_in():
+    """Resources are serialised deterministically: the same content gives the same
+    version however its maps were built (no spurious pushes)."""
+    from envoy.config.cluster.v3 import cluster_pb2
+    from google.protobuf import struct_pb2
+
+    from xds_server.snapshot import Snapshot
+
+    def cluster(order: list[str]) -> cluster_pb2.Cluster:
+        c = cluster_pb2.Cluster(name="c")
+        for key in order:
+            c.metadata.filter_metadata[key].CopyFrom(
+                struct_pb2.Struct(fields={"v": struct_pb2.Value(string_value=key)}))
+        return c
+
+    versions = set()
+    for order in (["a", "b", "c", "d", "e"], ["e", "d", "c", "b", "a"], ["c", "a", "e", "b", "d"]):
+        snap = Snapshot.build(listeners=[], routes=[], clusters=[cluster(order)], endpoints=[])
+        versions.add(snap.version("type.googleapis.com/envoy.config.cluster.v3.Cluster"))
+    assert len(versions) == 1
