@@ -287,18 +287,21 @@ def test_what_may_go_out_while_the_store_fails(phase, pushes, safe):
     assert _safe_direction(old, new, [PushWeights(w) for w in pushes]) is safe
 
 
-async def test_a_resumed_rollout_says_where_it_resumed(env):
+async def test_a_resumed_rollout_says_where_it_resumed(env, caplog):
     controller, plane, store, registry = env
     await controller.apply(load_text(policy(steps=THREE)), actor="t")
     await until(controller, {P.BAKING})
     await controller.stop()
     other = fresh(controller, plane, store, registry)
-    await other.start()
+    with caplog.at_level(logging.INFO, logger="turnout.controller"):
+        await other.start()
     await asyncio.sleep(0.05)
     await other.stop()
+    assert "resuming rollout d at baking (step 1, 20%)" in caplog.messages
     resume = [e for e in store.history() if e.kind == "resume"]
     assert len(resume) == 1
     entry = resume[0]
+    assert entry.rollout == other.current().id
     assert (entry.actor, entry.phase_from, entry.phase_to, entry.weights) == \
         ("controller", "baking", "baking", {"blue": 80, "green": 20})
     assert entry.message == ("control plane restarted; resuming at baking, step 1, serving "
@@ -350,3 +353,35 @@ async def test_a_failing_write_is_retried_with_back_off_before_giving_up(env, ca
     assert len(calls) == 4  # COMMIT_ATTEMPTS, then the operator is told
     store.commit = real
     await controller.stop()
+
+
+async def test_a_rollout_resumes_even_when_its_resume_note_cannot_be_written(env):
+    controller, plane, store, registry = env
+    await controller.apply(load_text(policy()), actor="t")
+    await controller.stop()
+    data = store.active_rollout()
+    data["phase"] = "pending"
+    store.commit(rollout=(data["id"], "pending", False, data))
+    store.failing = True
+    other = fresh(controller, plane, store, registry)
+    await other.start()  # the note is lost, the rollout is not
+    store.failing = False
+    assert (await until(other, {P.PROMOTED})).phase is P.PROMOTED
+    await other.stop()
+
+
+def test_the_deploy_step_logs_its_progress(env, tmp_path, caplog):
+    _, plane, store, registry = env
+    triton = FakeTriton(tmp_path / "green-repo")
+    try:
+        plane.slot = lambda name: Slot(name, (triton.endpoint,), tmp_path / "green-repo")
+        with caplog.at_level(logging.INFO, logger="turnout.controller"):
+            done = Deploying(plane, store, registry=registry, provider=Healthy())._deploy(
+                _state())
+    finally:
+        triton.close()
+    assert done.ok is True
+    assert any(m.startswith("deploy: staging pair:v2 (") for m in caplog.messages)
+    failed = Deploying(plane, store, registry=registry, provider=Healthy())._deploy(
+        _state("pair:v9"))
+    assert failed.ok is False
