@@ -264,18 +264,24 @@ def test_a_served_config_without_a_digest_fails_with_none(env):
     assert f"  {triton.endpoint.grpc_address}: FAILED {failure}" in lines
 
 
-def test_every_failed_server_is_listed(env, tmp_path):
-    registry, repository, triton = env
+def deploy_on_two_failing(registry, repository, triton, model: str):  # type: ignore[no-untyped-def]
+    """Deploy text:v2 onto ``triton`` and a second fake that both fail to load ``model``:
+    the error message, and the second fake (closed)."""
     other = FakeTriton(repository)
     try:
-        triton.fail_load = other.fail_load = {"text"}
+        triton.fail_load = other.fail_load = {model}
         with pytest.raises(DeployError) as raised:
             deploy(registry, "text", "v2", slot="green",
                    endpoints=[triton.endpoint, other.endpoint], repository=repository,
                    timeout=5)
     finally:
         other.close()
-    message = str(raised.value)
+    return str(raised.value), other
+
+
+def test_every_failed_server_is_listed(env, tmp_path):
+    registry, repository, triton = env
+    message, other = deploy_on_two_failing(registry, repository, triton, "text")
     assert message.startswith("deploy to green failed on 2/2 servers: ")
     first, second = message.removeprefix("deploy to green failed on 2/2 servers: ").split("; ")
     assert {first.split(": ")[0], second.split(": ")[0]} == {triton.endpoint.http_url,
@@ -285,18 +291,9 @@ def test_every_failed_server_is_listed(env, tmp_path):
 
 def test_every_server_failing_a_companion_is_listed(env):
     registry, repository, triton = env
-    other = FakeTriton(repository)
-    try:
-        triton.fail_load = other.fail_load = {"pair"}
-        with pytest.raises(DeployError) as raised:
-            deploy(registry, "text", "v2", slot="green",
-                   endpoints=[triton.endpoint, other.endpoint], repository=repository,
-                   timeout=5)
-    finally:
-        other.close()
+    message, other = deploy_on_two_failing(registry, repository, triton, "pair")
     prefix = ("deploy to green failed: could not bring pair:v1 (also served by the active "
               "slot) onto it: ")
-    message = str(raised.value)
     assert message.startswith(prefix)
     first, second = message.removeprefix(prefix).split("; ")
     assert {first.split(": ")[0], second.split(": ")[0]} == {triton.endpoint.http_url,

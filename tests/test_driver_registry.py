@@ -308,13 +308,18 @@ async def test_a_resumed_rollout_says_where_it_resumed(env, caplog):
                              "{'blue': 80, 'green': 20}")
 
 
-async def test_a_pending_rollout_is_started_when_resumed(env):
-    controller, plane, store, registry = env
+async def left_pending(controller: RolloutController, store) -> None:  # type: ignore[no-untyped-def]
+    """A rollout the store says is pending (stopped before its start was handled)."""
     await controller.apply(load_text(policy()), actor="t")
     await controller.stop()
     data = store.active_rollout()
     data["phase"] = "pending"
     store.commit(rollout=(data["id"], "pending", False, data))
+
+
+async def test_a_pending_rollout_is_started_when_resumed(env):
+    controller, plane, store, registry = env
+    await left_pending(controller, store)
     other = fresh(controller, plane, store, registry)
     await other.start()
     assert (await until(other, {P.PROMOTED})).phase is P.PROMOTED
@@ -357,11 +362,7 @@ async def test_a_failing_write_is_retried_with_back_off_before_giving_up(env, ca
 
 async def test_a_rollout_resumes_even_when_its_resume_note_cannot_be_written(env):
     controller, plane, store, registry = env
-    await controller.apply(load_text(policy()), actor="t")
-    await controller.stop()
-    data = store.active_rollout()
-    data["phase"] = "pending"
-    store.commit(rollout=(data["id"], "pending", False, data))
+    await left_pending(controller, store)
     store.failing = True
     other = fresh(controller, plane, store, registry)
     await other.start()  # the note is lost, the rollout is not

@@ -36,6 +36,15 @@ def moved(old: str, new: str, message: str, actor: str = "controller",
     return Note("transition", actor, f"{old} -> {new}: {message}", evidence)
 
 
+def baking_under(policy: str, now: float = 0.0):  # type: ignore[no-untyped-def]
+    """A rollout of ``policy`` baking at its first step (10 %)."""
+    s = new_state(policy)
+    for event in (Started(), DeployFinished(True, "ok"), ValidationFinished(True, "ok"),
+                  WeightsPushed(10, True, 0.001)):
+        s, _ = run(s, event, now)
+    return s
+
+
 def promoted(at: float = 3.0):
     s = to_baking()
     s, _ = run(s, Command("promote", "sre", full=True), at)
@@ -216,10 +225,7 @@ def test_a_dead_candidate_while_paused_rolls_back_and_forgets_the_pause():
 def test_a_dead_candidate_under_a_pause_policy_pauses_once():
     policy = POLICY.replace("rollback: {keepWarm: 60s}",
                             "rollback: {keepWarm: 60s, onCandidateUnhealthy: pause}")
-    s = new_state(policy)
-    for event in (Started(), DeployFinished(True, "ok"), ValidationFinished(True, "ok"),
-                  WeightsPushed(10, True, 0.001)):
-        s, _ = run(s, event, 1.0)
+    s = baking_under(policy, 1.0)
     s, actions = run(s, SlotHealth("green", 0, 2), 2.0)
     assert actions == [moved("baking", "paused", "candidate slot green unhealthy: 0/2 servers "
                              "ready at 10% (policy: pause)")]
@@ -401,10 +407,7 @@ def test_missing_data_pauses_even_when_metric_errors_would_roll_back():
     strict = POLICY.replace("consecutiveErrorLimit: 1", "consecutiveErrorLimit: 0\n"
                             "    onMetricErrors: rollback").replace("inconclusiveLimit: 2",
                                                                "inconclusiveLimit: 0")
-    s = new_state(strict)
-    for event in (Started(), DeployFinished(True, "ok"), ValidationFinished(True, "ok"),
-                  WeightsPushed(10, True, 0.001)):
-        s, _ = run(s, event, 0.0)
+    s = baking_under(strict, 0.0)
     s = measure(s, 5.0)
     s, _ = run(s, gate(Phase.INCONCLUSIVE), 5.0)
     assert s.phase is P.PAUSED and s.reason.startswith("holding at 10%: 1 inconclusive rounds")
@@ -413,10 +416,7 @@ def test_missing_data_pauses_even_when_metric_errors_would_roll_back():
 def test_metric_errors_rolling_back_carry_their_round():
     strict = POLICY.replace("consecutiveErrorLimit: 1", "consecutiveErrorLimit: 0\n"
                             "    onMetricErrors: rollback")
-    s = new_state(strict)
-    for event in (Started(), DeployFinished(True, "ok"), ValidationFinished(True, "ok"),
-                  WeightsPushed(10, True, 0.001)):
-        s, _ = run(s, event, 0.0)
+    s = baking_under(strict, 0.0)
     s = measure(s, 5.0)
     event = gate(Phase.ERROR)
     s, actions = run(s, event, 5.0)
