@@ -235,3 +235,21 @@ def test_the_latency_limit_is_the_larger_of_ratio_and_delta():
     assert _sprt(w, "p50_latency_ms", max_ratio=2.0, min_delta=25.0).bad == 0
     # A small delta does not lower the ratio's limit.
     assert _sprt(w, "p50_latency_ms", max_ratio=2.0, min_delta=1.0).bad == 2
+
+
+def test_the_log_likelihood_ratio_is_walds():
+    got = sprt(2, 100, 0.01, 0.05, 0.01, 0.1)
+    assert got.llr == pytest.approx(2 * math.log(5) + 98 * math.log(0.95 / 0.99))
+    assert (got.upper, got.lower) == (pytest.approx(math.log(0.9 / 0.01)),
+                                      pytest.approx(math.log(0.1 / 0.99)))
+
+
+@pytest.mark.parametrize("p0, p1", [(0.0, 0.5), (0.2, 1.0), (0.5, 0.5), (0.6, 1.5)])
+def test_hypotheses_outside_zero_to_one_are_refused(p0, p1):
+    with pytest.raises(ValueError, match=rf"^need 0 < p0 < p1 < 1, got p0={p0}, p1={p1}$"):
+        sprt(1, 10, p0, p1, 0.01, 0.1)
+
+
+def test_the_alternative_stays_below_one():
+    assert hypotheses("error_rate", 0.6, error_max=None) == (0.6, 0.999)
+    assert hypotheses("p50_latency_ms", 0.7, error_max=None) == (0.7, 0.999)
