@@ -439,3 +439,20 @@ def test_the_policy_is_read_relative_to_its_own_file(tmp_path):
     s = dataclasses.replace(new_state(), policy=doc, source=str(tmp_path / "p.yaml"))
     assert policy_of(s).validation.samples == str(tmp_path.resolve() / "s.npz")
     assert policy_of(s).source == str(tmp_path / "p.yaml")
+
+
+def test_a_stored_state_comes_back_with_its_phases_as_phases():
+    """After a restart the machine compares phases by identity (``is P.SHIFTING``): a
+    phase read back as a plain string would resume a paused push as a bake."""
+    from turnout.controller.state import RolloutState
+
+    paused = paused_from("shifting")
+    back = RolloutState.from_dict(paused.as_dict())
+    assert back == paused and back.paused_from is P.SHIFTING and back.phase is P.PAUSED
+    _, actions = run(back, Command("resume", "kim"), 20.0)
+    assert actions[-1] == PushWeights(10)
+    s = measure(to_baking(), 5.0)
+    s, _ = run(s, gate(Phase.FAILED), 5.0)
+    s, _ = run(s, Command("abort", "ops"), 6.0)
+    back = RolloutState.from_dict(s.as_dict())
+    assert back.ending is P.ABORTED and back.paused_from is None

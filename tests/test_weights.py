@@ -62,3 +62,11 @@ def test_store_keeps_weights_and_audit_across_instances(tmp_path):
     [entry] = again.history()
     assert (entry.actor, entry.kind, entry.weights) == ("tester", "weights",
                                                         {"blue": 60, "green": 40})
+
+
+def test_a_bad_weight_of_either_slot_is_named():
+    with pytest.raises(ConfigError, match=r"^weight of blue must be an integer 0\.\.100, got 150$"):
+        Weights.from_mapping({"blue": 150, "green": -50})
+    with pytest.raises(ConfigError, match=r"^weight of green must be an integer 0\.\.100, got "
+                                          r"'x'$"):
+        Weights.from_mapping({"blue": 50, "green": "x"})
