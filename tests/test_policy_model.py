@@ -140,6 +140,7 @@ def test_a_policy_without_validation_settings_keeps_the_suites_defaults():
     doc = load_text(MINIMAL).document
     doc["spec"]["validation"] = {"latency": {}, "parity": {}, "adversarial": {}}
     assert build_policy(doc).validation == ValidationSettings()
+    assert build_policy(doc).source == ""  # no file named: none made up
 
 
 @pytest.mark.parametrize("text, seconds", [("250ms", 0.25), ("30s", 30.0), ("1.5m", 90.0),
