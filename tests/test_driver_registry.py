@@ -386,3 +386,51 @@ def test_the_deploy_step_logs_its_progress(env, tmp_path, caplog):
     failed = Deploying(plane, store, registry=registry, provider=Healthy())._deploy(
         _state("pair:v9"))
     assert failed.ok is False
+
+
+class Asked:
+    """A metrics provider recording each PromQL question; answers 100 requests, 0 errors."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def query_value(self, promql: str) -> float:
+        self.asked.append(promql)
+        return 100.0 if "upstream_rq_total" in promql else 0.0
+
+
+def test_a_gate_round_asks_about_the_candidate_slot_and_the_model(env):
+    _, plane, store, registry = env
+    provider, stream = Asked(), Asked()
+    controller = RolloutController(plane, store, registry=registry, provider=provider,
+                                   stream=stream, clock=lambda: 130.0)
+    state = _state()
+    state.step_entered_at, state.baselines = 100.0, {"errors": 0.25}
+    event = controller._measure(state, 6.0)
+    (m,) = event.round["measurements"]
+    assert m["metric"] == "errors" and m["phase"] == "Successful"
+    assert event.round["window_s"] == 6.0
+    assert any('slot="green"' in q and 'model=~"pair"' in q for q in provider.asked)
+    assert not any('slot="blue"' in q for q in provider.asked)
+    assert state.baselines == {"errors": 0.25}  # the round works on a copy
+
+
+def test_registry_failures_after_the_end_are_logged_not_raised(env, caplog):
+    from triton_slots.registry import RegistryError
+
+    _, plane, store, registry = env
+
+    class Refusing:
+        def __getattr__(self, name):  # type: ignore[no-untyped-def]
+            return getattr(registry, name)
+
+        def set_stage(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            raise RegistryError("registry is read-only")
+
+    controller = RolloutController(plane, store, registry=Refusing(), provider=Healthy())
+    with caplog.at_level(logging.ERROR, logger="turnout.controller"):
+        controller._mark_promoted(_state())
+        controller._mark_failed(_state(), "gate failed")
+    assert caplog.messages == [
+        "registry update after promotion failed: registry is read-only",
+        "registry update after rollback failed: registry is read-only"]
