@@ -444,15 +444,20 @@ def test_the_policy_is_read_relative_to_its_own_file(tmp_path):
 def test_a_stored_state_comes_back_with_its_phases_as_phases():
     """After a restart the machine compares phases by identity (``is P.SHIFTING``): a
     phase read back as a plain string would resume a paused push as a bake."""
+    import json
+
     from turnout.controller.state import RolloutState
 
+    def stored(state):  # type: ignore[no-untyped-def]
+        return RolloutState.from_dict(json.loads(json.dumps(state.as_dict())))  # as stores do
+
     paused = paused_from("shifting")
-    back = RolloutState.from_dict(paused.as_dict())
+    back = stored(paused)
     assert back == paused and back.paused_from is P.SHIFTING and back.phase is P.PAUSED
     _, actions = run(back, Command("resume", "kim"), 20.0)
     assert actions[-1] == PushWeights(10)
     s = measure(to_baking(), 5.0)
     s, _ = run(s, gate(Phase.FAILED), 5.0)
     s, _ = run(s, Command("abort", "ops"), 6.0)
-    back = RolloutState.from_dict(s.as_dict())
+    back = stored(s)
     assert back.ending is P.ABORTED and back.paused_from is None
