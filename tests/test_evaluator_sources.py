@@ -7,25 +7,9 @@ import pytest
 
 from gates.metrics.evaluator import measure_round
 from gates.metrics.measurement import Phase
-from gates.metrics.provider import MetricsError, NoData
+from gates.metrics.provider import MetricsError
+from tests.test_stream_source import Recording
 from turnout.policy import MetricSpec
-
-
-class Answers:
-    """A MetricSource answering per (builtin, slot); records every question."""
-
-    def __init__(self, answers: dict[tuple[str | None, str], object]) -> None:
-        self.answers = answers
-        self.asked: list[tuple[str | None, str, float, str]] = []
-
-    def value(self, query, *, slot: str, window_s: float, model: str = "") -> float:  # type: ignore[no-untyped-def]
-        self.asked.append((query.builtin, slot, window_s, model))
-        answer = self.answers.get((query.builtin, slot))
-        if isinstance(answer, Exception):
-            raise answer
-        if answer is None:
-            raise NoData("nothing")
-        return answer  # type: ignore[return-value]
 
 
 def test_error_measurements_carry_the_round_time_and_dry_run():
@@ -34,7 +18,7 @@ def test_error_measurements_carry_the_round_time_and_dry_run():
                             min_requests=1, baselines={})
     (m,) = missing.measurements
     assert (m.phase, m.dry_run, m.at) == (Phase.ERROR, True, missing.at)
-    failing = Answers({("requests", "green"): MetricsError("down")})
+    failing = Recording({("requests", "green"): MetricsError("down")})
     broken = measure_round(failing, metrics, candidate="green", active="blue", window_s=6,
                            min_requests=1, baselines={})
     (m,) = broken.measurements
@@ -43,7 +27,7 @@ def test_error_measurements_carry_the_round_time_and_dry_run():
 
 
 def test_every_question_names_the_model_and_the_measurement_its_round_time():
-    source = Answers({("requests", "green"): 50.0, ("requests", "blue"): 50.0,
+    source = Recording({("requests", "green"): 50.0, ("requests", "blue"): 50.0,
                       ("p99_latency_ms", "green"): 12.0, ("p99_latency_ms", "blue"): 10.0})
     metrics = [MetricSpec("p99", builtin="p99_latency_ms", max_ratio=2.0)]
     got = measure_round(source, metrics, candidate="green", active="blue", window_s=6,
@@ -59,12 +43,12 @@ def test_a_baseline_needs_exactly_min_requests_and_a_number():
     metrics = [MetricSpec("p99", builtin="p99_latency_ms", max_ratio=2.0)]
     answers = {("requests", "green"): 10.0, ("requests", "blue"): 10.0,
                ("p99_latency_ms", "green"): 12.0, ("p99_latency_ms", "blue"): 10.0}
-    got = measure_round(Answers(answers), metrics, candidate="green", active="blue",
+    got = measure_round(Recording(answers), metrics, candidate="green", active="blue",
                         window_s=6, min_requests=10, baselines={})
     assert got.measurements[0].baseline == 10.0
     nan = dict(answers)
     nan[("p99_latency_ms", "blue")] = float("nan")
-    got = measure_round(Answers(nan), metrics, candidate="green", active="blue", window_s=6,
+    got = measure_round(Recording(nan), metrics, candidate="green", active="blue", window_s=6,
                         min_requests=10, baselines={})
     assert (got.measurements[0].phase, got.measurements[0].message) == (
         Phase.INCONCLUSIVE, "no baseline: active slot blue has too little traffic")
@@ -74,7 +58,7 @@ def test_a_failing_baseline_is_an_error_named_for_its_metric():
     metrics = [MetricSpec("p99", builtin="p99_latency_ms", max_ratio=2.0)]
     answers = {("requests", "green"): 10.0, ("requests", "blue"): MetricsError("timeout"),
                ("p99_latency_ms", "green"): 12.0}
-    got = measure_round(Answers(answers), metrics, candidate="green", active="blue",
+    got = measure_round(Recording(answers), metrics, candidate="green", active="blue",
                         window_s=6, min_requests=10, baselines={})
     (m,) = got.measurements
     assert (m.metric, m.phase, m.message) == ("p99", Phase.ERROR,
@@ -85,10 +69,10 @@ def test_a_ratio_exactly_at_its_minimum_passes():
     metrics = [MetricSpec("tput", builtin="throughput_rps", min_ratio=0.5)]
     answers = {("requests", "green"): 50.0, ("requests", "blue"): 50.0,
                ("throughput_rps", "green"): 5.0, ("throughput_rps", "blue"): 10.0}
-    got = measure_round(Answers(answers), metrics, candidate="green", active="blue",
+    got = measure_round(Recording(answers), metrics, candidate="green", active="blue",
                         window_s=6, min_requests=10, baselines={})
     assert got.measurements[0].phase is Phase.SUCCESSFUL
     answers[("throughput_rps", "green")] = 4.9
-    got = measure_round(Answers(answers), metrics, candidate="green", active="blue",
+    got = measure_round(Recording(answers), metrics, candidate="green", active="blue",
                         window_s=6, min_requests=10, baselines={})
     assert got.measurements[0].phase is Phase.FAILED

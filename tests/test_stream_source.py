@@ -220,15 +220,18 @@ def test_gates_on_the_stream_keep_deciding_when_prometheus_is_down():
 
 
 class Recording:
-    """A MetricSource answering per (builtin, slot); records every question."""
+    """A MetricSource answering per (builtin, slot) with a number, or raising the
+    exception given as the answer; records every question."""
 
-    def __init__(self, answers: dict[tuple[str | None, str], float]) -> None:
+    def __init__(self, answers: dict[tuple[str | None, str], float | Exception]) -> None:
         self.answers = answers
         self.asked: list[tuple[str | None, str, float, str]] = []
 
     def value(self, query, *, slot: str, window_s: float, model: str = "") -> float:
         self.asked.append((query.builtin, slot, window_s, model))
         answer = self.answers.get((query.builtin, slot))
+        if isinstance(answer, Exception):
+            raise answer
         if answer is None:
             raise NoData("nothing")
         return answer
