@@ -84,7 +84,13 @@ class FlakyStore(Store):
 
 
 class Healthy:
+    """A metrics provider: 100 requests, no errors, for every slot; records each query."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
     def query_value(self, promql: str) -> float:
+        self.asked.append(promql)
         return 100.0 if "upstream_rq_total" in promql else 0.0
 
 

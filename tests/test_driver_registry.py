@@ -388,20 +388,9 @@ def test_the_deploy_step_logs_its_progress(env, tmp_path, caplog):
     assert failed.ok is False
 
 
-class Asked:
-    """A metrics provider recording each PromQL question; answers 100 requests, 0 errors."""
-
-    def __init__(self) -> None:
-        self.asked: list[str] = []
-
-    def query_value(self, promql: str) -> float:
-        self.asked.append(promql)
-        return 100.0 if "upstream_rq_total" in promql else 0.0
-
-
 def test_a_gate_round_asks_about_the_candidate_slot_and_the_model(env):
     _, plane, store, registry = env
-    provider, stream = Asked(), Asked()
+    provider, stream = Healthy(), Healthy()
     controller = RolloutController(plane, store, registry=registry, provider=provider,
                                    stream=stream, clock=lambda: 130.0)
     state = _state()
