@@ -12,6 +12,7 @@ import pytest
 from tests.xds_fakes import snapshot
 from xds_server import type_urls as t
 from xds_server.cache import SnapshotCache
+from xds_server.errors import InconsistentSnapshotError
 from xds_server.snapshot import Snapshot
 
 G = "fleet"
@@ -133,9 +134,9 @@ async def test_defaults_check_consistency_and_wait_for_everyone():
                             endpoints=[])
     for publish in (lambda: cache.publish(G, broken),
                     lambda: cache.set_snapshot(G, broken)):
-        with pytest.raises(Exception, match="cluster"):
+        with pytest.raises(InconsistentSnapshotError, match="cluster"):
             publish()
-    with pytest.raises(Exception, match="cluster"):
+    with pytest.raises(InconsistentSnapshotError, match="cluster"):
         await cache.publish_and_wait(G, broken, timeout=0.05)
     assert cache.snapshot(G) is snap  # nothing published
 
