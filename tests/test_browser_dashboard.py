@@ -1,23 +1,29 @@
 """The dashboard in a real browser (Debian's headless Chromium through chromedriver) on a
-real stack: what it shows matches the API, and it changes live, without a reload, while
+real stack: its data needs a token with the read role (sign-in, sessions ended by revoking
+the token), what it shows matches the API, and it changes live, without a reload, while
 traffic moves and a rollout runs. Screenshots go to $TURNOUT_SCREENSHOTS (``make
 screenshots`` writes them to docs/), else to the test's temporary directory."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import statistics
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
 from tests.rollout_helpers import EXAMPLES, FINISHED, policy, wait_for
 from triton_slots.loadgen import LoadGenerator
 from turnout import stack
+from turnout.cli import main as cli
 from turnout.client import ApiClient
 from turnout.workflow import registry_for
 
@@ -81,6 +87,112 @@ def _until(browser, condition, *, timeout: float = 10.0, what: str) -> float:
             last = exc
         time.sleep(0.02)
     raise AssertionError(f"the page never showed {what} in {timeout:.0f}s ({last})")
+
+
+def _cli(*args: str) -> str:
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _http(info, method: str, path: str, *, token: str | None = None,
+          cookie: str | None = None, body: bytes | None = None):
+    """(status, headers, JSON answer) of one API call."""
+    request = urllib.request.Request(info.api_url + path, data=body, method=method)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    if cookie:
+        request.add_header("Cookie", cookie)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, json.load(exc)
+
+
+def _signed_in(browser) -> str | None:
+    return browser.execute_script("return document.body.dataset.signedIn || null")
+
+
+def test_data_needs_a_read_token_and_revoking_it_ends_the_session(env):
+    info, _client, browser = env
+    directory = info.directory
+    # No token: the page offers a sign-in and shows no data; the data endpoints say 401.
+    _until(browser, lambda: _signed_in(browser) == "no", what="the sign-in")
+    assert browser.execute_script("return document.querySelector('main').hidden") is True
+    assert "Sign in" in _text(browser, "#signin")
+    assert _text(browser, "#slot-blue .servers") == "", "data shown without a token"
+    for path in ("/dashboard/state", "/dashboard/events"):
+        status, _, answer = _http(info, "GET", path)
+        assert (status, answer["error"]) == (401, "no dashboard session: sign in with a token")
+        status, _, answer = _http(info, "GET", path, cookie="turnout_dashboard=forged")
+        assert (status, answer["error"]) == (401, "dashboard session unknown or ended: sign "
+                                                  "in again")
+        status, _, answer = _http(info, "GET", path, token="tt_wrong")
+        assert (status, answer["error"]) == (401, "unknown bearer token")
+    status, _, answer = _http(info, "POST", "/dashboard/session", body=b'{"code": "nope"}')
+    assert status == 401 and "sign-in code unknown, used or expired" in answer["error"]
+    status, _, answer = _http(info, "POST", "/dashboard/session", body=b"[1")
+    assert status == 401 and "bearer token" in answer["error"]
+    # The page itself, its script and the public endpoints stay open.
+    for path in ("/", "/dashboard/app.js", "/openapi.json", "/metrics", "/healthz"):
+        with urllib.request.urlopen(info.api_url + path, timeout=10) as response:
+            assert response.status == 200, path
+
+    # A read token signs in; the cookie is HttpOnly, SameSite=Strict, scoped to the data.
+    read_secret = _cli("token", "create", "viewer", "--role", "read", "--dir",
+                       directory).strip().splitlines()[-1]
+    status, headers, answer = _http(info, "POST", "/dashboard/session", token=read_secret)
+    assert (status, answer["token"], answer["role"]) == (200, "viewer", "read")
+    cookie = headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/dashboard" in cookie
+    assert "Secure" not in cookie  # plain HTTP here; set over TLS
+    browser.find_element(By.CSS_SELECTOR, "#signin-token").send_keys(read_secret)
+    browser.find_element(By.CSS_SELECTOR, "#signin-form button").click()
+    _until(browser, lambda: _text(browser, "#conn") == "live", what="a live connection")
+    # (The page's own cookie list hides it: its path is the data's, not the page's.)
+    [session] = [c for c in browser.execute_cdp_cmd("Network.getAllCookies", {})["cookies"]
+                 if c["name"] == "turnout_dashboard"]
+    assert (session["httpOnly"], session["sameSite"], session["path"]) == \
+        (True, "Strict", "/dashboard")
+    assert browser.execute_script("return document.cookie") == ""
+    assert read_secret not in browser.current_url
+    # Read may look, not act.
+    browser.find_element(By.CSS_SELECTOR, "#token").clear()
+    browser.find_element(By.CSS_SELECTOR, "#token").send_keys(read_secret)
+    browser.find_element(By.CSS_SELECTOR, "button[data-command=pause]").click()
+    _until(browser, lambda: "403" in _text(browser, "#action-result"), what="a 403")
+    browser.find_element(By.CSS_SELECTOR, "#token").clear()
+
+    # Revoking the token ends its sessions: the open page and a bearer event stream both
+    # stop within a second.
+    stream = urllib.request.urlopen(urllib.request.Request(
+        info.api_url + "/dashboard/events", headers={"Authorization": f"Bearer {read_secret}"}),
+        timeout=10)
+    assert stream.readline().startswith(b"event: state")
+    _cli("token", "revoke", "viewer", "--dir", directory)
+    revoked = time.monotonic()
+    line = b""
+    while not line.startswith(b"event: signed-out"):
+        line = stream.readline()
+        assert line, "the stream ended without saying why"
+        assert time.monotonic() - revoked < 3, "still streaming 3 s after the revocation"
+    ended = time.monotonic() - revoked
+    stream.close()
+    _until(browser, lambda: _signed_in(browser) == "no", timeout=5, what="the sign-in again")
+    assert ended < 1.0, f"the revoked token's stream ran {ended:.2f} s on"
+    assert "revoked" in _text(browser, "#signin-message")
+    assert _text(browser, "#slot-blue .servers") == "", "data kept after the revocation"
+
+    # `turnout dashboard` prints a link with a one-time code for a fresh read session.
+    link = _cli("dashboard", "--dir", directory).splitlines()[0]
+    assert link.startswith(info.api_url + "/#code=")
+    browser.get(link)
+    _until(browser, lambda: _text(browser, "#conn") == "live", what="a live connection")
+    assert "#code" not in browser.current_url, "the code stayed in the address bar"
+    status, _, answer = _http(info, "POST", "/dashboard/session",
+                              body=json.dumps({"code": link.split("=", 1)[1]}).encode())
+    assert status == 401, "a code worked twice"
 
 
 def test_page_matches_the_api(env):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import webbrowser
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,8 @@ def stack_up(directory: Path, per_slot: int, models: tuple[Path, ...], tls: bool
     click.echo(f"ingress {info.ingress}  (KServe v2 over gRPC and HTTP; models "
                f"{', '.join(info.models)})")
     click.echo(f"api     {info.api_url}  (admin token in {info.directory}/stack.json, 0600)")
+    click.echo(f"dashboard  turnout dashboard --dir {info.directory}  (a sign-in link; or "
+               "sign in on the page with a token)")
     click.echo(f"xds     {info.transport}"
                + ("" if tls else "  (any local process may connect; --tls for mTLS)"))
     click.echo("preview send x-turnout-slot: SLOT and x-turnout-preview-key: KEY "
@@ -137,6 +140,22 @@ def status(directory: Path, as_json: bool, watch: bool, interval: float) -> None
             break
         time.sleep(interval)
         data = client.status()
+
+
+@main.command()
+@dir_option
+@click.option("--open", "open_browser", is_flag=True,
+              help="Also open the link in this machine's web browser.")
+@friendly
+def dashboard(directory: Path, open_browser: bool) -> None:
+    """A link to the live dashboard that signs the browser in with a fresh read session
+    (a one-time code in the link's fragment, valid 60 s; the token never leaves the CLI)."""
+    client = client_for(directory)
+    code = client.dashboard_code()
+    link = f"{client.base_url}/#code={code['code']}"
+    click.echo(f"{link}\n(sign-in link: one use, within {code['expires_in']:g} s)")
+    if open_browser:
+        webbrowser.open(link)
 
 
 register_models(main)

@@ -65,3 +65,7 @@ class ApiClient:
     def history(self, *, rollout: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
         query = f"?limit={limit}" + (f"&rollout={rollout}" if rollout else "")
         return self._call("GET", "/v1/history" + query)
+
+    def dashboard_code(self) -> dict[str, Any]:
+        """A one-time sign-in code for a ``read`` dashboard session (60 s)."""
+        return self._call("POST", "/dashboard/code", {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -19,6 +20,15 @@ _WILDCARDS = {"0.0.0.0", "::", ""}
 EXAMPLE_SECRETS = {"change-me", "changeme", "secret", "token", "example", "password", "admin",
                    "turnout"}
 MIN_SECRET = 24
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _secret_from_env(name: str) -> str:
@@ -78,6 +88,9 @@ class ControlPlaneConfig:
     grpc_target: str = "turnout"
     # Requests pinned to a slot by the preview header must also carry this key.
     preview_key: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    # The dashboard: {"public": true} serves its data without a token (demos only;
+    # refused unless bind_host is a loopback address).
+    dashboard: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tokens", tuple(self.tokens))
@@ -95,12 +108,32 @@ class ControlPlaneConfig:
             raise ConfigError(f"token names must be unique, got {names}")
         if len(self.preview_key) < 16:
             raise ConfigError("preview_key must be at least 16 characters")
+        self._check_dashboard()
         unknown = set(self.slots) - set(SLOT_NAMES)
         if unknown:
             raise ConfigError(f"unknown slot(s) {sorted(unknown)}; slots are {SLOT_NAMES}")
         for name, slot in self.slots.items():
             if slot.name != name:
                 raise ConfigError(f"slot {name!r} holds the definition of {slot.name!r}")
+
+    def _check_dashboard(self) -> None:
+        if not isinstance(self.dashboard, dict):
+            raise ConfigError(f"dashboard must be an object like {{\"public\": false}}, "
+                              f"got {self.dashboard!r}")
+        unknown = sorted(set(self.dashboard) - {"public"})
+        if unknown:
+            raise ConfigError(f"dashboard: unknown field(s) {unknown}; allowed: public")
+        public = self.dashboard.get("public", False)
+        if not isinstance(public, bool):
+            raise ConfigError(f"dashboard.public must be true or false, got {public!r}")
+        if public and not _loopback(self.bind_host):
+            raise ConfigError(f"dashboard.public serves rollout data without a token: only "
+                              f"with the API on a loopback address, but bind_host is "
+                              f"{self.bind_host!r}")
+
+    @property
+    def dashboard_public(self) -> bool:
+        return bool(self.dashboard.get("public", False))
 
     @property
     def state_path(self) -> Path:

@@ -1,10 +1,19 @@
 """The live dashboard: a static page (``turnout/dashboard/``, no build step, no library
 fetched at run time) and the data it shows, pushed as server-sent events.
 
-    GET /                      the page (read-only without a token; actions need one)
-    GET /dashboard/<file>      its script and style
-    GET /dashboard/state       everything the page shows, as JSON
-    GET /dashboard/events      the same, pushed (``text/event-stream``) whenever it changes
+    GET    /                   the page (no data in it: it signs in, then fetches)
+    GET    /dashboard/<file>   its script and style
+    POST   /dashboard/session  sign in: a bearer token, or {"code": ...} from
+                               ``POST /dashboard/code``; sets an HttpOnly session cookie
+    DELETE /dashboard/session  sign out
+    POST   /dashboard/code     a one-time sign-in code (60 s) for a ``read`` session
+    GET    /dashboard/state    everything the page shows, as JSON
+    GET    /dashboard/events   the same, pushed (``text/event-stream``) whenever it changes
+
+The data needs the ``read`` role, like ``/v1/status``: a session cookie or a bearer token.
+``dashboard: {public: true}`` in the control plane's config opens it to anyone who reaches
+the API (refused unless the API binds a loopback address). A revoked token's sessions stop
+receiving events within a push interval (0.25 s).
 
 Per-slot traffic (requests/s, p50/p99, error rate) over the last 10 s comes from Envoy's
 access-log stream to the control plane; before that stream has data, from Prometheus,
@@ -17,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +36,8 @@ from gates.metrics.builtins import BUILTINS
 from gates.metrics.provider import MetricsError, NoData
 from gates.metrics.sources import EnvoyStreamSource, MetricSource, PromQLSource, Query
 from triton_slots.slot import SLOT_NAMES
+from turnout.sessions import COOKIE, Session, SessionError, Sessions
+from turnout.tokens import ApiToken, Role, identify
 
 if TYPE_CHECKING:
     from turnout.controlplane import ControlPlane
@@ -37,6 +49,12 @@ TRAFFIC = {"rps": "requests_rps", "p50_ms": "p50_latency_ms", "p99_ms": "p99_lat
 WINDOW_S = 10.0
 PUSH_INTERVAL_S = 0.25
 MAX_CLIENTS = 32
+PUBLIC = Session("public", "", Role.READ, float("inf"))
+
+
+def _unauthorized(message: str) -> web.HTTPUnauthorized:
+    """A 401 whose message the API's middleware returns as ``{"error": message}``."""
+    return web.HTTPUnauthorized(reason=message)
 
 
 class Dashboard:
@@ -49,6 +67,71 @@ class Dashboard:
         self._traffic_at = 0.0
         self._clients = 0
         self._refreshing: asyncio.Task | None = None
+        self.sessions = Sessions(plane.tokens)
+
+    # ---- who may read -----------------------------------------------------------------
+    def _bearer(self, request: web.Request) -> ApiToken | None:
+        scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+        if scheme != "Bearer" or not secret:
+            return None
+        token = identify(self.plane.tokens(), secret)
+        if token is None:
+            raise _unauthorized("unknown bearer token")
+        return token
+
+    def reader(self, request: web.Request) -> Callable[[], Session]:
+        """Who reads: a check to repeat while serving (it raises once the token behind the
+        session is revoked). 401 with the reason when nobody may."""
+        if self.plane.config.dashboard_public:
+            return lambda: PUBLIC
+        token = self._bearer(request)
+        if token is not None:
+            sha = token.sha256
+            session = Session(token.name, sha, token.role, float("inf"))
+
+            def by_token() -> Session:
+                if not any(t.sha256 == sha for t in self.plane.tokens()):
+                    raise SessionError(f"token {session.token_name!r} was revoked")
+                return session
+            return by_token
+        session_id = request.cookies.get(COOKIE, "")
+        try:
+            self.sessions.check(session_id)
+        except SessionError as exc:
+            self.plane.telemetry.api_refused.labels(reason="unauthenticated").inc()
+            raise _unauthorized(str(exc)) from None
+        return lambda: self.sessions.check(session_id)
+
+    async def sign_in(self, request: web.Request) -> web.Response:
+        token = self._bearer(request)
+        if token is not None:
+            session_id, session = self.sessions.open(token)
+        else:
+            code = await _code_from(request)
+            try:
+                session_id, session = self.sessions.redeem(code)
+            except SessionError as exc:
+                self.plane.telemetry.api_refused.labels(reason="unauthenticated").inc()
+                raise _unauthorized(str(exc)) from None
+        response = web.json_response({"token": session.token_name, "role": str(session.role),
+                                      "expires_at": session.expires_at})
+        response.set_cookie(COOKIE, session_id, httponly=True, samesite="Strict",
+                            secure=request.secure, path="/dashboard",
+                            max_age=int(self.sessions.ttl_s))
+        return response
+
+    async def sign_out(self, request: web.Request) -> web.Response:
+        ended = self.sessions.close(request.cookies.get(COOKIE, ""))
+        response = web.json_response({"signed_out": ended})
+        response.del_cookie(COOKIE, path="/dashboard")
+        return response
+
+    async def new_code(self, request: web.Request) -> web.Response:
+        token = self._bearer(request)
+        if token is None:
+            raise _unauthorized("missing bearer token")
+        return web.json_response({"code": self.sessions.code(token),
+                                  "expires_in": self.sessions.code_ttl_s}, status=201)
 
     # ---- data -----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -137,12 +220,14 @@ class Dashboard:
                                                         "Cache-Control": "no-store"})
 
     async def state_json(self, request: web.Request) -> web.Response:
+        self.reader(request)
         if time.monotonic() - self._traffic_at > 1.0:
             with contextlib.suppress(Exception):
                 await self.refresh_traffic()
         return web.json_response(self.state())
 
     async def events(self, request: web.Request) -> web.StreamResponse:
+        reader = self.reader(request)
         if self._clients >= MAX_CLIENTS:
             raise web.HTTPServiceUnavailable(reason="too many dashboard clients")
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
@@ -155,6 +240,12 @@ class Dashboard:
         last_sent = 0.0
         try:
             while True:
+                try:
+                    reader()
+                except SessionError as exc:  # revoked while watching
+                    end = json.dumps({"error": str(exc)})
+                    await response.write(f"event: signed-out\ndata: {end}\n\n".encode())
+                    break
                 state = self.state()
                 body = json.dumps({k: v for k, v in state.items() if k != "at"},
                                   default=str, sort_keys=True)
@@ -175,8 +266,24 @@ def add_routes(app: web.Application, plane: ControlPlane) -> Dashboard:
     dashboard = Dashboard(plane)
     app.add_routes([
         web.get("/", dashboard.page),
+        web.post("/dashboard/session", dashboard.sign_in),
+        web.delete("/dashboard/session", dashboard.sign_out),
+        web.post("/dashboard/code", dashboard.new_code),
         web.get("/dashboard/state", dashboard.state_json),
         web.get("/dashboard/events", dashboard.events),
         web.get("/dashboard/{name}", dashboard.static),
     ])
     return dashboard
+
+
+async def _code_from(request: web.Request) -> str:
+    """The sign-in code of a ``{"code": "..."}`` body; 401 naming what is missing."""
+    try:
+        body = json.loads((await request.read()).decode("utf-8") or "{}")
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        body = None
+    code = body.get("code") if isinstance(body, dict) else None
+    if not isinstance(code, str) or not 0 < len(code) <= 200:
+        raise _unauthorized("sign in with a bearer token (Authorization header) or a body "
+                            '{"code": "..."} from `turnout dashboard`')
+    return code

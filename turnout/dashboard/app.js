@@ -136,14 +136,82 @@ function render(s) {
   document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
 }
 
+// ---- signing in: the data needs a session (an HttpOnly cookie) or a public dashboard ----
+const blank = $("main").innerHTML;
+let source = null;
+
+function showSignIn(message) {
+  if (source) { source.close(); source = null; }
+  state = null;
+  $("main").innerHTML = blank;  // nothing of the signed-out session's data stays
+  $("main").hidden = true;
+  $("#signout").hidden = true;
+  $("#signin").hidden = false;
+  setText("signin-message", message || "");
+  const conn = $("#conn"); conn.className = "badge off"; conn.textContent = "signed out";
+  setText("updated", "");
+  document.body.dataset.signedIn = "no";
+}
+
+function showData(s) {
+  $("#signin").hidden = true;
+  $("main").hidden = false;
+  $("#signout").hidden = false;
+  document.body.dataset.signedIn = "yes";
+  render(s);
+}
+
 function connect() {
-  const source = new EventSource("/dashboard/events");
+  source = new EventSource("/dashboard/events");
   source.addEventListener("state", (event) => {
     const conn = $("#conn"); conn.className = "badge ok"; conn.textContent = "live";
-    render(JSON.parse(event.data));
+    showData(JSON.parse(event.data));
   });
-  source.onerror = () => { const conn = $("#conn"); conn.className = "badge off"; conn.textContent = "reconnecting"; };
+  source.addEventListener("signed-out", (event) => {
+    showSignIn(JSON.parse(event.data).error);
+  });
+  source.onerror = () => {
+    const conn = $("#conn"); conn.className = "badge off"; conn.textContent = "reconnecting";
+    // A refused reconnect closes the stream for good: ask why (signed out, or down).
+    if (source && source.readyState === EventSource.CLOSED) { source = null; setTimeout(start, 1000); }
+  };
 }
+
+async function start() {
+  let response;
+  try {
+    response = await fetch("/dashboard/state", { credentials: "same-origin" });
+  } catch (err) {
+    setText("updated", "control plane unreachable; retrying");
+    setTimeout(start, 2000);
+    return;
+  }
+  const body = await response.json().catch(() => ({}));
+  if (response.status === 401) { showSignIn(body.error); return; }
+  if (!response.ok) { setText("updated", `${response.status} ${body.error || ""}`); setTimeout(start, 2000); return; }
+  showData(body);
+  if (!source) connect();
+}
+
+async function signIn(init) {
+  const response = await fetch("/dashboard/session", { method: "POST", credentials: "same-origin", ...init });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) { showSignIn(`${response.status}: ${body.error || "refused"}`); return; }
+  await start();
+}
+
+$("#signin-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const token = $("#signin-token").value.trim();
+  $("#signin-token").value = "";
+  if (!token) { setText("signin-message", "enter a token"); return; }
+  signIn({ headers: { "Authorization": `Bearer ${token}` } });
+});
+
+$("#signout").addEventListener("click", async () => {
+  await fetch("/dashboard/session", { method: "DELETE", credentials: "same-origin" });
+  showSignIn("signed out");
+});
 
 async function command(name) {
   const token = $("#token").value.trim();
@@ -156,7 +224,21 @@ async function command(name) {
   setText("action-result", response.ok ? `${name}: done` : `${name}: ${response.status} ${body.error || ""}`);
 }
 
-document.querySelectorAll("button[data-command]").forEach((b) =>
-  b.addEventListener("click", () => command(b.dataset.command)));
+// Delegated: the buttons are re-created when a sign-out blanks the page.
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("button[data-command]");
+  if (button) command(button.dataset.command);
+});
 $("#token").value = sessionStorage.getItem("turnout-token") || "";
-connect();
+
+// `turnout dashboard` opens the page with a one-time code in the fragment (never sent in
+// a request line, so never in a log): trade it for a session, then drop it from the URL.
+function takeCode() {
+  const code = new URLSearchParams(location.hash.slice(1)).get("code");
+  if (!code) return false;
+  history.replaceState(null, "", location.pathname);
+  signIn({ headers: { "Content-Type": "application/json" }, body: JSON.stringify({ code }) });
+  return true;
+}
+window.addEventListener("hashchange", takeCode);
+if (!takeCode()) start();
