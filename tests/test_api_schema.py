@@ -28,7 +28,8 @@ from turnout.stack import StackInfo
 
 pytestmark = pytest.mark.integration
 
-NO_INPUTS = {"GET /healthz", "GET /metrics", "GET /openapi.json", "GET /dashboard/state"}
+# (A bearer or cookie security scheme counts as an input.)
+NO_INPUTS = {"GET /healthz", "GET /metrics", "GET /openapi.json", "DELETE /dashboard/session"}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 
@@ -69,7 +70,7 @@ def test_no_5xx_and_every_answer_matches_the_document(api, mode):
                 operation.label
             continue
         tried.append(operation.label)
-    assert len(tried) == (10 if mode is GenerationMode.POSITIVE else 10 - len(NO_INPUTS)), tried
+    assert len(tried) == (13 if mode is GenerationMode.POSITIVE else 13 - len(NO_INPUTS)), tried
 
 
 def test_the_document_matches_the_code():
@@ -127,6 +128,12 @@ BAD = [
     ("GET", "/v1/history?limit=%D9%A3", None, 400, "'limit' must be"),  # Arabic digit 3
     ("GET", "/v1/history?limt=5", None, 400, "unknown query parameter(s) ['limt']"),
     ("GET", "/v1/status", None, 401, "missing or unknown bearer token"),
+    ("GET", "/dashboard/state", None, 401, "no dashboard session: sign in with a token"),
+    ("GET", "/dashboard/events", None, 401, "no dashboard session: sign in with a token"),
+    ("POST", "/dashboard/session", b'{"code": 5}', 401, "sign in with a bearer token"),
+    ("POST", "/dashboard/session", b'{"code": "x"}', 401, "code unknown, used or expired"),
+    ("POST", "/dashboard/session", b"\xff", 401, "sign in with a bearer token"),
+    ("POST", "/dashboard/code", b"{}", 401, "missing bearer token"),
     ("GET", "/v1/nowhere", None, 404, "Not Found"),
     ("DELETE", "/v1/status", None, 405, "Method Not Allowed"),
 ]
