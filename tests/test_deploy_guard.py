@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from turnout.errors import StackError
-from turnout.workflow import refuse_overwrite
+from turnout.controller.guard import SlotInUse, refuse_overwrite
 
 NOW = 1_000.0
 
@@ -18,15 +17,15 @@ def rollout(phase: str, **extra) -> dict:
 @pytest.mark.parametrize("phase", ["pending", "deploying", "validating", "shifting", "baking",
                                    "awaiting_approval", "paused", "rolling_back"])
 def test_refused_while_a_rollout_uses_the_slots(phase):
-    with pytest.raises(StackError, match=f"rollout r1 is {phase} with m:v2 on slot green"):
+    with pytest.raises(SlotInUse, match=f"rollout r1 is {phase} with m:v2 on slot green"):
         refuse_overwrite(rollout(phase), "green", now=NOW)
-    with pytest.raises(StackError, match="abort it"):
+    with pytest.raises(SlotInUse, match="abort it"):
         refuse_overwrite(rollout(phase), "green", now=NOW, force=True)
 
 
 def test_the_warm_standby_is_refused_until_its_window_ends_or_force():
     promoted = rollout("promoted", keep_warm_until=NOW + 120)
-    with pytest.raises(StackError, match=r"standby kept warm .* for 120 s more"):
+    with pytest.raises(SlotInUse, match=r"standby kept warm .* for 120 s more"):
         refuse_overwrite(promoted, "blue", now=NOW)
     refuse_overwrite(promoted, "blue", now=NOW, force=True)
     refuse_overwrite(promoted, "blue", now=NOW + 120)  # the window has ended
@@ -37,3 +36,22 @@ def test_the_warm_standby_is_refused_until_its_window_ends_or_force():
 def test_finished_rollouts_hold_nothing(phase):
     refuse_overwrite(rollout(phase, keep_warm_until=NOW + 120), "blue", now=NOW)
     refuse_overwrite(None, "blue", now=NOW)
+
+
+def test_force_over_the_standby_returns_what_was_given_up_for_the_record():
+    promoted = rollout("promoted", keep_warm_until=NOW + 120)
+    assert refuse_overwrite(promoted, "blue", now=NOW, force=True) == (
+        "slot blue is the standby kept warm for an instant rollback of r1 for 120 s more")
+    assert refuse_overwrite(promoted, "blue", now=NOW + 120, force=True) is None
+    assert refuse_overwrite(promoted, "green", now=NOW, force=True) is None
+    assert refuse_overwrite(None, "blue", now=NOW, force=True) is None
+
+
+@pytest.mark.parametrize("verb", ["applying", "validating"])
+def test_each_way_onto_a_slot_is_named_in_the_refusal(verb):
+    with pytest.raises(SlotInUse, match=f"; {verb} there gives that rollback up: wait, or "
+                                        "pass --force$"):
+        refuse_overwrite(rollout("promoted", keep_warm_until=NOW + 1), "blue", now=NOW,
+                         verb=verb)
+    with pytest.raises(SlotInUse, match=f"; {verb} when it has finished"):
+        refuse_overwrite(rollout("baking"), "green", now=NOW, verb=verb)

@@ -320,3 +320,30 @@ def test_an_unknown_version_is_a_deploy_error(env):
     with pytest.raises(DeployError, match="v9"):
         deploy(registry, "pair", "v9", slot="green", endpoints=[triton.endpoint],
                repository=repository)
+
+
+def test_the_version_a_deploy_replaces_on_the_slot_is_retired(env, tmp_path):
+    """The registry's stages match what the slots serve (issue 29, finding 2): after a
+    deploy onto the slot of a warm standby, the standby is no longer loaded anywhere."""
+    registry, repository, triton = env
+    registry.push(write_model(tmp_path / "v0" / "pair", "pair"), name="pair", version="v0")
+    registry.set_stage("pair", "v0", Stage.STANDBY, slot="green")
+    registry.push(write_model(tmp_path / "v9" / "pair", "pair"), name="pair", version="v9")
+    registry.set_stage("pair", "v9", Stage.CANDIDATE, slot="blue")  # another slot: kept
+    deploy(registry, "pair", "v2", slot="green", endpoints=[triton.endpoint],
+           repository=repository)
+    old = registry.get("pair", "v0")
+    assert (old.stage, old.slot, old.stage_reason) == \
+        (Stage.RETIRED, None, "replaced on green by pair:v2")
+    assert (registry.get("pair", "v9").stage, registry.get("pair", "v9").slot) == \
+        (Stage.CANDIDATE, "blue")
+    assert registry.get("pair", "v1").stage == Stage.ACTIVE
+    assert registry.get("text", "v1").stage == Stage.ACTIVE  # a companion, not replaced
+    # A candidate replaced by the next candidate is retired too; a redeploy is not.
+    registry.push(write_model(tmp_path / "v3" / "pair", "pair"), name="pair", version="v3")
+    deploy(registry, "pair", "v3", slot="green", endpoints=[triton.endpoint],
+           repository=repository)
+    assert registry.get("pair", "v2").stage == Stage.RETIRED
+    deploy(registry, "pair", "v3", slot="green", endpoints=[triton.endpoint],
+           repository=repository)
+    assert registry.get("pair", "v3").stage == Stage.CANDIDATE

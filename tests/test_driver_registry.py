@@ -423,3 +423,39 @@ def test_registry_failures_after_the_end_are_logged_not_raised(env, caplog):
     assert caplog.messages == [
         "registry update after promotion failed: registry is read-only",
         "registry update after rollback failed: registry is read-only"]
+
+
+async def test_apply_onto_the_warm_standby_needs_force_and_records_who_forced(env, tmp_path):
+    """The guard `deploy` keeps holds for `apply` too (issue 29, finding 2)."""
+    from turnout.controller.guard import SlotInUse
+
+    controller, plane, store, registry = env
+    await controller.apply(load_text(policy()), actor="t")
+    first = await until(controller, {P.PROMOTED})  # v2 on green; v1 kept warm on blue
+    registry.push(write_model(tmp_path / "v3", "pair"), name="pair", version="v3")
+    third = load_text(policy().replace("pair:v2", "pair:v3"))
+    entries = len(store.history(limit=1000))
+    with pytest.raises(SlotInUse, match=r"^slot blue is the standby kept warm for an instant "
+                                        r"rollback of d for 1800 s more; applying there gives "
+                                        r"that rollback up: wait, or pass --force$"):
+        await controller.apply(third, actor="sre")
+    assert len(store.history(limit=1000)) == entries
+    assert controller.current().id == first.id and plane.weights.as_dict()["green"] == 100
+    state = await controller.apply(third, actor="sre", force=True)
+    assert state.candidate_slot == "blue"
+    forced, applied = store.history(rollout=state.id, limit=1000)[:2]
+    assert (forced.kind, forced.actor, applied.kind) == ("force", "sre", "apply")
+    assert forced.message.startswith("--force by sre: slot blue is the standby kept warm for "
+                                     "an instant rollback of d for ")
+    assert forced.message.endswith(" s more; that rollback is given up")
+
+
+async def test_apply_after_the_keep_warm_window_needs_no_force(env, tmp_path):
+    controller, _plane, store, registry = env
+    await controller.apply(load_text(policy(extra="\n  rollback: {keepWarm: 50ms}")), actor="t")
+    await until(controller, {P.PROMOTED})
+    await asyncio.sleep(0.1)
+    registry.push(write_model(tmp_path / "v3", "pair"), name="pair", version="v3")
+    state = await controller.apply(load_text(policy().replace("pair:v2", "pair:v3")),
+                                   actor="sre")
+    assert [e.kind for e in store.history(rollout=state.id)][:1] == ["apply"]

@@ -289,15 +289,39 @@ def _notes(actions) -> list[tuple[str, str, str]]:
     return [(a.kind, a.actor, a.message) for a in actions if isinstance(a, Note)]
 
 
-def test_promote_cuts_a_bake_short_and_names_the_operator():
+def test_promote_cuts_a_bake_short_and_the_next_step_still_waits_for_approval():
     s = to_baking(0.0)
     s, actions = run(s, Command("promote", "alice"), 1.0)
-    # Step 2 needs approval; cutting step 1 short approves it too.
-    assert s.phase is P.SHIFTING and s.step == 1 and s.approved_step == 1
-    assert PushWeights(50) in actions and s.target_weight == 50
+    # Step 2 needs approval: cutting step 1 short does not give it (issue 29, finding 1).
+    assert s.phase is P.AWAITING_APPROVAL and s.step == 1 and s.approved_step == -1
+    assert not any(isinstance(a, PushWeights) for a in actions) and s.target_weight == 10
     assert _notes(actions) == [
         ("command", "alice", "step 1 cut short by alice"),
-        ("transition", "alice", "baking -> shifting: step 2/3: shifting to 50%")]
+        ("transition", "alice", "baking -> awaiting_approval: step 2/3 (50%) needs approval "
+                                "(`turnout promote`)")]
+    # The approval is a second promote, its own audit entry, by whoever gives it.
+    s, actions = run(s, Command("promote", "bob"), 2.0)
+    assert s.phase is P.SHIFTING and s.approved_step == 1 and PushWeights(50) in actions
+    assert _notes(actions)[0] == ("approval", "bob", "step 2 approved by bob")
+
+
+@pytest.mark.parametrize("origin", ["baking", "awaiting_approval", "shifting"])
+@pytest.mark.parametrize("full", [False, True])
+def test_promote_never_resumes_a_paused_rollout(origin, full):
+    s = to_baking(0.0)
+    if origin == "awaiting_approval":
+        s, _ = run(s, Command("promote", "alice"), 1.0)
+    elif origin == "shifting":
+        s.phase = P.SHIFTING
+    s, _ = run(s, Command("pause", "pat"), 1.5)
+    assert s.phase is P.PAUSED
+    with pytest.raises(TransitionError, match=r"^the rollout is paused: `turnout resume` "
+                                              r"first \(promote neither resumes nor skips an "
+                                              r"approval\)$"):
+        run(s, Command("promote", "alice", full=full), 2.0)
+    # resume goes back to where it was paused, approval still owed.
+    s, _ = run(s, Command("resume", "pat"), 3.0)
+    assert s.phase is P(origin) and s.approved_step == -1
 
 
 def test_approval_of_a_waiting_step():

@@ -176,10 +176,21 @@ def test_promote_names_the_operator_on_every_path():
                        PushWeights(50)]
     # Full promotion: the last step, entered by the operator.
     s = to_baking()
+    assert s.step == 0 and s.approved_step == -1
     s, actions = run(s, Command("promote", "lee", full=True), 3.0)
+    # Step 2's approval is given here, as its own entry naming who gave it.
     assert actions == [Note("command", "lee", "full promotion requested by lee"),
+                       Note("approval", "lee", "step 2 approved by lee (full promotion)"),
                        moved("baking", "shifting", "step 3/3: shifting to 100%", "lee"),
                        PushWeights(100)]
+    # From the approval step itself: that approval too, once.
+    s = measure(to_baking(), 10.0)
+    s, _ = run(s, gate(Phase.SUCCESSFUL), 10.0)
+    assert s.phase is P.AWAITING_APPROVAL
+    s, actions = run(s, Command("promote", "kim", full=True), 12.0)
+    assert actions[:2] == [Note("command", "kim", "full promotion requested by kim"),
+                           Note("approval", "kim", "step 2 approved by kim (full promotion)")]
+    assert s.approved_step == 1 and s.step == 2
     # On the last step: promoted by the operator.
     s, _ = run(s, WeightsPushed(100, True, 0.001), 3.0)
     assert s.phase is P.PROMOTED

@@ -140,6 +140,7 @@ def deploy(
             "; ".join(errors)
         _mark_failed(registry, name, version, reason)
         raise DeployError(reason)
+    _retire_replaced(registry, record, slot)
     registry.set_stage(name, version, Stage.CANDIDATE, reason=f"deployed to {slot}", slot=slot)
     return DeployResult(ref, slot, record.digest, time.monotonic() - started,
                         tuple(e.grpc_address for e in endpoints),
@@ -164,6 +165,16 @@ def _put(record: ArtifactRecord, endpoints: list[Endpoint], repository: Path, de
                 errors.append(str(exc))
                 progress(f"  {endpoint.grpc_address}: FAILED {exc}")
     return errors
+
+
+def _retire_replaced(registry: RegistryBackend, record: ArtifactRecord, slot: str) -> None:
+    """A slot serves one version of a model: the one it served before (a standby kept warm,
+    an earlier candidate) is no longer loaded anywhere, and the registry says so."""
+    for old in registry.list(record.name):
+        if old.slot == slot and old.version != record.version \
+                and old.stage in (Stage.STANDBY, Stage.CANDIDATE):
+            registry.set_stage(old.name, old.version, Stage.RETIRED, clear_slot=True,
+                               reason=f"replaced on {slot} by {record.ref}")
 
 
 def _mark_failed(registry: RegistryBackend, name: str, version: str, reason: str) -> None:

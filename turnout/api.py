@@ -6,7 +6,8 @@
     GET  /openapi.json                    this API's OpenAPI 3 document (open)
     GET  /v1/status                       ingress, weights, slots, proxies, NACK, rollout
     POST /v1/traffic                      {"green": PCT}; refused while a rollout runs
-    POST /v1/rollouts                     {"policy": YAML text, "source": file name}
+    POST /v1/rollouts                     {"policy": YAML text, "source": file name,
+                                          "force": onto the warm standby}
     GET  /v1/rollouts/current             the current (or last) rollout
     POST /v1/rollouts/current/<command>   pause | resume | promote | abort | rollback
                                           (promote takes {"full": true})
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from turnout.controller.driver import RolloutConflict
+from turnout.controller.guard import SlotInUse
 from turnout.controller.state import CommandName, TransitionError
 from turnout.dashboard import add_routes as add_dashboard
 from turnout.errors import ConfigError
@@ -102,7 +104,7 @@ def needs(role: Role, *, body: bool = False) -> Callable[[Handler], Handler]:
                 return _error(400, str(exc))
             except PolicyError as exc:
                 return _error(400, "invalid policy", problems=[str(p) for p in exc.problems])
-            except (RolloutConflict, TransitionError) as exc:
+            except (RolloutConflict, TransitionError, SlotInUse) as exc:
                 return _error(409, str(exc))
             except ConfigError as exc:
                 return _error(400, str(exc))
@@ -172,7 +174,10 @@ async def _traffic(request: web.Request) -> web.Response:
 async def _apply(request: web.Request) -> web.Response:
     plane = _plane(request)
     body = request[_BODY]
-    _fields(body, ("policy", "source"))
+    _fields(body, ("policy", "source", "force"))
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise BadInput(f"field 'force' must be true or false, got {force!r}")
     text = body.get("policy")
     if not isinstance(text, str) or not text.strip():
         raise BadInput("field 'policy' (the YAML text) is required and must be a string")
@@ -183,7 +188,7 @@ async def _apply(request: web.Request) -> web.Response:
     policy = await asyncio.to_thread(load_text, text, source)
     for i, receiver in enumerate(policy.notifications):
         WebhookTarget.from_dict(receiver, f"{source}: spec.notifications[{i}]")
-    await plane.controller.apply(policy, actor=_token(request).name)
+    await plane.controller.apply(policy, actor=_token(request).name, force=force)
     return web.json_response(plane.controller.describe(), status=201)
 
 

@@ -98,13 +98,16 @@ def register(main: click.Group) -> None:
     @dir_option
     @friendly
     @click.argument("ref")
-    @click.option("--json", "as_json", is_flag=True)
-    def validate_cmd(directory: Path, ref: str, as_json: bool) -> None:
-        """Run the validation suite on the slot holding NAME:VERSION (exit 1 if it fails)."""
+    @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+    @click.option("--force", is_flag=True,
+                  help="Validate the warm standby too (a failure marks it failed).")
+    def validate_cmd(directory: Path, ref: str, as_json: bool, force: bool) -> None:
+        """Run the validation suite on the slot holding NAME:VERSION (exit 1 if it fails).
+        Refused while a rollout uses the slots, or on the warm standby without --force."""
         name, version = parse_ref(ref)
         report: ValidationReport = workflow.validate(
             directory, name, version,
-            progress=(lambda _: None) if as_json else click.echo,
+            progress=(lambda _: None) if as_json else click.echo, force=force,
         )
         click.echo(json.dumps(report.as_dict(), indent=2) if as_json else report.table())
         if not report.passed:

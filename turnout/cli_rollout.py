@@ -180,12 +180,17 @@ def register(main: click.Group) -> None:
     @main.command()
     @dir_option
     @click.argument("file", type=click.Path(path_type=Path))
+    @click.option("--force", is_flag=True,
+                  help="Deploy onto the warm standby, giving up its instant rollback "
+                       "(recorded in the audit log).")
     @friendly
-    def apply(directory: Path, file: Path) -> None:
-        """Start a rollout from a policy file."""
+    def apply(directory: Path, file: Path, force: bool) -> None:
+        """Start a rollout from a policy file. Refused while a rollout runs, or while the
+        idle slot is the standby kept warm for an instant rollback (--force gives it up)."""
         _load(file)
         # The absolute path: the control plane resolves relative samples paths against it.
-        described = client_for(directory).apply(file.read_text(), str(file.resolve()))
+        described = client_for(directory).apply(file.read_text(), str(file.resolve()),
+                                                force=force)
         click.echo(f"rollout {described['name']} started: {described['model']} -> "
                    f"{described['candidate_slot']} ({described['phase']})")
         click.echo("follow it with `turnout status --watch`")
@@ -200,10 +205,13 @@ def register(main: click.Group) -> None:
 
     @main.command()
     @dir_option
-    @click.option("--full", is_flag=True, help="Skip the remaining steps and gates: 100% now.")
+    @click.option("--full", is_flag=True, help="Skip the remaining steps and gates: to the "
+                  "last step now, approving (each in the audit log) the steps on the way.")
     @friendly
     def promote(directory: Path, full: bool) -> None:
-        """Approve the waiting step, or cut the current step short (--full: go to 100%)."""
+        """One thing at a time: approve the step awaiting approval, or cut the current bake
+        short (a next step that needs approval then waits for it). A paused rollout needs
+        `turnout resume` first."""
         described = client_for(directory).command("promote", full=full)
         click.echo(f"{described['name']}: {described['phase']} - {described['reason']}")
 

@@ -53,8 +53,11 @@ class ApiClient:
             body["timeout"] = timeout
         return self._call("POST", "/v1/traffic", body)
 
-    def apply(self, policy_text: str, source: str) -> dict[str, Any]:
-        return self._call("POST", "/v1/rollouts", {"policy": policy_text, "source": source})
+    def apply(self, policy_text: str, source: str, *, force: bool = False) -> dict[str, Any]:
+        body: dict[str, Any] = {"policy": policy_text, "source": source}
+        if force:
+            body["force"] = True
+        return self._call("POST", "/v1/rollouts", body)
 
     def rollout(self) -> dict[str, Any]:
         return self._call("GET", "/v1/rollouts/current")

@@ -6,13 +6,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from gates.validation import ValidationReport, ValidationSettings, validate_artifact
 from triton_slots.deploy import DeployResult, deploy
 from triton_slots.registry import LocalRegistry
 from triton_slots.slot import SLOT_NAMES
 from turnout.client import ApiClient
+from turnout.controller.guard import refuse_overwrite
 from turnout.errors import StackError
 from turnout.stack import StackInfo, registry_root, slot_repository
 
@@ -23,31 +23,6 @@ def idle_slot(weights: dict[str, int]) -> str:
     if len(idle) != 1:
         raise StackError(f"no single idle slot (weights {weights}); finish or roll back first")
     return idle[0]
-
-
-#: Phases in which a rollout owns its candidate slot (deploying, validating, shifting...).
-_FINISHED = {"promoted", "rolled_back", "aborted", "failed"}
-
-
-def refuse_overwrite(rollout: dict[str, Any] | None, target: str, *, now: float,
-                     force: bool = False) -> None:
-    """Refuse to deploy onto ``target`` while a rollout deploys to, validates or shifts
-    traffic with it, or while it is the standby kept warm for an instant rollback (unless
-    ``force``: the operator gives that rollback up)."""
-    if rollout is None:
-        return
-    phase = rollout["phase"]
-    if phase not in _FINISHED:
-        raise StackError(f"rollout {rollout['name']} is {phase} with {rollout['model']} on "
-                         f"slot {rollout['candidate_slot']}; deploy when it has finished "
-                         "(or abort it)")
-    warm_until = rollout.get("keep_warm_until")
-    if phase == "promoted" and warm_until and now < warm_until \
-            and target == rollout["stable_slot"] and not force:
-        raise StackError(
-            f"slot {target} is the standby kept warm for an instant rollback of "
-            f"{rollout['name']} for {warm_until - now:.0f} s more; deploying there gives "
-            "that rollback up: wait, or pass --force")
 
 
 def other(slot: str) -> str:
@@ -68,7 +43,9 @@ def deploy_to_idle(directory: Path, name: str, version: str, *, slot: str | None
     if weights.get(target, 0) != 0:
         raise StackError(f"slot {target} carries {weights[target]}% of traffic; "
                          "deploy only to the idle slot")
-    refuse_overwrite(status.get("rollout"), target, now=time.time(), force=force)
+    given_up = refuse_overwrite(status.get("rollout"), target, now=time.time(), force=force)
+    if given_up:
+        progress(f"--force: {given_up}; that rollback is given up")
     return deploy(
         registry_for(directory), name, version, slot=target,
         endpoints=info.endpoints(target),
@@ -79,12 +56,19 @@ def deploy_to_idle(directory: Path, name: str, version: str, *, slot: str | None
 
 def validate(directory: Path, name: str, version: str, *,
              settings: ValidationSettings | None = None,
-             progress: Callable[[str], None] = print) -> ValidationReport:
+             progress: Callable[[str], None] = print, force: bool = False) -> ValidationReport:
+    """Validate the slot holding ``name:version``: refused (by the same guard as deploy and
+    apply) while a rollout uses the slots, or on the warm standby unless ``force``."""
     info = StackInfo.load(directory.resolve())
     registry = registry_for(directory)
     record = registry.verify(name, version)
     if record.slot is None:
         raise StackError(f"{record.ref} is not deployed to a slot; run `turnout deploy` first")
+    status = ApiClient(info.api_url, info.token).status()
+    given_up = refuse_overwrite(status.get("rollout"), record.slot, now=time.time(),
+                                force=force, verb="validating")
+    if given_up:
+        progress(f"--force: {given_up}; a failed validation marks {record.ref} failed")
     report = validate_artifact(registry, record, ingress=info.ingress,
                                preview_key=info.preview_key,
                                candidate_slot=record.slot, baseline_slot=other(record.slot),

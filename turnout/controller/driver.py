@@ -24,6 +24,7 @@ from triton_slots.deploy import DeployError, deploy
 from triton_slots.registry import RegistryBackend, RegistryError, Stage
 from triton_slots.signature import SignatureError
 from triton_slots.slot import SLOT_NAMES
+from turnout.controller.guard import refuse_overwrite
 from turnout.controller.machine import policy_of, transition
 from turnout.controller.state import (
     Action,
@@ -166,7 +167,9 @@ class RolloutController:
     def busy(self) -> bool:
         return self._job is not None and not self._job.state.finished
 
-    async def apply(self, policy: Policy, *, actor: str) -> RolloutState:
+    async def apply(self, policy: Policy, *, actor: str, force: bool = False) -> RolloutState:
+        """Start a rollout of ``policy``. Refused (changing nothing) while one runs, or onto
+        the standby kept warm for an instant rollback unless ``force`` (then recorded)."""
         if self.busy:
             assert self._job is not None
             raise RolloutConflict(f"rollout {self._job.state.name} is {self._job.state.phase}; "
@@ -196,15 +199,20 @@ class RolloutController:
         if stable_model == record.ref:
             raise RolloutConflict(f"{record.ref} already serves from {stable_slot}")
         now = self.clock()
+        given_up = refuse_overwrite(self.store.latest_rollout(), candidate_slot, now=now,
+                                    force=force, verb="applying")
         state = RolloutState(
             id=uuid.uuid4().hex[:12], name=policy.name, model=record.ref, digest=record.digest,
             candidate_slot=candidate_slot, stable_slot=stable_slot, stable_model=stable_model,
             policy=policy.document, source=policy.source, created_at=now,
             deadline_at=now + policy.progress_deadline_s,
         )
+        forced = [] if given_up is None else [AuditEntry(
+            kind="force", actor=actor, rollout=state.id, weights=weights,
+            message=f"--force by {actor}: {given_up}; that rollback is given up")]
         self.store.commit(
             rollout=(state.id, str(state.phase), False, state.as_dict()),
-            audit=[AuditEntry(kind="apply", actor=actor, rollout=state.id,
+            audit=[*forced, AuditEntry(kind="apply", actor=actor, rollout=state.id,
                               phase_to=str(state.phase), weights=weights,
                               digests=self._digests(state),
                               message=f"applied {policy.source or policy.name}: {record.ref} "

@@ -328,26 +328,38 @@ def _resume(t: _Step, actor: str) -> None:
 
 
 def _promote_command(t: _Step, command: Command) -> None:
+    """One thing at a time: approve the waiting step, or cut the bake short (the next step
+    then waits for its own approval), or with ``full`` go to the last step, approving each
+    approval step on the way in its own audit entry. A paused rollout is resumed only by
+    ``resume``."""
     s = t.state
-    if s.phase not in (P.BAKING, P.AWAITING_APPROVAL, P.PAUSED):
+    actor = command.actor
+    if s.phase is P.PAUSED:
+        raise TransitionError("the rollout is paused: `turnout resume` first (promote neither "
+                              "resumes nor skips an approval)")
+    if s.phase not in (P.BAKING, P.AWAITING_APPROVAL):
         raise TransitionError(f"cannot promote while {s.phase}")
-    last = len(t.policy.steps) - 1
+    steps = t.policy.steps
+    last = len(steps) - 1
     if command.full:
         s.full_promotion = True
-        t.note("command", f"full promotion requested by {command.actor}", actor=command.actor)
-        t.enter_step(last, actor=command.actor)
+        t.note("command", f"full promotion requested by {actor}", actor=actor)
+        first = s.step if s.phase is P.AWAITING_APPROVAL else s.step + 1
+        for index in range(first, last + 1):
+            if steps[index].approval and s.approved_step < index:
+                s.approved_step = index
+                t.note("approval", f"step {index + 1} approved by {actor} (full promotion)",
+                       actor=actor)
+        t.enter_step(last, actor=actor)
         return
     if s.phase is P.AWAITING_APPROVAL:
         s.approved_step = s.step
-        t.note("approval", f"step {s.step + 1} approved by {command.actor}",
-               actor=command.actor)
-        t.enter_step(s.step, actor=command.actor)
+        t.note("approval", f"step {s.step + 1} approved by {actor}", actor=actor)
+        t.enter_step(s.step, actor=actor)
         return
-    # From baking (or paused at a weight): skip the rest of this step.
+    # Baking: skip the rest of this step's bake, nothing more.
     if s.step >= last:
-        _promote(t, f"promoted by {command.actor}", actor=command.actor)
+        _promote(t, f"promoted by {actor}", actor=actor)
     else:
-        s.approved_step = max(s.approved_step, s.step + 1)
-        t.note("command", f"step {s.step + 1} cut short by {command.actor}",
-               actor=command.actor)
-        t.enter_step(s.step + 1, actor=command.actor)
+        t.note("command", f"step {s.step + 1} cut short by {actor}", actor=actor)
+        t.enter_step(s.step + 1, actor=actor)

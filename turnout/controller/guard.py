@@ -1,0 +1,42 @@
+"""One guard for every way onto a slot (``apply``, ``deploy``, ``validate``): never onto a
+slot a rollout is using, and never onto the standby kept warm for an instant rollback unless
+the operator gives that rollback up (``force``, recorded by the caller)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from turnout.controller.state import FINISHED
+from turnout.errors import TurnoutError
+
+_FINISHED = {str(p) for p in FINISHED}
+
+
+class SlotInUse(TurnoutError):
+    """A slot may not be written now; the message says why and what would allow it."""
+
+
+def refuse_overwrite(rollout: Mapping[str, Any] | None, target: str, *, now: float,
+                     force: bool = False, verb: str = "deploy") -> str | None:
+    """Raise :class:`SlotInUse` while a rollout deploys to, validates or shifts traffic with
+    ``target`` (``force`` does not help: abort it), or while ``target`` is the standby kept
+    warm for an instant rollback and not ``force``. With ``force`` over a warm standby,
+    returns what was given up (for the audit log); else None."""
+    if rollout is None:
+        return None
+    phase = str(rollout["phase"])
+    if phase not in _FINISHED:
+        raise SlotInUse(f"rollout {rollout['name']} is {phase} with {rollout['model']} on "
+                        f"slot {rollout['candidate_slot']}; {verb} when it has finished "
+                        "(or abort it)")
+    warm_until = rollout.get("keep_warm_until")
+    if phase == "promoted" and warm_until and now < warm_until \
+            and target == rollout["stable_slot"]:
+        given_up = (f"slot {target} is the standby kept warm for an instant rollback of "
+                    f"{rollout['name']} for {warm_until - now:.0f} s more")
+        if not force:
+            raise SlotInUse(f"{given_up}; {verb} there gives that rollback up: wait, or pass "
+                            "--force")
+        return given_up
+    return None
