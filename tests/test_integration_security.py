@@ -176,3 +176,137 @@ def test_named_tokens_roles_and_the_actor_in_the_audit_log(env):
     admin.set_traffic(green=0)
     entry = admin.history(limit=1)[0]
     assert entry["kind"] == "weights" and entry["actor"] == "stack-admin"
+
+
+# ---- issue 28: gates that cannot be lied to -------------------------------------------
+def _fake_entries(n: int, *, cluster: str = "slot_green", status: str = "13",
+                  at: float | None = None):  # type: ignore[no-untyped-def]
+    from envoy.service.accesslog.v3 import als_pb2
+
+    message = als_pb2.StreamAccessLogsMessage()
+    when = time.time() if at is None else at
+    for _ in range(n):
+        e = message.http_logs.log_entry.add()
+        e.common_properties.upstream_cluster = cluster
+        e.common_properties.start_time.FromNanoseconds(int(when * 1e9))
+        e.common_properties.duration.FromMilliseconds(1)
+        e.request.path = "/inference.GRPCInferenceService/ModelInfer"
+        e.response.response_code.value = 200
+        e.response.response_trailers["grpc-status"] = status
+    return message
+
+
+async def _als_attempt(port: int, node_id: str, credentials: grpc.ChannelCredentials,
+                       batches: int = 3) -> grpc.StatusCode | str:
+    """Stream fabricated access-log entries claiming ``node_id``; how the stream ended."""
+    from envoy.service.accesslog.v3 import als_pb2
+
+    def messages():  # type: ignore[no-untyped-def]
+        for i in range(batches):
+            message = _fake_entries(800)
+            if i == 0:
+                message.identifier.node.id = node_id
+            yield message
+
+    options = [("grpc.ssl_target_name_override", "localhost")]
+    async with grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials,
+                                       options=options) as channel:
+        call = channel.stream_unary(
+            "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs",
+            request_serializer=als_pb2.StreamAccessLogsMessage.SerializeToString,
+            response_deserializer=als_pb2.StreamAccessLogsResponse.FromString)
+        try:
+            await call(messages(), timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code()
+        return "accepted"
+
+
+def _traffic(info: stack.StackInfo) -> dict:
+    request = urllib.request.Request(info.api_url + "/dashboard/state",
+                                     headers={"Authorization": f"Bearer {info.token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        import json
+        return json.load(response)["traffic"]
+
+
+def test_fake_access_log_entries_change_no_gate_value(env, tmp_path):
+    """2,400 fabricated `grpc-status 13` entries for the candidate's cluster, sent with no
+    certificate, with another node's certificate claiming envoy-0, and with a valid
+    certificate for a node that holds no ADS stream: each stream is refused, and the
+    candidate slot's error rate stays what real traffic made it (0, or no data)."""
+    info, client = env
+    client.set_traffic(green=0)
+    pki = Path(info.directory) / "pki"
+    ca = pki / "ca.pem"
+    intruder = LocalCA(pki).issue_client("als-intruder", ("sidecar-7",))
+    before = client.status()["access_log"]
+
+    async def attempts() -> dict[str, object]:
+        return {
+            "no certificate": await _als_attempt(info.xds_port, "envoy-0",
+                                                 _credentials(ca, None, None)),
+            "another node's certificate": await _als_attempt(
+                info.xds_port, "envoy-0", _credentials(ca, intruder.cert, intruder.key)),
+            "own certificate, no ADS stream": await _als_attempt(
+                info.xds_port, "sidecar-7", _credentials(ca, intruder.cert, intruder.key)),
+        }
+
+    outcome = asyncio.run(attempts())
+    assert outcome == {
+        "no certificate": grpc.StatusCode.UNAVAILABLE,
+        "another node's certificate": grpc.StatusCode.PERMISSION_DENIED,
+        "own certificate, no ADS stream": grpc.StatusCode.PERMISSION_DENIED,
+    }, outcome
+    time.sleep(0.3)
+    green = _traffic(info)["green"]
+    assert green.get("error_rate") in (None, 0.0), green
+    after = client.status()["access_log"]
+    assert after["accepted_from"] == "proxies holding an ADS stream, by client certificate"
+    # The first message of each refused stream (the no-certificate one never got through).
+    assert after["refused"].get("identity", 0) - before["refused"].get("identity", 0) >= 1600
+    log = Path(info.logs["controlplane"]).read_text()
+    assert "refused access-log stream" in log and "holds no ADS stream" in log
+
+
+def test_metadata_and_client_error_floods_change_no_error_rate(env):
+    """Public clients' cheap calls through the ingress (metadata of a model that does not
+    exist, inference of it: NOT_FOUND) neither count as the slot's failures nor pull its
+    latency down; client errors are reported apart."""
+    import numpy as np
+    import tritonclient.grpc as triton_grpc
+    from tritonclient.utils import InferenceServerException
+
+    info, client = env
+    client.set_traffic(green=0)
+    time.sleep(0.3)
+    received = client.status()["access_log"]["received"]
+    load = LoadGenerator(info.ingress, model="classifier", concurrency=2, rate=40).start()
+    flood = triton_grpc.InferenceServerClient(info.ingress)
+    failures = 0
+    try:
+        time.sleep(1.0)
+        for _ in range(300):
+            try:
+                flood.get_model_metadata("no-such-model")
+            except InferenceServerException:
+                failures += 1
+        tensor = triton_grpc.InferInput("x", [1], "FP32")
+        tensor.set_data_from_numpy(np.zeros(1, np.float32))
+        for _ in range(100):
+            try:
+                flood.infer("no-such-model", [tensor])
+            except InferenceServerException:
+                failures += 1
+        time.sleep(0.5)
+        blue = _traffic(info)["blue"]
+    finally:
+        flood.close()
+        stats = load.stop()
+    assert failures == 400 and stats.failed == 0, stats.errors
+    print(f"400 client-caused failures beside {stats.ok} good requests: blue {blue}")
+    assert blue["error_rate"] == 0.0, blue
+    assert blue["client_errors_rps"] * 10 >= 100, blue  # all 100 infers in the 10 s window
+    time.sleep(0.5)  # Envoy flushes its access log every 100 ms
+    counted = client.status()["access_log"]["received"] - received
+    assert counted == stats.ok + 100, (counted, stats.ok, "metadata calls counted")

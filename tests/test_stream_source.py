@@ -11,7 +11,8 @@ import pytest
 from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2
 
-from gates.metrics.access_log import AccessLogReceiver, outcome
+from gates.metrics.access_log import AccessLogReceiver, Observed, outcome
+from gates.metrics.access_log import Verdict as V
 from gates.metrics.evaluator import measure_round
 from gates.metrics.measurement import Phase
 from gates.metrics.provider import MetricsError, NoData
@@ -79,7 +80,7 @@ def test_memory_is_fixed_whatever_the_rate():
     fill(w, "blue", [2.0] * 20_000)
     assert w._rings["blue"].nbytes == before
     assert w._rings["blue"].nbytes + w._stamps["blue"].nbytes == w.bytes_per_slot
-    assert w.bytes_per_slot == 1200 * 8 * (2 + len(BOUNDS_MS) + 1) + 1200 * 8
+    assert w.bytes_per_slot == 1200 * 8 * (3 + len(BOUNDS_MS) + 1) + 1200 * 8
 
 
 def test_a_window_holds_exactly_its_buckets():
@@ -129,10 +130,16 @@ def test_quantiles_interpolate_inside_the_first_buckets():
     assert w.quantile("green", 1.0, 1.0) == pytest.approx(BOUNDS_MS[i])
 
 
+INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
 def entry(cluster: str, *, code: int | None = 200, grpc: str | None = None,
-          trailers_only: bool = False, ms: float = 4.0) -> accesslog_pb2.HTTPAccessLogEntry:
+          trailers_only: bool = False, ms: float = 4.0, path: str | None = None
+          ) -> accesslog_pb2.HTTPAccessLogEntry:
     e = accesslog_pb2.HTTPAccessLogEntry()
     e.common_properties.upstream_cluster = cluster
+    e.request.path = path if path is not None else (
+        "/v2/models/any/infer" if "_http" in cluster else INFER)
     e.common_properties.start_time.FromSeconds(int(NOW))
     e.common_properties.duration.FromNanoseconds(int(ms * 1e6))
     if code is not None:
@@ -144,13 +151,13 @@ def entry(cluster: str, *, code: int | None = 200, grpc: str | None = None,
 
 
 @pytest.mark.parametrize("e, expected", [
-    (entry("slot_green", grpc="0"), ("green", False)),
-    (entry("slot_green_ha", grpc="0"), ("green", False)),
-    (entry("slot_blue_http"), ("blue", False)),
-    (entry("slot_blue_http_ha", code=503), ("blue", True)),
-    (entry("slot_green", grpc="13"), ("green", True)),
-    (entry("slot_green", grpc="14", trailers_only=True), ("green", True)),
-    (entry("slot_green", code=None), ("green", True)),  # no response at all
+    (entry("slot_green", grpc="0"), ("green", V.OK)),
+    (entry("slot_green_ha", grpc="0"), ("green", V.OK)),
+    (entry("slot_blue_http"), ("blue", V.OK)),
+    (entry("slot_blue_http_ha", code=503), ("blue", V.FAILED)),
+    (entry("slot_green", grpc="13"), ("green", V.FAILED)),
+    (entry("slot_green", grpc="14", trailers_only=True), ("green", V.FAILED)),
+    (entry("slot_green", code=None), ("green", V.FAILED)),  # no response at all
     (entry("slot_green_preview", grpc="13"), None),  # pinned: not traffic
     (entry("turnout_xds"), None),
     (entry(""), None),
@@ -160,9 +167,52 @@ def test_log_entries_map_to_slot_and_outcome(e, expected):
     if expected is None:
         assert seen is None
         return
-    slot, at, latency_ms, failed = seen
-    assert (slot, failed) == expected
-    assert latency_ms == pytest.approx(4.0) and at == pytest.approx(NOW + 0.004)
+    assert (seen.slot, seen.verdict) == expected
+    assert seen.latency_ms == pytest.approx(4.0) and seen.at == pytest.approx(NOW + 0.004)
+
+
+# The KServe v2 protocol's inference calls (kserve's open inference protocol, gRPC service
+# inference.GRPCInferenceService; HTTP /v2/models/{name}[/versions/{v}]/infer; Triton's
+# generate extension) count; metadata, health and repository calls do not.
+@pytest.mark.parametrize("path, counted", [
+    ("/inference.GRPCInferenceService/ModelInfer", True),
+    ("/inference.GRPCInferenceService/ModelStreamInfer", True),
+    ("/inference.GRPCInferenceService/ModelMetadata", False),
+    ("/inference.GRPCInferenceService/ModelReady", False),
+    ("/inference.GRPCInferenceService/ServerLive", False),
+    ("/inference.GRPCInferenceService/ModelInferX", False),
+    ("/inference.GRPCInferenceService/ModelConfig", False),
+    ("/inference.GRPCInferenceService/RepositoryModelLoad", False),
+    ("/v2/models/m/infer", True),
+    ("/v2/models/m/versions/3/infer", True),
+    ("/v2/models/m/generate", True),
+    ("/v2/models/m/generate_stream", True),
+    ("/v2/models/m/infer?x=1", True),
+    ("/v2/models/m", False),
+    ("/v2/models/m/ready", False),
+    ("/v2/models/m/config", False),
+    ("/v2/models/m/infer/x", False),
+    ("/v2/models//infer", False),
+    ("/v2/health/ready", False),
+    ("/v2/repository/models/m/load", False),
+    ("/v2/models/m/inferx", False),
+    ("", False),
+])
+def test_only_inference_calls_count(path, counted):
+    assert (outcome(entry("slot_green", path=path)) is not None) is counted
+    assert (outcome(entry("slot_blue_http", path=path)) is not None) is counted
+
+
+# gRPC status codes (grpc/doc/statuscodes.md): those a client causes, by number.
+@pytest.mark.parametrize("status, expected", [
+    ("0", V.OK), ("1", V.CLIENT), ("2", V.FAILED), ("3", V.CLIENT), ("4", V.FAILED),
+    ("5", V.CLIENT), ("6", V.CLIENT), ("7", V.CLIENT), ("8", V.FAILED), ("9", V.CLIENT),
+    ("10", V.FAILED), ("11", V.CLIENT), ("12", V.FAILED), ("13", V.FAILED),
+    ("14", V.FAILED), ("15", V.FAILED), ("16", V.CLIENT), ("99", V.FAILED),
+])
+def test_grpc_statuses_a_client_causes_are_apart(status, expected):
+    assert outcome(entry("slot_green", grpc=status)).verdict is expected
+    assert outcome(entry("slot_green", grpc=status, trailers_only=True)).verdict is expected
 
 
 def test_receiver_records_a_batch():
@@ -283,17 +333,19 @@ def test_latency_and_completion_time_come_from_the_entry_to_the_nanosecond():
     e = entry("slot_blue")
     e.common_properties.start_time.seconds, e.common_properties.start_time.nanos = 5, 250_000_000
     e.common_properties.duration.seconds, e.common_properties.duration.nanos = 1, 500_000_000
-    assert outcome(e) == ("blue", 6.75, 1500.0, False)
+    assert outcome(e) == Observed("blue", 6.75, 1500.0, V.OK)
     # Without a duration, the time to the last byte sent downstream is the latency.
     e.common_properties.ClearField("duration")
     e.common_properties.time_to_last_downstream_tx_byte.FromMilliseconds(2)
-    assert outcome(e) == ("blue", 5.252, 2.0, False)
+    assert outcome(e) == Observed("blue", 5.252, 2.0, V.OK)
 
 
-@pytest.mark.parametrize(("code", "failed"), [(200, False), (499, False), (500, True),
-                                              (501, True), (503, True)])
-def test_any_5xx_is_a_failure_and_4xx_is_not(code, failed):
-    assert outcome(entry("slot_green_http", code=code))[3] is failed
+@pytest.mark.parametrize(("code", "expected"), [
+    (200, V.OK), (399, V.OK), (400, V.CLIENT), (404, V.CLIENT), (428, V.CLIENT),
+    (429, V.FAILED), (430, V.CLIENT), (499, V.CLIENT), (500, V.FAILED), (501, V.FAILED),
+    (503, V.FAILED)])
+def test_any_5xx_or_429_is_a_failure_and_other_4xx_the_clients(code, expected):
+    assert outcome(entry("slot_green_http", code=code)).verdict is expected
 
 
 def test_receiver_counts_every_slot_of_a_batch_and_keeps_counting():
@@ -381,3 +433,170 @@ def test_a_promql_source_renders_for_every_model_unless_told_one():
                         slot="blue", window_s=6) == 0.5
     source.value(Query(None, 'x{model=~"$model"}'), slot="blue", window_s=6, model="m.1")
     assert asked == ['x{slot="blue",model=~".+"}[6s]', r'x{model=~"m\\.1"}']
+
+
+# ---- issue 28: entries that cannot steer the gates -------------------------------------
+def test_an_older_bucket_never_resets_the_row_of_a_newer_one():
+    """20 entries stamped 120 s in the past land on the row of the current bucket (the ring
+    is 120 s long): they are dropped and counted, the current row's failures stay."""
+    import numpy as np
+
+    w = SlotWindows(clock=Clock())
+    fill(w, "green", [1.0] * 950, errors=950)
+    dropped = w.record_many("green", at=np.full(20, NOW - 120.0), latency_ms=np.ones(20),
+                            error=np.zeros(20, bool))
+    assert dropped == 20
+    assert w.errors("green", 1.0) == (950, 950)
+    # The same bucket again is taken; a newer one takes the row over.
+    assert w.record("green", at=NOW, latency_ms=1.0, error=False) == 0
+    assert w.errors("green", 1.0) == (950, 951)
+    assert w.record("green", at=NOW + 120.0, latency_ms=1.0, error=False) == 0
+    assert w.errors("green", 1.0, now=NOW + 120.0) == (0, 1)
+
+
+def test_client_errors_are_counted_apart_from_requests_errors_and_latency():
+    import numpy as np
+
+    w = SlotWindows(clock=Clock())
+    w.record_many("blue", at=np.full(4, NOW), latency_ms=np.array([1.0, 1.0, 0.1, 0.1]),
+                  error=np.array([False, True, False, False]),
+                  client=np.array([False, False, True, True]))
+    assert w.errors("blue", 1.0) == (1, 2)
+    assert w.client_errors("blue", 1.0) == 2 and w.client_errors("green", 1.0) == 0
+    assert w.quantile("blue", 0.0, 1.0) > 0.5, "client errors pulled the latency down"
+
+
+def _batch(*ats: float, status: str = "13", cluster: str = "slot_green"
+           ) -> als_pb2.StreamAccessLogsMessage:
+    message = als_pb2.StreamAccessLogsMessage()
+    for at in ats:
+        e = entry(cluster, grpc=status, ms=0.0)
+        e.common_properties.start_time.FromNanoseconds(int(at * 1e9))
+        message.http_logs.log_entry.append(e)
+    return message
+
+
+def test_entries_outside_the_accepted_time_are_refused_and_counted():
+    w = SlotWindows(clock=Clock())
+    refused: list[tuple[str, int]] = []
+    receiver = AccessLogReceiver(w, max_age_s=10.0, max_skew_s=2.0,
+                                 on_refused=lambda reason, n: refused.append((reason, n)))
+    counted = receiver.record(_batch(NOW - 10.0, NOW - 10.001, NOW - 120.0, NOW + 2.0,
+                                     NOW + 2.001, NOW + 3600.0, NOW))
+    assert counted == 3 and receiver.received == 3
+    assert refused == [("stale", 2), ("future", 2)]
+    assert receiver.refused == {"stale": 2, "future": 2}
+    assert w.errors("green", 11.0, now=NOW) == (2, 2)
+
+
+def test_defaults_of_the_receiver():
+    # docs/policy.md, "What the envoy source counts": 10 s old to 2 s ahead, 20,000
+    # entries/s per node, 10,000 entries per message.
+    receiver = AccessLogReceiver(SlotWindows())
+    assert (receiver.max_age_s, receiver.max_skew_s, receiver.budget.per_s,
+            receiver.max_batch) == (10.0, 2.0, 20_000.0, 10_000)
+
+
+def test_a_budget_refills_at_its_rate_up_to_two_seconds_worth():
+    from gates.metrics.access_log import Budget
+
+    clock = Clock(0.0)
+    budget = Budget(100.0, clock=clock)
+    assert budget.take("a", 200) and not budget.take("a", 1)
+    assert budget.take("b", 150), "budgets are per node"
+    clock.now = 0.5
+    assert budget.take("a", 50) and not budget.take("a", 1)
+    clock.now = 100.0
+    assert not budget.take("a", 201) and budget.take("a", 200)
+
+
+def _serve(receiver: AccessLogReceiver, messages: list) -> object:  # type: ignore[type-arg]
+    """Send ``messages`` on one real gRPC stream; the answer or the status code."""
+    import asyncio
+
+    import grpc
+
+    async def main() -> object:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((receiver.handler(),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                call = channel.stream_unary(
+                    "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs",
+                    request_serializer=als_pb2.StreamAccessLogsMessage.SerializeToString,
+                    response_deserializer=als_pb2.StreamAccessLogsResponse.FromString)
+                try:
+                    return await call(iter(messages), timeout=10)
+                except grpc.aio.AioRpcError as exc:
+                    return exc.code()
+        finally:
+            await server.stop(None)
+
+    return asyncio.run(main())
+
+
+def _named(node: str, message: als_pb2.StreamAccessLogsMessage):  # type: ignore[no-untyped-def]
+    message.identifier.node.id = node
+    return message
+
+
+def test_a_stream_is_admitted_by_the_node_it_names_and_refused_otherwise(caplog):
+    import logging
+
+    import grpc
+
+    w = SlotWindows(clock=Clock(NOW + 0.05))
+    asked: list[tuple[str, str]] = []
+
+    def admit(node: str, context) -> str | None:  # type: ignore[no-untyped-def]
+        asked.append((node, context.peer().split(":")[0]))
+        return None if node == "envoy-0" else "not one of ours"
+
+    receiver = AccessLogReceiver(w, admit=admit)
+    with caplog.at_level(logging.WARNING, logger="turnout.gates.access_log"):
+        assert _serve(receiver, [_named("envoy-9\n[fake] line", _batch(NOW)),
+                                 _batch(NOW)]) == grpc.StatusCode.PERMISSION_DENIED
+    assert w.requests("green", 1.0) == 0 and receiver.refused == {"identity": 1}
+    assert "claiming node envoy-9\\n[fake] line: not one of ours" in caplog.text
+    assert _serve(receiver, [_batch(NOW)]) == grpc.StatusCode.PERMISSION_DENIED, \
+        "a stream naming no node"
+    assert receiver.refused == {"identity": 2}
+    assert isinstance(_serve(receiver, [_named("envoy-0", _batch(NOW)), _batch(NOW, NOW)]),
+                      als_pb2.StreamAccessLogsResponse)
+    assert w.errors("green", 1.0) == (3, 3)
+    assert asked == [("envoy-9\n[fake] line", "ipv4"), ("envoy-0", "ipv4")]
+
+
+def test_a_node_that_drops_its_ads_stream_is_cut_off_mid_stream():
+    import grpc
+
+    w = SlotWindows(clock=Clock(NOW + 0.05))
+    holding = iter([True, False])  # asked from the second message on
+    receiver = AccessLogReceiver(w, admit=lambda node, ctx: None,
+                                 holds=lambda node: next(holding))
+    assert _serve(receiver, [_named("envoy-0", _batch(NOW)), _batch(NOW), _batch(NOW, NOW)]) \
+        == grpc.StatusCode.PERMISSION_DENIED
+    assert w.requests("green", 1.0) == 2 and receiver.refused == {"identity": 2}
+
+
+def test_over_budget_and_oversized_batches_are_refused_and_the_stream_goes_on():
+    w = SlotWindows(clock=Clock(NOW + 0.05))
+    receiver = AccessLogReceiver(w, budget_per_s=2.0, max_batch=3)
+    answer = _serve(receiver, [_named("envoy-0", _batch(NOW, NOW)),
+                               _batch(NOW, NOW, NOW, NOW),  # over the batch limit
+                               _batch(NOW, NOW, NOW),       # over what is left of 4
+                               _batch(NOW, NOW)])
+    assert isinstance(answer, als_pb2.StreamAccessLogsResponse)
+    assert receiver.refused == {"batch": 4, "rate": 3}
+    assert w.requests("green", 1.0) == 4
+
+
+def test_printable_escapes_and_truncates():
+    from gates.metrics.access_log import printable
+
+    assert printable("envoy-0") == "envoy-0"
+    assert printable("a\nb\x1b") == "a\\nb\\x1b"
+    assert printable("x" * 100) == "x" * 80 + "..."
+    assert printable("x" * 80) == "x" * 80

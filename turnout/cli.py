@@ -180,6 +180,11 @@ def render_status(data: dict[str, Any]) -> str:
         note = "client certificates required" if transport.get("client_certificates") \
             else "PLAINTEXT: any process reaching the port may claim any node id"
         lines.append(f"xds      {transport['transport']} ({note})")
+    telemetry = data.get("access_log") or {}
+    if telemetry:
+        refused = sum(telemetry.get("refused", {}).values())
+        lines.append(f"access log  from {telemetry['accepted_from']}; "
+                     f"{telemetry['received']} requests counted, {refused} entries refused")
     replica = data.get("replica") or {}
     if replica.get("shared"):
         role = "LEADER" if replica["leading"] else "follower"

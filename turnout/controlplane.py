@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import json
 import logging
 import os
@@ -57,6 +58,19 @@ from xds_server.transport import choose as choose_transport
 log = logging.getLogger("turnout.controlplane")
 
 
+def loopback_peer(peer: str) -> bool:
+    """Whether a gRPC peer string (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``,
+    ``unix:...``) is on this host."""
+    kind, _, rest = peer.partition(":")
+    if kind == "unix":
+        return True
+    host = rest.rsplit(":", 1)[0].strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def rollback_cause(state: RolloutState) -> str:
     """A bounded label for why traffic is being taken back (turnout_rollbacks_total)."""
     if state.ending is RolloutPhase.ABORTED:
@@ -78,9 +92,12 @@ class ControlPlane:
         self.config = config
         self.cache = SnapshotCache()
         self.windows = SlotWindows()
-        self.access_log = AccessLogReceiver(self.windows)
         self.telemetry = Telemetry()
         self.transport = choose_transport(config.tls)
+        self.access_log = AccessLogReceiver(
+            self.windows, admit=self._telemetry_refusal, holds=self.cache.holds,
+            on_refused=lambda reason, n: self.telemetry.access_log_refused.labels(
+                reason=reason).inc(n))
         self.ads = AdsServer(self.cache, default_group=config.group,
                              refusal=self.transport.refusal, on_refused=self._refused)
         self.delta = DeltaAdsServer(self.cache, default_group=config.group,
@@ -155,6 +172,21 @@ class ControlPlane:
                 tokens = self._tokens[1] if self._tokens else self.config.tokens
             self._tokens = (mtime, tokens)
         return self._tokens[1]
+
+    def _telemetry_refusal(self, node_id: str, context: grpc.aio.ServicerContext
+                           ) -> str | None:
+        """Why a stream may not report requests for ``node_id``: gates decide from real
+        traffic, so only a proxy that holds an ADS stream, under the same identity rule as
+        ADS (mTLS: its certificate names the node; plaintext: loopback peers only)."""
+        if not self.cache.holds(node_id):
+            return "the node holds no ADS stream"
+        reason = self.transport.refusal(node_id, context.auth_context())
+        if reason is not None:
+            return reason
+        if not self.config.tls and not loopback_peer(context.peer()):
+            return ("plaintext access-log streams are accepted from loopback only (use mTLS, "
+                    "`turnout stack up --tls`, beyond one host)")
+        return None
 
     def _refused(self, reason: str) -> None:
         """A proxy refused on the ADS port: by its certificate or the node id it claimed."""
@@ -388,6 +420,13 @@ class ControlPlane:
             },
             "xds": self.cache.status(self.config.group),
             "xds_transport": self.transport.describe(),
+            "access_log": {
+                "accepted_from": "proxies holding an ADS stream, by client certificate"
+                if self.config.tls else
+                "proxies holding an ADS stream, on loopback only (plaintext)",
+                "received": self.access_log.received,
+                "refused": dict(self.access_log.refused),
+            },
             "last_push": self.last_push.as_dict() if self.last_push else None,
             "rollout": self.controller.describe(),
             "replica": self.replication.describe(),

@@ -185,7 +185,10 @@ class Dashboard:
             figures: dict[str, dict[str, float | None]] = {}
             error = None
             for slot in SLOT_NAMES:
-                figures[slot] = {}
+                # Requests that ended in a client-caused status: apart from the error rate.
+                figures[slot] = {"client_errors_rps": windows.client_errors(
+                    slot, WINDOW_S) / WINDOW_S if isinstance(source, EnvoyStreamSource)
+                    else None}
                 for key, builtin in TRAFFIC.items():
                     try:
                         figures[slot][key] = source.value(

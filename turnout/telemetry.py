@@ -19,6 +19,8 @@ conventions (``_total`` counters, ``_seconds`` durations, base units, bounded la
     turnout_slot_endpoints{slot}                  configured Triton servers per slot
     turnout_xds_refused_total{reason}             ADS clients refused (TLS, node id)
     turnout_api_refused_total{reason}             API calls refused for their token
+    turnout_access_log_refused_total{reason}      access-log entries refused (identity,
+                                                  stale, future, rate, batch)
     turnout_webhook_deliveries_total{outcome}     notification deliveries by outcome
 """
 
@@ -57,6 +59,11 @@ class Telemetry:
             "turnout_xds_refused_total", "ADS clients refused: no_certificate, "
             "untrusted_certificate (at the TLS handshake) or node_id (claimed an id its "
             "certificate does not name)", ["reason"], registry=r)
+        self.access_log_refused = Counter(
+            "turnout_access_log_refused_total", "Access-log entries refused: identity (the "
+            "stream's node holds no ADS stream or may not be claimed), stale or future "
+            "(completed outside the accepted time), rate (over the node's budget), batch "
+            "(a message over the entry limit)", ["reason"], registry=r)
         self.api_refused = Counter("turnout_api_refused_total",
                                    "API calls refused for their token", ["reason"], registry=r)
         self.connected = Gauge("turnout_connected_proxies", "Connected Envoy streams",

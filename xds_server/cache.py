@@ -11,6 +11,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -195,6 +196,7 @@ class SnapshotCache:
         self._groups: dict[str, _Group] = {}
         self.nacks: dict[str, int] = {}  # NACKs received since start, per type URL
         self._next_stream = 0
+        self._nodes: Counter[str] = Counter()  # open streams per node id
         self._log = logger or logging.getLogger("turnout.xds.cache")
         self._clock = clock
         #: Called (cheap, non-blocking) when a stream opens or closes.
@@ -300,6 +302,7 @@ class SnapshotCache:
                               claimed_group=claimed or group)
         state = self._group(group)
         state.streams[handle.stream_id] = handle
+        self._nodes[node_id] += 1
         for publication in state.publications:
             if publication.min_proxies:  # waiting for the fleet to show up: count this one
                 publication.pending[handle.stream_id] = handle
@@ -311,7 +314,10 @@ class SnapshotCache:
         state = self._groups.get(handle.group)
         if state is None:
             return
-        state.streams.pop(handle.stream_id, None)
+        if state.streams.pop(handle.stream_id, None) is not None:
+            self._nodes[handle.node_id] -= 1
+            if self._nodes[handle.node_id] <= 0:
+                del self._nodes[handle.node_id]
         state.watchers.pop(handle.stream_id, None)
         for publication in state.publications:
             publication.settle(handle, "disconnected")
@@ -319,6 +325,10 @@ class SnapshotCache:
             self.on_streams_changed()
         if not state.streams and state.snapshot is None and not state.publications:
             del self._groups[handle.group]  # nothing published for it: free it
+
+    def holds(self, node_id: str) -> bool:
+        """Whether a proxy with this node id has an ADS stream open now."""
+        return node_id in self._nodes
 
     def watch(self, handle: StreamHandle, notify: Callable[[], None]) -> None:
         """Call ``notify`` (cheap, non-blocking) whenever the stream's group gets a new

@@ -1,17 +1,34 @@
 """Envoy's gRPC access-log service (``envoy.access_loggers.http_grpc``) as a metrics feed:
-every request's slot, outcome and duration go into :class:`SlotWindows`, about 100 ms
-after it ends (Envoy's buffer flush interval).
+every inference request's slot, outcome and duration go into :class:`SlotWindows`, about
+100 ms after it ends (Envoy's buffer flush interval).
 
-A request belongs to the slot whose split cluster it was routed to (``slot_<name>``,
-``slot_<name>_http`` or their ``_ha`` aggregates); preview (pinned) requests and anything
-else are ignored. It failed when Envoy answered 5xx or nothing, or gRPC said other than OK
-(``grpc-status`` in the trailers, or in the headers of a trailers-only answer).
+What counts (docs/policy.md, "What the envoy source counts"):
+- A request belongs to the slot whose split cluster it was routed to (``slot_<name>``,
+  ``slot_<name>_http`` or their ``_ha`` aggregates); preview (pinned) requests and anything
+  else are ignored.
+- Only inference: KServe v2 ``ModelInfer`` and ``ModelStreamInfer`` over gRPC, ``infer``,
+  ``generate`` and ``generate_stream`` over HTTP. Metadata, health and repository calls are
+  ignored: they are cheap, anyone may send them, and they would dilute the slot's figures.
+- It failed when Envoy answered 5xx, 429 or nothing, or gRPC said other than OK; except the
+  statuses a client causes (gRPC CANCELLED, INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS,
+  PERMISSION_DENIED, FAILED_PRECONDITION, OUT_OF_RANGE, UNAUTHENTICATED; HTTP 4xx but 429),
+  which are counted apart as client errors, in neither the error rate nor the latency.
+
+Who may send: the receiver asks ``admit`` (the control plane's identity rule) about the
+node a stream names, takes entries completed in ``[now - max_age_s, now + max_skew_s]``
+only, and holds each node to a rate budget; everything refused is counted by reason.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
 
 import grpc
 import numpy as np
@@ -21,14 +38,53 @@ from envoy.service.accesslog.v3 import als_pb2
 from gates.metrics.windows import SlotWindows
 
 SPLIT_CLUSTER = re.compile(r"^slot_(blue|green)(?:_http)?(?:_ha)?$")
+INFERENCE_GRPC = frozenset({"/inference.GRPCInferenceService/ModelInfer",
+                            "/inference.GRPCInferenceService/ModelStreamInfer"})
+INFERENCE_HTTP = re.compile(
+    r"^/v2/models/[^/?]+(?:/versions/[^/?]+)?/(?:infer|generate|generate_stream)(?:\?.*)?$")
+#: gRPC statuses a client causes (by name: CANCELLED, INVALID_ARGUMENT, NOT_FOUND,
+#: ALREADY_EXISTS, PERMISSION_DENIED, FAILED_PRECONDITION, OUT_OF_RANGE, UNAUTHENTICATED).
+CLIENT_GRPC = frozenset({"1", "3", "5", "6", "7", "9", "11", "16"})
 log = logging.getLogger("turnout.gates.access_log")
 
 
-def outcome(entry: accesslog_pb2.HTTPAccessLogEntry) -> tuple[str, float, float, bool] | None:
-    """(slot, completed at, latency ms, failed) of one logged request, or None."""
+class Verdict(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+    CLIENT = "client_error"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One logged inference request."""
+
+    slot: str
+    at: float  # completed at (Unix seconds)
+    latency_ms: float
+    verdict: Verdict
+
+
+def is_inference(path: str) -> bool:
+    return path in INFERENCE_GRPC or INFERENCE_HTTP.match(path) is not None
+
+
+def verdict(code: int, grpc_status: str | None) -> Verdict:
+    """How a request ended: HTTP ``code`` (0: no answer) and gRPC status if any."""
+    if code == 0 or code >= 500:
+        return Verdict.FAILED
+    if grpc_status is not None and grpc_status != "0":
+        return Verdict.CLIENT if grpc_status in CLIENT_GRPC else Verdict.FAILED
+    if 400 <= code < 500:
+        return Verdict.FAILED if code == 429 else Verdict.CLIENT
+    return Verdict.OK
+
+
+def outcome(entry: accesslog_pb2.HTTPAccessLogEntry) -> Observed | None:
+    """The slot, completion time, latency and verdict of one logged request; None for a
+    request that is not split inference traffic."""
     common = entry.common_properties
     match = SPLIT_CLUSTER.match(common.upstream_cluster)
-    if match is None:
+    if match is None or not is_inference(entry.request.path):
         return None
     duration = common.duration if common.HasField("duration") \
         else common.time_to_last_downstream_tx_byte
@@ -38,16 +94,61 @@ def outcome(entry: accesslog_pb2.HTTPAccessLogEntry) -> tuple[str, float, float,
     code = response.response_code.value if response.HasField("response_code") else 0
     grpc_status = response.response_trailers.get("grpc-status") \
         or response.response_headers.get("grpc-status")
-    failed = code == 0 or code >= 500 or (grpc_status is not None and grpc_status != "0")
-    return match.group(1), started + latency_ms / 1e3, latency_ms, failed
+    return Observed(match.group(1), started + latency_ms / 1e3, latency_ms,
+                    verdict(code, grpc_status))
+
+
+def printable(text: str, limit: int = 80) -> str:
+    """A sender-chosen string fit for one log line: escaped and truncated."""
+    shown = text[:limit].encode("unicode_escape").decode("ascii")
+    return shown + ("..." if len(text) > limit else "")
+
+
+class Budget:
+    """Entries per second per node (a token bucket holding up to two seconds' worth)."""
+
+    def __init__(self, per_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_s = per_s
+        self._clock = clock
+        self._nodes: dict[str, tuple[float, float]] = {}
+
+    def take(self, node: str, n: int) -> bool:
+        now = self._clock()
+        tokens, last = self._nodes.get(node, (2 * self.per_s, now))
+        tokens = min(2 * self.per_s, tokens + (now - last) * self.per_s)
+        ok = n <= tokens
+        self._nodes[node] = (tokens - n if ok else tokens, now)
+        return ok
+
+    def forget(self, node: str) -> None:
+        self._nodes.pop(node, None)
+
+
+Admit = Callable[[str, grpc.aio.ServicerContext], "str | None"]
 
 
 class AccessLogReceiver:
-    """Serves ``StreamAccessLogs`` on a ``grpc.aio`` server; records into ``windows``."""
+    """Serves ``StreamAccessLogs`` on a ``grpc.aio`` server; records into ``windows``.
 
-    def __init__(self, windows: SlotWindows) -> None:
+    ``admit(node, context)`` says why a stream may not report for ``node`` (None: it may);
+    ``holds(node)`` whether the node still holds an ADS stream (asked at every message);
+    ``on_refused(reason, entries)`` counts what was refused."""
+
+    def __init__(self, windows: SlotWindows, *, admit: Admit | None = None,
+                 holds: Callable[[str], bool] | None = None,
+                 on_refused: Callable[[str, int], None] | None = None,
+                 max_age_s: float = 10.0, max_skew_s: float = 2.0,
+                 budget_per_s: float = 20_000.0, max_batch: int = 10_000) -> None:
         self.windows = windows
         self.received = 0
+        self.refused: Counter[str] = Counter()
+        self._admit = admit
+        self._holds = holds
+        self._on_refused = on_refused
+        self.max_age_s = max_age_s
+        self.max_skew_s = max_skew_s
+        self.max_batch = max_batch
+        self.budget = Budget(budget_per_s)
 
     def handler(self) -> grpc.GenericRpcHandler:
         method = grpc.stream_unary_rpc_method_handler(
@@ -58,26 +159,69 @@ class AccessLogReceiver:
         return grpc.method_handlers_generic_handler(
             "envoy.service.accesslog.v3.AccessLogService", {"StreamAccessLogs": method})
 
+    def refuse(self, reason: str, entries: int) -> None:
+        self.refused[reason] += entries
+        if self._on_refused is not None:
+            self._on_refused(reason, entries)
+
     def record(self, message: als_pb2.StreamAccessLogsMessage) -> int:
-        """Record one batch (per slot at once); returns how many requests counted."""
-        batches: dict[str, list[tuple[float, float, bool]]] = {}
+        """Record one batch (per slot at once); returns how many inference requests counted
+        (client errors included). Entries completed too long ago or in the future are
+        refused and counted."""
+        now = self.windows.clock()
+        oldest, newest = now - self.max_age_s, now + self.max_skew_s
+        batches: dict[str, list[tuple[float, float, int]]] = {}
+        stale = future = 0
         for entry in message.http_logs.log_entry:
             seen = outcome(entry)
-            if seen is not None:
-                slot, at, latency_ms, failed = seen
-                batches.setdefault(slot, []).append((at, latency_ms, failed))
+            if seen is None:
+                continue
+            if seen.at < oldest:
+                stale += 1
+            elif seen.at > newest:
+                future += 1
+            else:
+                kind = (Verdict.OK, Verdict.FAILED, Verdict.CLIENT).index(seen.verdict)
+                batches.setdefault(seen.slot, []).append((seen.at, seen.latency_ms, kind))
+        if stale:
+            self.refuse("stale", stale)
+        if future:
+            self.refuse("future", future)
         counted = 0
         for slot, rows in batches.items():
-            table = np.array(rows, dtype=float)  # columns: completed at, latency ms, failed
-            self.windows.record_many(slot, at=table[:, 0], latency_ms=table[:, 1],
-                                     error=table[:, 2] > 0)
-            counted += len(rows)
+            table = np.array(rows, dtype=float)  # columns: completed at, latency ms, kind
+            dropped = self.windows.record_many(
+                slot, at=table[:, 0], latency_ms=table[:, 1], error=table[:, 2] == 1,
+                client=table[:, 2] == 2)
+            if dropped:
+                self.refuse("stale", dropped)
+            counted += len(rows) - dropped
         self.received += counted
         return counted
 
     async def _stream(self, requests, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
+        node = None
         async for message in requests:
-            if message.HasField("identifier"):  # the first message names the Envoy
-                log.info("access-log stream from %s", message.identifier.node.id)
-            self.record(message)
+            entries = len(message.http_logs.log_entry)
+            if node is None:
+                node = message.identifier.node.id if message.HasField("identifier") else ""
+                reason = "the first message must name the node (identifier.node.id)" \
+                    if not node else (self._admit(node, context) if self._admit else None)
+                if reason is not None:
+                    self.refuse("identity", entries)
+                    log.warning("refused access-log stream from %s claiming node %s: %s",
+                                printable(context.peer()), printable(node), reason)
+                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
+                log.info("access-log stream from %s", printable(node))
+            elif self._holds is not None and not self._holds(node):
+                self.refuse("identity", entries)
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                    f"node {node} no longer holds an ADS stream")
+            if entries > self.max_batch:
+                self.refuse("batch", entries)
+                continue
+            if not self.budget.take(node, entries):
+                self.refuse("rate", entries)
+                continue
+            await asyncio.to_thread(self.record, message)  # off the loop that serves xDS
         return als_pb2.StreamAccessLogsResponse()

@@ -1,9 +1,11 @@
 """Per-slot sliding windows of request outcomes in fixed, bounded memory.
 
 Each slot keeps a ring of ``horizon_s / bucket_s`` time buckets (100 ms each by default);
-a bucket holds the request count, the error count and a latency histogram over fixed,
-log-spaced bounds. Memory per slot is the same at 2 or 20,000 requests/s:
-``buckets x (2 + len(BOUNDS_MS) + 1)`` int64 (``bytes_per_slot``). Quantiles are read from
+a bucket holds the request count, the error count, the count of client errors (apart: in
+neither of the others) and a latency histogram over fixed, log-spaced bounds. A row is
+reused for a newer bucket only: entries older than the bucket a row holds are dropped and
+counted, never allowed to reset it. Memory per slot is the same at 2 or 20,000 requests/s:
+``buckets x (3 + len(BOUNDS_MS) + 1)`` int64 (``bytes_per_slot``). Quantiles are read from
 the merged histogram, interpolated inside the bucket that holds them (as Prometheus'
 ``histogram_quantile`` does).
 """
@@ -19,7 +21,7 @@ import numpy as np
 
 #: Latency bucket upper bounds (ms): 0.1 ms to ~60 s, 8 per decade.
 BOUNDS_MS = np.array([0.1 * 10 ** (i / 8) for i in range(46)])
-_COUNT, _ERRORS, _HIST = 0, 1, 2
+_COUNT, _ERRORS, _CLIENT, _HIST = 0, 1, 2, 3
 
 
 class SlotWindows:
@@ -30,7 +32,8 @@ class SlotWindows:
                  clock: Callable[[], float] = time.time) -> None:
         self.bucket_s = bucket_s
         self.size = math.ceil(horizon_s / bucket_s)
-        self.width = 2 + len(BOUNDS_MS) + 1  # count, errors, one column per latency bucket
+        # count, errors, client errors, one column per latency bucket
+        self.width = 3 + len(BOUNDS_MS) + 1
         self.clock = clock
         self._rings: dict[str, np.ndarray] = {}
         self._stamps: dict[str, np.ndarray] = {}  # the bucket index each row holds
@@ -47,26 +50,37 @@ class SlotWindows:
             self._stamps[slot] = np.full(self.size, -1, np.int64)
         return ring, self._stamps[slot]
 
-    def record(self, slot: str, *, at: float, latency_ms: float, error: bool) -> None:
-        self.record_many(slot, at=np.array([at]), latency_ms=np.array([latency_ms]),
-                         error=np.array([error]))
+    def record(self, slot: str, *, at: float, latency_ms: float, error: bool) -> int:
+        """One request; returns 1 if dropped (older than its row's bucket), else 0."""
+        return self.record_many(slot, at=np.array([at]), latency_ms=np.array([latency_ms]),
+                                error=np.array([error]))
 
     def record_many(self, slot: str, *, at: np.ndarray, latency_ms: np.ndarray,
-                    error: np.ndarray) -> None:
-        """Many requests at once (simulations, batches); same result as ``record`` each."""
+                    error: np.ndarray, client: np.ndarray | None = None) -> int:
+        """Many requests at once (simulations, batches); same result as ``record`` each.
+        ``client`` marks client errors: counted apart, in neither the requests, the errors
+        nor the latency. Returns how many were dropped as older than their row's bucket."""
         indexes = (at // self.bucket_s).astype(np.int64)
         buckets = np.searchsorted(BOUNDS_MS, latency_ms)  # b: BOUNDS_MS[b-1] < ms <= BOUNDS_MS[b]
+        served = np.ones(len(indexes), bool) if client is None else ~client.astype(bool)
+        dropped = 0
         with self._lock:
             ring, stamps = self._ring(slot)
             for index in np.unique(indexes):
                 row = int(index) % self.size
+                chosen = indexes == index
+                if stamps[row] > index:  # the row holds a newer bucket: never reset it
+                    dropped += int(chosen.sum())
+                    continue
                 if stamps[row] != index:
                     ring[row] = 0
                     stamps[row] = index
-                chosen = indexes == index
-                ring[row, _COUNT] += int(chosen.sum())
-                ring[row, _ERRORS] += int(error[chosen].sum())
-                np.add.at(ring[row], _HIST + buckets[chosen], 1)
+                counted = chosen & served
+                ring[row, _COUNT] += int(counted.sum())
+                ring[row, _ERRORS] += int(error[counted].sum())
+                ring[row, _CLIENT] += int((chosen & ~served).sum())
+                np.add.at(ring[row], _HIST + buckets[counted], 1)
+        return dropped
 
     def exceeding(self, slot: str, threshold_ms: float, window_s: float,
                   now: float | None = None) -> tuple[int, int]:
@@ -91,6 +105,10 @@ class SlotWindows:
 
     def requests(self, slot: str, window_s: float, now: float | None = None) -> int:
         return int(self._window(slot, window_s, now)[_COUNT])
+
+    def client_errors(self, slot: str, window_s: float, now: float | None = None) -> int:
+        """Requests that ended in a client-caused status in the window (not in ``requests``)."""
+        return int(self._window(slot, window_s, now)[_CLIENT])
 
     def errors(self, slot: str, window_s: float, now: float | None = None) -> tuple[int, int]:
         """(errors, requests) in the window."""
