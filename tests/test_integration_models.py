@@ -109,7 +109,8 @@ def env(tmp_path_factory):
 
 
 def _run(client: ApiClient, text: str, name: str) -> dict:
-    client.apply(text, f"{name}.yaml")
+    # One rollout after another: each gives up the previous promotion's warm standby.
+    client.apply(text, f"{name}.yaml", force=True)
     return wait_for(client, lambda r: r["phase"] in FINISHED, timeout=150, what=name)
 
 

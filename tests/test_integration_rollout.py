@@ -66,7 +66,9 @@ def test_good_version_is_promoted(env):
 def test_faulty_version_is_rolled_back_by_a_gate(env):
     info, client, registry, load = env
     failed_before = load.counts()[1]
-    client.apply(policy("classifier:v3", name="faulty", steps=FAST_STEPS), "faulty.yaml")
+    # Right after the good one's promotion: its warm standby is given up (--force).
+    client.apply(policy("classifier:v3", name="faulty", steps=FAST_STEPS), "faulty.yaml",
+                 force=True)
     done = wait_for(client, lambda r: r["phase"] in FINISHED, what="rollback")
     assert done["phase"] == "rolled_back", done["reason"]
     assert done["candidate_slot"] == "blue"
