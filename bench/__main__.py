@@ -7,6 +7,7 @@ import argparse
 from bench import (
     convergence,
     datapath,
+    delivery,
     failover,
     fleet,
     gates_sim,
@@ -22,10 +23,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", nargs="*", default=None,
                         help="datapath switching convergence fleet proxyless failover "
-                             "rollback_time gates_sim")
+                             "rollback_time gates_sim delivery")
     args = parser.parse_args()
     chosen = set(args.only or ["datapath", "switching", "convergence", "fleet", "proxyless",
-                               "failover", "rollback_time", "gates_sim"])
+                               "failover", "rollback_time", "gates_sim", "delivery"])
     if "datapath" in chosen:
         print("== data path", flush=True)
         write_json("datapath", datapath.run(concurrencies=(1, 8, 32), batches=(1, 8),
@@ -51,6 +52,9 @@ def main() -> None:
     if "gates_sim" in chosen:
         print("== gates on simulated traffic", flush=True)
         write_json("gates_sim", gates_sim.run(200))
+    if "delivery" in chosen:
+        print("== deploy over the repository API", flush=True)
+        write_json("delivery", delivery.run(3))
     print(f"written {report.write()}")
 
 

@@ -192,10 +192,11 @@ def test_the_deploy_step_deploys_into_the_candidate_slot(env, tmp_path):
             "deploy to green failed on 1/1 servers: ")
     finally:
         triton.close()
+    # A slot without a shared repository deploys over the repository API; without servers
+    # it cannot deploy at all.
     plane.slot = lambda name: Slot(name)
     none = Deploying(plane, store, registry=registry, provider=Healthy())._deploy(_state())
-    assert (none.ok, none.message) == (False,
-                                       "slot green has no model repository configured")
+    assert (none.ok, none.message) == (False, "slot green has no Triton servers")
 
 
 async def test_the_audit_log_records_who_what_weights_and_digests(env):

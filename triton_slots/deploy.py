@@ -1,9 +1,11 @@
 """Deploy a registry version into every Triton server of the idle slot and prove it.
 
-Steps: verify the artifact's digest; stage it into the slot's model repository with the
-digest written into its config (``parameters.turnout_digest``); swap it in; ask every
-server to load it (explicit model control); wait until it is READY everywhere; read the
-config back from each server and compare the digest. Any failure marks the artifact
+Steps: verify the artifact's digest; make it ready to load with the digest written into
+its config (``parameters.turnout_digest``): staged into the slot's shared model repository,
+or, for servers that share no disk with the control plane, a load request carrying the
+config and files (``triton_slots.delivery``); ask every server to load it (explicit model
+control); wait until it is READY everywhere; read the config back from each server and
+compare the digest. Any failure marks the artifact
 ``failed`` with the reason and raises :class:`DeployError`; only the target slot's
 repository and servers are touched.
 
@@ -15,23 +17,20 @@ it is already there with the same digest: a switch never drops a model.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from google.protobuf import text_format
-
 from triton_slots.admin import TritonAdmin, TritonAdminError
-from triton_slots.artifact import CONFIG_FILE, parse_config
+from triton_slots.delivery import DIGEST_PARAMETER, REF_PARAMETER, Delivery, DeliveryError, choose
+from triton_slots.delivery.shared import stage_artifact, staged_digest
 from triton_slots.registry import ArtifactRecord, RegistryBackend, RegistryError, Stage
 from triton_slots.slot import Endpoint
 
-DIGEST_PARAMETER = "turnout_digest"
-REF_PARAMETER = "turnout_ref"
+__all__ = ["DIGEST_PARAMETER", "REF_PARAMETER", "DeployError", "DeployResult", "deploy",
+           "stage_artifact", "staged_digest"]
 
 
 class DeployError(RuntimeError):
@@ -48,48 +47,19 @@ class DeployResult:
     companions: tuple[str, ...] = ()  # other models of the active set brought onto the slot
 
 
-def staged_digest(repository: Path, model_name: str) -> str:
-    """The digest of the version staged in ``repository`` for ``model_name`` ("" if none)."""
-    path = repository / model_name / CONFIG_FILE
-    if not path.exists():
-        return ""
-    try:
-        config = parse_config(path)
-    except ValueError:
-        return ""
-    value = config.parameters.get(DIGEST_PARAMETER)
-    return value.string_value if value is not None else ""
-
-
 def companions_of(registry: RegistryBackend, record: ArtifactRecord) -> list[ArtifactRecord]:
     """The active version of every other model: what the slot must also serve."""
     return [r for r in registry.list() if r.stage == Stage.ACTIVE
             and r.model_name != record.model_name]
 
 
-def stage_artifact(record: ArtifactRecord, repository: Path) -> None:
-    """Copy the artifact into ``repository/<model>`` (atomic swap), digest in its config."""
-    repository.mkdir(parents=True, exist_ok=True)
-    staging = repository / f".staging-{uuid.uuid4().hex}"
-    shutil.copytree(record.path, staging)
-    config = parse_config(staging / CONFIG_FILE)
-    config.parameters[DIGEST_PARAMETER].string_value = record.digest
-    config.parameters[REF_PARAMETER].string_value = record.ref
-    (staging / CONFIG_FILE).write_text(text_format.MessageToString(config))
-    target = repository / record.model_name
-    retired = repository / f".old-{uuid.uuid4().hex}"
-    if target.exists():
-        target.rename(retired)
-    staging.rename(target)
-    shutil.rmtree(retired, ignore_errors=True)
-
-
-def _load_and_verify(endpoint: Endpoint, record: ArtifactRecord, deadline: float) -> None:
+def _load_and_verify(endpoint: Endpoint, record: ArtifactRecord, delivery: Delivery,
+                     deadline: float) -> None:
     admin = TritonAdmin(endpoint, timeout=max(1.0, deadline - time.monotonic()))
     if admin.model_ready(record.model_name) and _served_digest(admin, record) == record.digest:
         return  # already serving exactly this version
-    admin.load(record.model_name)
-    while not admin.model_ready(record.model_name):
+    delivery.load(admin, record)
+    while not admin.model_ready(record.model_name, strict=True):  # gone: fail at once
         if time.monotonic() > deadline:
             raise TritonAdminError(endpoint, f"{record.model_name!r} not READY before timeout")
         time.sleep(0.1)
@@ -112,11 +82,15 @@ def deploy(
     *,
     slot: str,
     endpoints: list[Endpoint],
-    repository: Path,
+    repository: Path | None,
     timeout: float = 120.0,
     progress: Callable[[str], None] = lambda _: None,
 ) -> DeployResult:
+    """Deploy ``name:version`` (and the rest of the active set) onto ``endpoints``: through
+    ``repository`` when the slot shares one with its servers, else over the repository
+    API. Raises :class:`DeployError` naming every server that failed."""
     started = time.monotonic()
+    delivery = choose(repository)
     ref = f"{name}:{version}"
     try:
         record = registry.verify(name, version)
@@ -127,14 +101,18 @@ def deploy(
         raise DeployError(f"slot {slot} has no Triton servers")
     deadline = started + timeout
     companions = companions_of(registry, record)
-    for companion in companions:
-        errors = _put(companion, endpoints, repository, deadline, progress)
-        if errors:
-            reason = (f"deploy to {slot} failed: could not bring {companion.ref} (also served "
-                      f"by the active slot) onto it: " + "; ".join(errors))
-            _mark_failed(registry, name, version, reason)
-            raise DeployError(reason)
-    errors = _put(record, endpoints, repository, deadline, progress, force=True)
+    try:
+        for companion in companions:
+            errors = _put(companion, endpoints, delivery, deadline, progress)
+            if errors:
+                reason = (f"deploy to {slot} failed: could not bring {companion.ref} (also "
+                          f"served by the active slot) onto it: " + "; ".join(errors))
+                _mark_failed(registry, name, version, reason)
+                raise DeployError(reason)
+        errors = _put(record, endpoints, delivery, deadline, progress, fresh=True)
+    except DeliveryError as exc:
+        _mark_failed(registry, name, version, str(exc))
+        raise DeployError(str(exc)) from exc
     if errors:
         reason = f"deploy to {slot} failed on {len(errors)}/{len(endpoints)} servers: " + \
             "; ".join(errors)
@@ -147,16 +125,18 @@ def deploy(
                         tuple(c.ref for c in companions))
 
 
-def _put(record: ArtifactRecord, endpoints: list[Endpoint], repository: Path, deadline: float,
-         progress: Callable[[str], None], *, force: bool = False) -> list[str]:
-    """Stage ``record`` (unless already staged with its digest) and load it on every
-    server; the errors, one per failed server."""
-    if force or staged_digest(repository, record.model_name) != record.digest:
-        progress(f"staging {record.ref} ({record.digest[:12]}) into {repository}")
-        stage_artifact(record, repository)
+def _put(record: ArtifactRecord, endpoints: list[Endpoint], delivery: Delivery,
+         deadline: float, progress: Callable[[str], None], *, fresh: bool = False
+         ) -> list[str]:
+    """Prepare ``record`` for ``delivery`` (``fresh``: even if it looks prepared) and load
+    it on every server; the errors, one per failed server."""
+    said = delivery.prepare(record, fresh=fresh)  # DeliveryError: before any server
+    if said:
+        progress(said)
     errors: list[str] = []
     with ThreadPoolExecutor(max_workers=len(endpoints)) as pool:
-        futures = {pool.submit(_load_and_verify, e, record, deadline): e for e in endpoints}
+        futures = {pool.submit(_load_and_verify, e, record, delivery, deadline): e
+                   for e in endpoints}
         for future, endpoint in futures.items():
             try:
                 future.result()

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from triton_slots.artifact import inspect
-from triton_slots.deploy import stage_artifact, staged_digest
+from triton_slots.delivery.shared import stage_artifact, staged_digest
 from triton_slots.registry import ArtifactRecord, LocalRegistry, Stage
 from triton_slots.slot import SLOT_NAMES
 

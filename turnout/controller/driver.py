@@ -418,8 +418,6 @@ class RolloutController:
     def _deploy(self, state: RolloutState) -> DeployFinished:
         name, version = state.model.split(":", 1)
         slot = self.plane.slot(state.candidate_slot)
-        if slot.repository is None:
-            return DeployFinished(False, f"slot {slot.name} has no model repository configured")
         try:
             result = deploy(self.registry, name, version, slot=slot.name,
                             endpoints=list(slot.endpoints), repository=slot.repository,
