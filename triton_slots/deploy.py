@@ -147,6 +147,41 @@ def _put(record: ArtifactRecord, endpoints: list[Endpoint], delivery: Delivery,
     return errors
 
 
+def slot_set(registry: RegistryBackend, slot: str) -> list[ArtifactRecord]:
+    """What every server of ``slot`` serves: per model, the version the registry places on
+    the slot (candidate, active or standby), else the active version."""
+    records = registry.list()
+    chosen: dict[str, ArtifactRecord] = {}
+    for r in records:
+        if r.slot == slot and r.stage in (Stage.CANDIDATE, Stage.ACTIVE, Stage.STANDBY):
+            chosen[r.model_name] = r
+    for r in records:
+        if r.stage == Stage.ACTIVE:
+            chosen.setdefault(r.model_name, r)
+    return sorted(chosen.values(), key=lambda r: r.model_name)
+
+
+def bring_up(registry: RegistryBackend, slot: str, endpoint: Endpoint, *,
+             repository: Path | None, timeout: float = 120.0,
+             progress: Callable[[str], None] = lambda _: None) -> list[str]:
+    """Load ``slot``'s model set onto one (new) server and verify every digest, changing
+    no registry stage; returns the refs it serves. Raises :class:`DeployError` naming the
+    server and the model that failed."""
+    deadline = time.monotonic() + timeout
+    delivery = choose(repository)
+    refs = []
+    for record in slot_set(registry, slot):
+        try:
+            errors = _put(record, [endpoint], delivery, deadline, progress)
+        except DeliveryError as exc:
+            errors = [str(exc)]
+        if errors:
+            raise DeployError(f"bringing {endpoint.grpc_address} up to slot {slot}: "
+                              f"{record.ref}: " + "; ".join(errors))
+        refs.append(record.ref)
+    return refs
+
+
 def _retire_replaced(registry: RegistryBackend, record: ArtifactRecord, slot: str) -> None:
     """A slot serves one version of a model: the one it served before (a standby kept warm,
     an earlier candidate) is no longer loaded anywhere, and the registry says so."""

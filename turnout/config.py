@@ -112,9 +112,15 @@ class ControlPlaneConfig:
         unknown = set(self.slots) - set(SLOT_NAMES)
         if unknown:
             raise ConfigError(f"unknown slot(s) {sorted(unknown)}; slots are {SLOT_NAMES}")
+        owner: dict[str, str] = {}
         for name, slot in self.slots.items():
             if slot.name != name:
                 raise ConfigError(f"slot {name!r} holds the definition of {slot.name!r}")
+            for endpoint in slot.endpoints:
+                other = owner.setdefault(endpoint.grpc_address, name)
+                if other != name:
+                    raise ConfigError(f"endpoint {endpoint.grpc_address} is in both slots "
+                                      f"({other} and {name}): a server serves one slot")
 
     def _check_dashboard(self) -> None:
         if not isinstance(self.dashboard, dict):

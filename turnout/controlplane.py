@@ -25,7 +25,9 @@ from gates.metrics import PrometheusProvider
 from gates.metrics.access_log import AccessLogReceiver
 from gates.metrics.sources import EnvoyStreamSource
 from gates.metrics.windows import SlotWindows
+from triton_slots.deploy import bring_up, slot_set
 from triton_slots.health import probe_all
+from triton_slots.members import Members
 from triton_slots.registry import LocalRegistry
 from triton_slots.slot import Endpoint, Slot
 from turnout.config import ControlPlaneConfig
@@ -56,6 +58,8 @@ from xds_server.server import SERVER_OPTIONS, raise_open_files_limit, tune_gc
 from xds_server.transport import choose as choose_transport
 
 log = logging.getLogger("turnout.controlplane")
+#: Prometheus's file-based service discovery of the Triton servers (in the state directory).
+TARGETS_FILE = "triton-targets.json"
 
 
 def loopback_peer(peer: str) -> bool:
@@ -129,6 +133,9 @@ class ControlPlane:
         if self.replication.shared:
             self.cache.on_streams_changed = self.replication.report_soon
         self.health: dict[Endpoint, bool] = {}
+        self.members = Members(config.slots, bring_up=self._bring_up_server,
+                               set_of=self._slot_set_refs, on_change=self._members_changed)
+        self._members_task: asyncio.Task | None = None
         self.last_push: Convergence | None = None
         self._lock = asyncio.Lock()
         self._background: set[asyncio.Task] = set()
@@ -141,7 +148,7 @@ class ControlPlane:
 
     @property
     def endpoints(self) -> list[Endpoint]:
-        return self.config.endpoints
+        return [e for slot in self.members.slots.values() for e in slot.endpoints]
 
     # ---- what the rollout driver uses (turnout.controller.ports.TrafficPlane) ------------
     @property
@@ -153,7 +160,34 @@ class ControlPlane:
         return self.config.preview_key
 
     def slot(self, name: str) -> Slot:
-        return self.config.slot(name)
+        self.config.slot(name)  # ConfigError naming the slots there are
+        return self.members.slot(name)
+
+    def deploying(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """Held while a deploy writes slot ``name``: discovery admits no server meanwhile."""
+        return self.members.deploying(name)
+
+    # ---- slot membership (triton_slots.members) -------------------------------------
+    def _bring_up_server(self, slot: str, endpoint: Endpoint) -> list[str]:
+        return bring_up(self.controller.registry, slot, endpoint,
+                        repository=self.members.slot(slot).repository,
+                        progress=lambda line: log.info("bring-up: %s", line))
+
+    def _slot_set_refs(self, slot: str) -> list[str]:
+        return [f"{r.ref}@{r.digest}" for r in slot_set(self.controller.registry, slot)]
+
+    def _members_changed(self) -> None:
+        """A server admitted or gone: Prometheus's targets, then a probe and an EDS push."""
+        self._write_targets()
+        task = asyncio.create_task(self._probe_and_publish(always=True))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _write_targets(self) -> None:
+        path = self.config.state_dir / TARGETS_FILE
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(self.members.prometheus_targets(), indent=1))
+        os.replace(partial, path)
 
     def tokens(self) -> tuple[ApiToken, ...]:
         """The API tokens: from ``controlplane.json`` beside the state when it exists (read
@@ -196,7 +230,7 @@ class ControlPlane:
         return build_snapshot(
             ingress_host=self.config.ingress_host,
             ingress_port=self.config.ingress_port,
-            slots=self.config.slots,
+            slots=self.members.slots,
             health=self.health,
             weights=self.weights,
             resolve=self._resolve,
@@ -224,6 +258,7 @@ class ControlPlane:
         from turnout.api import start_api
 
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0))
+        self._write_targets()
         self.health = await probe_all(self._http, self.endpoints)
         self.cache.set_snapshot(self.config.group, self.desired_snapshot())
         log.info("serving stored weights %s", self.weights.as_dict())
@@ -243,6 +278,7 @@ class ControlPlane:
         await self._grpc.start()
         self._api_runner, self.api_port = await start_api(self)
         self._health_task = asyncio.create_task(self._watch_health())
+        self._members_task = asyncio.create_task(self.members.run())
         self._report_health()
         self.replication.api_url = f"http://{self.config.bind_host}:{self.api_port}"
         await self.replication.start()
@@ -256,6 +292,11 @@ class ControlPlane:
     async def stop(self) -> None:
         await self.replication.stop()
         await self.controller.stop()
+        if self._members_task is not None:
+            self._members_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._members_task
+            await self.members.stop()
         if self._health_task is not None:
             self._health_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -344,25 +385,31 @@ class ControlPlane:
         return result
 
     async def _watch_health(self) -> None:
-        assert self._http is not None
         while True:
             await asyncio.sleep(self.config.health_interval_s)
-            health = await probe_all(self._http, self.endpoints)
-            if health != self.health:
-                changed = {f"{e.grpc_address}": ok for e, ok in health.items()
-                           if self.health.get(e) != ok}
-                log.info("endpoint health changed: %s", changed)
-                async with self._lock:
-                    self.health = health
-                    publication = self.cache.publish(self.config.group,
-                                                     self.desired_snapshot())
-                self._report_health()
-                settle = asyncio.create_task(self._settle(publication, None))
-                self._background.add(settle)
-                settle.add_done_callback(self._background.discard)
+            await self._probe_and_publish()
+
+    async def _probe_and_publish(self, *, always: bool = False) -> None:
+        """Probe every admitted server; publish EDS when health (or, with ``always``, the
+        membership) changed."""
+        assert self._http is not None
+        health = await probe_all(self._http, self.endpoints)
+        if health == self.health and not always:
+            return
+        changed = {f"{e.grpc_address}": ok for e, ok in health.items()
+                   if self.health.get(e) != ok}
+        if changed:
+            log.info("endpoint health changed: %s", changed)
+        async with self._lock:
+            self.health = health
+            publication = self.cache.publish(self.config.group, self.desired_snapshot())
+        self._report_health()
+        settle = asyncio.create_task(self._settle(publication, None))
+        self._background.add(settle)
+        settle.add_done_callback(self._background.discard)
 
     def _report_health(self) -> None:
-        for name, slot in self.config.slots.items():
+        for name, slot in self.members.slots.items():
             healthy = sum(1 for e in slot.endpoints if self.health.get(e, False))
             self.telemetry.set_slot_health(name, healthy, len(slot.endpoints))
             self.controller.slot_health(name, healthy, len(slot.endpoints))
@@ -416,8 +463,9 @@ class ControlPlane:
                      "ready": self.health.get(e, False)}
                     for e in slot.endpoints
                 ]
-                for name, slot in self.config.slots.items()
+                for name, slot in self.members.slots.items()
             },
+            "discovery": self.members.describe(),
             "xds": self.cache.status(self.config.group),
             "xds_transport": self.transport.describe(),
             "access_log": {

@@ -26,8 +26,11 @@ def prometheus_binary() -> str:
 
 def render_config(*, scrape_interval_s: float, envoy_admin: str | Sequence[str],
                   control_plane: str | Sequence[str], slots: Mapping[str, Slot],
-                  rules: Path | None = RULES) -> str:
-    """Scrape every Envoy admin and control plane given (one each, or lists: replicas)."""
+                  rules: Path | None = RULES,
+                  targets_files: Sequence[Path] = ()) -> str:
+    """Scrape every Envoy admin and control plane given (one each, or lists: replicas).
+    Triton servers: from ``targets_files`` when given (file-based discovery the control
+    plane rewrites as servers come and go, slot label included), else ``slots``."""
     interval = f"{scrape_interval_s:g}s"
     envoys = [envoy_admin] if isinstance(envoy_admin, str) else list(envoy_admin)
     planes = [control_plane] if isinstance(control_plane, str) else list(control_plane)
@@ -40,10 +43,12 @@ def render_config(*, scrape_interval_s: float, envoy_admin: str | Sequence[str],
             {"job_name": "turnout", "metrics_path": "/metrics",
              "static_configs": [{"targets": planes}]},
             {"job_name": "triton",
-             "static_configs": [
-                 {"targets": [f"{e.host}:{e.metrics_port}" for e in slot.endpoints],
-                  "labels": {"slot": name}}
-                 for name, slot in slots.items() if slot.endpoints]},
+             **({"file_sd_configs": [{"files": [str(f) for f in targets_files],
+                                      "refresh_interval": "30s"}]} if targets_files else
+                {"static_configs": [
+                    {"targets": [e.metrics_target for e in slot.endpoints],
+                     "labels": {"slot": name}}
+                    for name, slot in slots.items() if slot.endpoints]})},
         ],
     }
     return yaml.safe_dump(config, sort_keys=False)

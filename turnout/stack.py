@@ -27,6 +27,7 @@ from triton_slots.procs import (
 )
 from triton_slots.slot import SLOT_NAMES, Endpoint, Slot
 from turnout.config import ControlPlaneConfig
+from turnout.controlplane import TARGETS_FILE
 from turnout.errors import StackError
 from turnout.postgres import PostgresServer
 from turnout.prometheus import PrometheusServer, render_config
@@ -303,7 +304,8 @@ def up(
                     scrape_interval_s=scrape_interval_s,
                     envoy_admin=[f"127.0.0.1:{e.admin_port}" for e in envoys],
                     control_plane=[f"127.0.0.1:{c.api_port}" for c in configs],
-                    slots=slots),
+                    slots=slots,
+                    targets_files=[c.state_dir / TARGETS_FILE for c in configs]),
             )
             record(prometheus.process)
             waited = prometheus.wait_ready()

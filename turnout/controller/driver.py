@@ -417,13 +417,15 @@ class RolloutController:
 
     def _deploy(self, state: RolloutState) -> DeployFinished:
         name, version = state.model.split(":", 1)
-        slot = self.plane.slot(state.candidate_slot)
-        try:
-            result = deploy(self.registry, name, version, slot=slot.name,
-                            endpoints=list(slot.endpoints), repository=slot.repository,
-                            progress=lambda line: log.info("deploy: %s", line))
-        except DeployError as exc:
-            return DeployFinished(False, str(exc))
+        deploying = getattr(self.plane, "deploying", None)
+        with deploying(state.candidate_slot) if deploying else contextlib.nullcontext():
+            slot = self.plane.slot(state.candidate_slot)  # its servers now, under the lock
+            try:
+                result = deploy(self.registry, name, version, slot=slot.name,
+                                endpoints=list(slot.endpoints), repository=slot.repository,
+                                progress=lambda line: log.info("deploy: %s", line))
+            except DeployError as exc:
+                return DeployFinished(False, str(exc))
         return DeployFinished(True, f"ready on {len(result.endpoints)} server(s) in "
                               f"{result.seconds:.1f}s", result.digest)
 
