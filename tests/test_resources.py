@@ -100,6 +100,7 @@ def test_http_and_grpc_clusters_speak_their_protocols_over_eds():
         assert explicit.HasField("http2_protocol_options") is http2
         assert explicit.HasField("http_protocol_options") is not http2
         assert not cluster.health_checks and not cluster.HasField("outlier_detection")
+        assert not cluster.ignore_health_on_host_removal
         assert builder("c").connect_timeout.seconds == 1  # default 1 s
 
 
@@ -218,6 +219,8 @@ def test_resilient_clusters_check_health_eject_and_budget_retries():
     for builder in (r.grpc_cluster, r.http_cluster):
         cluster = builder("c", resilience=resilience)
         (check,) = cluster.health_checks
+        # A server EDS drops leaves at once though it still passes health checks.
+        assert cluster.ignore_health_on_host_removal is True
         assert check.http_health_check.path == "/h"
         assert (check.interval.nanos, check.timeout.nanos) == (500_000_000, 250_000_000)
         assert check.no_traffic_interval.nanos == 500_000_000

@@ -170,11 +170,13 @@ def bring_up(registry: RegistryBackend, slot: str, endpoint: Endpoint, *,
     deadline = time.monotonic() + timeout
     delivery = choose(repository)
     refs = []
-    for record in slot_set(registry, slot):
+    for listed in slot_set(registry, slot):
         try:
+            record = registry.verify(listed.name, listed.version)  # never a tampered copy
             errors = _put(record, [endpoint], delivery, deadline, progress)
-        except DeliveryError as exc:
+        except (DeliveryError, RegistryError) as exc:
             errors = [str(exc)]
+            record = listed
         if errors:
             raise DeployError(f"bringing {endpoint.grpc_address} up to slot {slot}: "
                               f"{record.ref}: " + "; ".join(errors))

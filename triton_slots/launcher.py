@@ -83,8 +83,12 @@ class TritonServer:
         log_path: Path,
         models: Iterable[str] = (),
         host: str = "127.0.0.1",
+        endpoint: Endpoint | None = None,
     ) -> TritonServer:
-        endpoint = Endpoint(host, free_port(host), free_port(host), free_port(host))
+        """``endpoint`` fixes the address and ports (servers found by one DNS name share
+        their ports); else free ports on ``host``."""
+        endpoint = endpoint or Endpoint(host, free_port(host), free_port(host),
+                                        free_port(host))
         argv = [
             str(tritonserver_binary()),
             f"--model-repository={model_repository}",

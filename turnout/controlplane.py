@@ -26,6 +26,7 @@ from gates.metrics.access_log import AccessLogReceiver
 from gates.metrics.sources import EnvoyStreamSource
 from gates.metrics.windows import SlotWindows
 from triton_slots.deploy import bring_up, slot_set
+from triton_slots.discovery import Resolver
 from triton_slots.health import probe_all
 from triton_slots.members import Members
 from triton_slots.registry import LocalRegistry
@@ -92,7 +93,9 @@ class ControlPlane:
     Not thread-safe: call its coroutines on the loop that ran :meth:`start`.
     """
 
-    def __init__(self, config: ControlPlaneConfig) -> None:
+    def __init__(self, config: ControlPlaneConfig, *, resolve: Resolver | None = None) -> None:
+        """``resolve`` (name -> addresses) replaces the system resolver for slots found by
+        DNS (tests)."""
         self.config = config
         self.cache = SnapshotCache()
         self.windows = SlotWindows()
@@ -134,7 +137,8 @@ class ControlPlane:
             self.cache.on_streams_changed = self.replication.report_soon
         self.health: dict[Endpoint, bool] = {}
         self.members = Members(config.slots, bring_up=self._bring_up_server,
-                               set_of=self._slot_set_refs, on_change=self._members_changed)
+                               set_of=self._slot_set_refs, on_change=self._members_changed,
+                               resolve=resolve)
         self._members_task: asyncio.Task | None = None
         self.last_push: Convergence | None = None
         self._lock = asyncio.Lock()

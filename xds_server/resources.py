@@ -144,6 +144,9 @@ def _retry_budget(r: Resilience) -> circuit_breaker_pb2.CircuitBreakers:
 
 
 def _resilient(cluster: cluster_pb2.Cluster, r: Resilience) -> None:
+    # A server EDS no longer lists leaves at once, even while it still passes the active
+    # health check (Envoy's default keeps it until that fails): slots change while serving.
+    cluster.ignore_health_on_host_removal = True
     cluster.health_checks.append(health_check_pb2.HealthCheck(
         timeout=_duration(r.timeout_s), interval=_duration(r.interval_s),
         no_traffic_interval=_duration(r.interval_s),

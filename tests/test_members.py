@@ -1,0 +1,244 @@
+"""Slot membership without servers: sources (static, DNS through a resolver table), the
+slot's model set, and the admission rules (after bring-up only; never with a set a deploy
+replaced meanwhile; gone at once; a failing source keeps the last servers)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.zoo import write_model
+from triton_slots.deploy import slot_set
+from triton_slots.discovery import DiscoveryError, choose
+from triton_slots.discovery.dns import DnsServers
+from triton_slots.members import Members
+from triton_slots.registry import LocalRegistry, Stage
+from triton_slots.slot import DnsName, Endpoint, Slot
+from turnout.config import ControlPlaneConfig
+from turnout.errors import ConfigError
+from turnout.tokens import Role, mint
+
+DNS = DnsName("pool.test", 8001, 8000, 8002, interval_s=0.5)
+
+
+def test_dns_gives_one_server_per_address_sorted_and_deduplicated():
+    source = DnsServers(DNS, resolve=lambda name: ["10.0.0.2", "10.0.0.1", "10.0.0.2",
+                                                   "fd00::1"])
+    assert [e.grpc_address for e in source.servers()] == [
+        "10.0.0.1:8001", "10.0.0.2:8001", "[fd00::1]:8001"]
+    assert source.servers()[2].http_url == "http://[fd00::1]:8000"
+    assert source.servers()[0].metrics_target == "10.0.0.1:8002"
+    assert source.describe() == "dns pool.test every 0.5s" and source.interval_s == 0.5
+
+
+def test_a_name_that_does_not_resolve_is_a_discovery_error_naming_it():
+    def fail(name: str) -> list[str]:
+        raise OSError("[Errno -2] Name or service not known")
+
+    with pytest.raises(DiscoveryError, match=r"^DNS name 'pool\.test' does not resolve: "
+                                             r"\[Errno -2\] Name or service not known$"):
+        DnsServers(DNS, resolve=fail).servers()
+
+
+def test_the_system_resolver_reads_the_hosts_file():
+    source = DnsServers(DnsName("localhost", 1, 2, 3))
+    assert "127.0.0.1:1" in [e.grpc_address for e in source.servers()]
+
+
+def test_choose_picks_dns_only_when_the_slot_names_it():
+    static = Slot("blue", (Endpoint("h", 1, 2, 3),))
+    assert choose(static).servers() == static.endpoints
+    assert isinstance(choose(Slot("green", dns=DNS)), DnsServers)
+
+
+@pytest.mark.parametrize("fields, words", [
+    ({"name": ""}, "dns.name must be a host name"),
+    ({"grpc_port": 0}, "dns.grpc_port must be a port 1..65535, got 0"),
+    ({"http_port": 65536}, "dns.http_port must be a port 1..65535, got 65536"),
+    ({"metrics_port": True}, "dns.metrics_port must be a port 1..65535, got True"),
+    ({"interval_s": 0.05}, "dns.interval_s must be 0.1..3600 seconds, got 0.05"),
+])
+def test_bad_dns_settings_are_named(fields, words):
+    with pytest.raises(ValueError, match=words.replace(".", r"\.")):
+        DnsName(**{**DNS.as_dict(), **fields})
+
+
+def _config(tmp_path: Path, slots: dict) -> ControlPlaneConfig:
+    admin, _ = mint("a", Role.ADMIN)
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"state_dir": str(tmp_path), "ingress_port": 1,
+                                "tokens": [admin.as_dict()], "slots": slots}))
+    return ControlPlaneConfig.load(path)
+
+
+def _ep(host: str) -> dict:
+    return {"host": host, "http_port": 1, "grpc_port": 2, "metrics_port": 3}
+
+
+def test_duplicate_endpoints_and_an_endpoint_in_both_slots_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="slot blue: endpoint h:2 is listed twice"):
+        _config(tmp_path, {"blue": {"endpoints": [_ep("h"), _ep("h")]}})
+    with pytest.raises(ConfigError, match=r"endpoint h:2 is in both slots \(blue and green\)"):
+        _config(tmp_path, {"blue": {"endpoints": [_ep("h")]},
+                           "green": {"endpoints": [_ep("h")]}})
+    with pytest.raises(ConfigError, match=r"dns\.grpc_port must be a port"):
+        _config(tmp_path, {"green": {"dns": {**DNS.as_dict(), "grpc_port": "x"}}})
+    config = _config(tmp_path, {"blue": {"endpoints": [_ep("h")]},
+                                "green": {"dns": DNS.as_dict()}})
+    assert config.slots["green"].dns == DNS
+    assert ControlPlaneConfig.from_dict(json.loads(config.to_json())).slots == config.slots
+
+
+def test_a_slots_set_is_what_it_holds_else_what_is_active(tmp_path):
+    registry = LocalRegistry(tmp_path / "registry")
+    for kind, version in (("pair", "v1"), ("pair", "v2"), ("text", "v1"), ("text", "v2")):
+        registry.push(write_model(tmp_path / kind / version, kind), name=kind,
+                      version=version)
+    registry.set_stage("pair", "v1", Stage.ACTIVE, slot="blue")
+    registry.set_stage("text", "v1", Stage.ACTIVE, slot="blue")
+    registry.set_stage("pair", "v2", Stage.CANDIDATE, slot="green")
+    registry.set_stage("text", "v2", Stage.FAILED, slot="green")
+    assert [r.ref for r in slot_set(registry, "green")] == ["pair:v2", "text:v1"]
+    assert [r.ref for r in slot_set(registry, "blue")] == ["pair:v1", "text:v1"]
+
+
+class World:
+    """Members over a resolver table and a bring-up that records and can block or fail."""
+
+    def __init__(self) -> None:
+        self.answer: list[str] | Exception = []
+        self.fail: dict[str, str] = {}
+        self.brought: list[str] = []
+        self.set_version = 1
+        self.bump_during_bring_up = False
+        self.changes = 0
+        self.release = threading.Event()
+        self.release.set()
+
+    def resolve(self, name: str) -> list[str]:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return list(self.answer)
+
+    def bring_up(self, slot: str, endpoint: Endpoint) -> list[str]:
+        self.release.wait(5)
+        self.brought.append(endpoint.host)
+        if endpoint.host in self.fail:
+            raise RuntimeError(self.fail[endpoint.host])
+        if self.bump_during_bring_up:
+            self.set_version += 1
+        return ["m:v1"]
+
+    def members(self) -> Members:
+        def changed() -> None:
+            self.changes += 1
+        return Members({"blue": Slot("blue", (Endpoint("b", 1, 2, 3),)),
+                        "green": Slot("green", dns=DNS)},
+                       bring_up=self.bring_up, set_of=lambda slot: [str(self.set_version)],
+                       on_change=changed, resolve=self.resolve, clock=lambda: 1e9)
+
+
+async def _settle(members: Members) -> None:
+    """One look, then until every bring-up it started has ended."""
+    await members.refresh()
+    for _ in range(500):
+        if not members.describe()["green"]["pending"]:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)
+
+
+def _hosts(members: Members, slot: str = "green") -> list[str]:
+    return [e.host for e in members.slot(slot).endpoints]
+
+
+def test_a_new_server_is_admitted_only_after_its_bring_up():
+    async def main() -> None:
+        world = World()
+        members = world.members()
+        world.release.clear()
+        world.answer = ["10.0.0.1"]
+        members._slots["green"].next_at = 0
+        await members.refresh()
+        await asyncio.sleep(0.05)
+        assert _hosts(members) == [] and members.describe()["green"]["pending"] == [
+            "10.0.0.1:8001"]
+        world.release.set()
+        await _settle(members)
+        assert _hosts(members) == ["10.0.0.1"] and world.changes == 1
+        assert _hosts(members, "blue") == ["b"], "a static slot is left alone"
+        # Looked at again: nothing new, nothing brought up twice.
+        members._slots["green"].next_at = 0
+        await _settle(members)
+        assert world.brought == ["10.0.0.1"] and world.changes == 1
+    asyncio.run(main())
+
+
+def test_a_server_whose_set_changed_during_bring_up_waits_for_the_next_look():
+    async def main() -> None:
+        world = World()
+        members = world.members()
+        world.answer = ["10.0.0.1"]
+        world.bump_during_bring_up = True
+        members._slots["green"].next_at = 0
+        await _settle(members)
+        assert _hosts(members) == [] and world.changes == 0
+        world.bump_during_bring_up = False
+        members._slots["green"].next_at = 0
+        await _settle(members)
+        assert _hosts(members) == ["10.0.0.1"]
+    asyncio.run(main())
+
+
+def test_failures_gone_servers_and_a_failing_source():
+    async def main() -> None:
+        world = World()
+        members = world.members()
+        world.answer = ["10.0.0.1", "10.0.0.2"]
+        world.fail["10.0.0.2"] = "explicit model control is off"
+        members._slots["green"].next_at = 0
+        await _settle(members)
+        assert _hosts(members) == ["10.0.0.1"]
+        assert members.describe()["green"]["failed"] == {
+            "10.0.0.2:8001": "explicit model control is off"}
+        del world.fail["10.0.0.2"]
+        members._slots["green"].next_at = 0
+        await _settle(members)
+        assert sorted(_hosts(members)) == ["10.0.0.1", "10.0.0.2"]
+        assert members.describe()["green"]["failed"] == {}
+        changes = world.changes
+        world.answer = ["10.0.0.2"]
+        members._slots["green"].next_at = 0
+        await members.refresh()  # a server gone leaves at once, no bring-up involved
+        assert _hosts(members) == ["10.0.0.2"] and world.changes == changes + 1
+        world.answer = OSError("no such name")
+        members._slots["green"].next_at = 0
+        await members.refresh()
+        assert _hosts(members) == ["10.0.0.2"]
+        assert members.describe()["green"]["error"] == \
+            "DNS name 'pool.test' does not resolve: no such name"
+        assert members.prometheus_targets() == [
+            {"targets": ["b:3"], "labels": {"slot": "blue"}},
+            {"targets": ["10.0.0.2:8002"], "labels": {"slot": "green"}}]
+    asyncio.run(main())
+
+
+def test_a_deploy_holds_the_slot_so_no_server_is_admitted_meanwhile():
+    async def main() -> None:
+        world = World()
+        members = world.members()
+        world.answer = ["10.0.0.1"]
+        with members.deploying("green"):
+            members._slots["green"].next_at = 0
+            await members.refresh()
+            await asyncio.sleep(0.1)
+            assert world.brought == [], "a bring-up ran during the deploy"
+        await _settle(members)
+        assert _hosts(members) == ["10.0.0.1"]
+        with members.deploying("nowhere"):  # an unknown slot holds nothing
+            pass
+    asyncio.run(main())
