@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -245,7 +246,8 @@ async def _never_500(request: web.Request, handler: Handler) -> web.StreamRespon
 
 
 async def start_api(plane: ControlPlane) -> tuple[web.AppRunner, int]:
-    """Serve the API on the configured loopback host; returns the runner and bound port."""
+    """Serve the API on the configured host (over TLS when ``api_tls`` is set); returns the
+    runner and bound port."""
     app = web.Application(client_max_size=1 << 20, middlewares=[_never_500])
     app[_PLANE] = plane
     app.add_routes([
@@ -262,7 +264,13 @@ async def start_api(plane: ControlPlane) -> tuple[web.AppRunner, int]:
     add_dashboard(app, plane)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, plane.config.bind_host, plane.config.api_port)
+    tls = plane.config.api_tls
+    context = None
+    if tls is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(tls.cert, tls.key)
+    site = web.TCPSite(runner, plane.config.bind_host, plane.config.api_port,
+                       ssl_context=context)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     return runner, int(port)

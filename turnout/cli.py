@@ -12,6 +12,7 @@ import click
 
 from turnout import stack as local_stack
 from turnout.cli_common import client_for, dir_option, friendly
+from turnout.cli_context import register as register_context
 from turnout.cli_models import register as register_models
 from turnout.cli_rollout import register as register_rollout
 from turnout.cli_rollout import render_rollout
@@ -44,13 +45,17 @@ def stack() -> None:
 @click.option("--replicas", default=1, show_default=True, type=click.IntRange(1, 8),
               help="Control-plane replicas: above 1, a private PostgreSQL they share (one "
                    "leads rollouts, all serve xDS) and one Envoy per replica.")
+@click.option("--api-tls", is_flag=True,
+              help="Serve the API and dashboard over HTTPS, with a certificate from the "
+                   "stack's CA (DIR/pki/ca.pem: give it to `turnout context add --ca`).")
 @friendly
 def stack_up(directory: Path, per_slot: int, models: tuple[Path, ...], tls: bool,
-             replicas: int) -> None:
+             replicas: int, api_tls: bool) -> None:
     """Start blue and green Triton pools serving your models (or the example classifier),
     the control plane, Envoy and Prometheus."""
     info = local_stack.up(directory, per_slot=per_slot, models=list(models) or None,
-                          tls=tls, progress=click.echo, replicas=replicas)
+                          tls=tls, progress=click.echo, replicas=replicas,
+                          api_tls=api_tls)
     click.echo(f"ingress {info.ingress}  (KServe v2 over gRPC and HTTP; models "
                f"{', '.join(info.models)})")
     click.echo(f"api     {info.api_url}  (admin token in {info.directory}/stack.json, 0600)")
@@ -161,6 +166,7 @@ def dashboard(directory: Path, open_browser: bool) -> None:
 register_models(main)
 register_rollout(main)
 register_tokens(main)
+register_context(main)
 
 
 def render_status(data: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ stack, and one place that turns known errors into a one-line message (exit statu
 from __future__ import annotations
 
 import functools
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,15 +16,34 @@ from triton_slots.deploy import DeployError
 from triton_slots.registry import RegistryError
 from turnout import stack as local_stack
 from turnout.client import ApiClient
-from turnout.errors import TurnoutError
+from turnout.contexts import ENV_CONTEXT, Context, Contexts
+from turnout.errors import StackError, TurnoutError
 
 KNOWN_ERRORS = (TurnoutError, RegistryError, ArtifactError, DeployError)
 
-dir_option = click.option(
+_META_CONTEXT = "turnout.context"
+
+
+def _remember_context(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.meta[_META_CONTEXT] = value
+
+
+_dir = click.option(
     "--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
     default=local_stack.DEFAULT_DIR, envvar="TURNOUT_DIR", show_default=True,
     help="Directory of the local stack (state, logs). Env: TURNOUT_DIR.",
 )
+_context = click.option(
+    "--context", "context_name", envvar=ENV_CONTEXT, expose_value=False, is_eager=True,
+    callback=_remember_context,
+    help="A control plane added with `turnout context add` (Env: TURNOUT_CONTEXT); "
+         "commands that talk to the API use it instead of the local stack.")
+
+
+def dir_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--dir`` (the local stack) and ``--context`` (a remote control plane)."""
+    return _dir(_context(func))
 
 
 def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -38,5 +58,30 @@ def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def client_for(directory: Path) -> ApiClient:
-    info = local_stack.StackInfo.load(directory.resolve())
-    return ApiClient(info.api_url, info.token)
+    """The API client for this command: the context named by ``--context`` (or
+    TURNOUT_CONTEXT); else the local stack in ``directory``; else, when ``--dir`` was not
+    given and there is no local stack, the current context."""
+    ctx = click.get_current_context(silent=True)
+    name = ctx.meta.get(_META_CONTEXT) if ctx is not None else None
+    if name:
+        return context_client(Contexts.load().get(name))
+    try:
+        info = local_stack.StackInfo.load(directory.resolve())
+    except StackError:
+        explicit = ctx is not None and ctx.get_parameter_source("directory") not in (
+            None, click.core.ParameterSource.DEFAULT)
+        contexts = Contexts.load()
+        if explicit or not contexts.current:
+            raise
+        return context_client(contexts.get(contexts.current))
+    return ApiClient(info.api_url, info.token, tls=_stack_tls(info))
+
+
+def context_client(context: Context) -> ApiClient:
+    return ApiClient(context.api, context.token, tls=context.ssl_context())
+
+
+def _stack_tls(info: local_stack.StackInfo) -> ssl.SSLContext | None:
+    if not info.api_url.startswith("https:"):
+        return None
+    return ssl.create_default_context(cafile=info.api_ca or None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import ssl
 import urllib.error
 import urllib.request
 from typing import Any
@@ -15,11 +16,13 @@ class ApiClient:
     """Talks to one control plane. Synchronous; safe to use from several threads."""
 
     def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 30.0,
-                 actor: str | None = None) -> None:
+                 actor: str | None = None, tls: ssl.SSLContext | None = None) -> None:
+        """``tls``: how to verify an https API (None: the system's CAs)."""
         self.actor = actor or f"cli:{getpass.getuser()}"
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.tls = tls
 
     def _call(self, method: str, path: str, body: dict | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -29,7 +32,8 @@ class ApiClient:
             request.add_header("Authorization", f"Bearer {self.token}")
         request.add_header("X-Turnout-Actor", self.actor)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout,
+                                        context=self.tls) as response:
                 return json.load(response)
         except urllib.error.HTTPError as exc:
             try:
@@ -43,6 +47,18 @@ class ApiClient:
             raise ApiError(message, status=exc.code) from exc
         except (urllib.error.URLError, OSError) as exc:
             raise ApiError(f"control plane at {self.base_url} unreachable: {exc}") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ApiError(f"{self.base_url}{path} did not answer JSON: is it a Turnout "
+                           "control plane?") from exc
+
+    def identify(self) -> dict[str, Any]:
+        """The API's own description; ApiError unless it is a Turnout control plane."""
+        document = self._call("GET", "/openapi.json")
+        title = document.get("info", {}).get("title") if isinstance(document, dict) else None
+        if title != "Turnout control plane API":
+            raise ApiError(f"{self.base_url} is not a Turnout control plane (its "
+                           f"/openapi.json names {title!r})")
+        return document
 
     def status(self) -> dict[str, Any]:
         return self._call("GET", "/v1/status")

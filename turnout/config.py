@@ -71,6 +71,7 @@ class ControlPlaneConfig:
     tick_s: float = 0.1  # how often the rollout loop looks at the clock and its inbox
     min_proxies: int = 1  # a push converges only once at least this many Envoys ACKed
     tls: TlsFiles | None = None  # mTLS on the ADS port when set
+    api_tls: TlsFiles | None = None  # the API (and dashboard) over HTTPS when set
     # Containers: the environment variable holding an admin token's secret (and the
     # preview key); a missing, short or example value stops the control plane.
     token_env: str = ""
@@ -138,6 +139,10 @@ class ControlPlaneConfig:
                               f"{self.bind_host!r}")
 
     @property
+    def api_scheme(self) -> str:
+        return "https" if self.api_tls else "http"
+
+    @property
     def dashboard_public(self) -> bool:
         return bool(self.dashboard.get("public", False))
 
@@ -171,6 +176,7 @@ class ControlPlaneConfig:
         data["tokens"] = [t.as_dict() for t in self.tokens
                           if not t.name.startswith("env:")]
         data["tls"] = self.tls.as_dict() if self.tls else None
+        data["api_tls"] = self.api_tls.as_dict() if self.api_tls else None
         return json.dumps(data, indent=2)
 
     def write(self, path: Path) -> None:
@@ -185,6 +191,7 @@ class ControlPlaneConfig:
                          for name, value in data.get("slots", {}).items()}
         data["tokens"] = tuple(ApiToken.from_dict(t) for t in data.get("tokens", ()))
         data["tls"] = TlsFiles.from_dict(data["tls"]) if data.get("tls") else None
+        data["api_tls"] = TlsFiles.from_dict(data["api_tls"]) if data.get("api_tls") else None
         return cls(**data)
 
     @classmethod

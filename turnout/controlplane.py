@@ -284,7 +284,8 @@ class ControlPlane:
         self._health_task = asyncio.create_task(self._watch_health())
         self._members_task = asyncio.create_task(self.members.run())
         self._report_health()
-        self.replication.api_url = f"http://{self.config.bind_host}:{self.api_port}"
+        self.replication.api_url = \
+            f"{self.config.api_scheme}://{self.config.bind_host}:{self.api_port}"
         await self.replication.start()
         log.info("xDS (%s) on %s:%d, API on %s:%d", self.transport.name,
                  self.config.bind_host, self.xds_port, self.config.bind_host, self.api_port)

@@ -27,7 +27,8 @@ def prometheus_binary() -> str:
 def render_config(*, scrape_interval_s: float, envoy_admin: str | Sequence[str],
                   control_plane: str | Sequence[str], slots: Mapping[str, Slot],
                   rules: Path | None = RULES,
-                  targets_files: Sequence[Path] = ()) -> str:
+                  targets_files: Sequence[Path] = (),
+                  control_plane_ca: Path | None = None) -> str:
     """Scrape every Envoy admin and control plane given (one each, or lists: replicas).
     Triton servers: from ``targets_files`` when given (file-based discovery the control
     plane rewrites as servers come and go, slot label included), else ``slots``."""
@@ -41,6 +42,8 @@ def render_config(*, scrape_interval_s: float, envoy_admin: str | Sequence[str],
             {"job_name": "envoy", "metrics_path": "/stats/prometheus",
              "static_configs": [{"targets": envoys}]},
             {"job_name": "turnout", "metrics_path": "/metrics",
+             **({"scheme": "https", "tls_config": {"ca_file": str(control_plane_ca)}}
+                if control_plane_ca else {}),
              "static_configs": [{"targets": planes}]},
             {"job_name": "triton",
              **({"file_sd_configs": [{"files": [str(f) for f in targets_files],

@@ -58,6 +58,7 @@ class StackInfo:
     xds_port: int
     envoy_admin: str
     models: list[str] = field(default_factory=list)
+    api_ca: str = ""  # the CA that signed the API's certificate, when it is served over TLS
     prometheus_url: str = ""
     slots: dict[str, list[dict]] = field(default_factory=dict)
     processes: dict[str, int] = field(default_factory=dict)  # name -> pid
@@ -206,10 +207,17 @@ def make_pki(directory: Path, node_ids: tuple[str, ...]) -> tuple[TlsFiles, dict
     return TlsFiles(server.cert, server.key, ca.cert), clients
 
 
+def api_certificate(directory: Path) -> TlsFiles:
+    """A server certificate for the API from the stack's CA (made if there is none)."""
+    ca = LocalCA(directory) if (directory / "ca.pem").exists() else LocalCA.create(directory)
+    issued = ca.issue_server("api")
+    return TlsFiles(issued.cert, issued.key, ca.cert)
+
+
 def up(
     directory: Path = DEFAULT_DIR, *, per_slot: int = 1, models: list[Path] | None = None,
     scrape_interval_s: float = 1.0, tls: bool = False, progress: Progress = _quiet,
-    webhooks: list[dict] | None = None, replicas: int = 1,
+    webhooks: list[dict] | None = None, replicas: int = 1, api_tls: bool = False,
 ) -> StackInfo:
     """Start the whole local stack and record it in ``<directory>/stack.json`` (0600),
     each process as soon as it starts. Interrupted (Ctrl-C, SIGTERM) or failed, it stops
@@ -254,6 +262,11 @@ def up(
             if tls:
                 progress("creating a local CA and certificates (mTLS on the ADS port)")
                 server_tls, client_tls = make_pki(directory / "pki", envoy_ids)
+            api_files = None
+            if api_tls:
+                progress("certificate for the API (HTTPS), signed by the stack's CA")
+                api_files = api_certificate(directory / "pki")
+                info.api_ca = str(api_files.ca)
             store = ""
             if replicas > 1:
                 progress("starting PostgreSQL (the replicas' shared store)")
@@ -267,6 +280,7 @@ def up(
                 xds_port=free_port(), api_port=free_port(), slots=slots,
                 registry_root=str(registry_root(directory)),
                 prometheus_url=f"http://127.0.0.1:{prometheus_port}", tls=server_tls,
+                api_tls=api_files,
                 webhooks=tuple(webhooks or ()), store=store,
                 replica="replica-0" if store else "",
             )
@@ -304,6 +318,7 @@ def up(
                     scrape_interval_s=scrape_interval_s,
                     envoy_admin=[f"127.0.0.1:{e.admin_port}" for e in envoys],
                     control_plane=[f"127.0.0.1:{c.api_port}" for c in configs],
+                    control_plane_ca=api_files.ca if api_files else None,
                     slots=slots,
                     targets_files=[c.state_dir / TARGETS_FILE for c in configs]),
             )
@@ -319,7 +334,7 @@ def up(
             (directory / "stack.json").unlink(missing_ok=True)
             raise
     info.ingress = config.ingress_address
-    info.api_url = f"http://127.0.0.1:{config.api_port}"
+    info.api_url = f"{config.api_scheme}://127.0.0.1:{config.api_port}"
     info.xds_port = config.xds_port
     info.envoy_admin = envoy.admin_url
     info.models = model_names
@@ -328,7 +343,8 @@ def up(
                   for name, slot in config.slots.items()}
     info.preview_key = config.preview_key
     if replicas > 1:
-        info.replicas = [{"name": c.replica, "api_url": f"http://127.0.0.1:{c.api_port}",
+        info.replicas = [{"name": c.replica,
+                          "api_url": f"{c.api_scheme}://127.0.0.1:{c.api_port}",
                           "xds_port": c.xds_port, "envoy_admin": e.admin_url,
                           "process": "controlplane" if i == 0 else f"controlplane-{i}",
                           "state_dir": str(c.state_dir)}

@@ -1,0 +1,124 @@
+"""The CLI against a control plane it reaches only over the network: a stack whose API is
+served over HTTPS (certificate from the stack's CA), a context added with a token file and
+that CA, and a whole rollout driven through `turnout --context` commands from another
+working directory (no stack.json anywhere near). Bad contexts are refused, naming why."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from tests.rollout_helpers import EXAMPLES, FINISHED, policy
+from triton_slots.loadgen import LoadGenerator
+from turnout import stack
+from turnout.cli import main as cli
+from turnout.client import ApiClient
+from turnout.contexts import Contexts
+from turnout.workflow import registry_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("remote-stack")
+    info = stack.up(directory, api_tls=True, progress=print)
+    load = None
+    try:
+        registry_for(directory).push(EXAMPLES / "v2", name="classifier", version="v2")
+        load = LoadGenerator(info.ingress, model="classifier", concurrency=2, rate=60).start()
+        yield info
+    finally:
+        if load is not None:
+            assert load.stop().failed == 0
+        stack.down(directory)
+
+
+@pytest.fixture
+def elsewhere(tmp_path, monkeypatch):
+    """A user's shell in another directory with its own config home."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("TURNOUT_CONTEXT", raising=False)
+    monkeypatch.delenv("TURNOUT_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+def test_the_api_is_https_only_with_the_stacks_ca(remote):
+    assert remote.api_url.startswith("https://127.0.0.1:")
+    trusting = ssl.create_default_context(cafile=remote.api_ca)
+    assert ApiClient(remote.api_url, remote.token, tls=trusting).status()["weights"]
+    with pytest.raises(Exception, match="CERTIFICATE_VERIFY_FAILED"):
+        ApiClient(remote.api_url, remote.token).status()  # the system CAs do not know it
+    plain = remote.api_url.replace("https://", "http://")
+    with pytest.raises(Exception, match="unreachable"):
+        ApiClient(plain, remote.token, timeout=3).status()
+    # Prometheus scrapes the control plane over HTTPS, trusting the stack's CA.
+    import urllib.request
+    deadline = time.monotonic() + 15
+    while True:
+        with urllib.request.urlopen(remote.prometheus_url + "/api/v1/targets") as answer:
+            targets = json.load(answer)["data"]["activeTargets"]
+        health = [t["health"] for t in targets if t["labels"]["job"] == "turnout"]
+        if health == ["up"]:
+            break
+        assert time.monotonic() < deadline, targets
+        time.sleep(0.5)
+
+
+def test_bad_contexts_are_refused_naming_why(remote, elsewhere):
+    token = elsewhere / "token"
+    token.write_text(remote.token + "\n")
+    wrong = elsewhere / "wrong"
+    wrong.write_text("tt_wrong\n")
+    code, output = _cli("context", "add", "x", "--api", remote.api_url,
+                        "--token-file", str(token))
+    assert code == 1 and "CERTIFICATE_VERIFY_FAILED" in output, output
+    code, output = _cli("context", "add", "x", "--api", remote.api_url,
+                        "--token-file", str(wrong), "--ca", remote.api_ca)
+    assert code == 1 and "is a Turnout control plane but refused the token" in output, output
+    code, output = _cli("context", "add", "x", "--api", remote.api_url,
+                        "--token-file", str(elsewhere / "gone"), "--ca", remote.api_ca)
+    assert code == 1 and "cannot read it" in output
+    assert Contexts.load().contexts == {}
+
+
+def test_a_rollout_driven_only_through_a_context(remote, elsewhere):
+    token = elsewhere / "token"
+    token.write_text(remote.token + "\n")
+    code, output = _cli("context", "add", "lab", "--api", remote.api_url,
+                        "--token-file", str(token), "--ca", remote.api_ca)
+    assert code == 0 and "blue 100% green 0%" in output, output
+    assert not (elsewhere / ".turnout").exists() and not (elsewhere / "stack.json").exists()
+    file = elsewhere / "v2.yaml"
+    file.write_text(policy("classifier:v2", name="remote", steps="""
+      - {weight: 30, bake: 2s}
+      - {weight: 100, bake: 1s}"""))
+    code, output = _cli("apply", str(file), "--context", "lab")
+    assert code == 0 and "rollout remote started: classifier:v2 -> green" in output, output
+    deadline = time.monotonic() + 120
+    while True:
+        code, output = _cli("status", "--json")  # the current context: no --context needed
+        assert code == 0, output
+        rollout = json.loads(output)["rollout"]
+        if rollout["phase"] in FINISHED:
+            break
+        assert time.monotonic() < deadline, rollout
+        time.sleep(0.5)
+    assert rollout["phase"] == "promoted", rollout["reason"]
+    code, output = _cli("rollback", "--context", "lab")
+    assert code == 0, output
+    code, output = _cli("history", "--context", "lab", "--json")
+    actors = {e["actor"] for e in json.loads(output)}
+    assert "stack-admin" in actors
+    code, output = _cli("dashboard", "--context", "lab")
+    assert code == 0 and output.startswith(remote.api_url + "/#code="), output
