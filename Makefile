@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv prometheus postgresql browser screenshots bootstrap demo test unit integration lint bench chaos mutate clean
+.PHONY: venv prometheus postgresql browser dnsmasq screenshots bootstrap demo test unit integration lint bench chaos mutate clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,16 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
 	@chromedriver --version | head -n 1
 
+# Debian's dnsmasq (the binary only, no system service): the DNS server of the network
+# namespace test (servers on other hosts found by name).
+dnsmasq:
+	@test -x /usr/sbin/dnsmasq || { \
+	  echo ">> installing dnsmasq-base (apt)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends dnsmasq-base >/dev/null; }
+	@/usr/sbin/dnsmasq --version | head -n 1
+
 bootstrap: venv prometheus postgresql
 
 demo: bootstrap
@@ -53,10 +63,10 @@ lint: venv
 unit: venv
 	$(BIN)/pytest -q -m "not integration"
 
-integration: bootstrap browser
+integration: bootstrap browser dnsmasq
 	$(BIN)/pytest -q -m integration
 
-test: bootstrap browser lint
+test: bootstrap browser dnsmasq lint
 	$(BIN)/pytest -q -ra
 
 # The dashboard screenshots shown in the README (docs/dashboard.png).

@@ -600,3 +600,15 @@ def test_printable_escapes_and_truncates():
     assert printable("a\nb\x1b") == "a\\nb\\x1b"
     assert printable("x" * 100) == "x" * 80 + "..."
     assert printable("x" * 80) == "x" * 80
+
+
+def test_entries_that_are_not_split_inference_are_ignored_and_counted_apart():
+    w = SlotWindows(clock=Clock(NOW + 0.05))
+    receiver = AccessLogReceiver(w)
+    message = als_pb2.StreamAccessLogsMessage()
+    message.http_logs.log_entry.extend([
+        entry("slot_green_preview"), entry(""), entry("slot_green", path="/v2/health/ready"),
+        entry("slot_green")])
+    assert receiver.record(message) == 1
+    assert receiver.ignored == {"not split traffic": 2, "not inference": 1}
+    assert receiver.refused == {}

@@ -479,6 +479,7 @@ class ControlPlane:
                 "proxies holding an ADS stream, on loopback only (plaintext)",
                 "received": self.access_log.received,
                 "refused": dict(self.access_log.refused),
+                "ignored": dict(self.access_log.ignored),
             },
             "last_push": self.last_push.as_dict() if self.last_push else None,
             "rollout": self.controller.describe(),

@@ -142,6 +142,9 @@ class AccessLogReceiver:
         self.windows = windows
         self.received = 0
         self.refused: Counter[str] = Counter()
+        #: entries that are not split inference traffic, by kind (preview or other
+        #: clusters, non-inference paths): not refused, just not counted.
+        self.ignored: Counter[str] = Counter()
         self._admit = admit
         self._holds = holds
         self._on_refused = on_refused
@@ -175,6 +178,12 @@ class AccessLogReceiver:
         for entry in message.http_logs.log_entry:
             seen = outcome(entry)
             if seen is None:
+                split = SPLIT_CLUSTER.match(entry.common_properties.upstream_cluster)
+                self.ignored["not inference" if split else "not split traffic"] += 1
+                if len(self.ignored) == 1 and sum(self.ignored.values()) == 1:
+                    log.info("first entry not counted: cluster %s, path %s",
+                             printable(entry.common_properties.upstream_cluster),
+                             printable(entry.request.path))
                 continue
             if seen.at < oldest:
                 stale += 1
