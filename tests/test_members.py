@@ -242,3 +242,113 @@ def test_a_deploy_holds_the_slot_so_no_server_is_admitted_meanwhile():
         with members.deploying("nowhere"):  # an unknown slot holds nothing
             pass
     asyncio.run(main())
+
+
+def test_what_operators_read_in_the_log_and_status(caplog):
+    import logging
+
+    async def main() -> None:
+        world = World()
+        members = world.members()
+        world.fail["10.0.0.2"] = "boom"
+        world.answer = ["10.0.0.1", "10.0.0.2"]
+        members._slots["green"].next_at = 0
+        with caplog.at_level(logging.INFO, logger="turnout.members"):
+            await _settle(members)
+            world.answer = OSError("gone")
+            for _ in range(2):  # said once, not at every look
+                members._slots["green"].next_at = 0
+                await members.refresh()
+            world.answer = []
+            members._slots["green"].next_at = 0
+            await members.refresh()
+        messages = caplog.messages
+        admitted = [m for m in messages if "admitted with" in m]
+        assert len(admitted) == 1 and admitted[0].startswith(
+            "slot green: 10.0.0.1:8001 admitted with m:v1 in ")
+        assert "slot green: 10.0.0.2:8001 not admitted (retried in 0s): boom" in messages
+        assert messages.count("slot green keeps its 1 server(s): DNS name 'pool.test' does "
+                              "not resolve: gone") == 1
+        assert "slot green: server(s) gone, out of EDS now: 10.0.0.1:8001" in messages
+        assert members.describe()["green"] == {
+            "source": "dns pool.test every 0.5s", "servers": [], "pending": [],
+            "failed": {"10.0.0.2:8001": "boom"}, "error": None}
+        assert members.describe()["blue"]["source"] == "static (1 servers)"
+    asyncio.run(main())
+
+
+def test_a_slot_is_looked_at_again_only_after_its_interval():
+    now = [100.0]
+
+    async def main() -> None:
+        world = World()
+        looks: list[float] = []
+
+        def resolve(name: str) -> list[str]:
+            looks.append(now[0])
+            return []
+        members = Members({"green": Slot("green", dns=DNS)}, bring_up=world.bring_up,
+                          set_of=lambda slot: ["1"], on_change=lambda: None,
+                          resolve=resolve, clock=lambda: now[0])
+        await members.refresh()
+        now[0] = 100.49
+        await members.refresh()
+        now[0] = 100.5
+        await members.refresh()
+        assert looks == [100.0, 100.5]
+        assert members._slots["green"].next_at == 101.0
+    asyncio.run(main())
+
+
+def test_bring_up_and_the_set_are_asked_about_the_right_slot():
+    asked: list[tuple[str, str]] = []
+
+    async def main() -> None:
+        def bring_up(slot: str, endpoint: Endpoint) -> list[str]:
+            asked.append(("bring_up", slot))
+            return []
+
+        def set_of(slot: str) -> list[str]:
+            asked.append(("set", slot))
+            return []
+        members = Members({"green": Slot("green", dns=DNS)}, bring_up=bring_up,
+                          set_of=set_of, on_change=lambda: None,
+                          resolve=lambda name: ["10.0.0.1"])
+        await _settle(members)
+        assert [e.host for e in members.slot("green").endpoints] == ["10.0.0.1"]
+    asyncio.run(main())
+    assert asked == [("set", "green"), ("bring_up", "green"), ("set", "green")]
+
+
+def test_run_keeps_looking_after_a_failure_and_stop_cancels_bring_ups(caplog):
+    import logging
+
+    async def main() -> None:
+        world = World()
+        world.release.clear()  # bring-ups block until released
+        members = world.members()
+        calls = {"n": 0}
+        original = members.refresh
+
+        async def flaky() -> None:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise RuntimeError("bug")
+            await original()
+        members.refresh = flaky  # type: ignore[method-assign]
+        world.answer = ["10.0.0.1"]
+        with caplog.at_level(logging.ERROR, logger="turnout.members"):
+            task = asyncio.create_task(members.run(tick_s=0.01))
+            for _ in range(200):
+                if members.describe()["green"]["pending"]:
+                    break
+                await asyncio.sleep(0.01)
+            task.cancel()
+        assert calls["n"] >= 2 and "slot discovery failed; trying again" in caplog.messages
+        assert members.describe()["green"]["pending"] == ["10.0.0.1:8001"]
+        pending = list(members._tasks)
+        assert pending
+        world.release.set()
+        await members.stop()
+        assert all(t.done() for t in pending)
+    asyncio.run(main())

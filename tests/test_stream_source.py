@@ -501,6 +501,7 @@ def test_a_budget_refills_at_its_rate_up_to_two_seconds_worth():
     from gates.metrics.access_log import Budget
 
     clock = Clock(0.0)
+    assert not Budget(100.0, clock=clock).take("a", 201), "a new node starts with 2 s worth"
     budget = Budget(100.0, clock=clock)
     assert budget.take("a", 200) and not budget.take("a", 1)
     assert budget.take("b", 150), "budgets are per node"
@@ -511,7 +512,7 @@ def test_a_budget_refills_at_its_rate_up_to_two_seconds_worth():
 
 
 def _serve(receiver: AccessLogReceiver, messages: list) -> object:  # type: ignore[type-arg]
-    """Send ``messages`` on one real gRPC stream; the answer or the status code."""
+    """Send ``messages`` on one real gRPC stream; the answer, or (status code, details)."""
     import asyncio
 
     import grpc
@@ -530,7 +531,7 @@ def _serve(receiver: AccessLogReceiver, messages: list) -> object:  # type: igno
                 try:
                     return await call(iter(messages), timeout=10)
                 except grpc.aio.AioRpcError as exc:
-                    return exc.code()
+                    return exc.code(), exc.details()
         finally:
             await server.stop(None)
 
@@ -557,11 +558,15 @@ def test_a_stream_is_admitted_by_the_node_it_names_and_refused_otherwise(caplog)
     receiver = AccessLogReceiver(w, admit=admit)
     with caplog.at_level(logging.WARNING, logger="turnout.gates.access_log"):
         assert _serve(receiver, [_named("envoy-9\n[fake] line", _batch(NOW)),
-                                 _batch(NOW)]) == grpc.StatusCode.PERMISSION_DENIED
+                                 _batch(NOW)]) == (grpc.StatusCode.PERMISSION_DENIED,
+                                                   "not one of ours")
     assert w.requests("green", 1.0) == 0 and receiver.refused == {"identity": 1}
-    assert "claiming node envoy-9\\n[fake] line: not one of ours" in caplog.text
-    assert _serve(receiver, [_batch(NOW)]) == grpc.StatusCode.PERMISSION_DENIED, \
-        "a stream naming no node"
+    assert caplog.messages[-1].startswith("refused access-log stream from ipv4:127.0.0.1:")
+    assert caplog.messages[-1].endswith(
+        " claiming node envoy-9\\n[fake] line: not one of ours")
+    assert _serve(receiver, [_batch(NOW)]) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "the first message must name the node (identifier.node.id)"), "a stream naming no node"
     assert receiver.refused == {"identity": 2}
     assert isinstance(_serve(receiver, [_named("envoy-0", _batch(NOW)), _batch(NOW, NOW)]),
                       als_pb2.StreamAccessLogsResponse)
@@ -574,10 +579,16 @@ def test_a_node_that_drops_its_ads_stream_is_cut_off_mid_stream():
 
     w = SlotWindows(clock=Clock(NOW + 0.05))
     holding = iter([True, False])  # asked from the second message on
-    receiver = AccessLogReceiver(w, admit=lambda node, ctx: None,
-                                 holds=lambda node: next(holding))
+    asked: list[str] = []
+
+    def holds(node: str) -> bool:
+        asked.append(node)
+        return next(holding)
+
+    receiver = AccessLogReceiver(w, admit=lambda node, ctx: None, holds=holds)
     assert _serve(receiver, [_named("envoy-0", _batch(NOW)), _batch(NOW), _batch(NOW, NOW)]) \
-        == grpc.StatusCode.PERMISSION_DENIED
+        == (grpc.StatusCode.PERMISSION_DENIED, "node envoy-0 no longer holds an ADS stream")
+    assert asked == ["envoy-0", "envoy-0"]
     assert w.requests("green", 1.0) == 2 and receiver.refused == {"identity": 2}
 
 
@@ -591,6 +602,7 @@ def test_over_budget_and_oversized_batches_are_refused_and_the_stream_goes_on():
     assert isinstance(answer, als_pb2.StreamAccessLogsResponse)
     assert receiver.refused == {"batch": 4, "rate": 3}
     assert w.requests("green", 1.0) == 4
+    assert list(receiver.budget._nodes) == ["envoy-0"], "budgets are kept per node"
 
 
 def test_printable_escapes_and_truncates():
@@ -612,3 +624,22 @@ def test_entries_that_are_not_split_inference_are_ignored_and_counted_apart():
     assert receiver.record(message) == 1
     assert receiver.ignored == {"not split traffic": 2, "not inference": 1}
     assert receiver.refused == {}
+
+
+def test_client_errors_go_through_the_receiver_apart_and_are_counted_as_received():
+    w = SlotWindows(clock=Clock(NOW + 0.05))
+    receiver = AccessLogReceiver(w)
+    assert receiver.record(_batch(NOW, NOW, status="5")) == 2  # NOT_FOUND: the client's
+    assert receiver.record(_batch(NOW, status="13")) == 1
+    assert w.client_errors("green", 1.0) == 2
+    assert w.errors("green", 1.0) == (1, 1)
+    assert receiver.received == 3
+
+
+def test_entries_dropped_by_a_newer_row_are_refused_as_stale_and_not_counted():
+    w = SlotWindows(clock=Clock(NOW + 0.05))
+    receiver = AccessLogReceiver(w, max_age_s=200.0)
+    w.record("green", at=NOW, latency_ms=1.0, error=False)  # the row now holds NOW's bucket
+    assert receiver.record(_batch(NOW - 120.0, NOW - 120.0, NOW)) == 1
+    assert receiver.refused == {"stale": 2} and receiver.received == 1
+    assert w.requests("green", 1.0) == 2

@@ -120,9 +120,6 @@ class Budget:
         self._nodes[node] = (tokens - n if ok else tokens, now)
         return ok
 
-    def forget(self, node: str) -> None:
-        self._nodes.pop(node, None)
-
 
 Admit = Callable[[str, grpc.aio.ServicerContext], "str | None"]
 
@@ -180,10 +177,6 @@ class AccessLogReceiver:
             if seen is None:
                 split = SPLIT_CLUSTER.match(entry.common_properties.upstream_cluster)
                 self.ignored["not inference" if split else "not split traffic"] += 1
-                if len(self.ignored) == 1 and sum(self.ignored.values()) == 1:
-                    log.info("first entry not counted: cluster %s, path %s",
-                             printable(entry.common_properties.upstream_cluster),
-                             printable(entry.request.path))
                 continue
             if seen.at < oldest:
                 stale += 1
