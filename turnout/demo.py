@@ -118,8 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         for number, file in ((2, "rollout-v2.yaml"), (3, "rollout-v3.yaml")):
             path = ROOT / "examples" / file
             policy = load_file(path)
-            print(f"\n== {number}. turnout apply examples/{file} ({policy.model})", flush=True)
-            started = client.apply(path.read_text(), f"examples/{file}")
+            # v3 goes onto the slot v1 is kept warm on after v2's promotion: the demo gives
+            # that instant rollback up (`turnout apply --force`, recorded in the audit log).
+            force = number > 2
+            print(f"\n== {number}. turnout apply examples/{file}{' --force' if force else ''} "
+                  f"({policy.model})", flush=True)
+            started = client.apply(path.read_text(), f"examples/{file}", force=force)
             results.append(follow(client, started["id"]))
         stats = load.stop()
         gates = policy.gates
