@@ -347,3 +347,74 @@ def test_the_version_a_deploy_replaces_on_the_slot_is_retired(env, tmp_path):
     deploy(registry, "pair", "v3", slot="green", endpoints=[triton.endpoint],
            repository=repository)
     assert registry.get("pair", "v3").stage == Stage.CANDIDATE
+
+
+def test_an_artifact_over_the_delivery_limit_fails_before_any_server_and_is_marked(
+        env, monkeypatch):
+    from triton_slots.delivery import repository_api
+
+    registry, _repository, triton = env
+    monkeypatch.setattr(repository_api, "MAX_ARTIFACT_BYTES", 10)
+    with pytest.raises(DeployError) as failed:
+        deploy(registry, "pair", "v2", slot="green", endpoints=[triton.endpoint],
+               repository=None)
+    message = str(failed.value)
+    # The active set's other model goes first: it is the one refused.
+    assert message.startswith("text:v1 is 0.0 MiB; the repository API carries at most 0 MiB "
+                              "per model (triton_slots.delivery.repository_api."
+                              "MAX_ARTIFACT_BYTES)")
+    record = registry.get("pair", "v2")
+    assert (record.stage, record.stage_reason) == (Stage.FAILED, message)
+    assert triton.loads == [], "a server was touched"
+
+
+def test_a_server_that_goes_away_while_loading_fails_at_once(env):
+    registry, repository, triton = env
+    triton.ready_after = 1_000  # never ready while it answers
+    real = triton.server
+
+    def vanish() -> None:
+        time.sleep(0.3)
+        real.shutdown()
+        real.server_close()
+    killer = threading.Thread(target=vanish)
+    killer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(DeployError, match=rf"{triton.endpoint.http_url}: unreachable"):
+            deploy(registry, "pair", "v2", slot="green", endpoints=[triton.endpoint],
+                   repository=repository, timeout=20)
+    finally:
+        killer.join()
+    assert time.monotonic() - started < 5, "it waited for the deploy's timeout"
+
+
+def test_bring_up_loads_the_slots_set_onto_one_server_and_changes_no_stage(env):
+    from triton_slots.deploy import bring_up
+
+    registry, repository, triton = env
+    registry.set_stage("pair", "v2", Stage.CANDIDATE, slot="green")
+    lines: list[str] = []
+    refs = bring_up(registry, "green", triton.endpoint, repository=repository,
+                    progress=lines.append)
+    assert refs == ["pair:v2", "text:v1"]
+    assert sorted(triton.loads) == ["pair", "text"]
+    assert (registry.get("pair", "v2").stage, registry.get("text", "v1").stage) == \
+        (Stage.CANDIDATE, Stage.ACTIVE)
+    assert any("digest verified" in line for line in lines)
+    # A load that fails names the server, the slot and the version.
+    triton.loaded.clear()
+    triton.fail_load.add("text")
+    with pytest.raises(DeployError, match=rf"^bringing 127\.0\.0\.1:1 up to slot green: "
+                                          rf"text:v1: {triton.endpoint.http_url}: load 'text' "
+                                          "failed"):
+        bring_up(registry, "green", triton.endpoint, repository=repository, timeout=5)
+    # A registry copy that no longer hashes to its digest is never sent.
+    triton.fail_load.clear()
+    record = registry.get("pair", "v2")
+    (record.path / "1" / "model.py").write_text("# tampered\n")
+    triton.loads.clear()
+    with pytest.raises(DeployError, match=r"pair:v2: pair:v2: stored files .* refusing to use "
+                                          "a corrupted artifact"):
+        bring_up(registry, "green", triton.endpoint, repository=repository, timeout=5)
+    assert "pair" not in triton.loads
