@@ -79,13 +79,15 @@ def verdict(code: int, grpc_status: str | None) -> Verdict:
     return Verdict.OK
 
 
-def outcome(entry: accesslog_pb2.HTTPAccessLogEntry) -> Observed | None:
-    """The slot, completion time, latency and verdict of one logged request; None for a
-    request that is not split inference traffic."""
+def classify(entry: accesslog_pb2.HTTPAccessLogEntry) -> Observed | str:
+    """The slot, completion time, latency and verdict of one logged request; for a request
+    that is not split inference traffic, why it is ignored."""
     common = entry.common_properties
     match = SPLIT_CLUSTER.match(common.upstream_cluster)
-    if match is None or not is_inference(entry.request.path):
-        return None
+    if match is None:
+        return "not split traffic"
+    if not is_inference(entry.request.path):
+        return "not inference"
     duration = common.duration if common.HasField("duration") \
         else common.time_to_last_downstream_tx_byte
     latency_ms = duration.seconds * 1e3 + duration.nanos / 1e6
@@ -96,6 +98,12 @@ def outcome(entry: accesslog_pb2.HTTPAccessLogEntry) -> Observed | None:
         or response.response_headers.get("grpc-status")
     return Observed(match.group(1), started + latency_ms / 1e3, latency_ms,
                     verdict(code, grpc_status))
+
+
+def outcome(entry: accesslog_pb2.HTTPAccessLogEntry) -> Observed | None:
+    """:func:`classify`, with None for a request that is not counted."""
+    seen = classify(entry)
+    return None if isinstance(seen, str) else seen
 
 
 def printable(text: str, limit: int = 80) -> str:
@@ -170,31 +178,29 @@ class AccessLogReceiver:
         refused and counted."""
         now = self.windows.clock()
         oldest, newest = now - self.max_age_s, now + self.max_skew_s
-        batches: dict[str, list[tuple[float, float, int]]] = {}
+        batches: dict[str, list[tuple[float, float, bool, bool]]] = {}
         stale = future = 0
         for entry in message.http_logs.log_entry:
-            seen = outcome(entry)
-            if seen is None:
-                split = SPLIT_CLUSTER.match(entry.common_properties.upstream_cluster)
-                self.ignored["not inference" if split else "not split traffic"] += 1
-                continue
-            if seen.at < oldest:
+            seen = classify(entry)
+            if isinstance(seen, str):
+                self.ignored[seen] += 1
+            elif seen.at < oldest:
                 stale += 1
             elif seen.at > newest:
                 future += 1
             else:
-                kind = (Verdict.OK, Verdict.FAILED, Verdict.CLIENT).index(seen.verdict)
-                batches.setdefault(seen.slot, []).append((seen.at, seen.latency_ms, kind))
+                batches.setdefault(seen.slot, []).append(
+                    (seen.at, seen.latency_ms, seen.verdict is Verdict.FAILED,
+                     seen.verdict is Verdict.CLIENT))
         if stale:
             self.refuse("stale", stale)
         if future:
             self.refuse("future", future)
         counted = 0
         for slot, rows in batches.items():
-            table = np.array(rows, dtype=float)  # columns: completed at, latency ms, kind
-            dropped = self.windows.record_many(
-                slot, at=table[:, 0], latency_ms=table[:, 1], error=table[:, 2] == 1,
-                client=table[:, 2] == 2)
+            at, latency_ms, failed, client = map(np.array, zip(*rows, strict=True))
+            dropped = self.windows.record_many(slot, at=at, latency_ms=latency_ms,
+                                               error=failed, client=client)
             if dropped:
                 self.refuse("stale", dropped)
             counted += len(rows) - dropped
