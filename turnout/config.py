@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import secrets
@@ -14,21 +13,12 @@ from triton_slots.slot import SLOT_NAMES, Endpoint, Slot
 from turnout.errors import ConfigError
 from turnout.tokens import ApiToken, Role, digest
 from xds_server.pki import write_private
-from xds_server.transport import TlsFiles
+from xds_server.transport import TlsFiles, is_loopback
 
 _WILDCARDS = {"0.0.0.0", "::", ""}
 EXAMPLE_SECRETS = {"change-me", "changeme", "secret", "token", "example", "password", "admin",
                    "turnout"}
 MIN_SECRET = 24
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _secret_from_env(name: str) -> str:
@@ -133,7 +123,7 @@ class ControlPlaneConfig:
         public = self.dashboard.get("public", False)
         if not isinstance(public, bool):
             raise ConfigError(f"dashboard.public must be true or false, got {public!r}")
-        if public and not _loopback(self.bind_host):
+        if public and not is_loopback(self.bind_host):
             raise ConfigError(f"dashboard.public serves rollout data without a token: only "
                               f"with the API on a loopback address, but bind_host is "
                               f"{self.bind_host!r}")

@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import ipaddress
 import json
 import logging
 import os
@@ -61,19 +60,6 @@ from xds_server.transport import choose as choose_transport
 log = logging.getLogger("turnout.controlplane")
 #: Prometheus's file-based service discovery of the Triton servers (in the state directory).
 TARGETS_FILE = "triton-targets.json"
-
-
-def loopback_peer(peer: str) -> bool:
-    """Whether a gRPC peer string (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``,
-    ``unix:...``) is on this host."""
-    kind, _, rest = peer.partition(":")
-    if kind == "unix":
-        return True
-    host = rest.rsplit(":", 1)[0].strip("[]")
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def rollback_cause(state: RolloutState) -> str:
@@ -218,13 +204,7 @@ class ControlPlane:
         ADS (mTLS: its certificate names the node; plaintext: loopback peers only)."""
         if not self.cache.holds(node_id):
             return "the node holds no ADS stream"
-        reason = self.transport.refusal(node_id, context.auth_context())
-        if reason is not None:
-            return reason
-        if not self.config.tls and not loopback_peer(context.peer()):
-            return ("plaintext access-log streams are accepted from loopback only (use mTLS, "
-                    "`turnout stack up --tls`, beyond one host)")
-        return None
+        return self.transport.reporter_refusal(node_id, context.auth_context(), context.peer())
 
     def _refused(self, reason: str) -> None:
         """A proxy refused on the ADS port: by its certificate or the node id it claimed."""
@@ -474,9 +454,7 @@ class ControlPlane:
             "xds": self.cache.status(self.config.group),
             "xds_transport": self.transport.describe(),
             "access_log": {
-                "accepted_from": "proxies holding an ADS stream, by client certificate"
-                if self.config.tls else
-                "proxies holding an ADS stream, on loopback only (plaintext)",
+                "accepted_from": self.transport.reporters,
                 "received": self.access_log.received,
                 "refused": dict(self.access_log.refused),
                 "ignored": dict(self.access_log.ignored),

@@ -8,6 +8,7 @@ is the one place that picks.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +25,38 @@ class Transport(Protocol):
     def bind(self, server: grpc.aio.Server, address: str) -> int:
         """Add the listening port to ``server``; returns the bound port."""
 
+    #: Who may report requests (Envoy's access-log stream, which the gates decide from).
+    reporters: str
+
     def refusal(self, node_id: str, auth: AuthContext) -> str | None:
         """Why ``node_id`` may not be claimed over a connection with ``auth``; None if it
         may."""
 
+    def reporter_refusal(self, node_id: str, auth: AuthContext, peer: str) -> str | None:
+        """Why a stream reporting requests for ``node_id`` may not come from ``peer`` (a
+        gRPC peer string) over a connection with ``auth``; None if it may."""
+
     def describe(self) -> dict[str, object]:
         """What status shows."""
+
+
+def _loopback_address(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address, or the name ``localhost``) is this host."""
+    return host == "localhost" or _loopback_address(host)
+
+
+def loopback_peer(peer: str) -> bool:
+    """Whether a gRPC peer string (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``,
+    ``unix:...``) is on this host. gRPC gives addresses, never names."""
+    kind, _, rest = peer.partition(":")
+    return kind == "unix" or _loopback_address(rest.rsplit(":", 1)[0])
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ def may_claim(node_id: str, allowed: list[str]) -> bool:
 
 class MutualTls:
     name = "mtls"
+    reporters = "proxies holding an ADS stream, by client certificate"
 
     def __init__(self, files: TlsFiles) -> None:
         self.files = files
@@ -48,6 +49,10 @@ class MutualTls:
         if not may_claim(node_id, allowed):
             return f"node id {node_id!r} is not in the client certificate ({', '.join(allowed)})"
         return None
+
+    def reporter_refusal(self, node_id: str, auth: AuthContext, peer: str) -> str | None:
+        """The same rule as ADS: the certificate must name the node, wherever it is."""
+        return self.refusal(node_id, auth)
 
     def describe(self) -> dict[str, object]:
         return {"transport": self.name, "client_certificates": True,
