@@ -194,3 +194,14 @@ def test_the_setting_survives_the_file(tmp_path):
     config = _config(tmp_path, dashboard={"public": True})
     config.write(tmp_path / "c.json")
     assert ControlPlaneConfig.load(tmp_path / "c.json").dashboard_public is True
+
+
+@pytest.mark.parametrize("header, secret", [
+    ("Bearer tt_abc", "tt_abc"),   # RFC 6750: "Bearer" SP token
+    ("Bearer ", None), ("Bearer", None), ("", None),
+    ("bearer tt_abc", None), ("Basic tt_abc", None), ("Token tt_abc", None),
+])
+def test_only_a_bearer_header_carries_a_secret(header, secret):
+    from turnout.tokens import bearer_secret
+
+    assert bearer_secret(header) == secret

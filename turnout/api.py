@@ -38,7 +38,7 @@ from turnout.notify import WebhookTarget
 from turnout.policy import PolicyError, load_text
 from turnout.store import StoreUnavailable
 from turnout.telemetry import CONTENT_TYPE_LATEST
-from turnout.tokens import ApiToken, Role, identify
+from turnout.tokens import ApiToken, Role, bearer_secret, identify
 from turnout.weights import Weights
 
 if TYPE_CHECKING:
@@ -81,9 +81,8 @@ def needs(role: Role, *, body: bool = False) -> Callable[[Handler], Handler]:
     def decorate(handler: Handler) -> Handler:
         async def wrapped(request: web.Request) -> web.StreamResponse:
             plane = _plane(request)
-            scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
-            token = identify(plane.tokens(), secret) if scheme == "Bearer" and secret \
-                else None
+            secret = bearer_secret(request.headers.get("Authorization", ""))
+            token = identify(plane.tokens(), secret) if secret else None
             if token is None:
                 plane.telemetry.api_refused.labels(reason="unauthenticated").inc()
                 return _error(401, "missing or unknown bearer token")

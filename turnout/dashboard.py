@@ -37,7 +37,7 @@ from gates.metrics.provider import MetricsError, NoData
 from gates.metrics.sources import EnvoyStreamSource, MetricSource, PromQLSource, Query
 from triton_slots.slot import SLOT_NAMES
 from turnout.sessions import COOKIE, Session, SessionError, Sessions
-from turnout.tokens import ApiToken, Role, identify
+from turnout.tokens import ApiToken, Role, bearer_secret, identify
 
 if TYPE_CHECKING:
     from turnout.controlplane import ControlPlane
@@ -71,8 +71,8 @@ class Dashboard:
 
     # ---- who may read -----------------------------------------------------------------
     def _bearer(self, request: web.Request) -> ApiToken | None:
-        scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
-        if scheme != "Bearer" or not secret:
+        secret = bearer_secret(request.headers.get("Authorization", ""))
+        if secret is None:
             return None
         token = identify(self.plane.tokens(), secret)
         if token is None:
@@ -85,15 +85,9 @@ class Dashboard:
         if self.plane.config.dashboard_public:
             return lambda: PUBLIC
         token = self._bearer(request)
-        if token is not None:
-            sha = token.sha256
-            session = Session(token.name, sha, token.role, float("inf"))
-
-            def by_token() -> Session:
-                if not any(t.sha256 == sha for t in self.plane.tokens()):
-                    raise SessionError(f"token {session.token_name!r} was revoked")
-                return session
-            return by_token
+        if token is not None:  # a stream kept by a bearer ends with its token too
+            standing = Session(token.name, token.sha256, token.role, float("inf"))
+            return lambda: self.sessions.current(standing)
         session_id = request.cookies.get(COOKIE, "")
         try:
             self.sessions.check(session_id)

@@ -14,23 +14,18 @@ Not thread-safe: used on the control plane's event loop only.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from turnout.tokens import ApiToken, Role
+from turnout.tokens import ApiToken, Role, digest
 
 SESSION_TTL_S = 8 * 3600.0
 CODE_TTL_S = 60.0
 MAX_SESSIONS = 1024
 MAX_CODES = 64
 COOKIE = "turnout_dashboard"
-
-
-def _digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def _lesser(a: Role, b: Role) -> Role:
@@ -74,7 +69,7 @@ class Sessions:
         if len(table) >= limit:  # the oldest goes first (dicts keep insertion order)
             del table[next(iter(table))]
         secret = secrets.token_urlsafe(32)
-        table[_digest(secret)] = session
+        table[digest(secret)] = session
         return secret
 
     def open(self, token: ApiToken) -> tuple[str, Session]:
@@ -93,17 +88,18 @@ class Sessions:
     def redeem(self, code: str) -> tuple[str, Session]:
         """Trade a code (once, before it expires) for a session."""
         self._prune(self._codes)
-        found = self._codes.pop(_digest(code), None)
+        found = self._codes.pop(digest(code), None)
         if found is None:
             raise SessionError("sign-in code unknown, used or expired: ask for a new one "
                                "(`turnout dashboard`)")
-        current = self._current(found)
+        current = self.current(found)
         session = Session(current.token_name, current.token_sha256, current.role,
                           self._clock() + self.ttl_s)
         return self._new(self._sessions, MAX_SESSIONS, session), session
 
-    def _current(self, session: Session) -> Session:
-        """The session as its token stands now: gone with the token, narrowed with it."""
+    def current(self, session: Session) -> Session:
+        """The session as its token stands now: gone with the token (SessionError), narrowed
+        with it."""
         token = next((t for t in self._tokens() if t.sha256 == session.token_sha256), None)
         if token is None:
             raise SessionError(f"the token {session.token_name!r} behind this session was "
@@ -115,7 +111,7 @@ class Sessions:
         """The live session with this id; :class:`SessionError` saying why not."""
         if not session_id:
             raise SessionError("no dashboard session: sign in with a token")
-        key = _digest(session_id)
+        key = digest(session_id)
         session = self._sessions.get(key)
         if session is None:
             raise SessionError("dashboard session unknown or ended: sign in again")
@@ -123,14 +119,14 @@ class Sessions:
             del self._sessions[key]
             raise SessionError("dashboard session expired: sign in again")
         try:
-            return self._current(session)
+            return self.current(session)
         except SessionError:
             del self._sessions[key]
             raise
 
     def close(self, session_id: str) -> bool:
         """End a session (sign out); whether there was one."""
-        return self._sessions.pop(_digest(session_id), None) is not None
+        return self._sessions.pop(digest(session_id), None) is not None
 
     def __len__(self) -> int:
         return len(self._sessions)

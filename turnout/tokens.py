@@ -65,6 +65,12 @@ def mint(name: str, role: Role = Role.ADMIN) -> tuple[ApiToken, str]:
     return ApiToken(name, Role(role), digest(secret)), secret
 
 
+def bearer_secret(authorization: str) -> str | None:
+    """The secret of an ``Authorization: Bearer SECRET`` header value; None otherwise."""
+    scheme, _, secret = authorization.partition(" ")
+    return secret if scheme == "Bearer" and secret else None
+
+
 def identify(tokens: Iterable[ApiToken], secret: str) -> ApiToken | None:
     """The token whose secret this is, comparing every digest in constant time."""
     given = digest(secret)
