@@ -16,7 +16,9 @@ from google.protobuf.json_format import MessageToDict
 
 from tests.zoo import write_model
 from triton_slots.artifact import parse_config
-from triton_slots.deploy import DIGEST_PARAMETER, DeployError, deploy, staged_digest
+from triton_slots.delivery import DIGEST_PARAMETER
+from triton_slots.delivery.shared import staged_digest
+from triton_slots.deploy import DeployError, deploy
 from triton_slots.registry import LocalRegistry, Stage
 from triton_slots.slot import Endpoint
 

@@ -11,7 +11,8 @@ import pytest
 from gates.validation import ValidationSettings
 from gates.validation.settings import LatencySettings
 from triton_slots.admin import TritonAdmin
-from triton_slots.deploy import DIGEST_PARAMETER, DeployError
+from triton_slots.delivery import DIGEST_PARAMETER
+from triton_slots.deploy import DeployError
 from triton_slots.loadgen import LoadGenerator
 from turnout import workflow
 

@@ -31,13 +31,9 @@ class TritonAdmin:
         self.endpoint = endpoint
         self.timeout = timeout
 
-    def _call(self, method: str, path: str, body: dict | bytes | None = None
-              ) -> tuple[int, Any]:
-        if isinstance(body, bytes):
-            data: bytes | None = body
-        else:
-            data = json.dumps(body).encode() if body is not None else (
-                b"" if method == "POST" else None)
+    def _call(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else (b"" if method == "POST"
+                                                                   else None)
         request = urllib.request.Request(self.endpoint.http_url + path, data=data, method=method)
         key = os.environ.get(ADMIN_KEY_ENV)
         if key:
@@ -56,12 +52,12 @@ class TritonAdmin:
         except (urllib.error.URLError, OSError) as exc:
             raise TritonAdminError(self.endpoint, f"unreachable: {exc}") from exc
 
-    def load(self, model: str, *, body: bytes | None = None) -> None:
-        """Load ``model`` from the server's repository, or (``body``: a JSON load request
-        with ``parameters.config`` and ``file:`` parameters) from the request itself."""
-        status, answer = self._call("POST", f"/v2/repository/models/{model}/load", body)
+    def load(self, model: str) -> None:
+        """Load ``model`` from the server's own repository (files sent in the request go
+        over gRPC: ``triton_slots.delivery.repository_api``)."""
+        status, body = self._call("POST", f"/v2/repository/models/{model}/load")
         if status != 200:
-            raise TritonAdminError(self.endpoint, f"load {model!r} failed: {answer['error']}")
+            raise TritonAdminError(self.endpoint, f"load {model!r} failed: {body['error']}")
 
     def model_ready(self, model: str, *, strict: bool = False) -> bool:
         """Whether the server says ``model`` is ready; a server that does not answer is

@@ -24,13 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from triton_slots.admin import TritonAdmin, TritonAdminError
-from triton_slots.delivery import DIGEST_PARAMETER, REF_PARAMETER, Delivery, DeliveryError, choose
-from triton_slots.delivery.shared import stage_artifact, staged_digest
+from triton_slots.delivery import DIGEST_PARAMETER, Delivery, DeliveryError, choose
 from triton_slots.registry import ArtifactRecord, RegistryBackend, RegistryError, Stage
 from triton_slots.slot import Endpoint
-
-__all__ = ["DIGEST_PARAMETER", "REF_PARAMETER", "DeployError", "DeployResult", "deploy",
-           "stage_artifact", "staged_digest"]
 
 
 class DeployError(RuntimeError):
@@ -176,11 +172,10 @@ def bring_up(registry: RegistryBackend, slot: str, endpoint: Endpoint, *,
             errors = _put(record, [endpoint], delivery, deadline, progress)
         except (DeliveryError, RegistryError) as exc:
             errors = [str(exc)]
-            record = listed
         if errors:
             raise DeployError(f"bringing {endpoint.grpc_address} up to slot {slot}: "
-                              f"{record.ref}: " + "; ".join(errors))
-        refs.append(record.ref)
+                              f"{listed.ref}: " + "; ".join(errors))
+        refs.append(listed.ref)
     return refs
 
 

@@ -35,7 +35,6 @@ SetOf = Callable[[str], list[str]]
 class _Slot:
     slot: Slot
     source: ServerSource
-    dynamic: bool
     next_at: float = 0.0
     error: str | None = None
     pending: set[Endpoint] = field(default_factory=set)
@@ -47,8 +46,7 @@ class Members:
     def __init__(self, slots: dict[str, Slot], *, bring_up: BringUp, set_of: SetOf,
                  on_change: Callable[[], None], resolve: Resolver | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._slots = {name: _Slot(slot, choose(slot, resolve=resolve),
-                                   dynamic=slot.dns is not None)
+        self._slots = {name: _Slot(slot, choose(slot, resolve=resolve))
                        for name, slot in slots.items()}
         self._bring_up = bring_up
         self._set_of = set_of
@@ -79,10 +77,11 @@ class Members:
         state.slot = dataclasses.replace(state.slot, endpoints=endpoints)
 
     async def refresh(self) -> None:
-        """One look at every dynamic slot whose interval has passed."""
+        """One look at every slot whose interval has passed (a static list answers what it
+        always did: nothing to do)."""
         now = self._clock()
         for name, state in self._slots.items():
-            if not state.dynamic or now < state.next_at:
+            if now < state.next_at:
                 continue
             state.next_at = now + state.source.interval_s
             try:

@@ -5,12 +5,11 @@ control.
 
 Over gRPC (``RepositoryModelLoad``), where files travel as raw bytes: Triton 2.51's HTTP
 server crashed (SIGSEGV) on a load request of about 4 MiB (a 3 MiB file, base64-coded),
-while gRPC loaded a 200 MiB artifact in 4.7 s here. The files are read once per deploy and
-sent to every server."""
+while over gRPC a 200 MiB artifact deployed in 5.3 s here (BENCHMARKS.md section 9). The
+files are read once per deploy and sent to every server."""
 
 from __future__ import annotations
 
-import json
 import os
 
 import tritonclient.grpc as triton_grpc
@@ -22,8 +21,8 @@ from triton_slots.artifact import CONFIG_FILE, artifact_files
 from triton_slots.delivery import DeliveryError, stamped_config
 from triton_slots.registry import ArtifactRecord
 
-#: The largest artifact sent in one load request (the control plane holds its files in
-#: memory, about twice over, while it is sent).
+#: The largest artifact sent in one load request. The control plane holds it about three
+#: times over while sending (200 MiB: 587 MiB of RSS, BENCHMARKS.md section 9).
 MAX_ARTIFACT_BYTES = 256 << 20
 
 
@@ -40,8 +39,8 @@ def payload(record: ArtifactRecord, *, limit: int | None = None
             f"{record.ref} is {size / 2**20:.1f} MiB; the repository API carries at most "
             f"{limit / 2**20:.0f} MiB per model (triton_slots.delivery.repository_api."
             "MAX_ARTIFACT_BYTES): give the slot a shared repository for larger models")
-    config = json.dumps(json_format.MessageToDict(stamped_config(record),
-                                                  preserving_proto_field_name=True))
+    config = json_format.MessageToJson(stamped_config(record),
+                                       preserving_proto_field_name=True)
     return config, {f"file:{f.as_posix()}": (record.path / f).read_bytes() for f in files}
 
 
