@@ -23,7 +23,8 @@ from triton_slots.procs import free_port
 from triton_slots.registry import LocalRegistry, Stage
 from triton_slots.slot import DnsName, Endpoint, Slot
 from turnout.config import ControlPlaneConfig
-from turnout.controlplane import TARGETS_FILE, ControlPlane
+from turnout.controlplane import ControlPlane
+from turnout.prometheus import TARGETS_FILE
 from turnout.proxy import EnvoyProxy
 from turnout.tokens import Role, mint
 from turnout.weights import Weights

@@ -57,6 +57,9 @@ def test_the_api_is_https_only_with_the_stacks_ca(remote):
     assert remote.api_url.startswith("https://127.0.0.1:")
     trusting = ssl.create_default_context(cafile=remote.api_ca)
     assert ApiClient(remote.api_url, remote.token, tls=trusting).status()["weights"]
+    # Commands on the local directory reach it too (they ask it which slot is idle).
+    code, output = _cli("deploy", "classifier:v2", "--dir", remote.directory)
+    assert code == 0 and "classifier:v2 deployed to green" in output, output
     with pytest.raises(Exception, match="CERTIFICATE_VERIFY_FAILED"):
         ApiClient(remote.api_url, remote.token).status()  # the system CAs do not know it
     plain = remote.api_url.replace("https://", "http://")

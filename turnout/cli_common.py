@@ -4,7 +4,6 @@ stack, and one place that turns known errors into a one-line message (exit statu
 from __future__ import annotations
 
 import functools
-import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -74,14 +73,8 @@ def client_for(directory: Path) -> ApiClient:
         if explicit or not contexts.current:
             raise
         return context_client(contexts.get(contexts.current))
-    return ApiClient(info.api_url, info.token, tls=_stack_tls(info))
+    return info.client()
 
 
 def context_client(context: Context) -> ApiClient:
     return ApiClient(context.api, context.token, tls=context.ssl_context())
-
-
-def _stack_tls(info: local_stack.StackInfo) -> ssl.SSLContext | None:
-    if not info.api_url.startswith("https:"):
-        return None
-    return ssl.create_default_context(cafile=info.api_ca or None)

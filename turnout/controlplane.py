@@ -38,6 +38,7 @@ from turnout.errors import ConfigError
 from turnout.logs import LogFormat, set_rollout
 from turnout.logs import configure as configure_logs
 from turnout.notify import Notifier, WebhookTarget, transition_notices
+from turnout.prometheus import TARGETS_FILE
 from turnout.replicas import Replication
 from turnout.store import open_store
 from turnout.telemetry import Telemetry
@@ -58,8 +59,6 @@ from xds_server.server import SERVER_OPTIONS, raise_open_files_limit, tune_gc
 from xds_server.transport import choose as choose_transport
 
 log = logging.getLogger("turnout.controlplane")
-#: Prometheus's file-based service discovery of the Triton servers (in the state directory).
-TARGETS_FILE = "triton-targets.json"
 
 
 def rollback_cause(state: RolloutState) -> str:

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         for version in ("v2", "v3"):
             record = registry.push(MODELS / version, name="classifier", version=version)
             print(f"pushed {record.ref} ({record.digest[:12]})")
-        client = ApiClient(info.api_url, info.token, actor="demo")
+        client = info.client(actor="demo")
         load = LoadGenerator(info.ingress, model="classifier", concurrency=args.clients,
                              rate=args.rate).start()
         print(f"load: {args.clients} gRPC clients, {args.rate:.0f} req/s -> Envoy "

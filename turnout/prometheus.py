@@ -24,6 +24,11 @@ def prometheus_binary() -> str:
     return found
 
 
+#: The Triton servers' file-based service discovery, rewritten by the control plane in its
+#: state directory as servers come and go (the ``slot`` label included).
+TARGETS_FILE = "triton-targets.json"
+
+
 def render_config(*, scrape_interval_s: float, envoy_admin: str | Sequence[str],
                   control_plane: str | Sequence[str], slots: Mapping[str, Slot],
                   rules: Path | None = RULES,

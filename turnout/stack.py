@@ -8,6 +8,7 @@ import dataclasses
 import json
 import shutil
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -26,11 +27,11 @@ from triton_slots.procs import (
     stop_if_ours,
 )
 from triton_slots.slot import SLOT_NAMES, Endpoint, Slot
+from turnout.client import ApiClient
 from turnout.config import ControlPlaneConfig
-from turnout.controlplane import TARGETS_FILE
 from turnout.errors import StackError
 from turnout.postgres import PostgresServer
-from turnout.prometheus import PrometheusServer, render_config
+from turnout.prometheus import TARGETS_FILE, PrometheusServer, render_config
 from turnout.proxy import EnvoyProxy
 from turnout.seed import registry_root, seed_all, slot_repository
 from turnout.tokens import Role, mint
@@ -106,6 +107,13 @@ class StackInfo:
 
     def endpoints(self, slot: str) -> list[Endpoint]:
         return [Endpoint.from_dict(e) for e in self.slots.get(slot, [])]
+
+    def client(self, *, actor: str | None = None) -> ApiClient:
+        """The API client for this stack, with its admin token (and, for an API served over
+        HTTPS, trusting the stack's CA)."""
+        tls = ssl.create_default_context(cafile=self.api_ca or None) \
+            if self.api_url.startswith("https:") else None
+        return ApiClient(self.api_url, self.token, actor=actor, tls=tls)
 
 
 def start_slots(

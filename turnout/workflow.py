@@ -11,7 +11,6 @@ from gates.validation import ValidationReport, ValidationSettings, validate_arti
 from triton_slots.deploy import DeployResult, deploy
 from triton_slots.registry import LocalRegistry
 from triton_slots.slot import SLOT_NAMES
-from turnout.client import ApiClient
 from turnout.controller.guard import refuse_overwrite
 from turnout.errors import StackError
 from turnout.stack import StackInfo, registry_root, slot_repository
@@ -37,7 +36,7 @@ def deploy_to_idle(directory: Path, name: str, version: str, *, slot: str | None
                    timeout: float = 120.0, progress: Callable[[str], None] = print,
                    force: bool = False) -> DeployResult:
     info = StackInfo.load(directory.resolve())
-    status = ApiClient(info.api_url, info.token).status()
+    status = info.client().status()
     weights = status["weights"]
     target = slot or idle_slot(weights)
     if weights.get(target, 0) != 0:
@@ -64,7 +63,7 @@ def validate(directory: Path, name: str, version: str, *,
     record = registry.verify(name, version)
     if record.slot is None:
         raise StackError(f"{record.ref} is not deployed to a slot; run `turnout deploy` first")
-    status = ApiClient(info.api_url, info.token).status()
+    status = info.client().status()
     given_up = refuse_overwrite(status.get("rollout"), record.slot, now=time.time(),
                                 force=force, verb="validating")
     if given_up:
