@@ -281,8 +281,8 @@ def delivery(data: dict) -> list[str]:
              "shared | API RSS growth MiB | shared RSS growth MiB |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in data["rows"]:
-        lines.append(f"| {r['size_mib']} | {r['api_s']:.2f} | {r['api_mib_per_s']:.0f} | "
-                     f"{r['shared_s']:.2f} | {r['shared_mib_per_s']:.0f} | {r['ratio']:.2f} | "
+        lines.append(f"| {r['size_mib']} | {r['api_s']:.2f} | {r['api_mib_per_s']:.1f} | "
+                     f"{r['shared_s']:.2f} | {r['shared_mib_per_s']:.1f} | {r['ratio']:.2f} | "
                      f"{r['api_rss_mib']:.0f} | {r['shared_rss_mib']:.0f} |")
     lines += ["", "The control plane holds an artifact about three times over while it sends "
               "it (the files, the serialised request, gRPC's buffers): the limit "

@@ -365,39 +365,18 @@ def test_receiver_counts_every_slot_of_a_batch_and_keeps_counting():
 def test_receiver_serves_envoys_access_log_stream(caplog):
     """A real gRPC stream: the node named in the first message is logged, every message of
     the stream is recorded, and the stream gets its (empty) answer."""
-    import asyncio
     import logging
 
-    import grpc
-
-    async def main() -> tuple[int, object]:
-        w = SlotWindows(clock=Clock(NOW + 0.05))
-        receiver = AccessLogReceiver(w)
-        server = grpc.aio.server()
-        server.add_generic_rpc_handlers((receiver.handler(),))
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                call = channel.stream_unary(
-                    "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs",
-                    request_serializer=als_pb2.StreamAccessLogsMessage.SerializeToString,
-                    response_deserializer=als_pb2.StreamAccessLogsResponse.FromString)
-                first = als_pb2.StreamAccessLogsMessage()
-                first.identifier.node.id = "sidecar-7"
-                first.http_logs.log_entry.append(entry("slot_green", grpc="0"))
-                second = als_pb2.StreamAccessLogsMessage()
-                second.http_logs.log_entry.extend([entry("slot_green", grpc="14"),
-                                                   entry("slot_blue")])
-                answer = await call(iter([first, second]), timeout=10)
-        finally:
-            await server.stop(None)
-        assert w.errors("green", 1.0) == (1, 2) and w.requests("blue", 1.0) == 1
-        return receiver.received, answer
-
+    w = SlotWindows(clock=Clock(NOW + 0.05))
+    receiver = AccessLogReceiver(w)
+    first = _named("sidecar-7", als_pb2.StreamAccessLogsMessage())
+    first.http_logs.log_entry.append(entry("slot_green", grpc="0"))
+    second = als_pb2.StreamAccessLogsMessage()
+    second.http_logs.log_entry.extend([entry("slot_green", grpc="14"), entry("slot_blue")])
     with caplog.at_level(logging.INFO, logger="turnout.gates.access_log"):
-        received, answer = asyncio.run(main())
-    assert received == 3
+        answer = _serve(receiver, [first, second])
+    assert w.errors("green", 1.0) == (1, 2) and w.requests("blue", 1.0) == 1
+    assert receiver.received == 3
     assert isinstance(answer, als_pb2.StreamAccessLogsResponse)
     assert "access-log stream from sidecar-7" in caplog.messages
 
