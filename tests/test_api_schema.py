@@ -117,6 +117,13 @@ BAD = [
     ("POST", "/v1/rollouts", b'{"policy": "a: [1"}', 400, "invalid policy"),
     ("POST", "/v1/rollouts", b'{"policy": "a: 1", "source": ""}', 400, "field 'source'"),
     ("POST", "/v1/rollouts", b'{"policy": "a: &x [*x]"}', 400, "invalid policy"),
+    ("POST", "/v1/rollouts", b'{"policy": "a: 1", "force": "yes"}', 400,
+     "field 'force' must be true or false, got 'yes'"),
+    ("POST", "/v1/rollouts", b'{"policy": "a: 1", "force": 1}', 400,
+     "field 'force' must be true or false, got 1"),
+    ("POST", "/v1/rollouts", b'{"policy": "a: 1", "force": null}', 400,
+     "field 'force' must be true or false, got None"),
+    ("POST", "/v1/rollouts", b'{"policy": "a: 1", "force": true}', 400, "invalid policy"),
     ("POST", "/v1/rollouts/current/promote", b'{"full": "false"}', 400, "field 'full'"),
     ("POST", "/v1/rollouts/current/pause", b'{"full": true}', 400, "promote only"),
     ("POST", "/v1/rollouts/current/pause", b'{"fast": 1}', 400, "unknown field(s) ['fast']"),
@@ -152,3 +159,20 @@ def test_bad_input_gets_a_4xx_naming_the_field_and_changes_nothing(api, method, 
         == (status, True), answer
     assert live.plane.weights == before
     assert len(live.plane.store.history(limit=10_000)) == history
+
+
+def test_a_public_dashboard_serves_its_data_without_a_token(api):
+    """dashboard.public (loopback only, checked in test_sessions.py): the same request that
+    answers 401 above answers 200 with the data."""
+    import dataclasses
+
+    live, info = api
+    private = live.plane.config
+    assert _call(info, "GET", "/dashboard/state", token=None)[0] == 401
+    live.plane.config = dataclasses.replace(private, dashboard={"public": True})
+    try:
+        status, state = _call(info, "GET", "/dashboard/state", token=None)
+        assert status == 200 and state["status"]["weights"] == live.plane.weights.as_dict()
+    finally:
+        live.plane.config = private
+    assert _call(info, "GET", "/dashboard/state", token=None)[0] == 401

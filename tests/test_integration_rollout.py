@@ -66,9 +66,19 @@ def test_good_version_is_promoted(env):
 def test_faulty_version_is_rolled_back_by_a_gate(env):
     info, client, registry, load = env
     failed_before = load.counts()[1]
-    # Right after the good one's promotion: its warm standby is given up (--force).
+    # Right after the good one's promotion, blue is its warm standby: the API refuses to
+    # apply onto it (409, nothing started) unless the operator gives that rollback up.
+    promoted = client.rollout()["id"]
+    with pytest.raises(ApiError) as refused:
+        client.apply(policy("classifier:v3", name="faulty", steps=FAST_STEPS), "faulty.yaml")
+    assert refused.value.status == 409
+    assert str(refused.value).startswith("slot blue is the standby kept warm for an instant "
+                                         "rollback of good for ")
+    assert client.rollout()["id"] == promoted
     client.apply(policy("classifier:v3", name="faulty", steps=FAST_STEPS), "faulty.yaml",
                  force=True)
+    forced = client.history(rollout=client.rollout()["id"])[0]
+    assert (forced["kind"], forced["actor"]) == ("force", "stack-admin"), forced
     done = wait_for(client, lambda r: r["phase"] in FINISHED, what="rollback")
     assert done["phase"] == "rolled_back", done["reason"]
     assert done["candidate_slot"] == "blue"
