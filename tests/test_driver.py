@@ -5,7 +5,9 @@ failures, push timeouts and stragglers, crashing workers, a dead candidate."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,9 +58,15 @@ class FakePlane:
         self.nodes = ["envoy-a", "envoy-b"]
         self.silent: set[str] = set()
         self.delay = 0.0
+        self.held: list[str] = []  # slots a deploy held, in order
 
     def slot(self, name: str) -> Slot:
         return Slot(name)
+
+    @contextlib.contextmanager
+    def deploying(self, name: str) -> Iterator[None]:
+        self.held.append(name)
+        yield
 
     async def apply_weights(self, weights: Weights, *, timeout: float | None = None,
                             quorum: float = 1.0, early: bool = False) -> Convergence:

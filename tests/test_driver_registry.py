@@ -184,6 +184,7 @@ def test_the_deploy_step_deploys_into_the_candidate_slot(env, tmp_path):
         controller = Deploying(plane, store, registry=registry, provider=Healthy())
         done = controller._deploy(_state())
         assert done.ok and done.digest == registry.get("pair", "v2").digest
+        assert plane.held == ["green"], "the deploy did not hold its slot"
         assert done.message.startswith("ready on 1 server(s) in ") and done.message[-1] == "s"
         dead = Endpoint("127.0.0.1", 1, 1, 1)
         plane.slot = lambda name: Slot(name, (dead,), tmp_path / "green-repo")

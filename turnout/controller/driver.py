@@ -417,8 +417,7 @@ class RolloutController:
 
     def _deploy(self, state: RolloutState) -> DeployFinished:
         name, version = state.model.split(":", 1)
-        deploying = getattr(self.plane, "deploying", None)
-        with deploying(state.candidate_slot) if deploying else contextlib.nullcontext():
+        with self.plane.deploying(state.candidate_slot):
             slot = self.plane.slot(state.candidate_slot)  # its servers now, under the lock
             try:
                 result = deploy(self.registry, name, version, slot=slot.name,

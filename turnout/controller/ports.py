@@ -4,6 +4,7 @@ the control plane's object."""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from triton_slots.slot import Slot
@@ -30,6 +31,11 @@ class TrafficPlane(Protocol):
         ...
 
     def slot(self, name: str) -> Slot:
+        ...
+
+    def deploying(self, name: str) -> AbstractContextManager[None]:
+        """Held (from the deploy's thread) while a deploy writes slot ``name``: no server
+        joins the slot with the set being replaced meanwhile."""
         ...
 
     async def apply_weights(self, weights: Weights, *, timeout: float | None = None,
