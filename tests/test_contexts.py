@@ -5,12 +5,12 @@ talks to (--context, TURNOUT_CONTEXT, the local stack, the current context)."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from click.testing import CliRunner
 
+from tests.http_fakes import serving
 from turnout.cli import main as cli
 from turnout.contexts import Context, Contexts, config_path, read_token_file
 from turnout.errors import ConfigError
@@ -89,12 +89,8 @@ class _NotTurnout(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def stranger():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotTurnout)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(_NotTurnout) as url:
+        yield url
 
 
 def test_add_refuses_what_it_cannot_use_and_saves_nothing(home, stranger, tmp_path):

@@ -5,15 +5,15 @@ MetricsError)."""
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
 from gates.metrics.prometheus import PrometheusProvider
 from gates.metrics.provider import MetricsError, NoData
+from tests.http_fakes import serving
 from triton_slots.procs import free_port
 
 ANSWERS: dict[str, tuple[int, object]] = {
@@ -58,12 +58,8 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(Handler) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -130,16 +126,9 @@ def test_an_https_prometheus_with_an_unknown_certificate_is_not_trusted(tmp_path
     from xds_server.pki import LocalCA
 
     issued = LocalCA.create(tmp_path).issue_server()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(issued.cert, issued.key)
-    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        provider = PrometheusProvider(f"https://127.0.0.1:{httpd.server_address[1]}")
+    with serving(Handler, tls=context) as url:
+        provider = PrometheusProvider(url)
         with pytest.raises(MetricsError, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
             provider.query_value("one")
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
