@@ -45,13 +45,17 @@ def _refused_metric(info: stack.StackInfo) -> dict[str, float]:
             re.finditer(r'turnout_xds_refused_total\{reason="(\w+)"\} ([0-9.e+]+)', text)}
 
 
+def _secure_channel(port: int, credentials: grpc.ChannelCredentials) -> grpc.aio.Channel:
+    """A TLS channel to the control plane's xDS port (its certificate names localhost)."""
+    return grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials,
+                                   options=[("grpc.ssl_target_name_override", "localhost")])
+
+
 async def _ads_attempt(port: int, node_id: str, credentials: grpc.ChannelCredentials
                        ) -> grpc.StatusCode | str:
     """Open an ADS stream claiming ``node_id``; the status it ends with, or "served" if a
     response came back."""
-    options = [("grpc.ssl_target_name_override", "localhost")]
-    async with grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials,
-                                       options=options) as channel:
+    async with _secure_channel(port, credentials) as channel:
         call = channel.stream_stream(
             "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
             request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
@@ -208,9 +212,7 @@ async def _als_attempt(port: int, node_id: str, credentials: grpc.ChannelCredent
                 message.identifier.node.id = node_id
             yield message
 
-    options = [("grpc.ssl_target_name_override", "localhost")]
-    async with grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials,
-                                       options=options) as channel:
+    async with _secure_channel(port, credentials) as channel:
         call = channel.stream_unary(
             "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs",
             request_serializer=als_pb2.StreamAccessLogsMessage.SerializeToString,
