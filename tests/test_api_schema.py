@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -52,6 +53,7 @@ def test_no_5xx_and_every_answer_matches_the_document(api, mode):
     schema = schemathesis.openapi.from_dict(json.loads(OPENAPI.read_text()))
     headers = {"Authorization": f"Bearer {info.token}"}
     tried = []
+    before = _call(info, "GET", "/v1/slots")[1]
     for result in schema.get_all_operations():
         operation = result.ok()
 
@@ -70,7 +72,18 @@ def test_no_5xx_and_every_answer_matches_the_document(api, mode):
                 operation.label
             continue
         tried.append(operation.label)
-    assert len(tried) == (13 if mode is GenerationMode.POSITIVE else 13 - len(NO_INPUTS)), tried
+    # Valid requests added servers: take every one out again (the next tests expect the
+    # stack as it was), then check the slots are as before.
+    for name, slot in _call(info, "GET", "/v1/slots")[1].items():
+        kept = {s["endpoint"] for s in before[name]["servers"]}
+        for server in slot["servers"]:
+            if server["endpoint"] not in kept:
+                address = urllib.parse.quote(server["endpoint"], safe="")
+                assert _call(info, "DELETE", f"/v1/slots/{name}/endpoints/{address}")[0] == 200
+    after = _call(info, "GET", "/v1/slots")[1]
+    assert {n: [s["endpoint"] for s in slot["servers"]] for n, slot in after.items()} == \
+        {n: [s["endpoint"] for s in slot["servers"]] for n, slot in before.items()}
+    assert len(tried) == (16 if mode is GenerationMode.POSITIVE else 16 - len(NO_INPUTS)), tried
 
 
 def test_the_document_matches_the_code():
@@ -141,6 +154,20 @@ BAD = [
     ("POST", "/dashboard/session", b'{"code": "x"}', 401, "code unknown, used or expired"),
     ("POST", "/dashboard/session", b"\xff", 401, "sign in with a bearer token"),
     ("POST", "/dashboard/code", b"{}", 401, "missing bearer token"),
+    ("POST", "/v1/slots/blue/endpoints", b"{}", 400, "field 'host' must be a host name"),
+    ("POST", "/v1/slots/blue/endpoints", b'{"host": "a b"}', 400, "field 'host'"),
+    ("POST", "/v1/slots/blue/endpoints", b'{"host": "h", "grpc_port": 0}', 400,
+     "field 'grpc_port' must be a port number 1..65535, got 0"),
+    ("POST", "/v1/slots/blue/endpoints", b'{"host": "h", "http_port": true}', 400,
+     "field 'http_port' must be a port number"),
+    ("POST", "/v1/slots/blue/endpoints", b'{"host": "h", "grpc_port": 8000}', 400,
+     "the server's ports must differ"),
+    ("POST", "/v1/slots/blue/endpoints", b'{"host": "h", "weight": 1}', 400,
+     "unknown field(s) ['weight']"),
+    ("POST", "/v1/slots/red/endpoints", b'{"host": "h"}', 404,
+     "no slot 'red' here; slots: blue, green"),
+    ("DELETE", "/v1/slots/blue/endpoints/nowhere:1", None, 404,
+     "nowhere:1 is not a server of slot blue (its servers: 127.0.0.1:"),
     ("GET", "/v1/nowhere", None, 404, "Not Found"),
     ("DELETE", "/v1/status", None, 405, "Method Not Allowed"),
 ]

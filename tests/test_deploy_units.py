@@ -38,6 +38,8 @@ class FakeTriton:
         self.ready_after = 0  # readiness polls answered "not ready" after each load
         self.polls = 0
         self.hang = threading.Event()  # set: requests are held until the test ends
+        self.version = "2.51.0"  # GET /v2
+        self.explicit: bool | None = True  # unload: 200, 503 unless explicit, None: 500
         self.release = threading.Event()
         fake = self
 
@@ -56,6 +58,12 @@ class FakeTriton:
                     return None
                 parts = self.path.strip("/").split("/")
                 model = parts[3]
+                if parts[-1] == "unload" and fake.explicit is None:
+                    return self._answer(500, {"error": "internal error"})
+                if parts[-1] == "unload":
+                    return self._answer(200) if fake.explicit else self._answer(
+                        503, {"error": "explicit model load / unload is not allowed if "
+                                       "polling is enabled"})
                 fake.loads.append(model)
                 if model in fake.fail_load:
                     return self._answer(400, {"error": f"failed to load '{model}': boom"})
@@ -65,6 +73,9 @@ class FakeTriton:
                 return self._answer(200)
 
             def do_GET(self) -> None:
+                if self.path == "/v2":
+                    return self._answer(200, {"name": "triton"} | (
+                        {"version": fake.version} if fake.version else {}))
                 parts = self.path.strip("/").split("/")
                 model = parts[2]
                 if model not in fake.loaded:
@@ -420,3 +431,63 @@ def test_bring_up_loads_the_slots_set_onto_one_server_and_changes_no_stage(env):
                                           "a corrupted artifact"):
         bring_up(registry, "green", triton.endpoint, repository=repository, timeout=5)
     assert "pair" not in triton.loads
+
+
+def test_a_server_turnout_cannot_manage_or_unlike_the_fleet_is_never_loaded(tmp_path):
+    """Before any model reaches a new server: its model control must be explicit, its
+    Triton version that of the first peer that answers (unreachable peers and the server
+    itself are skipped)."""
+    from triton_slots.admin import TritonAdminError, check_server
+    from triton_slots.deploy import bring_up
+
+    new, peer, other = (FakeTriton(tmp_path / n) for n in ("new", "peer", "other"))
+    gone = Endpoint("127.0.0.1", 1, 2, 3)  # nothing listens on port 1
+    registry = LocalRegistry(tmp_path / "registry")
+    registry.push(write_model(tmp_path / "m", "pair"), name="pair", version="v1")
+    registry.set_stage("pair", "v1", Stage.ACTIVE, slot="blue")
+    try:
+        assert check_server(new.endpoint) == "2.51.0"
+        assert check_server(new.endpoint, (new.endpoint, gone, peer.endpoint)) == "2.51.0"
+        other.version = "2.50.0"
+        assert check_server(new.endpoint, (peer.endpoint, other.endpoint)) == "2.51.0", \
+            "only the first peer that answers counts"
+        with pytest.raises(TritonAdminError, match=rf"^{new.endpoint.http_url}: runs Triton "
+                                                   rf"2\.51\.0 but {other.endpoint.grpc_address}"
+                                                   r" runs 2\.50\.0: every server of both "
+                                                   "slots must run one Triton version$"):
+            check_server(new.endpoint, (gone, other.endpoint, peer.endpoint))
+        with pytest.raises(DeployError, match=r"^bringing 127\.0\.0\.1:1 up to slot blue: .*"
+                                              "runs Triton 2.51.0 but"):
+            bring_up(registry, "blue", new.endpoint, repository=None,
+                     peers=(other.endpoint,))
+        new.explicit = False
+        with pytest.raises(DeployError, match=r"explicit model control is off: start "
+                                              r"tritonserver with --model-control-mode="
+                                              "explicit"):
+            bring_up(registry, "blue", new.endpoint, repository=None)
+        assert new.loads == [], "a model reached a server that failed its check"
+        with pytest.raises(TritonAdminError, match="unreachable"):
+            check_server(gone)
+    finally:
+        for fake in (new, peer, other):
+            fake.close()
+
+
+def test_what_the_checks_read_from_a_server(tmp_path):
+    from triton_slots.admin import TritonAdmin, TritonAdminError
+
+    fake = FakeTriton(tmp_path)
+    try:
+        admin = TritonAdmin(fake.endpoint, timeout=5)
+        assert admin.server_version() == "2.51.0" and admin.explicit_control() is True
+        fake.explicit = False
+        assert admin.explicit_control() is False
+        fake.explicit = None  # neither: an error that says something else
+        with pytest.raises(TritonAdminError, match=r"model control check: \{'error': "
+                                                   "'internal error'}"):
+            admin.explicit_control()
+        fake.version = None  # metadata without a version
+        with pytest.raises(TritonAdminError, match="server metadata"):
+            admin.server_version()
+    finally:
+        fake.close()

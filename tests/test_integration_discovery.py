@@ -86,7 +86,7 @@ def fleet(tmp_path_factory):
         deploy(registry, "classifier", "v1", slot="blue", endpoints=[blue], repository=None)
         registry.set_stage("classifier", "v1", Stage.ACTIVE, slot="blue")
         table = Table()
-        admin, _ = mint("test-admin", Role.ADMIN)
+        admin, secret = mint("test-admin", Role.ADMIN)
         config = ControlPlaneConfig(
             state_dir=root, tokens=(admin,), ingress_port=free_port(),
             registry_root=str(root / "registry"),
@@ -104,6 +104,7 @@ def fleet(tmp_path_factory):
                                  xds_host="127.0.0.1", xds_port=plane.xds_port,
                                  work_dir=root, log_dir=root / "logs")
         envoy.wait_ready()
+        (root / "admin.token").write_text(secret)
         yield plane, loop, envoy, servers, table, root
     finally:
         if envoy is not None:
@@ -216,3 +217,115 @@ def test_a_server_that_cannot_take_the_set_is_never_admitted(fleet, tmp_path):
     # Mended: the next look admits it.
     _until(lambda: len(_admitted(plane)) == 2, timeout=30, what="admission after the fix")
     assert plane.status()["discovery"]["green"]["failed"] == {}
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from turnout.cli import main as cli
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+def test_an_operator_adds_and_removes_servers_of_a_serving_slot_through_the_cli(
+        fleet, tmp_path, monkeypatch):
+    """`turnout slots` against the running control plane (over a context, as from another
+    host): a server added to the slot that takes all the traffic gets the slot's model set
+    and only then traffic; one Turnout cannot manage is refused, naming why; a server
+    removed gets no more traffic; edits that would break a slot are refused. Under load,
+    0 failed requests."""
+    plane, _loop, _envoy, servers, _table, root = fleet
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    backends = prepare_backends(tmp_path / "backends")
+    extra: dict[str, TritonServer] = {}
+    try:
+        for host, control in (("127.0.0.4", "explicit"), ("127.0.0.5", "none")):
+            (tmp_path / host).mkdir()
+            extra[host] = TritonServer.start(
+                name=f"triton-{host}", model_repository=tmp_path / host, backends=backends,
+                log_path=tmp_path / f"triton-{host}.log", host=host, model_control=control)
+        for server in extra.values():
+            server.wait_ready()
+        code, output = _cli("context", "add", "fleet", "--api",
+                            f"http://127.0.0.1:{plane.api_port}",
+                            "--token-file", str(root / "admin.token"))
+        assert code == 0, output
+        new, unmanaged = extra["127.0.0.4"].endpoint, extra["127.0.0.5"].endpoint
+        blue = servers["127.0.0.1"].endpoint
+        ports = ["--grpc-port", str(new.grpc_port), "--http-port", str(new.http_port),
+                 "--metrics-port", str(new.metrics_port)]
+        load = LoadGenerator(f"127.0.0.1:{plane.config.ingress_port}", model="classifier",
+                             concurrency=2, rate=100).start()
+        try:
+            time.sleep(0.5)
+            started = time.monotonic()
+            code, output = _cli("slots", "add-endpoint", "blue", "127.0.0.4", *ports,
+                                "--context", "fleet")
+            admitted_s = time.monotonic() - started
+            assert code == 0, output
+            assert output.splitlines()[0] == (f"added {new.grpc_address} to slot blue; it "
+                                              "gets the slot's models before any traffic")
+            assert output.splitlines()[-1] == f"  {new.grpc_address}: serving"
+            assert TritonAdmin(new).model_ready("classifier")
+            _until(lambda: requests_served([new]) > 20, timeout=10,
+                   what="traffic on the added server")
+            # Refused, each naming why, nothing changed.
+            for args, words in (
+                (("blue", "127.0.0.4", *ports),
+                 f"{new.grpc_address} is already a server of slot blue"),
+                (("green", "127.0.0.9"), f"slot green's servers come from dns {NAME}"),
+                (("blue", HOSTS[1], "--grpc-port", str(servers[HOSTS[1]].endpoint.grpc_port)),
+                 f"{servers[HOSTS[1]].endpoint.grpc_address} is a server of slot green"),
+                (("blue", "not a host"), "field 'host' must be a host name"),
+                (("nowhere", "127.0.0.9"), "no slot 'nowhere' here; slots: blue, green"),
+            ):
+                code, output = _cli("slots", "add-endpoint", *args, "--context", "fleet")
+                assert code == 1 and words in output, (args, output)
+            # A server in another model-control mode: refused before any model reaches it.
+            code, output = _cli(
+                "slots", "add-endpoint", "blue", "127.0.0.5", "--grpc-port",
+                str(unmanaged.grpc_port), "--http-port", str(unmanaged.http_port),
+                "--metrics-port", str(unmanaged.metrics_port), "--context", "fleet")
+            assert code == 1, output
+            assert "explicit model control is off: start tritonserver with " \
+                   "--model-control-mode=explicit" in output, output
+            code, output = _cli("slots", "list", "--context", "fleet")
+            assert code == 0, output
+            assert f"  {new.grpc_address:<28} serving" in output, output
+            assert f"  {unmanaged.grpc_address:<28} failed       " in output, output
+            code, output = _cli("slots", "remove-endpoint", "blue", unmanaged.grpc_address,
+                                "--context", "fleet")
+            assert code == 0 and "2 server(s) left" in output, output
+            # The added server leaves: no traffic after it is out of EDS.
+            code, output = _cli("slots", "remove-endpoint", "blue", new.grpc_address,
+                                "--context", "fleet")
+            assert code == 0, output
+            _until(lambda: [e.grpc_address for e in plane.members.slot("blue").endpoints]
+                   == [blue.grpc_address], timeout=5, what="the server out of the slot")
+            time.sleep(0.5)
+            served = requests_served([new])
+            time.sleep(0.5)
+            assert requests_served([new]) == served, "traffic after it was removed"
+            code, output = _cli("slots", "remove-endpoint", "blue", blue.grpc_address,
+                                "--context", "fleet")
+            assert code == 1 and "is the last server of slot blue, which takes 100% of the " \
+                                 "traffic" in output, output
+            code, output = _cli("slots", "remove-endpoint", "blue", "127.0.0.9:1",
+                                "--context", "fleet")
+            assert code == 1 and "127.0.0.9:1 is not a server of slot blue (its servers: " \
+                                 f"{blue.grpc_address})" in output, output
+        finally:
+            stats = load.stop()
+        print(f"slots by hand under load: {stats.ok} ok, {stats.failed} failed; "
+              f"add-endpoint -> serving {admitted_s:.2f} s")
+        assert stats.failed == 0, stats.errors
+        history = plane.store.history()
+        assert [(e.kind, e.actor, e.message) for e in history if e.kind == "servers"] == [
+            ("servers", "test-admin", f"server {new.grpc_address} added to slot blue"),
+            ("servers", "test-admin", f"server {unmanaged.grpc_address} added to slot blue"),
+            ("servers", "test-admin", f"server {unmanaged.grpc_address} removed from slot "
+                                      "blue"),
+            ("servers", "test-admin", f"server {new.grpc_address} removed from slot blue")]
+    finally:
+        for server in extra.values():
+            server.stop()

@@ -15,7 +15,7 @@ from tests.zoo import write_model
 from triton_slots.deploy import slot_set
 from triton_slots.discovery import DiscoveryError, choose
 from triton_slots.discovery.dns import DnsServers
-from triton_slots.members import Members
+from triton_slots.members import RETRY_S, Members, MembershipError, UnknownServer
 from triton_slots.registry import LocalRegistry, Stage
 from triton_slots.slot import DnsName, Endpoint, Slot
 from turnout.config import ControlPlaneConfig
@@ -118,6 +118,7 @@ class World:
         self.changes = 0
         self.release = threading.Event()
         self.release.set()
+        self.now = 1e9
 
     def resolve(self, name: str) -> list[str]:
         if isinstance(self.answer, Exception):
@@ -139,7 +140,7 @@ class World:
         return Members({"blue": Slot("blue", (Endpoint("b", 1, 2, 3),)),
                         "green": Slot("green", dns=DNS)},
                        bring_up=self.bring_up, set_of=lambda slot: [str(self.set_version)],
-                       on_change=changed, resolve=self.resolve, clock=lambda: 1e9)
+                       on_change=changed, resolve=self.resolve, clock=lambda: self.now)
 
 
 async def _settle(members: Members) -> None:
@@ -206,6 +207,11 @@ def test_failures_gone_servers_and_a_failing_source():
         assert members.describe()["green"]["failed"] == {
             "10.0.0.2:8001": "explicit model control is off"}
         del world.fail["10.0.0.2"]
+        world.now += RETRY_S - 0.01  # a failed server waits RETRY_S before its next try
+        members._slots["green"].next_at = 0
+        await _settle(members)
+        assert _hosts(members) == ["10.0.0.1"] and world.brought.count("10.0.0.2") == 1
+        world.now += 0.01
         members._slots["green"].next_at = 0
         await _settle(members)
         assert sorted(_hosts(members)) == ["10.0.0.1", "10.0.0.2"]
@@ -259,21 +265,21 @@ def test_what_operators_read_in_the_log_and_status(caplog):
             for _ in range(2):  # said once, not at every look
                 members._slots["green"].next_at = 0
                 await members.refresh()
-            world.answer = []
+            world.answer = ["10.0.0.2"]  # still failing, not tried again before RETRY_S
             members._slots["green"].next_at = 0
             await members.refresh()
         messages = caplog.messages
         admitted = [m for m in messages if "admitted with" in m]
         assert len(admitted) == 1 and admitted[0].startswith(
             "slot green: 10.0.0.1:8001 admitted with m:v1 in ")
-        assert "slot green: 10.0.0.2:8001 not admitted (retried in 0s): boom" in messages
+        assert "slot green: 10.0.0.2:8001 not admitted (retried in 5s): boom" in messages
         assert messages.count("slot green keeps its 1 server(s): DNS name 'pool.test' does "
                               "not resolve: gone") == 1
         assert "slot green: server(s) gone, out of EDS now: 10.0.0.1:8001" in messages
         assert members.describe()["green"] == {
             "source": "dns pool.test every 0.5s", "servers": [], "pending": [],
             "failed": {"10.0.0.2:8001": "boom"}, "error": None}
-        assert members.describe()["blue"]["source"] == "static (1 servers)"
+        assert members.describe()["blue"]["source"] == "static"
     asyncio.run(main())
 
 
@@ -351,4 +357,94 @@ def test_run_keeps_looking_after_a_failure_and_stop_cancels_bring_ups(caplog):
         world.release.set()
         await members.stop()
         assert all(t.done() for t in pending)
+    asyncio.run(main())
+
+
+class Listed:
+    """The store's side of `turnout slots`: each slot's list as an operator last set it."""
+
+    def __init__(self) -> None:
+        self.lists: dict[str, tuple[Endpoint, ...]] = {}
+
+    def __call__(self, slot: str) -> tuple[Endpoint, ...] | None:
+        return self.lists.get(slot)
+
+
+def _edited_world() -> tuple[World, Listed, Members]:
+    world, listed = World(), Listed()
+    members = Members({"blue": Slot("blue", (Endpoint("b", 1, 2, 3),)),
+                       "green": Slot("green", dns=DNS)},
+                      bring_up=world.bring_up, set_of=lambda slot: ["1"],
+                      on_change=lambda: None, resolve=world.resolve, stored=listed,
+                      clock=lambda: world.now)
+    return world, listed, members
+
+
+def test_an_operators_list_replaces_the_configured_one_and_is_read_every_second():
+    async def main() -> None:
+        world, listed, members = _edited_world()
+        assert members._slots["blue"].source.interval_s == 1.0
+        await members.refresh()
+        assert _hosts(members, "blue") == ["b"]
+        assert members.describe()["blue"]["source"] == "static"
+        listed.lists["blue"] = (Endpoint("b", 1, 2, 3), Endpoint("c", 1, 2, 3))
+        world.now += 1.0
+        await members.refresh()  # another replica's edit: read from the store
+        for _ in range(100):
+            if len(_hosts(members, "blue")) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert _hosts(members, "blue") == ["b", "c"] and world.brought == ["c"]
+        assert members.describe()["blue"]["source"] == "static, edited by an operator"
+        # This replica's edit: followed at once, no look needed.
+        members.listed("blue", (Endpoint("c", 1, 2, 3),))
+        assert _hosts(members, "blue") == ["c"]
+    asyncio.run(main())
+
+
+def test_edits_are_checked_against_both_slots_and_the_source():
+    _world, listed, members = _edited_world()
+    c = Endpoint("c", 1, 2, 3)
+    assert members.edited("blue", add=c) == (Endpoint("b", 1, 2, 3), c)
+    assert members.edited("blue", remove="b:2") == ()
+    listed.lists["blue"] = (c,)  # what is stored now counts, not what was admitted
+    assert members.edited("blue", add=Endpoint("b", 1, 2, 3)) == (c, Endpoint("b", 1, 2, 3))
+    with pytest.raises(MembershipError, match=r"^c:2 is already a server of slot blue$"):
+        members.edited("blue", add=Endpoint("c", 7, 2, 9))  # one server per gRPC address
+    with pytest.raises(UnknownServer, match=r"^b:2 is not a server of slot blue \(its "
+                                            r"servers: c:2\)$"):
+        members.edited("blue", remove="b:2")
+    with pytest.raises(MembershipError, match=r"^slot green's servers come from dns "
+                                              r"pool.test every 0.5s: change what"):
+        members.edited("green", add=c)
+    # A server the other slot has (admitted, being brought up or failing) is refused.
+    members._slots["green"].pending.add(Endpoint("10.0.0.9", 1, 8001, 3))
+    with pytest.raises(MembershipError, match=r"^10.0.0.9:8001 is a server of slot green: "
+                                              r"a server serves one slot$"):
+        members.edited("blue", add=Endpoint("10.0.0.9", 1, 8001, 3))
+    listed.lists["blue"] = ()
+    with pytest.raises(UnknownServer, match=r"\(its servers: none\)$"):
+        members.edited("blue", remove="c:2")
+
+
+def test_a_failed_server_no_longer_listed_is_forgotten():
+    async def main() -> None:
+        world = World()
+        members = world.members()
+        world.answer = ["10.0.0.2"]
+        world.fail["10.0.0.2"] = "unreachable"
+        members._slots["green"].next_at = 0
+        await _settle(members)
+        assert members.describe()["green"]["failed"] == {"10.0.0.2:8001": "unreachable"}
+        world.answer = []
+        members._slots["green"].next_at = 0
+        await members.refresh()
+        assert members.describe()["green"]["failed"] == {}
+        assert members._slots["green"].retry_at == {}
+        # Listed again at once: tried at once (its old back-off went with it).
+        del world.fail["10.0.0.2"]
+        world.answer = ["10.0.0.2"]
+        members._slots["green"].next_at = 0
+        await _settle(members)
+        assert _hosts(members) == ["10.0.0.2"]
     asyncio.run(main())

@@ -178,3 +178,43 @@ def test_a_replica_whose_session_ends_is_reported_dead_at_once(fresh_pg):
         assert [r.alive for r in b.replicas()] == [False]
     finally:
         b.close()
+
+
+def test_slot_server_lists_are_durable_with_their_audit_entry(store):
+    assert store.slot_servers() == {}
+    one = {"host": "10.0.0.1", "http_port": 8000, "grpc_port": 8001, "metrics_port": 8002}
+    two = dict(one, host="10.0.0.2")
+    store.set_slot_servers("blue", [one, two], actor="ops", message="server added")
+    store.set_slot_servers("green", [], actor="ops", message="server removed")
+    store.set_slot_servers("blue", [two], actor="ops2", message="server 10.0.0.1 removed")
+    assert store.slot_servers() == {"blue": [two], "green": []}
+    assert [(e.kind, e.actor, e.message) for e in store.history()] == [
+        ("servers", "ops", "server added"), ("servers", "ops", "server removed"),
+        ("servers", "ops2", "server 10.0.0.1 removed")]
+
+
+def test_slot_server_lists_survive_a_restart_and_a_failed_write_changes_nothing(tmp_path):
+    from triton_slots.discovery import DiscoveryError
+    from turnout.slots import SlotServers
+
+    path = tmp_path / "state.db"
+    one = {"host": "10.0.0.1", "http_port": 8000, "grpc_port": 8001, "metrics_port": 8002}
+    SqliteStore(path).set_slot_servers("blue", [one], actor="ops", message="added")
+    store = SqliteStore(path)
+    servers = SlotServers(store)
+    assert [e.grpc_address for e in servers.stored("blue")] == ["10.0.0.1:8001"]
+    assert servers.stored("green") is None  # never edited: the configuration's list holds
+
+    class AuditFails(SqliteStore):  # the audit entry's insert fails after the list's
+        def _q(self, sql: str) -> str:
+            return sql.replace("INSERT INTO audit", "INSERT INTO no_such_table")
+
+    with pytest.raises(StoreUnavailable, match=f"state store {path}: no such table"):
+        AuditFails(path).set_slot_servers("blue", [], actor="ops", message="gone")
+    assert store.slot_servers() == {"blue": [one]}
+    assert len(store.history()) == 1
+    path.unlink()
+    path.mkdir()  # a store that cannot be read: discovery keeps the slot's servers
+    with pytest.raises(DiscoveryError, match="the state store cannot list slot blue's "
+                                             "servers now"):
+        SlotServers(store).stored("blue")

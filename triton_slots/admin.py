@@ -81,3 +81,50 @@ class TritonAdmin:
         if status != 200:
             raise TritonAdminError(self.endpoint, f"repository index: {body['error']}")
         return body
+
+    def server_version(self) -> str:
+        """The Triton version the server reports (``GET /v2``)."""
+        status, body = self._call("GET", "/v2")
+        if status != 200 or not isinstance(body, dict) or "version" not in body:
+            raise TritonAdminError(self.endpoint, f"server metadata: {body}")
+        return str(body["version"])
+
+    def explicit_control(self) -> bool:
+        """Whether the server takes load/unload requests (``--model-control-mode=explicit``):
+        unloading a name no repository holds is a no-op there; other modes answer 503."""
+        status, body = self._call("POST", f"/v2/repository/models/{_PROBE}/unload", {})
+        if status == 200:
+            return True
+        if "not allowed" in str(body):
+            return False
+        raise TritonAdminError(self.endpoint, f"model control check: {body}")
+
+
+#: A model name no one uses (the explicit-control probe unloads it).
+_PROBE = "turnout-explicit-control-probe"
+
+
+def check_server(endpoint: Endpoint, peers: tuple[Endpoint, ...] = (), *,
+                 timeout: float = 10.0) -> str:
+    """Refuse a server Turnout cannot manage, or one unlike the fleet's: its model control
+    must be explicit, and its Triton version that of the first peer that answers (two
+    identical clusters). Returns its version; raises :class:`TritonAdminError` naming it."""
+    admin = TritonAdmin(endpoint, timeout=timeout)
+    if not admin.explicit_control():
+        raise TritonAdminError(endpoint, "explicit model control is off: start tritonserver "
+                                         "with --model-control-mode=explicit (Turnout loads "
+                                         "and unloads the slot's models on it)")
+    version = admin.server_version()
+    for peer in peers:
+        if peer == endpoint:
+            continue
+        try:
+            theirs = TritonAdmin(peer, timeout=timeout).server_version()
+        except TritonAdminError:
+            continue
+        if theirs != version:
+            raise TritonAdminError(endpoint, f"runs Triton {version} but {peer.grpc_address} "
+                                             f"runs {theirs}: every server of both slots "
+                                             "must run one Triton version")
+        break
+    return version

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from triton_slots.admin import TritonAdmin, TritonAdminError
+from triton_slots.admin import TritonAdmin, TritonAdminError, check_server
 from triton_slots.delivery import DIGEST_PARAMETER, Delivery, DeliveryError, choose
 from triton_slots.registry import ArtifactRecord, RegistryBackend, RegistryError, Stage
 from triton_slots.slot import Endpoint
@@ -159,11 +159,18 @@ def slot_set(registry: RegistryBackend, slot: str) -> list[ArtifactRecord]:
 
 def bring_up(registry: RegistryBackend, slot: str, endpoint: Endpoint, *,
              repository: Path | None, timeout: float = 120.0,
+             peers: tuple[Endpoint, ...] = (),
              progress: Callable[[str], None] = lambda _: None) -> list[str]:
-    """Load ``slot``'s model set onto one (new) server and verify every digest, changing
-    no registry stage; returns the refs it serves. Raises :class:`DeployError` naming the
-    server and the model that failed."""
+    """Check the server (explicit model control, the Triton version of ``peers``), load
+    ``slot``'s model set onto it and verify every digest, changing no registry stage;
+    returns the refs it serves. Raises :class:`DeployError` naming the server and what
+    failed."""
     deadline = time.monotonic() + timeout
+    try:
+        check_server(endpoint, peers)
+    except TritonAdminError as exc:
+        raise DeployError(f"bringing {endpoint.grpc_address} up to slot {slot}: {exc}"
+                          ) from exc
     delivery = choose(repository)
     refs = []
     for listed in slot_set(registry, slot):

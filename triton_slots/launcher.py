@@ -84,16 +84,18 @@ class TritonServer:
         models: Iterable[str] = (),
         host: str = "127.0.0.1",
         endpoint: Endpoint | None = None,
+        model_control: str = "explicit",
     ) -> TritonServer:
         """``endpoint`` fixes the address and ports (servers found by one DNS name share
-        their ports); else free ports on ``host``."""
+        their ports); else free ports on ``host``. ``model_control`` other than
+        ``explicit`` makes a server Turnout refuses (tests)."""
         endpoint = endpoint or Endpoint(host, free_port(host), free_port(host),
                                         free_port(host))
         argv = [
             str(tritonserver_binary()),
             f"--model-repository={model_repository}",
             f"--backend-directory={backends}",
-            "--model-control-mode=explicit",
+            f"--model-control-mode={model_control}",
             f"--http-address={host}",
             f"--http-port={endpoint.http_port}",
             f"--grpc-address={host}",

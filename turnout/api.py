@@ -12,6 +12,9 @@
     POST /v1/rollouts/current/<command>   pause | resume | promote | abort | rollback
                                           (promote takes {"full": true})
     GET  /v1/history?rollout=ID&limit=N   the audit log
+    GET  /v1/slots                        each slot's source, weight and servers
+    POST /v1/slots/<slot>/endpoints       {"host", "grpc_port", "http_port", "metrics_port"}
+    DELETE /v1/slots/<slot>/endpoints/<host:grpc_port>
 
 Every ``/v1`` call needs a bearer token; its role decides what it may do (read < operate <
 admin) and its name is the actor in the audit log. Bad input is a 4xx naming the field,
@@ -29,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from triton_slots.members import MembershipError, UnknownServer
+from triton_slots.slot import Endpoint
 from turnout.controller.driver import RolloutConflict
 from turnout.controller.guard import SlotInUse
 from turnout.controller.state import CommandName, TransitionError
@@ -36,6 +41,7 @@ from turnout.dashboard import add_routes as add_dashboard
 from turnout.errors import ConfigError
 from turnout.notify import WebhookTarget
 from turnout.policy import PolicyError, load_text
+from turnout.slots import describe as describe_slots
 from turnout.store import StoreUnavailable
 from turnout.telemetry import CONTENT_TYPE_LATEST
 from turnout.tokens import ApiToken, Role, bearer_secret, identify
@@ -55,6 +61,10 @@ HISTORY_LIMIT = 10_000
 
 class BadInput(ValueError):
     """A request the API refuses with 400; the message names the field."""
+
+
+class NotFound(LookupError):
+    """A request for something that is not there (404); the message says what is."""
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
@@ -104,7 +114,9 @@ def needs(role: Role, *, body: bool = False) -> Callable[[Handler], Handler]:
                 return _error(400, str(exc))
             except PolicyError as exc:
                 return _error(400, "invalid policy", problems=[str(p) for p in exc.problems])
-            except (RolloutConflict, TransitionError, SlotInUse) as exc:
+            except (NotFound, UnknownServer) as exc:
+                return _error(404, str(exc))
+            except (RolloutConflict, TransitionError, SlotInUse, MembershipError) as exc:
                 return _error(409, str(exc))
             except ConfigError as exc:
                 return _error(400, str(exc))
@@ -233,6 +245,66 @@ async def _history(request: web.Request) -> web.Response:
     return web.json_response([e.as_dict() for e in entries])
 
 
+def _slots_view(plane: ControlPlane) -> dict[str, Any]:
+    return describe_slots(plane.members, plane.weights, lambda e: plane.health.get(e, False))
+
+
+@needs(Role.READ)
+async def _slots(request: web.Request) -> web.Response:
+    return web.json_response(_slots_view(_plane(request)))
+
+
+#: Triton's own default ports, for fields left out.
+TRITON_PORTS = {"http_port": 8000, "grpc_port": 8001, "metrics_port": 8002}
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:_")
+
+
+def _slot_name(request: web.Request) -> str:
+    name = request.match_info["slot"]
+    plane = _plane(request)
+    if name not in plane.members.slots:
+        raise NotFound(f"no slot {name[:40]!r} here; slots: "
+                            f"{', '.join(sorted(plane.members.slots))}")
+    return name
+
+
+def endpoint_from(body: Mapping[str, Any]) -> Endpoint:
+    """A server from a request body; :class:`BadInput` names the field."""
+    _fields(body, ("host", *TRITON_PORTS))
+    host = body.get("host")
+    if not isinstance(host, str) or not 0 < len(host) <= 253 or set(host) - _HOST_CHARS:
+        raise BadInput(f"field 'host' must be a host name or IP address (letters, digits, "
+                       f"'.', '-', ':'), got {str(host)[:60]!r}")
+    ports = {}
+    for name, default in TRITON_PORTS.items():
+        port = body.get(name, default)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise BadInput(f"field {name!r} must be a port number 1..65535, got {port!r}")
+        ports[name] = port
+    if len(set(ports.values())) != len(ports):
+        raise BadInput(f"the server's ports must differ, got {ports}")
+    return Endpoint(host, ports["http_port"], ports["grpc_port"], ports["metrics_port"])
+
+
+@needs(Role.ADMIN, body=True)
+async def _add_endpoint(request: web.Request) -> web.Response:
+    plane = _plane(request)
+    slot = _slot_name(request)
+    endpoint = endpoint_from(request[_BODY])
+    plane.slot_servers.add(plane.members, slot, endpoint, actor=_token(request).name)
+    return web.json_response(_slots_view(plane)[slot], status=202)
+
+
+@needs(Role.ADMIN)
+async def _remove_endpoint(request: web.Request) -> web.Response:
+    plane = _plane(request)
+    slot = _slot_name(request)
+    address = request.match_info["address"]
+    plane.slot_servers.remove(plane.members, slot, address[:300], actor=_token(request).name,
+                              weights=plane.weights)
+    return web.json_response(_slots_view(plane)[slot])
+
+
 @web.middleware
 async def _never_500(request: web.Request, handler: Handler) -> web.StreamResponse:
     """aiohttp's own refusals (unknown path, wrong method, body too large) as JSON."""
@@ -259,6 +331,9 @@ async def start_api(plane: ControlPlane) -> tuple[web.AppRunner, int]:
         web.get("/v1/rollouts/current", _current),
         web.post("/v1/rollouts/current/{command}", _command),
         web.get("/v1/history", _history),
+        web.get("/v1/slots", _slots),
+        web.post("/v1/slots/{slot}/endpoints", _add_endpoint),
+        web.delete("/v1/slots/{slot}/endpoints/{address}", _remove_endpoint),
     ])
     add_dashboard(app, plane)
     runner = web.AppRunner(app, access_log=None)

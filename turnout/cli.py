@@ -16,6 +16,7 @@ from turnout.cli_context import register as register_context
 from turnout.cli_models import register as register_models
 from turnout.cli_rollout import register as register_rollout
 from turnout.cli_rollout import render_rollout
+from turnout.cli_slots import register as register_slots
 from turnout.cli_tokens import register as register_tokens
 
 FINISHED_PHASES = {"promoted", "rolled_back", "aborted", "failed"}
@@ -167,6 +168,7 @@ register_models(main)
 register_rollout(main)
 register_tokens(main)
 register_context(main)
+register_slots(main)
 
 
 def render_status(data: dict[str, Any]) -> str:

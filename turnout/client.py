@@ -8,6 +8,7 @@ import ssl
 import urllib.error
 import urllib.request
 from typing import Any
+from urllib.parse import quote
 
 from turnout.errors import ApiError
 
@@ -88,3 +89,16 @@ class ApiClient:
     def dashboard_code(self) -> dict[str, Any]:
         """A one-time sign-in code for a ``read`` dashboard session (60 s)."""
         return self._call("POST", "/dashboard/code", {})
+
+    def slots(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/slots")
+
+    def add_endpoint(self, slot: str, host: str, *, grpc_port: int, http_port: int,
+                     metrics_port: int) -> dict[str, Any]:
+        return self._call("POST", f"/v1/slots/{quote(slot, safe='')}/endpoints", {
+            "host": host, "grpc_port": grpc_port, "http_port": http_port,
+            "metrics_port": metrics_port})
+
+    def remove_endpoint(self, slot: str, address: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/slots/{quote(slot, safe='')}/endpoints/"
+                                    f"{quote(address, safe='')}")

@@ -40,6 +40,7 @@ from turnout.logs import configure as configure_logs
 from turnout.notify import Notifier, WebhookTarget, transition_notices
 from turnout.prometheus import TARGETS_FILE
 from turnout.replicas import Replication
+from turnout.slots import SlotServers
 from turnout.store import open_store
 from turnout.telemetry import Telemetry
 from turnout.tokens import ApiToken
@@ -121,9 +122,10 @@ class ControlPlane:
         if self.replication.shared:
             self.cache.on_streams_changed = self.replication.report_soon
         self.health: dict[Endpoint, bool] = {}
+        self.slot_servers = SlotServers(self.store)
         self.members = Members(config.slots, bring_up=self._bring_up_server,
                                set_of=self._slot_set_refs, on_change=self._members_changed,
-                               resolve=resolve)
+                               resolve=resolve, stored=self.slot_servers.stored)
         self._members_task: asyncio.Task | None = None
         self.last_push: Convergence | None = None
         self._lock = asyncio.Lock()
@@ -160,6 +162,7 @@ class ControlPlane:
     def _bring_up_server(self, slot: str, endpoint: Endpoint) -> list[str]:
         return bring_up(self.controller.registry, slot, endpoint,
                         repository=self.members.slot(slot).repository,
+                        peers=tuple(self.endpoints),
                         progress=lambda line: log.info("bring-up: %s", line))
 
     def _slot_set_refs(self, slot: str) -> list[str]:

@@ -24,6 +24,8 @@ class DiscoveryError(RuntimeError):
 
 class ServerSource(Protocol):
     interval_s: float
+    #: Whether an operator may edit its list (``turnout slots add-endpoint``).
+    editable: bool
 
     def servers(self) -> tuple[Endpoint, ...]:
         """The servers that exist now (blocking; call off the event loop)."""
@@ -35,11 +37,12 @@ class ServerSource(Protocol):
 Resolver = Callable[[str], list[str]]
 
 
-def choose(slot: Slot, *, resolve: Resolver | None = None) -> ServerSource:
+def choose(slot: Slot, *, resolve: Resolver | None = None,
+           stored: Callable[[], tuple[Endpoint, ...] | None] | None = None) -> ServerSource:
     """DNS when the slot names one (``resolve`` replaces the system resolver in tests),
-    else its static endpoints."""
+    else its static endpoints (``stored``: the list an operator set since, if any)."""
     if slot.dns is not None:
         from triton_slots.discovery.dns import DnsServers
         return DnsServers(slot.dns, resolve=resolve)
     from triton_slots.discovery.static import StaticServers
-    return StaticServers(slot.endpoints)
+    return StaticServers(slot.endpoints, stored=stored)

@@ -17,6 +17,8 @@ def system_resolve(name: str) -> list[str]:
 
 
 class DnsServers:
+    editable = False
+
     def __init__(self, dns: DnsName, *, resolve: Resolver | None = None) -> None:
         self.dns = dns
         self.interval_s = dns.interval_s

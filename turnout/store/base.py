@@ -52,6 +52,11 @@ CREATE TABLE IF NOT EXISTS audit (
     evidence TEXT,
     message TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS slot_servers (
+    slot TEXT PRIMARY KEY,
+    endpoints TEXT NOT NULL,
+    updated {real} NOT NULL
+);
 """
 
 
@@ -225,6 +230,30 @@ class Store:
             rows = db.execute(self._q(query + " ORDER BY seq DESC LIMIT ?"),
                               (*args, limit)).fetchall()
         return [_entry(r) for r in reversed(rows)]
+
+    # ---- slot servers an operator listed (`turnout slots`) ---------------------------------
+    def slot_servers(self) -> dict[str, list[dict[str, Any]]]:
+        """Each slot's server list as an operator last set it (slots never edited are
+        absent: their configuration's list holds)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT slot, endpoints FROM slot_servers").fetchall()
+        return {row["slot"]: json.loads(row["endpoints"]) for row in rows}
+
+    def set_slot_servers(self, slot: str, endpoints: list[dict[str, Any]], *, actor: str,
+                         message: str) -> None:
+        """Replace ``slot``'s server list, with its audit entry, in one transaction."""
+        try:
+            with self.transaction() as db:
+                db.execute(self._q(
+                    "INSERT INTO slot_servers (slot, endpoints, updated) VALUES (?, ?, ?) "
+                    "ON CONFLICT(slot) DO UPDATE SET endpoints=excluded.endpoints, "
+                    "updated=excluded.updated"), (slot, json.dumps(endpoints), time.time()))
+                db.execute(self._q(
+                    "INSERT INTO audit (at, actor, kind, message) VALUES (?, ?, ?, ?)"),
+                    (time.time(), actor, "servers", message))
+                self._notify(db, "servers")
+        except self.ERRORS as exc:
+            raise StoreUnavailable(f"state store {self.where}: {exc}") from exc
 
     # ---- replicas (replicated stores only; a single store is its own leader) ---------------
     def hold_leadership(self, replica: str) -> bool:
