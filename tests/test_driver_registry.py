@@ -62,10 +62,12 @@ async def test_after_the_end_only_a_rollback_of_a_promotion_is_taken(env):
     assert back.phase is P.ROLLING_BACK
     done = await until(other, {P.ROLLED_BACK})
     await other.stop()
-    # The registry: the new version failed with the reason, the old one active again.
+    # The registry: the new version rolled back with the reason (an operator's decision,
+    # not a failure of the model), the old one active again.
     v1, v2 = registry.get("pair", "v1"), registry.get("pair", "v2")
     assert (v2.stage, v2.stage_reason) == (
-        Stage.FAILED, "rolled_back: rollback after promotion requested by ana")
+        Stage.ROLLED_BACK, "rolled_back by an operator: rollback after promotion requested "
+                           "by ana")
     assert (v1.stage, v1.slot, v1.stage_reason) == (Stage.ACTIVE, "blue", "restored by d")
     assert done.applied_weight == 0 and plane.weights.green == 0
     # Finished again: nothing more to roll back.
@@ -81,7 +83,8 @@ async def test_a_rollback_before_promotion_leaves_the_active_version_alone(env):
     await until(controller, {P.ABORTED})
     await controller.stop()
     v1, v2 = registry.get("pair", "v1"), registry.get("pair", "v2")
-    assert (v2.stage, v2.stage_reason) == (Stage.FAILED, "aborted: abort requested by ops")
+    assert (v2.stage, v2.stage_reason) == (
+        Stage.ROLLED_BACK, "aborted by an operator (abort): abort requested by ops")
     assert (v1.stage, v1.slot) == (Stage.ACTIVE, "blue")
     assert v1.stage_reason != "restored by d"
 
@@ -112,7 +115,7 @@ async def test_health_known_before_a_rollout_resumes_counts_from_its_start(env):
     done = await until(other, {P.ROLLED_BACK})
     assert done.reason.startswith("0% on pair:v2")
     assert registry.get("pair", "v2").stage_reason == \
-        "rolled_back: candidate slot green unhealthy: 0/2 servers ready at 20%"
+        "rolled_back for its health: candidate slot green unhealthy: 0/2 servers ready at 20%"
     await other.stop()
     other.slot_health("green", 2, 2)  # after the end: remembered, nothing to act on
     assert other.health["green"].healthy == 2 and other.current().phase is P.ROLLED_BACK
@@ -421,7 +424,7 @@ def test_registry_failures_after_the_end_are_logged_not_raised(env, caplog):
     controller = RolloutController(plane, store, registry=Refusing(), provider=Healthy())
     with caplog.at_level(logging.ERROR, logger="turnout.controller"):
         controller._mark_promoted(_state())
-        controller._mark_failed(_state(), "gate failed")
+        controller._mark_failed(_state(), "gate failed", Stage.ROLLED_BACK)
     assert caplog.messages == [
         "registry update after promotion failed: registry is read-only",
         "registry update after rollback failed: registry is read-only"]
@@ -461,3 +464,22 @@ async def test_apply_after_the_keep_warm_window_needs_no_force(env, tmp_path):
     state = await controller.apply(load_text(policy().replace("pair:v2", "pair:v3")),
                                    actor="sre")
     assert [e.kind for e in store.history(rollout=state.id)][:1] == ["apply"]
+
+
+def test_a_validation_failure_is_failed_and_traffic_taken_back_is_rolled_back(env):
+    """The registry tells a model's failure from a decision to take it back."""
+    import types
+
+    from turnout.controller.state import MarkFailed, MarkRolledBack
+
+    controller, _plane, _store, registry = env
+    job = types.SimpleNamespace(state=_state())
+    controller._execute(job, MarkFailed("validation failed: parity"))
+    v2 = registry.get("pair", "v2")
+    assert (v2.stage, v2.stage_reason) == (Stage.FAILED, "validation failed: parity")
+    registry.set_stage("pair", "v2", Stage.CANDIDATE, slot="green")
+    controller._execute(job, MarkRolledBack("rolled_back by a gate: gate failed at 10%"))
+    v2 = registry.get("pair", "v2")
+    assert (v2.stage, v2.stage_reason) == (Stage.ROLLED_BACK,
+                                           "rolled_back by a gate: gate failed at 10%")
+    assert registry.get("pair", "v1").stage == Stage.ACTIVE

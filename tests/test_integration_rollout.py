@@ -90,7 +90,9 @@ def test_faulty_version_is_rolled_back_by_a_gate(env):
     failing = [m for m in decision["evidence"]["measurements"] if m["phase"] == "Failed"]
     assert failing and failing[0]["ratio"] > 3.0
     assert done["rollback_acked_at"] - done["first_failure_at"] < 5.0
-    assert registry.get("classifier", "v3").stage == "failed"
+    v3 = registry.get("classifier", "v3")  # taken back by a gate: not a validation failure
+    assert v3.stage == "rolled_back" and v3.stage_reason.startswith(
+        "rolled_back by a gate: gate failed at "), v3.stage_reason
     assert registry.get("classifier", "v2").stage == "active"
     assert load.counts()[1] == failed_before
 

@@ -14,6 +14,7 @@ from turnout.controller.state import (
     GatesMeasured,
     MarkFailed,
     MarkPromoted,
+    MarkRolledBack,
     MeasureGates,
     PushWeights,
     RolloutPhase,
@@ -125,9 +126,11 @@ def test_gate_failure_rolls_back_and_records_timing():
     assert s.phase is P.ROLLING_BACK and PushWeights(0) in actions
     assert s.first_failure_at == 5.0 and s.rollback_decided_at == 5.0
     assert "errors" in s.reason
+    why = s.reason
     s, actions = run(s, WeightsPushed(0, True, 0.001), 5.1)
     assert s.phase is P.ROLLED_BACK and s.applied_weight == 0
-    assert any(isinstance(a, MarkFailed) for a in actions)
+    assert [a for a in actions if isinstance(a, MarkRolledBack | MarkFailed)] == [
+        MarkRolledBack(f"rolled_back by a gate: {why}")]
     assert s.rollback_acked_at == 5.1
 
 

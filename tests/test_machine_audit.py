@@ -16,6 +16,7 @@ from turnout.controller.state import (
     GatesMeasured,
     MarkFailed,
     MarkPromoted,
+    MarkRolledBack,
     MeasureGates,
     Note,
     PushWeights,
@@ -77,7 +78,8 @@ def test_stopping_before_any_traffic_ends_at_once(name, ending):
         s, actions = run(s, Command(name, "ops"), 2.0)
         assert actions == [moved(before, ending,
                                  f"{name} requested by ops before any traffic moved", "ops"),
-                           MarkFailed(f"{name} by ops")]
+                           MarkRolledBack(f"{ending} by an operator: {name} requested by ops "
+                                          "before any traffic moved")]
         assert s.phase == ending and s.finished_at == 2.0
 
 
@@ -109,8 +111,9 @@ def test_abort_while_rolling_back_changes_only_the_ending():
     assert actions == [
         moved("rolling_back", "aborted",
               "0% on classifier:v2; blue serves all traffic (ACKed in 2.0 ms)"),
-        # The registry records why the version was taken back, not that 0% was reached.
-        MarkFailed(f"aborted: {why}")]
+        # The registry records why the version was taken back, not that 0% was reached:
+        # the gate's failure, the first cause, though the rollout ends as aborted.
+        MarkRolledBack(f"aborted by a gate: {why}")]
 
 
 def test_a_gate_failure_carries_its_round_as_evidence():

@@ -167,8 +167,8 @@ def test_lint_checks_samples_against_the_registry_signature(tmp_path):
     from turnout.workflow import registry_for
 
     stack_dir = tmp_path / "stack"
-    registry_for(stack_dir).push(write_model(tmp_path / "pair", "pair"), name="pair",
-                                 version="v2")
+    registry_for(stack_dir, create=True).push(write_model(tmp_path / "pair", "pair"),
+                                              name="pair", version="v2")
     (tmp_path / "s.jsonl").write_text(json.dumps({"inputs": [
         {"name": "A", "shape": [4], "datatype": "INT32", "data": [1, 2, 3, 4]},
         {"name": "B", "shape": [4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}) + "\n")

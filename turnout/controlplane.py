@@ -33,7 +33,7 @@ from triton_slots.slot import Endpoint, Slot
 from turnout.config import ControlPlaneConfig
 from turnout.controller.driver import RolloutController
 from turnout.controller.machine import policy_of
-from turnout.controller.state import RolloutPhase, RolloutState
+from turnout.controller.state import RolloutPhase, RolloutState, rollback_cause
 from turnout.errors import ConfigError
 from turnout.logs import LogFormat, set_rollout
 from turnout.logs import configure as configure_logs
@@ -60,17 +60,6 @@ from xds_server.server import SERVER_OPTIONS, raise_open_files_limit, tune_gc
 from xds_server.transport import choose as choose_transport
 
 log = logging.getLogger("turnout.controlplane")
-
-
-def rollback_cause(state: RolloutState) -> str:
-    """A bounded label for why traffic is being taken back (turnout_rollbacks_total)."""
-    if state.ending is RolloutPhase.ABORTED:
-        return "abort"
-    for prefix, cause in (("gate failed", "gate"), ("metrics unavailable", "metric_errors"),
-                          ("candidate slot", "unhealthy"), ("progress deadline", "deadline")):
-        if state.reason.startswith(prefix):
-            return cause
-    return "manual"
 
 
 class ControlPlane:

@@ -35,6 +35,7 @@ from aiohttp import web
 from gates.metrics.builtins import BUILTINS
 from gates.metrics.provider import MetricsError, NoData
 from gates.metrics.sources import EnvoyStreamSource, MetricSource, PromQLSource, Query
+from triton_slots.registry import Stage
 from triton_slots.slot import SLOT_NAMES
 from turnout.sessions import COOKIE, Session, SessionError, Sessions
 from turnout.tokens import ApiToken, Role, bearer_secret, identify
@@ -155,8 +156,8 @@ class Dashboard:
         except Exception as exc:  # a broken registry must not blank the page
             return {"error": [{"message": str(exc)}]}
         for record in records:
-            if record.slot in served and record.stage in ("active", "standby", "validated",
-                                                          "deployed", "candidate"):
+            if record.slot in served and record.stage in (Stage.ACTIVE, Stage.STANDBY,
+                                                          Stage.CANDIDATE):
                 served[record.slot].append({"ref": record.ref, "digest": record.digest,
                                             "stage": str(record.stage)})
         return served

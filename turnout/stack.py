@@ -48,6 +48,16 @@ def _quiet(_: str) -> None:
     pass
 
 
+def missing_stack(directory: Path, what: str, looked_for: str) -> StackError:
+    """No ``what`` in ``directory`` (``looked_for`` is the file that would say there is):
+    most often a mistyped ``--dir``, so the message says what was looked for before it
+    mentions starting a new stack."""
+    why = ("the directory does not exist" if not directory.exists()
+           else f"it has no {looked_for}" if directory.is_dir() else "it is not a directory")
+    return StackError(f"no {what} in {directory}: {why}. Check --dir (or TURNOUT_DIR); "
+                      f"`turnout stack up --dir {directory}` would start a new stack there")
+
+
 @dataclass
 class StackInfo:
     """What ``turnout stack up`` started; read by every other command."""
@@ -82,9 +92,7 @@ class StackInfo:
         try:
             return cls(**json.loads(path.read_text()))
         except FileNotFoundError as exc:
-            raise StackError(
-                f"no stack in {directory}: start one with `turnout stack up --dir {directory}`"
-            ) from exc
+            raise missing_stack(directory, "stack", "stack.json") from exc
         except (json.JSONDecodeError, TypeError) as exc:
             raise StackError(f"{path} is not a stack record: {exc}") from exc
 

@@ -10,10 +10,11 @@ from pathlib import Path
 from gates.validation import ValidationReport, ValidationSettings, validate_artifact
 from triton_slots.deploy import DeployResult, deploy
 from triton_slots.registry import LocalRegistry
+from triton_slots.registry.local import REGISTRY_DB
 from triton_slots.slot import SLOT_NAMES
 from turnout.controller.guard import refuse_overwrite
 from turnout.errors import StackError
-from turnout.stack import StackInfo, registry_root, slot_repository
+from turnout.stack import StackInfo, missing_stack, registry_root, slot_repository
 
 
 def idle_slot(weights: dict[str, int]) -> str:
@@ -28,8 +29,13 @@ def other(slot: str) -> str:
     return SLOT_NAMES[1] if slot == SLOT_NAMES[0] else SLOT_NAMES[0]
 
 
-def registry_for(directory: Path) -> LocalRegistry:
-    return LocalRegistry(registry_root(directory.resolve()))
+def registry_for(directory: Path, *, create: bool = False) -> LocalRegistry:
+    """The stack's model registry in ``directory``; refused (nothing created) when there is
+    none, unless ``create``: a mistyped ``--dir`` must not become a registry no stack uses."""
+    root = registry_root(directory.resolve())
+    if not create and not (root / REGISTRY_DB).is_file():
+        raise missing_stack(directory.resolve(), "model registry", f"registry/{REGISTRY_DB}")
+    return LocalRegistry(root)
 
 
 def deploy_to_idle(directory: Path, name: str, version: str, *, slot: str | None = None,

@@ -21,7 +21,8 @@ class Stage(StrEnum):
     CANDIDATE = "candidate"
     ACTIVE = "active"
     STANDBY = "standby"
-    FAILED = "failed"
+    FAILED = "failed"  # validation or deploy failed
+    ROLLED_BACK = "rolled_back"  # took traffic, then was taken back (the reason says why)
     RETIRED = "retired"
 
 
@@ -30,10 +31,12 @@ STAGES = tuple(s.value for s in Stage)
 _S = Stage
 #: Allowed stage changes (a deploy may always reset to candidate, except from active).
 TRANSITIONS: dict[str, frozenset[str]] = {
-    _S.CANDIDATE: frozenset({_S.CANDIDATE, _S.ACTIVE, _S.FAILED, _S.RETIRED, _S.STANDBY}),
-    _S.ACTIVE: frozenset({_S.STANDBY, _S.FAILED, _S.ACTIVE}),
+    _S.CANDIDATE: frozenset({_S.CANDIDATE, _S.ACTIVE, _S.FAILED, _S.RETIRED, _S.STANDBY,
+                             _S.ROLLED_BACK}),
+    _S.ACTIVE: frozenset({_S.STANDBY, _S.FAILED, _S.ACTIVE, _S.ROLLED_BACK}),
     _S.STANDBY: frozenset({_S.ACTIVE, _S.RETIRED, _S.CANDIDATE, _S.STANDBY, _S.FAILED}),
     _S.FAILED: frozenset({_S.CANDIDATE, _S.RETIRED, _S.FAILED}),
+    _S.ROLLED_BACK: frozenset({_S.CANDIDATE, _S.RETIRED, _S.ROLLED_BACK}),
     _S.RETIRED: frozenset({_S.CANDIDATE, _S.RETIRED}),
 }
 

@@ -35,6 +35,9 @@ from triton_slots.registry.backend import (
 )
 from triton_slots.slot import SLOT_NAMES
 
+#: The registry's index, in its root: a directory without it holds no registry.
+REGISTRY_DB = "registry.db"
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS artifacts (
     name TEXT NOT NULL,
@@ -74,7 +77,7 @@ class LocalRegistry:
         root.mkdir(parents=True, exist_ok=True)
         (root / "artifacts").mkdir(exist_ok=True)
         (root / ".staging").mkdir(exist_ok=True)
-        self._db = root / "registry.db"
+        self._db = root / REGISTRY_DB
         sqlite.initialise(self._db, _SCHEMA)
 
     def _connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:

@@ -36,6 +36,7 @@ from turnout.controller.state import (
     GatesMeasured,
     MarkFailed,
     MarkPromoted,
+    MarkRolledBack,
     MeasureGates,
     Note,
     PushWeights,
@@ -375,8 +376,9 @@ class RolloutController:
         if isinstance(action, MarkPromoted):
             self._mark_promoted(job.state)
             return
-        if isinstance(action, MarkFailed):
-            self._mark_failed(job.state, action.reason)
+        if isinstance(action, MarkFailed | MarkRolledBack):
+            self._mark_failed(job.state, action.reason, Stage.FAILED
+                              if isinstance(action, MarkFailed) else Stage.ROLLED_BACK)
             return
         worker = asyncio.create_task(self._work(job, action))
         job.workers.add(worker)
@@ -467,10 +469,12 @@ class RolloutController:
         except RegistryError as exc:
             log.error("registry update after promotion failed: %s", exc)
 
-    def _mark_failed(self, state: RolloutState, reason: str) -> None:
+    def _mark_failed(self, state: RolloutState, reason: str, stage: Stage) -> None:
+        """The candidate ``failed`` (validation) or ``rolled_back`` (traffic taken back);
+        the stable version active again."""
         name, version = state.model.split(":", 1)
         try:
-            self.registry.set_stage(name, version, Stage.FAILED, reason=reason)
+            self.registry.set_stage(name, version, stage, reason=reason)
             if state.stable_model:
                 old_name, old_version = state.stable_model.split(":", 1)
                 if self.registry.get(old_name, old_version).stage != Stage.ACTIVE:

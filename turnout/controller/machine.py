@@ -7,6 +7,7 @@ import copy
 
 from gates.metrics.evaluator import Decision, GateRound, Limits, assess
 from turnout.controller.state import (
+    ROLLBACK_CAUSES,
     Action,
     Command,
     CommandName,
@@ -16,6 +17,7 @@ from turnout.controller.state import (
     GatesMeasured,
     MarkFailed,
     MarkPromoted,
+    MarkRolledBack,
     MeasureGates,
     Note,
     PushWeights,
@@ -28,6 +30,7 @@ from turnout.controller.state import (
     Validate,
     ValidationFinished,
     WeightsPushed,
+    rollback_cause,
 )
 from turnout.policy.model import Policy, build_policy
 
@@ -148,10 +151,11 @@ def _pushed(t: _Step, event: WeightsPushed) -> None:
             s.applied_weight = event.weight
             s.rollback_acked_at = t.now
             ending = s.ending or P.ROLLED_BACK
-            why = s.reason  # the rollback's reason, before the transition replaces it
+            # the rollback's reason and cause, before the transition replaces the reason
+            why = f"{ending} {ROLLBACK_CAUSES[rollback_cause(s)]}: {s.reason}"
             t.go(ending, f"0% on {s.model}; {s.stable_slot} serves all traffic "
                  f"(ACKed in {event.seconds * 1e3:.1f} ms)")
-            t.actions.append(MarkFailed(f"{ending}: {why}"))
+            t.actions.append(MarkRolledBack(why))
         # not converged: the next tick pushes again (a rollback must complete)
         return
     if s.phase is not P.SHIFTING:
@@ -283,7 +287,8 @@ def _command(t: _Step, command: Command) -> None:
         if s.phase in (P.PENDING, P.DEPLOYING, P.VALIDATING) and s.applied_weight == 0 \
                 and s.target_weight == 0:
             t.go(ending, f"{name} requested by {actor} before any traffic moved", actor=actor)
-            t.actions.append(MarkFailed(f"{name} by {actor}"))
+            t.actions.append(MarkRolledBack(f"{ending} by an operator: {name} requested by "
+                                            f"{actor} before any traffic moved"))
             return
         if s.phase is P.ROLLING_BACK:
             if name is C.ABORT and s.ending is not P.ABORTED:

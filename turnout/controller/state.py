@@ -179,6 +179,24 @@ class MeasureGates:
     window_s: float
 
 
+#: Why traffic is taken back from a candidate: a bounded label (turnout_rollbacks_total)
+#: and the words the registry keeps with its ``rolled_back`` stage.
+ROLLBACK_CAUSES = {"gate": "by a gate", "metric_errors": "for missing metrics",
+                   "unhealthy": "for its health", "deadline": "at its progress deadline",
+                   "abort": "by an operator (abort)", "manual": "by an operator"}
+
+
+def rollback_cause(state: RolloutState) -> str:
+    """The label of why ``state`` (rolling back, its reason not yet replaced) takes traffic
+    back: one of :data:`ROLLBACK_CAUSES` (the first cause counts: an abort while a gate's
+    rollback runs is the gate's)."""
+    for prefix, cause in (("gate failed", "gate"), ("metrics unavailable", "metric_errors"),
+                          ("candidate slot", "unhealthy"), ("progress deadline", "deadline")):
+        if state.reason.startswith(prefix):
+            return cause
+    return "abort" if state.ending is RolloutPhase.ABORTED else "manual"
+
+
 @dataclass(frozen=True)
 class MarkPromoted:
     pass
@@ -186,6 +204,16 @@ class MarkPromoted:
 
 @dataclass(frozen=True)
 class MarkFailed:
+    """The version failed validation: registry stage ``failed``."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class MarkRolledBack:
+    """The version was taken back (by a gate, an operator, its health, its deadline):
+    registry stage ``rolled_back``, the reason kept."""
+
     reason: str
 
 
@@ -199,4 +227,5 @@ class Note:
     evidence: Any = None
 
 
-Action = Deploy | Validate | PushWeights | MeasureGates | MarkPromoted | MarkFailed | Note
+Action = (Deploy | Validate | PushWeights | MeasureGates | MarkPromoted | MarkFailed
+          | MarkRolledBack | Note)
