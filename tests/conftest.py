@@ -26,3 +26,13 @@ async def harness():
         yield h
     finally:
         await h.stop()
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    """A private PostgreSQL server for one test module."""
+    from turnout.postgres import PostgresServer
+
+    server = PostgresServer.start(log_path=tmp_path_factory.mktemp("pg") / "postgresql.log")
+    yield server
+    server.stop()

@@ -276,7 +276,7 @@ def test_an_operator_adds_and_removes_servers_of_a_serving_slot_through_the_cli(
                 (("green", "127.0.0.9"), f"slot green's servers come from dns {NAME}"),
                 (("blue", HOSTS[1], "--grpc-port", str(servers[HOSTS[1]].endpoint.grpc_port)),
                  f"{servers[HOSTS[1]].endpoint.grpc_address} is a server of slot green"),
-                (("blue", "not a host"), "field 'host' must be a host name"),
+                (("blue", "not a host"), "field 'host' must be a DNS name or an IP address"),
                 (("nowhere", "127.0.0.9"), "no slot 'nowhere' here; slots: blue, green"),
             ):
                 code, output = _cli("slots", "add-endpoint", *args, "--context", "fleet")

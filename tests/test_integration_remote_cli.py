@@ -102,6 +102,28 @@ def test_a_rollout_driven_only_through_a_context(remote, elsewhere):
                         "--token-file", str(token), "--ca", remote.api_ca)
     assert code == 0 and "blue 100% green 0%" in output, output
     assert not (elsewhere / ".turnout").exists() and not (elsewhere / "stack.json").exists()
+    # The registry, deploy and validate through the context: the control plane does them.
+    code, output = _cli("models", "push", str(EXAMPLES / "v3"), "--name", "classifier",
+                        "--version", "v3", "--label", "team=ml", "--context", "lab")
+    assert code == 0 and output.startswith("pushed classifier:v3 digest "), output
+    assert "stage candidate" in output
+    code, output = _cli("models", "list")  # the current context
+    assert code == 0 and "classifier:v3" in output and "classifier:v1" in output, output
+    code, output = _cli("models", "show", "classifier:v3", "--context", "lab")
+    shown = json.loads(output)
+    assert (shown["labels"], shown["stage"], "path" in shown) == ({"team": "ml"}, "candidate",
+                                                                  False), shown
+    code, output = _cli("deploy", "classifier:v2", "--context", "lab")
+    assert code == 0 and "classifier:v2 deployed to green on 1 server(s)" in output, output
+    code, output = _cli("validate", "classifier:v2", "--context", "lab")
+    assert code == 0 and "overall      PASS" in output, output
+    code, output = _cli("deploy", "classifier:v3", "--slot", "blue", "--context", "lab")
+    assert code == 1 and "slot blue carries 100% of traffic" in output, output
+    code, output = _cli("models", "show", "classifier:v9", "--context", "lab")
+    assert code == 1 and "no artifact classifier:v9" in output, output
+    kinds = [(e["kind"], e["actor"]) for e in json.loads(
+        _cli("history", "--json", "--context", "lab")[1])]
+    assert ("deploy", "stack-admin") in kinds and ("validate", "stack-admin") in kinds, kinds
     file = elsewhere / "v2.yaml"
     file.write_text(policy("classifier:v2", name="remote", steps="""
       - {weight: 30, bake: 2s}

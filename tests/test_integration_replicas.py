@@ -67,6 +67,15 @@ def test_both_replicas_serve_and_a_push_counts_every_proxy(replicas):
     with pytest.raises(ApiError, match="not the leader") as refused:
         _client(follower, info).set_traffic(green=10)
     assert leader["api_url"] in str(refused.value)
+    # The registry is the database the replicas share: v2 was pushed there, not into the
+    # stack's directory, and each replica unpacks what it needs into its own cache.
+    from triton_slots.registry import LocalRegistry
+    from triton_slots.registry.postgresql import PostgresRegistry
+    assert isinstance(registry_for(info.directory_path), PostgresRegistry)
+    assert [r.ref for r in LocalRegistry(info.directory_path / "registry").list()] == \
+        ["classifier:v1"]  # seeded before the database existed; no replica reads it
+    assert [r.ref for r in registry_for(info.directory_path).list()] == \
+        ["classifier:v1", "classifier:v2"]
 
 
 def test_leader_killed_mid_rollout_follower_takes_over_and_finishes(replicas):

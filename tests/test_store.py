@@ -9,7 +9,6 @@ import time
 import psycopg
 import pytest
 
-from turnout.postgres import PostgresServer
 from turnout.store import AuditEntry, ReplicaReport, SqliteStore, StoreUnavailable, open_store
 from turnout.store.postgresql import PostgresStore
 from turnout.weights import Weights
@@ -17,17 +16,10 @@ from turnout.weights import Weights
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory):
-    server = PostgresServer.start(log_path=tmp_path_factory.mktemp("pg") / "postgresql.log")
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def fresh_pg(postgres):
     with psycopg.connect(postgres.url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS weights, rollouts, audit, replicas")
+        conn.execute("DROP TABLE IF EXISTS weights, rollouts, audit, replicas, slot_servers")
     return postgres.url
 
 

@@ -8,6 +8,8 @@ is a SHA-256 over relative paths and contents, ignoring Python caches.
 from __future__ import annotations
 
 import hashlib
+import io
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +47,21 @@ def artifact_files(root: Path) -> list[Path]:
         if path.is_file() and path.suffix not in _IGNORED_SUFFIXES:
             files.append(relative)
     return files
+
+
+def artifact_size(root: Path) -> int:
+    """Bytes in the artifact's files."""
+    return sum((root / f).stat().st_size for f in artifact_files(root))
+
+
+def pack(root: Path) -> bytes:
+    """The artifact's files as a gzip'd tar, paths relative to ``root`` (what the shared
+    registry stores and ``PUT /v1/models/...`` takes)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
+        for relative in artifact_files(root):
+            tar.add(root / relative, arcname=relative.as_posix(), recursive=False)
+    return buffer.getvalue()
 
 
 def digest_of(root: Path) -> str:

@@ -76,5 +76,24 @@ def client_for(directory: Path) -> ApiClient:
     return info.client()
 
 
+def remote_client(directory: Path) -> ApiClient | None:
+    """The API client when this command acts on a control plane elsewhere (``--context``,
+    TURNOUT_CONTEXT, or no local stack in ``directory``, no explicit ``--dir`` and a current
+    context); None when it acts on the local stack in ``directory``."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.meta.get(_META_CONTEXT):
+        return context_client(Contexts.load().get(ctx.meta[_META_CONTEXT]))
+    directory = directory.resolve()
+    if (directory / "stack.json").is_file() or (directory / "controlplane.json").is_file() \
+            or (directory / "registry").is_dir():
+        return None
+    explicit = ctx is not None and ctx.get_parameter_source("directory") not in (
+        None, click.core.ParameterSource.DEFAULT)
+    contexts = Contexts.load()
+    if explicit or not contexts.current:
+        return None
+    return context_client(contexts.get(contexts.current))
+
+
 def context_client(context: Context) -> ApiClient:
     return ApiClient(context.api, context.token, tls=context.ssl_context())

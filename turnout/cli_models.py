@@ -9,9 +9,11 @@ from pathlib import Path
 import click
 
 from gates.validation import ValidationReport
+from triton_slots.artifact import ArtifactError, artifact_size, inspect, pack
+from triton_slots.delivery.repository_api import MAX_ARTIFACT_BYTES
 from triton_slots.registry import parse_ref
 from turnout import workflow
-from turnout.cli_common import dir_option, friendly
+from turnout.cli_common import dir_option, friendly, remote_client
 
 
 def _labels(values: tuple[str, ...]) -> dict[str, str]:
@@ -22,6 +24,26 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--label")
         labels[key] = value
     return labels
+
+
+def _packed(model_dir: Path) -> bytes:
+    """The model directory as a gzip'd tar (what ``PUT /v1/models/...`` takes), checked
+    here first so a broken config is named with its local path."""
+    inspect(model_dir)
+    size = artifact_size(model_dir)
+    if size > MAX_ARTIFACT_BYTES:
+        raise ArtifactError(f"{model_dir} is {size / 2**20:.1f} MiB; a control plane takes at "
+                            f"most {MAX_ARTIFACT_BYTES >> 20} MiB per artifact")
+    return pack(model_dir)
+
+
+def _table(records: list[dict]) -> list[str]:
+    lines = [f"{'model':<24} {'digest':<12} {'slot':<6} {'stage':<11} created"]
+    for r in records:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created"]))
+        lines.append(f"{r['name'] + ':' + r['version']:<24} {r['digest'][:12]:<12} "
+                     f"{r['slot'] or '-':<6} {r['stage']:<11} {created}")
+    return lines
 
 
 def register(main: click.Group) -> None:
@@ -39,38 +61,47 @@ def register(main: click.Group) -> None:
     @click.option("--source", default="", help="Where the artifact came from.")
     def models_push(directory: Path, model_dir: Path, name: str, version: str,
                     labels: tuple[str, ...], source: str) -> None:
-        """Check a Triton model directory and store it as NAME:VERSION."""
-        registry = workflow.registry_for(directory)
-        record = registry.push(model_dir, name=name, version=version,
-                              source=source, labels=_labels(labels))
-        click.echo(f"pushed {record.ref} digest {record.digest[:12]} stage {record.stage}")
+        """Check a Triton model directory and store it as NAME:VERSION (in the local
+        stack's registry, or sent to the control plane of a context)."""
+        client = remote_client(directory)
+        if client is not None:
+            record = client.push_model(name, version, _packed(model_dir), source=source,
+                                       labels=_labels(labels))
+        else:
+            record = workflow.registry_for(directory).push(
+                model_dir, name=name, version=version, source=source,
+                labels=_labels(labels)).as_dict()
+        click.echo(f"pushed {record['name']}:{record['version']} digest "
+                   f"{record['digest'][:12]} stage {record['stage']}")
 
     @models.command("list")
     @dir_option
     @friendly
-    @click.option("--json", "as_json", is_flag=True)
+    @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
     def models_list(directory: Path, as_json: bool) -> None:
         """Every version with digest, slot and stage."""
-        records = workflow.registry_for(directory).list()
+        client = remote_client(directory)
+        records = client.models() if client is not None else [
+            r.as_dict() for r in workflow.registry_for(directory).list()]
         if as_json:
-            click.echo(json.dumps([r.as_dict() for r in records], indent=2))
+            click.echo(json.dumps(records, indent=2))
             return
-        click.echo(f"{'model':<24} {'digest':<12} {'slot':<6} {'stage':<10} created")
-        for r in records:
-            created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created))
-            click.echo(f"{r.ref:<24} {r.digest[:12]:<12} {r.slot or '-':<6} {r.stage:<10} "
-                       f"{created}")
+        for line in _table(records):
+            click.echo(line)
 
     @models.command("show")
     @dir_option
     @friendly
     @click.argument("ref")
     def models_show(directory: Path, ref: str) -> None:
-        """One version's metadata and its last validation report."""
+        """One version's metadata and its last validation report (JSON)."""
         name, version = parse_ref(ref)
+        client = remote_client(directory)
+        if client is not None:
+            click.echo(json.dumps(client.model(name, version), indent=2))
+            return
         registry = workflow.registry_for(directory)
-        record = registry.get(name, version)
-        data = record.as_dict()
+        data = registry.get(name, version).as_dict()
         data["validation"] = registry.report(name, version, "validation")
         click.echo(json.dumps(data, indent=2))
 
@@ -89,10 +120,21 @@ def register(main: click.Group) -> None:
         Refused while a rollout uses that slot, or while it is the standby kept warm for
         an instant rollback (--force gives that rollback up)."""
         name, version = parse_ref(ref)
-        result = workflow.deploy_to_idle(directory, name, version, slot=slot,
-                                         timeout=timeout, progress=click.echo, force=force)
-        click.echo(f"{result.ref} deployed to {result.slot} on {len(result.endpoints)} "
-                   f"server(s) in {result.seconds:.1f}s (digest {result.digest[:12]} verified)")
+        client = remote_client(directory)
+        if client is not None:  # the control plane deploys; its progress comes at the end
+            click.echo(f"deploying {ref} (the control plane reports when done)")
+            done = client.deploy_model(name, version, slot=slot, force=force, timeout=timeout)
+            for line in done["log"]:
+                click.echo(line)
+            ref, target, servers = done["ref"], done["slot"], done["servers"]
+            seconds, digest = done["seconds"], done["digest"]
+        else:
+            result = workflow.deploy_to_idle(directory, name, version, slot=slot,
+                                             timeout=timeout, progress=click.echo, force=force)
+            ref, target, servers = result.ref, result.slot, list(result.endpoints)
+            seconds, digest = result.seconds, result.digest
+        click.echo(f"{ref} deployed to {target} on {len(servers)} server(s) in "
+                   f"{seconds:.1f}s (digest {digest[:12]} verified)")
 
     @main.command("validate")
     @dir_option
@@ -105,10 +147,20 @@ def register(main: click.Group) -> None:
         """Run the validation suite on the slot holding NAME:VERSION (exit 1 if it fails).
         Refused while a rollout uses the slots, or on the warm standby without --force."""
         name, version = parse_ref(ref)
-        report: ValidationReport = workflow.validate(
-            directory, name, version,
-            progress=(lambda _: None) if as_json else click.echo, force=force,
-        )
-        click.echo(json.dumps(report.as_dict(), indent=2) if as_json else report.table())
-        if not report.passed:
+        client = remote_client(directory)
+        if client is not None:
+            done = client.validate_model(name, version, force=force)
+            if not as_json:
+                for line in done["log"]:
+                    click.echo(line)
+            click.echo(json.dumps(done["report"], indent=2) if as_json else done["table"])
+            passed = done["passed"]
+        else:
+            report: ValidationReport = workflow.validate(
+                directory, name, version,
+                progress=(lambda _: None) if as_json else click.echo, force=force,
+            )
+            click.echo(json.dumps(report.as_dict(), indent=2) if as_json else report.table())
+            passed = report.passed
+        if not passed:
             raise SystemExit(1)

@@ -8,7 +8,7 @@ import ssl
 import urllib.error
 import urllib.request
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from turnout.errors import ApiError
 
@@ -25,15 +25,19 @@ class ApiClient:
         self.timeout = timeout
         self.tls = tls
 
-    def _call(self, method: str, path: str, body: dict | None = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
+    def _call(self, method: str, path: str, body: dict | None = None, *,
+              raw: bytes | None = None, timeout: float | None = None) -> Any:
+        """``body`` goes as JSON, ``raw`` as a gzip'd tar."""
+        data = raw if raw is not None else json.dumps(body).encode() if body is not None \
+            else None
         request = urllib.request.Request(self.base_url + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
+        request.add_header("Content-Type", "application/octet-stream" if raw is not None
+                           else "application/json")
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         request.add_header("X-Turnout-Actor", self.actor)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout,
+            with urllib.request.urlopen(request, timeout=timeout or self.timeout,
                                         context=self.tls) as response:
                 return json.load(response)
         except urllib.error.HTTPError as exc:
@@ -102,3 +106,34 @@ class ApiClient:
     def remove_endpoint(self, slot: str, address: str) -> dict[str, Any]:
         return self._call("DELETE", f"/v1/slots/{quote(slot, safe='')}/endpoints/"
                                     f"{quote(address, safe='')}")
+
+    # ---- the registry, deploy and validate, done by the control plane ------------------
+    def models(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/models")
+
+    def model(self, name: str, version: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/models/{quote(name, safe='')}/{quote(version, safe='')}")
+
+    def push_model(self, name: str, version: str, artifact: bytes, *, source: str = "",
+                   labels: dict[str, str] | None = None) -> dict[str, Any]:
+        """``artifact``: the model directory as a gzip'd tar."""
+        query = urlencode([("source", source)] * bool(source)
+                          + [("label", f"{k}={v}") for k, v in (labels or {}).items()])
+        return self._call("PUT", f"/v1/models/{quote(name, safe='')}/"
+                                 f"{quote(version, safe='')}" + (f"?{query}" if query else ""),
+                          raw=artifact, timeout=max(self.timeout, 300.0))
+
+    def deploy_model(self, name: str, version: str, *, slot: str | None = None,
+                     force: bool = False, timeout: float = 120.0) -> dict[str, Any]:
+        body: dict[str, Any] = {"force": force, "timeout": timeout}
+        if slot:
+            body["slot"] = slot
+        return self._call("POST", f"/v1/models/{quote(name, safe='')}/"
+                                  f"{quote(version, safe='')}/deploy", body,
+                          timeout=timeout + 30)
+
+    def validate_model(self, name: str, version: str, *, force: bool = False
+                       ) -> dict[str, Any]:
+        return self._call("POST", f"/v1/models/{quote(name, safe='')}/"
+                                  f"{quote(version, safe='')}/validate", {"force": force},
+                          timeout=max(self.timeout, 600.0))

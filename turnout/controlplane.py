@@ -28,7 +28,7 @@ from triton_slots.deploy import bring_up, slot_set
 from triton_slots.discovery import Resolver
 from triton_slots.health import probe_all
 from triton_slots.members import Members
-from triton_slots.registry import LocalRegistry
+from triton_slots.registry import open_registry
 from triton_slots.slot import Endpoint, Slot
 from turnout.config import ControlPlaneConfig
 from turnout.controller.driver import RolloutController
@@ -99,7 +99,8 @@ class ControlPlane:
         registry_root = Path(config.registry_root or config.state_dir / "registry")
         self.controller = RolloutController(
             self, self.store,
-            registry=LocalRegistry(registry_root),
+            registry=open_registry(config.store, registry_root,
+                                   cache=config.state_dir / "registry-cache"),
             provider=PrometheusProvider(config.prometheus_url) if config.prometheus_url
             else None,
             tick_s=config.tick_s,

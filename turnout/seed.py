@@ -13,7 +13,7 @@ from pathlib import Path
 
 from triton_slots.artifact import inspect
 from triton_slots.delivery.shared import stage_artifact, staged_digest
-from triton_slots.registry import ArtifactRecord, LocalRegistry, Stage
+from triton_slots.registry import ArtifactRecord, LocalRegistry, RegistryBackend, Stage
 from triton_slots.slot import SLOT_NAMES
 
 
@@ -30,11 +30,12 @@ def seed(directory: Path, model: Path, *, version: str | None = None) -> Artifac
     return seed_all(directory, [model], version=version)[0]
 
 
-def seed_all(directory: Path, models: list[Path], *, version: str | None = None
-             ) -> list[ArtifactRecord]:
-    """Push each model directory (version: ``version`` or the directory's name), stage it
-    into both slots and mark it active on blue. Model names must be distinct."""
-    registry = LocalRegistry(registry_root(directory))
+def seed_all(directory: Path, models: list[Path], *, version: str | None = None,
+             registry: RegistryBackend | None = None) -> list[ArtifactRecord]:
+    """Push each model directory (version: ``version`` or the directory's name) into
+    ``registry`` (default: the directory's), stage it into both slots and mark it active on
+    blue. Model names must be distinct."""
+    registry = registry or LocalRegistry(registry_root(directory))
     names = [inspect(m).model_name for m in models]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

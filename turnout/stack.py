@@ -26,6 +26,7 @@ from triton_slots.procs import (
     process_identity,
     stop_if_ours,
 )
+from triton_slots.registry import open_registry
 from triton_slots.slot import SLOT_NAMES, Endpoint, Slot
 from turnout.client import ApiClient
 from turnout.config import ControlPlaneConfig
@@ -290,6 +291,9 @@ def up(
                 info.postgres_url, info.postgres_dir = postgres.url, str(postgres.data_dir)
                 record(postgres.process)
                 store = postgres.url
+                progress("seeding the shared registry (the replicas share no directory)")
+                seed_all(directory, models or [EXAMPLE_MODEL],
+                         registry=open_registry(store, registry_root(directory)))
             prometheus_port = free_port()
             config = ControlPlaneConfig(
                 state_dir=directory, tokens=(admin,), ingress_port=free_port(),

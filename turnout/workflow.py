@@ -9,33 +9,33 @@ from pathlib import Path
 
 from gates.validation import ValidationReport, ValidationSettings, validate_artifact
 from triton_slots.deploy import DeployResult, deploy
-from triton_slots.registry import LocalRegistry
+from triton_slots.registry import RegistryBackend, open_registry
 from triton_slots.registry.local import REGISTRY_DB
 from triton_slots.slot import SLOT_NAMES
-from turnout.controller.guard import refuse_overwrite
-from turnout.errors import StackError
+from turnout.config import ControlPlaneConfig
+from turnout.controller.guard import deploy_target, refuse_overwrite
+from turnout.errors import ConfigError, StackError
 from turnout.stack import StackInfo, missing_stack, registry_root, slot_repository
-
-
-def idle_slot(weights: dict[str, int]) -> str:
-    """The slot with no weighted traffic; refuses while traffic is split between both."""
-    idle = [slot for slot in SLOT_NAMES if weights.get(slot, 0) == 0]
-    if len(idle) != 1:
-        raise StackError(f"no single idle slot (weights {weights}); finish or roll back first")
-    return idle[0]
 
 
 def other(slot: str) -> str:
     return SLOT_NAMES[1] if slot == SLOT_NAMES[0] else SLOT_NAMES[0]
 
 
-def registry_for(directory: Path, *, create: bool = False) -> LocalRegistry:
-    """The stack's model registry in ``directory``; refused (nothing created) when there is
-    none, unless ``create``: a mistyped ``--dir`` must not become a registry no stack uses."""
-    root = registry_root(directory.resolve())
-    if not create and not (root / REGISTRY_DB).is_file():
-        raise missing_stack(directory.resolve(), "model registry", f"registry/{REGISTRY_DB}")
-    return LocalRegistry(root)
+def registry_for(directory: Path, *, create: bool = False) -> RegistryBackend:
+    """The model registry of the stack in ``directory``: the PostgreSQL database its
+    control planes share when its configuration names one, else the directory's. Refused
+    (nothing created) when there is none, unless ``create``: a mistyped ``--dir`` must not
+    become a registry no stack uses."""
+    directory = directory.resolve()
+    root = registry_root(directory)
+    try:
+        store = ControlPlaneConfig.load(directory / "controlplane.json").store
+    except ConfigError:
+        store = ""
+    if not store and not create and not (root / REGISTRY_DB).is_file():
+        raise missing_stack(directory, "model registry", f"registry/{REGISTRY_DB}")
+    return open_registry(store, root)
 
 
 def deploy_to_idle(directory: Path, name: str, version: str, *, slot: str | None = None,
@@ -43,12 +43,8 @@ def deploy_to_idle(directory: Path, name: str, version: str, *, slot: str | None
                    force: bool = False) -> DeployResult:
     info = StackInfo.load(directory.resolve())
     status = info.client().status()
-    weights = status["weights"]
-    target = slot or idle_slot(weights)
-    if weights.get(target, 0) != 0:
-        raise StackError(f"slot {target} carries {weights[target]}% of traffic; "
-                         "deploy only to the idle slot")
-    given_up = refuse_overwrite(status.get("rollout"), target, now=time.time(), force=force)
+    target, given_up = deploy_target(status["weights"], status.get("rollout"), slot,
+                                     now=time.time(), force=force)
     if given_up:
         progress(f"--force: {given_up}; that rollback is given up")
     return deploy(

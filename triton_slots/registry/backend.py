@@ -14,6 +14,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from triton_slots.artifact import ArtifactInfo, inspect
+from triton_slots.slot import SLOT_NAMES
+
 
 class Stage(StrEnum):
     """Where an artifact stands. Stored and compared as its string value."""
@@ -117,3 +120,38 @@ class RegistryBackend(Protocol):
     def save_report(self, name: str, version: str, kind: str, body: dict[str, Any]) -> None: ...
 
     def report(self, name: str, version: str, kind: str) -> dict[str, Any] | None: ...
+
+
+_SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def check_component(kind: str, value: str) -> None:
+    if not value or not set(value) <= _SAFE or value in {".", ".."}:
+        raise RegistryError(f"{kind} {value!r} must be letters, digits, '.', '_' or '-'")
+
+
+def check_push(directory: Path, name: str, version: str) -> ArtifactInfo:
+    """What every backend checks before it stores a push: safe names, a valid model
+    directory, and a ``name`` Triton will serve it under."""
+    check_component("name", name)
+    check_component("version", version)
+    info = inspect(directory)
+    if info.model_name != name:
+        raise RegistryError(
+            f"{directory / 'config.pbtxt'}: model name {info.model_name!r} does not match "
+            f"--name {name!r} (Triton serves a model under its config name)")
+    return info
+
+
+def check_stage_args(stage: str, slot: str | None) -> None:
+    """Refuse an unknown stage or slot (before anything is read)."""
+    if stage not in STAGES:
+        raise RegistryError(f"stage must be one of {STAGES}, not {stage!r}")
+    if slot is not None and slot not in SLOT_NAMES:
+        raise RegistryError(f"slot must be one of {SLOT_NAMES}, not {slot!r}")
+
+
+def check_transition(ref: str, current: str, stage: str) -> None:
+    """Refuse a stage change :data:`TRANSITIONS` does not allow."""
+    if stage not in TRANSITIONS[current]:
+        raise StageTransitionError(f"{ref} cannot go from {current} to {stage}")

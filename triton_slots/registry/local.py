@@ -21,19 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from triton_slots import sqlite
-from triton_slots.artifact import digest_of, inspect
+from triton_slots.artifact import digest_of
 from triton_slots.registry.backend import (
-    STAGES,
-    TRANSITIONS,
     ArtifactExistsError,
     ArtifactNotFoundError,
     ArtifactRecord,
     CorruptArtifactError,
     RegistryError,
     Stage,
-    StageTransitionError,
+    check_push,
+    check_stage_args,
+    check_transition,
 )
-from triton_slots.slot import SLOT_NAMES
 
 #: The registry's index, in its root: a directory without it holds no registry.
 REGISTRY_DB = "registry.db"
@@ -61,14 +60,6 @@ CREATE TABLE IF NOT EXISTS reports (
     PRIMARY KEY (name, version, kind)
 );
 """
-_SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-
-
-def _check_component(kind: str, value: str) -> None:
-    if not value or not set(value) <= _SAFE or value in {".", ".."}:
-        raise RegistryError(f"{kind} {value!r} must be letters, digits, '.', '_' or '-'")
-
-
 class LocalRegistry:
     """A registry in a local directory. See the module docstring for its guarantees."""
 
@@ -102,14 +93,7 @@ class LocalRegistry:
              labels: dict[str, str] | None = None) -> ArtifactRecord:
         """Check and store a model directory. Pushing identical content again returns the
         existing record; different content under the same name:version is refused."""
-        _check_component("name", name)
-        _check_component("version", version)
-        info = inspect(directory)
-        if info.model_name != name:
-            raise RegistryError(
-                f"{directory / 'config.pbtxt'}: model name {info.model_name!r} does not match "
-                f"--name {name!r} (Triton serves a model under its config name)"
-            )
+        info = check_push(directory, name, version)
         staging = self.root / ".staging" / uuid.uuid4().hex
         shutil.copytree(directory, staging, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         try:
@@ -147,20 +131,14 @@ class LocalRegistry:
                   slot: str | None = None, clear_slot: bool = False) -> ArtifactRecord:
         """Change stage (checked against the allowed transitions) and optionally the slot.
         A slot holds one version of a model: assigning it clears it from the others."""
-        if stage not in STAGES:
-            raise RegistryError(f"stage must be one of {STAGES}, not {stage!r}")
-        if slot is not None and slot not in SLOT_NAMES:
-            raise RegistryError(f"slot must be one of {SLOT_NAMES}, not {slot!r}")
+        check_stage_args(stage, slot)
         with self._write() as db:
             row = db.execute(
                 "SELECT * FROM artifacts WHERE name=? AND version=?", (name, version)
             ).fetchone()
             if row is None:
                 raise ArtifactNotFoundError(f"no artifact {name}:{version}")
-            if stage not in TRANSITIONS[row["stage"]]:
-                raise StageTransitionError(
-                    f"{name}:{version} cannot go from {row['stage']} to {stage}"
-                )
+            check_transition(f"{name}:{version}", row["stage"], stage)
             new_slot = None if clear_slot else (slot or row["slot"])
             if slot is not None:
                 db.execute(

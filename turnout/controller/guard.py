@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from triton_slots.slot import SLOT_NAMES
 from turnout.controller.state import FINISHED
 from turnout.errors import TurnoutError
 
@@ -40,3 +41,20 @@ def refuse_overwrite(rollout: Mapping[str, Any] | None, target: str, *, now: flo
                             "--force")
         return given_up
     return None
+
+
+def deploy_target(weights: Mapping[str, int], rollout: Mapping[str, Any] | None,
+                  slot: str | None, *, now: float, force: bool = False) -> tuple[str, str | None]:
+    """Where a deploy by hand goes: ``slot``, or the one slot with no traffic; refused onto
+    a slot that carries traffic, and by :func:`refuse_overwrite`. Returns the slot and what
+    ``force`` gave up (None: nothing)."""
+    if slot is None:
+        idle = [name for name in SLOT_NAMES if weights.get(name, 0) == 0]
+        if len(idle) != 1:
+            raise SlotInUse(f"no single idle slot (weights {dict(weights)}); finish or roll "
+                            "back first")
+        slot = idle[0]
+    if weights.get(slot, 0) != 0:
+        raise SlotInUse(f"slot {slot} carries {weights[slot]}% of traffic; deploy only to the "
+                        "idle slot")
+    return slot, refuse_overwrite(rollout, slot, now=now, force=force)
