@@ -127,7 +127,6 @@ def lab(tmp_path_factory):
         t1, _t2 = lab.triton("t1"), lab.triton("t2")
         registry = LocalRegistry(root / "cp" / "registry")
         registry.push(EXAMPLES / "v1", name="classifier", version="v1")
-        registry.push(EXAMPLES / "v2", name="classifier", version="v2")
         registry.set_stage("classifier", "v1", Stage.ACTIVE, slot="blue")
         cp, envoy = net.hosts["cp"], net.hosts["envoy"]
         ca = LocalCA.create(root / "cp" / "pki")
@@ -217,7 +216,11 @@ def test_a_fleet_across_hosts_driven_through_a_context(lab, tmp_path, monkeypatc
 
     try:
         time.sleep(1.0)
-        # 1. A full rollout of v2 to green, gates on Envoy's access-log stream.
+        # 1. v2 pushed from this host (the control plane keeps the registry), then a full
+        # rollout of it to green, gates on Envoy's access-log stream.
+        code, output = _cli("models", "push", str(EXAMPLES / "v2"), "--name", "classifier",
+                            "--version", "v2", "--context", "lab")
+        assert code == 0 and output.startswith("pushed classifier:v2 digest "), output
         file = tmp_path / "v2.yaml"
         file.write_text(policy("classifier:v2", name="netns", checks="[]", steps="""
       - {weight: 50, bake: 3s}

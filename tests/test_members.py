@@ -448,3 +448,81 @@ def test_a_failed_server_no_longer_listed_is_forgotten():
         await _settle(members)
         assert _hosts(members) == ["10.0.0.2"]
     asyncio.run(main())
+
+
+def _operated(tmp_path: Path) -> tuple[World, Members, object]:
+    """Members over a real (SQLite) store's lists, as the control plane wires them."""
+    from turnout.slots import SlotServers
+    from turnout.store import SqliteStore
+
+    world = World()
+    store = SqliteStore(tmp_path / "state.db")
+    servers = SlotServers(store)
+    members = Members({"blue": Slot("blue", (Endpoint("b", 1, 2, 3),)),
+                       "green": Slot("green", (Endpoint("g", 1, 2, 3),))},
+                      bring_up=world.bring_up, set_of=lambda slot: ["1"],
+                      on_change=lambda: None, stored=servers.stored, clock=lambda: world.now)
+    return world, members, (servers, store)
+
+
+def test_an_edit_is_stored_with_who_made_it_and_followed_at_once(tmp_path):
+    from turnout.weights import Weights
+
+    async def main() -> None:
+        world, members, (servers, store) = _operated(tmp_path)
+        c = Endpoint("c", 4, 5, 6)
+        servers.add(members, "blue", c, actor="ops")
+        assert store.slot_servers() == {"blue": [Endpoint("b", 1, 2, 3).as_dict(), c.as_dict()]}
+        assert members.servers("blue")[1] == (c, "bringing up", "")
+        await _settle(members)
+        assert _hosts(members, "blue") == ["b", "c"] and world.brought == ["c"]
+        servers.remove(members, "blue", "b:2", actor="ops2", weights=Weights())
+        assert _hosts(members, "blue") == ["c"]  # out at once, no look needed
+        assert [e.as_dict() for e in servers.stored("blue")] == [c.as_dict()]
+        assert servers.stored("green") is None
+        assert [(e.kind, e.actor, e.message) for e in store.history()] == [
+            ("servers", "ops", "server c:5 added to slot blue"),
+            ("servers", "ops2", "server b:2 removed from slot blue")]
+        # The last server of a slot that takes traffic stays; of an idle slot it may go.
+        with pytest.raises(MembershipError, match=r"^c:5 is the last server of slot blue, "
+                                                  r"which takes 100% of the traffic: move "):
+            servers.remove(members, "blue", "c:5", actor="ops", weights=Weights())
+        servers.remove(members, "blue", "c:5", actor="ops", weights=Weights.with_green(100))
+        assert _hosts(members, "blue") == [] and servers.stored("blue") == ()
+        with pytest.raises(MembershipError, match="g:2 is a server of slot green"):
+            servers.add(members, "blue", Endpoint("g", 1, 2, 3), actor="ops")
+        assert len(store.history()) == 3, "a refused edit wrote nothing"
+    asyncio.run(main())
+
+
+def test_what_slots_list_shows_for_each_server(tmp_path):
+    from turnout.slots import describe
+    from turnout.weights import Weights
+
+    async def main() -> None:
+        world, members, (servers, _store) = _operated(tmp_path)
+        for host in ("c", "d", "e"):
+            servers.add(members, "blue", Endpoint(host, 4, 5, 6), actor="ops")
+        world.fail["d"] = "explicit model control is off"
+        await _settle(members)
+        members._slots["blue"].pending.add(Endpoint("e2", 4, 5, 6))
+        members._slots["blue"].found += (Endpoint("e2", 4, 5, 6), Endpoint("f", 4, 5, 6))
+        ready = {Endpoint("b", 1, 2, 3)}
+        shown = describe(members, Weights.with_green(30), lambda e: e in ready)
+        rows = {r["endpoint"]: (r["state"], r["reason"]) for r in shown["blue"]["servers"]}
+        assert rows == {
+            "b:2": ("serving", ""), "c:5": ("not ready", "admitted, failing its health checks"),
+            "d:5": ("failed", "explicit model control is off"),
+            "e:5": ("not ready", "admitted, failing its health checks"),
+            "e2:5": ("bringing up", ""), "f:5": ("waiting", "not looked at yet")}
+        assert {k: shown["blue"][k] for k in ("source", "editable", "weight", "error")} == {
+            "source": "static, edited by an operator", "editable": True, "weight": 70,
+            "error": None}
+        assert shown["green"]["weight"] == 30 and shown["green"]["source"] == "static"
+        row = shown["blue"]["servers"][0]
+        assert row == {"endpoint": "b:2", "host": "b", "http_port": 1, "grpc_port": 2,
+                       "metrics_port": 3, "state": "serving", "reason": ""}
+        assert members.editable("blue") and not Members(
+            {"green": Slot("green", dns=DNS)}, bring_up=world.bring_up,
+            set_of=lambda slot: [], on_change=lambda: None).editable("green")
+    asyncio.run(main())
