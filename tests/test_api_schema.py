@@ -147,6 +147,7 @@ BAD = [
     ("GET", "/v1/history?limit=0", None, 400, "'limit' must be"),
     ("GET", "/v1/history?limit=%D9%A3", None, 400, "'limit' must be"),  # Arabic digit 3
     ("GET", "/v1/history?limt=5", None, 400, "unknown query parameter(s) ['limt']"),
+    ("GET", "/v1/history?rollout=nope", None, 404, "no rollout with id or name 'nope'"),
     ("GET", "/v1/status", None, 401, "missing or unknown bearer token"),
     ("GET", "/dashboard/state", None, 401, "no dashboard session: sign in with a token"),
     ("GET", "/dashboard/events", None, 401, "no dashboard session: sign in with a token"),

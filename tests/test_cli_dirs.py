@@ -50,3 +50,51 @@ def test_the_right_dir_still_works(tmp_path):
     code, output = _run("models", "list", "--dir", str(stack))
     assert code == 0 and "pair:v2" in output, output
     assert Path(stack / "registry" / "registry.db").is_file()
+
+
+def test_models_show_reads_as_text_or_json_and_the_registry_version_has_its_own_name(
+        tmp_path):
+    import json
+
+    stack = tmp_path / "stack"
+    registry_for(stack, create=True)
+    model = write_model(tmp_path / "pair", "pair")
+    code, output = _run("models", "push", str(model), "--name", "pair", "--model-version",
+                        "v2", "--label", "team=ml", "--dir", str(stack))
+    assert code == 0, output
+    code, output = _run("models", "push", str(model), "--name", "pair", "--version", "v2",
+                        "--dir", str(stack))  # the old spelling still works: same content
+    assert code == 0, output
+    code, output = _run("models", "show", "pair:v2", "--dir", str(stack))
+    lines = output.splitlines()
+    assert code == 0 and lines[0] == "pair:v2  stage candidate", output
+    assert "  labels   team=ml" in lines and "  validation: none yet" in lines, output
+    code, output = _run("models", "show", "pair:v2", "--json", "--dir", str(stack))
+    shown = json.loads(output)
+    assert (shown["labels"], shown["validation"]) == ({"team": "ml"}, None)
+
+
+def test_help_says_what_each_command_and_option_means():
+    def helped(*args: str) -> str:
+        code, output = _run(*args, "--help")
+        assert code == 0, output
+        return " ".join(output.split())  # as read, not as wrapped
+    abort, rollback = helped("abort"), helped("rollback")
+    assert "ends `aborted` (an operator's stop, not a verdict on the model)" in abort
+    assert "ends `rolled_back`. Also after promotion" in rollback
+    assert "Seconds to wait for every server" in helped("deploy")
+    history = helped("history")
+    assert "its id, or its name" in history and "Print the entries as JSON." in history
+    assert "Print the records as JSON." in helped("models", "list")
+
+
+def test_an_empty_history_says_so(monkeypatch, tmp_path):
+    from turnout import cli_rollout
+    from turnout.client import ApiClient
+
+    monkeypatch.setattr(cli_rollout, "client_for",
+                        lambda directory: ApiClient("http://127.0.0.1:1"))
+    monkeypatch.setattr(ApiClient, "history", lambda self, **kw: [])
+    assert _run("history")[1] == "no audit entries yet\n"
+    assert _run("history", "--rollout", "bert-v7")[1] == \
+        "no audit entries yet for rollout bert-v7\n"

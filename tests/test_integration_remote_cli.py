@@ -109,7 +109,7 @@ def test_a_rollout_driven_only_through_a_context(remote, elsewhere):
     assert "stage candidate" in output
     code, output = _cli("models", "list")  # the current context
     assert code == 0 and "classifier:v3" in output and "classifier:v1" in output, output
-    code, output = _cli("models", "show", "classifier:v3", "--context", "lab")
+    code, output = _cli("models", "show", "classifier:v3", "--json", "--context", "lab")
     shown = json.loads(output)
     assert (shown["labels"], shown["stage"], "path" in shown) == ({"team": "ml"}, "candidate",
                                                                   False), shown
@@ -145,5 +145,23 @@ def test_a_rollout_driven_only_through_a_context(remote, elsewhere):
     code, output = _cli("history", "--context", "lab", "--json")
     actors = {e["actor"] for e in json.loads(output)}
     assert "stack-admin" in actors
+    # --rollout takes the rollout's name as well as its id.
+    by_name = json.loads(_cli("history", "--rollout", "remote", "--json")[1])
+    by_id = json.loads(_cli("history", "--rollout", rollout["id"], "--json")[1])
+    shared = min(len(by_name), len(by_id))  # the rollback may still be writing entries
+    assert shared > 3 and by_name[:shared] == by_id[:shared]
+    assert {e["rollout"] for e in by_name} == {rollout["id"]}
+    code, output = _cli("history", "--rollout", "nope")
+    assert code == 1 and "no rollout with id or name 'nope'" in output, output
+    # Synthetic traffic through the ingress, for a quiet service.
+    code, output = _cli("load", "--duration", "3", "--rate", "20", "--context", "lab")
+    lines = output.splitlines()
+    assert code == 0, output
+    assert lines[0].startswith("sending 20 req/s of classifier to 127.0.0.1:"), output
+    sent = int(lines[-1].split()[0])
+    assert 40 <= sent <= 70 and lines[-1].startswith(f"{sent} sent, {sent} ok, 0 failed"), \
+        output
+    code, output = _cli("load", "--model", "nope", "--duration", "1", "--context", "lab")
+    assert code == 1 and "0 ok" in output, output
     code, output = _cli("dashboard", "--context", "lab")
     assert code == 0 and output.startswith(remote.api_url + "/#code="), output

@@ -92,10 +92,13 @@ def test_schema_is_a_valid_published_schema():
     jsonschema.Draft202012Validator.check_schema(document)
 
 
-def test_lint_and_plan_cli(tmp_path):
+def test_lint_and_plan_cli(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no stack here: nothing to check the model against
     runner = CliRunner()
     ok = runner.invoke(cli, ["lint", str(EXAMPLES / "rollout-v2.yaml")])
-    assert ok.exit_code == 0 and "ok (classifier:v2, 4 steps, minimum 16s)" in ok.output
+    assert ok.exit_code == 0 and "ok (classifier:v2, 4 steps, minimum 16s); model and " \
+        "signature not checked: no stack's registry in .turnout (give --dir or --context)" \
+        in ok.output, ok.output
     bad = tmp_path / "bad.yaml"
     bad.write_text(GOOD.replace("keepWarm: 30m", "keepWarm: forever"))
     result = runner.invoke(cli, ["lint", str(bad)])
@@ -104,6 +107,46 @@ def test_lint_and_plan_cli(tmp_path):
     plan = runner.invoke(cli, ["plan", str(EXAMPLES / "rollout-v2.yaml")])
     assert plan.exit_code == 0
     assert "minimum duration: 16s" in plan.output and "(dry run)" in plan.output
+    assert "registry: model and signature not checked" in plan.output
+
+
+def test_lint_and_plan_know_the_registry_and_the_gates_sources(tmp_path):
+    """A version the registry does not hold is refused at once, naming those it holds;
+    plan says where each gate reads from."""
+    from tests.zoo import write_model
+    from turnout.workflow import registry_for
+
+    stack_dir = tmp_path / "stack"
+    registry = registry_for(stack_dir, create=True)
+    for version in ("v1", "v2"):
+        registry.push(write_model(tmp_path / version, "pair"), name="pair", version=version)
+    path = tmp_path / "p.yaml"
+    path.write_text(MINIMAL.replace("pair:v2", "pair:v9") + "  gates:\n    metrics:\n"
+                    "      - {name: p50, builtin: p50_latency_ms, maxRatio: 2, source: envoy}\n")
+    for command in ("lint", "plan"):
+        result = CliRunner().invoke(cli, [command, "--dir", str(stack_dir), str(path)])
+        assert result.exit_code == 1, result.output
+        assert f"{path}: spec.model: pair:v9 is not in the registry ({stack_dir}); versions " \
+               "of pair there: v1, v2" in result.output, result.output
+    path.write_text(path.read_text().replace("pair:v9", "pair:v2"))
+    result = CliRunner().invoke(cli, ["plan", "--dir", str(stack_dir), str(path)])
+    assert result.exit_code == 0, result.output
+    assert "  p50              p50_latency_ms     from envoy      " in result.output
+    assert "registry: pair:v2 found; the policy fits its signature" in result.output
+    result = CliRunner().invoke(cli, ["lint", "--dir", str(stack_dir), str(path)])
+    assert result.output.endswith("(fits the registry's signature)\n"), result.output
+
+
+def test_a_query_placeholder_typo_is_caught_with_its_line(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(MINIMAL + "  gates:\n    metrics:\n"
+                    "      - name: q\n        max: 1\n"
+                    "        query: 'sum(rate(x{slot=\"$slot\"}[$windw]))'\n")
+    result = CliRunner().invoke(cli, ["lint", str(path)])
+    assert result.exit_code == 1
+    assert f"{path}:10: spec.gates.metrics[0].query: unknown placeholder $windw; " \
+           "placeholders: $slot, $cluster, $clusters, $model, $window" in result.output, \
+        result.output
 
 
 MINIMAL = ("apiVersion: turnout/v1\nkind: Rollout\nmetadata: {name: m}\n"

@@ -91,9 +91,12 @@ def test_stack_record_is_private_and_names_each_process(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_stack_up_interrupted_half_way_stops_what_it_started(tmp_path, sig):
     directory = tmp_path / "stack"
+    # As from a terminal: SIGINT's default action (a shell's background job, such as a CI
+    # step run with `&`, would otherwise pass SIGINT on ignored).
     up = subprocess.Popen([sys.executable, "-m", "turnout.cli", "stack", "up", "--dir",
                            str(directory)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          start_new_session=True)
+                          start_new_session=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     recorded: dict[str, int] = {}
     try:
         deadline = time.monotonic() + 60

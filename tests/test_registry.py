@@ -133,3 +133,28 @@ def test_stage_transitions_and_single_slot_holder(tmp_path):
         registry.set_stage("classifier", "v1", "active")
     with pytest.raises(RegistryError, match="stage must be"):
         registry.set_stage("classifier", "v2", "promoted")
+
+
+@pytest.mark.parametrize("remove, hint", [
+    ("]", "(the '[' opened at line 4 is not closed before line 10)"),
+    ("  }", "(the '{' opened at line 5 is not closed before line 9)"),
+])
+def test_a_missing_bracket_is_named_where_it_was_opened(tmp_path, remove, hint):
+    art = _copy(tmp_path)
+    config = art / "config.pbtxt"
+    lines = config.read_text().splitlines()
+    del lines[lines.index(remove)]  # the first one: the input list's
+    config.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ArtifactError) as info:
+        LocalRegistry(tmp_path / "reg").push(art, name="classifier", version="bad")
+    assert str(info.value).endswith(hint), info.value
+    assert str(info.value).startswith(f"{config}:")
+
+
+def test_an_error_inside_a_bracket_gets_no_bracket_hint(tmp_path):
+    art = _copy(tmp_path)
+    config = art / "config.pbtxt"
+    config.write_text(config.read_text().replace('name: "INPUT"', 'name: "INPUT" name2: ='))
+    with pytest.raises(ArtifactError) as info:
+        LocalRegistry(tmp_path / "reg").push(art, name="classifier", version="bad")
+    assert "is not closed" not in str(info.value) and f"{config}:6:" in str(info.value)

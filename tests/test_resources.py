@@ -162,11 +162,15 @@ def _retry_of(action) -> tuple:  # type: ignore[no-untyped-def]
 
 def test_a_pinned_route_goes_to_its_cluster_with_retries_and_headers():
     match = r.route_match(headers=[("x-turnout-slot", "green")])
-    route = r.cluster_route("preview-green", match, "slot_green", retries=3, timeout_s=7.5,
+    route = r.cluster_route("preview-green", match, "slot_green", retries=3,
+                            idle_timeout_s=7.5,
                             response_headers=[r.set_header("x-turnout-served-by", "green")])
     assert route.name == "preview-green" and route.match == match
     assert route.route.cluster == "slot_green"
-    assert (route.route.timeout.seconds, route.route.timeout.nanos) == (7, 500_000_000)
+    # No limit on a whole stream (a long generation); one on idle time.
+    assert route.route.HasField("timeout") and route.route.timeout.ToSeconds() == 0
+    assert (route.route.idle_timeout.seconds, route.route.idle_timeout.nanos) == \
+        (7, 500_000_000)
     assert _retry_of(route.route) == (
         r.RETRY_ON, 3, (0, 50_000_000), (0, 400_000_000),
         ["envoy.retry_host_predicates.previous_hosts"], 5)
@@ -174,13 +178,14 @@ def test_a_pinned_route_goes_to_its_cluster_with_retries_and_headers():
     assert (header.header.key, header.header.value) == ("x-turnout-served-by", "green")
     defaults = r.cluster_route("p", match, "c")
     assert defaults.route.retry_policy.num_retries.value == 5
-    assert defaults.route.timeout.seconds == 60 and not defaults.response_headers_to_add
+    assert defaults.route.idle_timeout.seconds == 60 and not defaults.response_headers_to_add
+    assert defaults.route.HasField("timeout") and defaults.route.timeout.ToSeconds() == 0
 
 
 def test_a_weighted_route_names_every_cluster_even_at_zero():
     route = r.weighted_route("split", r.route_match(grpc=True),
                              [("slot_blue_ha", 100, [r.set_header("x-slot", "blue")]),
-                              ("slot_green_ha", 0, [])], retries=2, timeout_s=3)
+                              ("slot_green_ha", 0, [])], retries=2, idle_timeout_s=3)
     assert route.match.HasField("grpc") and route.match.prefix == "/"
     weighted = route.route.weighted_clusters.clusters
     assert [(c.name, c.weight.value) for c in weighted] == [("slot_blue_ha", 100),
@@ -188,7 +193,8 @@ def test_a_weighted_route_names_every_cluster_even_at_zero():
     assert weighted[0].response_headers_to_add[0].header.value == "blue"
     assert not weighted[1].response_headers_to_add
     assert route.route.retry_policy.num_retries.value == 2
-    assert route.route.timeout.seconds == 3
+    assert route.route.idle_timeout.seconds == 3 and route.route.timeout.ToSeconds() == 0
+    assert route.route.HasField("timeout")
     with pytest.raises(ValueError, match=r"^weights must sum to more than 0$"):
         r.weighted_route("split", r.route_match(), [("a", 0, []), ("b", 0, [])])
 
@@ -292,7 +298,8 @@ def test_weighted_route_defaults_and_the_smallest_split():
     route = r.weighted_route("split", r.route_match(), [("a", 1, []), ("b", 0, [])])
     assert route.name == "split"
     assert route.route.retry_policy.num_retries.value == 5
-    assert (route.route.timeout.seconds, route.route.timeout.nanos) == (60, 0)
+    assert (route.route.idle_timeout.seconds, route.route.idle_timeout.nanos) == (60, 0)
+    assert route.route.HasField("timeout") and route.route.timeout.ToSeconds() == 0
     priority = route.route.retry_policy.retry_priority
     assert priority.name == "envoy.retry_priorities.previous_priorities"
     from envoy.extensions.retry.priority.previous_priorities.v3 import (

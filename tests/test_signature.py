@@ -191,3 +191,37 @@ def test_unreadable_samples_say_where(tmp_path, text, message):
     path.write_text(text + "\n")
     with pytest.raises(SamplesError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_samples(path)
+
+
+def test_a_decoupled_model_is_known_from_its_config_json_and_pbtxt(tmp_path):
+    from pathlib import Path
+
+    config = {"name": "m", "input": [{"name": "x", "data_type": "TYPE_INT32", "dims": [1]}],
+              "output": [{"name": "y", "data_type": "TYPE_STRING", "dims": [1]}]}
+    assert not ModelSignature.from_config(config).decoupled
+    assert ModelSignature.from_config(
+        {**config, "model_transaction_policy": {"decoupled": True}}).decoupled
+    assert ModelSignature.from_config(
+        {**config, "modelTransactionPolicy": {"decoupled": True}}).decoupled
+    assert not ModelSignature.from_config(
+        {**config, "model_transaction_policy": {"decoupled": False}}).decoupled
+    streamer = Path(__file__).resolve().parent.parent / "examples" / "models" / "streamer"
+    sig = artifact_signature(streamer / "v1")
+    assert sig.decoupled and sig.describe().endswith(
+        "; no batching; decoupled (a stream of responses per request)")
+    assert not _sig(tmp_path, "pair").decoupled
+
+
+def test_a_stream_joins_its_responses_per_output():
+    from triton_slots.streaming import StreamAnswer
+
+    sig = ModelSignature("m", (TensorSpec("x", "INT32", (1,)),),
+                         (TensorSpec("TOKEN", "BYTES", (1,)), TensorSpec("P", "FP32", (2,))))
+    answer = StreamAnswer([{"TOKEN": np.array([b"ab"], dtype=np.object_),
+                            "P": np.array([0.5, 0.25], dtype=np.float32)},
+                           {"TOKEN": np.array([b"c"], dtype=np.object_)}])
+    joined = answer.joined(sig)
+    assert list(joined["TOKEN"]) == [b"ab", b"c"]  # not b"abc": the split stays visible
+    assert joined["P"].tolist() == [0.5, 0.25]
+    empty = StreamAnswer().joined(sig)
+    assert empty["TOKEN"].shape == (0,) and empty["P"].dtype == np.float32

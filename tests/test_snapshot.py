@@ -124,3 +124,31 @@ def test_the_version_does_not_depend_on_the_order_maps_were_filled_in():
         snap = Snapshot.build(listeners=[], routes=[], clusters=[cluster(order)], endpoints=[])
         versions.add(snap.version("type.googleapis.com/envoy.config.cluster.v3.Cluster"))
     assert len(versions) == 1
+
+
+def test_every_route_is_bounded_by_idle_time_not_by_duration(tmp_path):
+    """A generation may stream for minutes: no route limits a request's whole duration;
+    the stack's stream_idle_timeout_s (checked when the config is read) ends one that
+    sends nothing either way."""
+    from triton_slots.slot import Slot
+    from turnout.config import ControlPlaneConfig
+    from turnout.errors import ConfigError
+    from turnout.tokens import Role, mint
+    from turnout.topology import build_snapshot
+    from turnout.weights import Weights
+
+    built = build_snapshot(ingress_host="127.0.0.1", ingress_port=1, slots={}, health={},
+                           weights=Weights(), grpc_target="t", idle_timeout_s=900)
+    routes = [r for config in built.resources(t.ROUTE).values() for host in config.virtual_hosts
+              for r in host.routes]
+    assert len(routes) == 9  # (2 previews + split) x (gRPC, HTTP, proxyless gRPC)
+    assert {(r.route.timeout.ToSeconds(), r.route.idle_timeout.ToSeconds(),
+             r.route.HasField("timeout")) for r in routes} == {(0, 900, True)}
+    admin, _ = mint("a", Role.ADMIN)
+    assert ControlPlaneConfig(state_dir=tmp_path, tokens=(admin,), ingress_port=1,
+                              slots={"blue": Slot("blue")}).stream_idle_timeout_s == 60.0
+    for bad in (0, 0.5, 3601, "60", True, None):
+        with pytest.raises(ConfigError, match=r"^stream_idle_timeout_s must be a number of "
+                                              r"seconds in 1\.\.3600, got "):
+            ControlPlaneConfig(state_dir=tmp_path, tokens=(admin,), ingress_port=1,
+                               stream_idle_timeout_s=bad)

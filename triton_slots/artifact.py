@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,8 +89,45 @@ def parse_config(path: Path) -> model_config_pb2.ModelConfig:
         text_format.Parse(text, config)
     except text_format.ParseError as exc:
         line, column = exc.GetLine(), exc.GetColumn()
-        raise ArtifactError(f"{path}:{line}:{column}: {_message(exc)}") from exc
+        # The parser wanted a separator or a closing bracket, or met a closing bracket it
+        # did not expect: name the bracket left open.
+        hint = _unclosed(text, line) if _BRACKET_TROUBLE.search(str(exc)) else ""
+        raise ArtifactError(f"{path}:{line}:{column}: {_message(exc)}"
+                            + (f" ({hint})" if hint else "")) from exc
     return config
+
+
+_CLOSING = {"[": "]", "{": "}", "<": ">"}
+_BRACKET_TROUBLE = re.compile(r'Expected "[,\]}>]"|got [\]}>]')
+
+
+def _unclosed(text: str, before: int) -> str:
+    """The bracket still open where the parser gave up (the usual cause: a missing ']' or
+    '}' a few lines above), or "" when every bracket was closed."""
+    opened: list[tuple[str, int]] = []
+    quote = ""
+    for number, line in enumerate(text.splitlines()[:before - 1], 1):
+        escaped = False
+        for char in line:
+            if quote:
+                if escaped:
+                    escaped = False
+                elif char == "\\":
+                    escaped = True
+                elif char == quote:
+                    quote = ""
+            elif char in "\"'":
+                quote = char
+            elif char == "#":
+                break
+            elif char in _CLOSING:
+                opened.append((char, number))
+            elif opened and char == _CLOSING[opened[-1][0]]:
+                opened.pop()
+    if not opened or before <= opened[-1][1]:
+        return ""
+    char, number = opened[-1]
+    return f"the '{char}' opened at line {number} is not closed before line {before}"
 
 
 def _message(exc: text_format.ParseError) -> str:

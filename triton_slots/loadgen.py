@@ -1,6 +1,7 @@
 """gRPC inference load (KServe v2 via ``tritonclient``) against Envoy or a Triton server,
 for any model: requests are built from the model's signature (fetched from the target,
-through the same headers) unless the caller gives the inputs.
+through the same headers) unless the caller gives the inputs. A decoupled (streaming)
+model gets one stream per request, read to its final response.
 
 Threads, each with its own client, send until stopped or a count is reached. Every
 request is accounted for: ``ok`` or ``failed`` by gRPC status.
@@ -19,6 +20,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from triton_slots.signature import ModelSignature
+from triton_slots.streaming import StreamError, stream_infer
 from triton_slots.tensors import Hints, infer_inputs, random_inputs
 
 
@@ -55,6 +57,13 @@ def make_inputs(sig: ModelSignature, batch: int = 1, *, seed: int = 0,
     """Random inputs for one request of ``batch`` rows (one request's worth for a model
     that does not batch)."""
     return infer_inputs(grpcclient, sig, random_inputs(sig, batch, seed=seed, hints=hints))
+
+
+@dataclass(frozen=True)
+class _Request:
+    sig: ModelSignature
+    arrays: dict[str, np.ndarray]
+    inputs: list[grpcclient.InferInput] | None  # None: a decoupled model's (streamed)
 
 
 class LoadGenerator:
@@ -128,9 +137,8 @@ class LoadGenerator:
             for _ in range(self.warmup):
                 if self._stop.is_set():
                     break
-                with contextlib.suppress(InferenceServerException):
-                    client.infer(self.model, requests[0], headers=self.headers,
-                                 client_timeout=30)
+                with contextlib.suppress(InferenceServerException, StreamError):
+                    self._send(client, requests[0])
             period = self.concurrency / self.rate if self.rate else 0.0
             next_at = time.perf_counter()
             while not self._stop.is_set() and self._take_ticket():
@@ -143,10 +151,12 @@ class LoadGenerator:
                 turn += 1
                 started = time.perf_counter()
                 try:
-                    client.infer(self.model, inputs, headers=self.headers, client_timeout=30)
+                    self._send(client, inputs)
                     ok, error = True, ""
                 except InferenceServerException as exc:
                     ok, error = False, str(exc.status() or "error")
+                except StreamError as exc:
+                    ok, error = False, f"stream: {str(exc)[:80]}"
                 elapsed = (time.perf_counter() - started) * 1e3
                 with self._lock:
                     if ok:
@@ -162,11 +172,20 @@ class LoadGenerator:
                 self._stats.latencies_ms.extend(local.latencies_ms)
 
     def _requests(self, client: grpcclient.InferenceServerClient, seed: int
-                  ) -> list[list[grpcclient.InferInput]]:
+                  ) -> list[_Request]:
         sig = self.signature or fetch_signature(client, self.model, self.headers)
-        if self.requests:
-            return [infer_inputs(grpcclient, sig, r) for r in self.requests]
-        return [make_inputs(sig, self.batch, seed=seed, hints=self.hints)]
+        arrays = self.requests or [random_inputs(sig, self.batch, seed=seed, hints=self.hints)]
+        # Unary inputs are built once (their cost is not the server's); a stream's per call.
+        return [_Request(sig, a, None if sig.decoupled else infer_inputs(grpcclient, sig, a))
+                for a in arrays]
+
+    def _send(self, client: grpcclient.InferenceServerClient, request: _Request) -> None:
+        """One inference: unary, or for a decoupled model one stream read to its end."""
+        if request.inputs is None:
+            stream_infer(client, request.sig, request.arrays, headers=self.headers,
+                         timeout=30)
+        else:
+            client.infer(self.model, request.inputs, headers=self.headers, client_timeout=30)
 
     def start(self) -> LoadGenerator:
         self._threads = [

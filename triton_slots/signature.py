@@ -83,6 +83,9 @@ class ModelSignature:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     max_batch_size: int = 0
+    #: A decoupled model answers one request with a stream of responses (gRPC
+    #: ModelStreamInfer only; Triton refuses it ModelInfer), the last flagged final.
+    decoupled: bool = False
 
     @property
     def batched(self) -> bool:
@@ -123,7 +126,8 @@ class ModelSignature:
             return f"{t.name} {t.datatype}[{dims}]" + (" optional" if t.optional else "")
         batching = f"batched up to {self.max_batch_size}" if self.batched else "no batching"
         return (f"{self.name}: inputs {', '.join(one(t) for t in self.inputs)}; outputs "
-                f"{', '.join(one(t) for t in self.outputs)}; {batching}")
+                f"{', '.join(one(t) for t in self.outputs)}; {batching}"
+                + ("; decoupled (a stream of responses per request)" if self.decoupled else ""))
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], name: str | None = None) -> ModelSignature:
@@ -144,8 +148,11 @@ class ModelSignature:
             raise SignatureError(f"model {model!r} declares no inputs")
         if not outputs:
             raise SignatureError(f"model {model!r} declares no outputs")
+        policy = config.get("model_transaction_policy",
+                            config.get("modelTransactionPolicy", {})) or {}
         return cls(model, inputs, outputs, int(config.get("max_batch_size",
-                                                          config.get("maxBatchSize", 0))))
+                                                          config.get("maxBatchSize", 0))),
+                   decoupled=bool(policy.get("decoupled", False)))
 
     @classmethod
     def from_protobuf(cls, config: Any) -> ModelSignature:

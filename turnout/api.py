@@ -11,7 +11,7 @@
     GET  /v1/rollouts/current             the current (or last) rollout
     POST /v1/rollouts/current/<command>   pause | resume | promote | abort | rollback
                                           (promote takes {"full": true})
-    GET  /v1/history?rollout=ID&limit=N   the audit log
+    GET  /v1/history?rollout=ID|NAME&limit=N  the audit log (of one rollout)
     /v1/slots...                          each slot's servers (turnout.api_slots)
     /v1/models...                         the registry, deploy, validate (turnout.api_models)
 
@@ -33,6 +33,7 @@ from turnout.api_common import (
     PLANE,
     BadInput,
     Handler,
+    NotFound,
     body_of,
     error,
     fields,
@@ -159,7 +160,13 @@ async def _history(request: web.Request) -> web.Response:
     rollout = request.query.get("rollout")
     if rollout is not None and not 0 < len(rollout) <= 100:
         raise BadInput("query parameter 'rollout' must be a rollout id of 1..100 characters")
-    entries = plane_of(request).store.history(rollout=rollout, limit=int(text))
+    store = plane_of(request).store
+    ids: list[str] | None = None
+    if rollout is not None:  # an id, else a name (every rollout of that name)
+        ids = [rollout] if store.rollout(rollout) is not None else store.rollout_ids(rollout)
+        if not ids:
+            raise NotFound(f"no rollout with id or name {rollout!r}")
+    entries = store.history(rollout=ids, limit=int(text))
     return web.json_response([e.as_dict() for e in entries])
 
 

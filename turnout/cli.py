@@ -13,6 +13,7 @@ import click
 from turnout import stack as local_stack
 from turnout.cli_common import client_for, dir_option, friendly
 from turnout.cli_context import register as register_context
+from turnout.cli_load import register as register_load
 from turnout.cli_models import register as register_models
 from turnout.cli_rollout import register as register_rollout
 from turnout.cli_rollout import render_rollout
@@ -169,6 +170,7 @@ register_rollout(main)
 register_tokens(main)
 register_context(main)
 register_slots(main)
+register_load(main)
 
 
 def render_status(data: dict[str, Any]) -> str:

@@ -46,6 +46,25 @@ def _table(records: list[dict]) -> list[str]:
     return lines
 
 
+def _summary(data: dict) -> list[str]:
+    created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(data["created"]))
+    lines = [f"{data['name']}:{data['version']}  stage {data['stage']}"
+             + (f" ({data['stage_reason']})" if data.get("stage_reason") else ""),
+             f"  digest   {data['digest']}", f"  slot     {data['slot'] or '-'}",
+             f"  created  {created}", f"  source   {data['source']}"]
+    if data.get("labels"):
+        lines.append("  labels   " + ", ".join(f"{k}={v}" for k, v in data["labels"].items()))
+    report = data.get("validation")
+    if report:
+        verdict = "passed" if report.get("passed") else "failed"
+        lines.append(f"  validation {verdict} on {report.get('slot')}: "
+                     + "; ".join(f"{c['name']} {'PASS' if c['passed'] else 'FAIL'}"
+                                 for c in report.get("checks", [])))
+    else:
+        lines.append("  validation: none yet")
+    return lines
+
+
 def register(main: click.Group) -> None:
     @main.group()
     def models() -> None:
@@ -56,7 +75,9 @@ def register(main: click.Group) -> None:
     @friendly
     @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
     @click.option("--name", required=True, help="Model name (must match config.pbtxt).")
-    @click.option("--version", "version", required=True, help="Registry version, e.g. v2.")
+    @click.option("--model-version", "--version", "version", required=True,
+                  help="The artifact's registry version, e.g. v2 (`--version` is accepted "
+                       "too; `turnout --version` is Turnout's own).")
     @click.option("--label", "labels", multiple=True, help="KEY=VALUE, repeatable.")
     @click.option("--source", default="", help="Where the artifact came from.")
     def models_push(directory: Path, model_dir: Path, name: str, version: str,
@@ -93,17 +114,23 @@ def register(main: click.Group) -> None:
     @dir_option
     @friendly
     @click.argument("ref")
-    def models_show(directory: Path, ref: str) -> None:
-        """One version's metadata and its last validation report (JSON)."""
+    @click.option("--json", "as_json", is_flag=True,
+                  help="Print the record and the whole report as JSON.")
+    def models_show(directory: Path, ref: str, as_json: bool) -> None:
+        """One version's metadata and its last validation report."""
         name, version = parse_ref(ref)
         client = remote_client(directory)
         if client is not None:
-            click.echo(json.dumps(client.model(name, version), indent=2))
+            data = client.model(name, version)
+        else:
+            registry = workflow.registry_for(directory)
+            data = registry.get(name, version).as_dict()
+            data["validation"] = registry.report(name, version, "validation")
+        if as_json:
+            click.echo(json.dumps(data, indent=2))
             return
-        registry = workflow.registry_for(directory)
-        data = registry.get(name, version).as_dict()
-        data["validation"] = registry.report(name, version, "validation")
-        click.echo(json.dumps(data, indent=2))
+        for line in _summary(data):
+            click.echo(line)
 
     @main.command("deploy")
     @dir_option
@@ -111,7 +138,9 @@ def register(main: click.Group) -> None:
     @click.argument("ref")
     @click.option("--slot", type=click.Choice(["blue", "green"]), default=None,
                   help="Target slot (default: the idle one).")
-    @click.option("--timeout", type=float, default=120.0, show_default=True)
+    @click.option("--timeout", type=click.FloatRange(1, 600), default=120.0,
+                  show_default=True,
+                  help="Seconds to wait for every server to load and prove it.")
     @click.option("--force", is_flag=True,
                   help="Deploy onto the warm standby, giving up its instant rollback.")
     def deploy_cmd(directory: Path, ref: str, slot: str | None, timeout: float,

@@ -14,10 +14,10 @@ import click
 from triton_slots.artifact import ArtifactError, artifact_signature
 from triton_slots.registry import RegistryError
 from triton_slots.signature import ModelSignature, SignatureError
-from turnout.cli_common import client_for, dir_option, friendly
+from turnout.cli_common import client_for, dir_option, friendly, remote_client
+from turnout.errors import StackError
 from turnout.policy import SCHEMA_PATH, Policy, PolicyError, load_file
 from turnout.policy.fit import fit_problems
-from turnout.seed import registry_root
 from turnout.workflow import registry_for
 
 
@@ -51,8 +51,10 @@ def render_plan(policy: Policy) -> str:
                  f"inconclusive {g.inconclusive_limit}, consecutive errors "
                  f"{g.consecutive_error_limit}")
     for m in g.metrics:
-        source = m.builtin or f"query {m.query!r}"
-        lines.append(f"  {m.name:<16} {source:<18} {m.thresholds()}"
+        what = m.builtin or f"query {m.query!r}"
+        lines.append(f"  {m.name:<16} {what:<18} from {m.source:<10} {m.thresholds()}"
+                     + (f"  sequential (alpha {m.sequential[0]:g}, beta {m.sequential[1]:g})"
+                        if m.sequential else "")
                      + ("  (dry run)" if m.dry_run else ""))
     rb = policy.rollback
     lines.append(f"rollback: {'automatic' if rb.automatic else 'manual'}; old slot kept warm "
@@ -148,12 +150,14 @@ def register(main: click.Group) -> None:
     @main.command()
     @dir_option
     @click.argument("file", type=click.Path(path_type=Path))
+    @friendly
     def lint(directory: Path, file: Path) -> None:
-        """Check a rollout policy: every problem with file, line and field. When the
-        stack's registry holds the model, also check that the policy's samples, inputs and
-        outputs fit the model's signature."""
+        """Check a rollout policy: every problem with file, line and field; that the stack's
+        registry holds its model version (listing those it does); and, where the registry is
+        local, that its samples, inputs and outputs fit the model's signature. Says what it
+        could not check."""
         policy = _load(file)
-        signature = _registry_signature(directory, policy)
+        signature, note = registry_check(directory, policy)
         if signature is not None:
             problems = fit_problems(policy, signature)
             for problem in problems:
@@ -161,15 +165,28 @@ def register(main: click.Group) -> None:
             if problems:
                 raise click.ClickException(f"{file}: {len(problems)} problem(s) with "
                                            f"{policy.model}'s signature")
-        fitted = " (fits the registry's signature)" if signature is not None else ""
+        fitted = " (fits the registry's signature)" if signature is not None else \
+            f"; {note}"
         click.echo(f"{file}: ok ({policy.model}, {len(policy.steps)} steps, minimum "
                    f"{_duration(policy.minimum_duration_s())}){fitted}")
 
     @main.command()
+    @dir_option
     @click.argument("file", type=click.Path(path_type=Path))
-    def plan(file: Path) -> None:
-        """Print a policy's steps, gates and minimum duration."""
-        click.echo(render_plan(_load(file)))
+    @friendly
+    def plan(directory: Path, file: Path) -> None:
+        """Print a policy's steps, gates and minimum duration, after the checks of
+        `turnout lint` (the registry's version and signature where it can)."""
+        policy = _load(file)
+        signature, note = registry_check(directory, policy)
+        click.echo(render_plan(policy))
+        if signature is not None:
+            problems = fit_problems(policy, signature)
+            if problems:
+                raise click.ClickException("; ".join(problems))
+            click.echo(f"registry: {policy.model} found; the policy fits its signature")
+        else:
+            click.echo(f"registry: {note}")
 
     @main.command()
     @click.option("--path", "show_path", is_flag=True, help="Print the schema file's path.")
@@ -198,8 +215,12 @@ def register(main: click.Group) -> None:
     for name, help_text in (
         ("pause", "Hold the rollout at its current weight."),
         ("resume", "Continue a paused rollout (its bake restarts)."),
-        ("abort", "Stop the rollout and send all traffic back to the stable slot."),
-        ("rollback", "Send all traffic back to the stable slot (also after promotion)."),
+        ("abort", "Stop a running rollout: all traffic back to the stable slot; it ends "
+                  "`aborted` (an operator's stop, not a verdict on the model). Not after "
+                  "promotion."),
+        ("rollback", "Take the new version's traffic back because it is bad: all traffic to "
+                     "the stable slot; it ends `rolled_back`. Also after promotion, while the "
+                     "old slot is kept warm."),
     ):
         main.command(name=name, help=help_text)(dir_option(friendly(_simple(name))))
 
@@ -217,9 +238,11 @@ def register(main: click.Group) -> None:
 
     @main.command()
     @dir_option
-    @click.option("--json", "as_json", is_flag=True)
-    @click.option("--limit", default=200, show_default=True)
-    @click.option("--rollout", default=None, help="Only this rollout id.")
+    @click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
+    @click.option("--limit", default=200, show_default=True, type=click.IntRange(1, 10_000),
+                  help="The last N entries.")
+    @click.option("--rollout", default=None,
+                  help="Only this rollout: its id, or its name (every rollout of that name).")
     @friendly
     def history(directory: Path, as_json: bool, limit: int, rollout: str | None) -> None:
         """The audit log: every transition and weight change, who or what caused it."""
@@ -227,20 +250,43 @@ def register(main: click.Group) -> None:
         if as_json:
             click.echo(json.dumps(entries, indent=2))
             return
+        if not entries:
+            click.echo("no audit entries yet" + (f" for rollout {rollout}" if rollout else ""))
         for line in render_history(entries):
             click.echo(line)
 
 
-def _registry_signature(directory: Path, policy: Policy) -> ModelSignature | None:
-    """The signature of the policy's model from the stack's registry, if it is there."""
-    if not registry_root(directory.resolve()).exists():
-        return None
+def registry_check(directory: Path, policy: Policy) -> tuple[ModelSignature | None, str]:
+    """What the stack's registry says of the policy's model: its signature (None when it
+    was not checked, with the note saying why). A version the registry does not hold is
+    refused at once, listing those it does."""
     name, version = policy.model_ref
+    where = "--context" if _context_named() else str(directory)
     try:
-        record = registry_for(directory).get(name, version)
-        return artifact_signature(record.path)
-    except (RegistryError, ArtifactError, SignatureError):
-        return None
+        client = remote_client(directory)
+        if client is not None:
+            versions = [m["version"] for m in client.models() if m["name"] == name]
+        else:
+            registry = registry_for(directory)
+            versions = [r.version for r in registry.list(name)]
+    except StackError:
+        return None, (f"model and signature not checked: no stack's registry in {directory} "
+                      "(give --dir or --context)")
+    if version not in versions:
+        raise click.ClickException(
+            f"{policy.source or 'policy'}: spec.model: {policy.model} is not in the registry "
+            f"({where}); versions of {name} there: {', '.join(versions) or 'none'}")
+    if client is not None:
+        return None, "signature not checked: the registry is the control plane's"
+    try:
+        return artifact_signature(registry.get(name, version).path), ""
+    except (RegistryError, ArtifactError, SignatureError) as exc:
+        return None, f"signature not checked: {exc}"
+
+
+def _context_named() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get("turnout.context"))
 
 
 def _simple(name: str) -> Callable[[Path], None]:

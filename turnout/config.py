@@ -79,6 +79,9 @@ class ControlPlaneConfig:
     grpc_target: str = "turnout"
     # Requests pinned to a slot by the preview header must also carry this key.
     preview_key: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    # A request or stream through Envoy ends after this long without a byte either way;
+    # nothing limits its whole duration (a generation may stream for minutes).
+    stream_idle_timeout_s: float = 60.0
     # The dashboard: {"public": true} serves its data without a token (demos only;
     # refused unless bind_host is a loopback address).
     dashboard: dict[str, Any] = field(default_factory=dict)
@@ -100,6 +103,11 @@ class ControlPlaneConfig:
         if len(self.preview_key) < 16:
             raise ConfigError("preview_key must be at least 16 characters")
         self._check_dashboard()
+        if isinstance(self.stream_idle_timeout_s, bool) or not isinstance(
+                self.stream_idle_timeout_s, int | float) or not 1 <= self.stream_idle_timeout_s \
+                <= 3600:
+            raise ConfigError(f"stream_idle_timeout_s must be a number of seconds in 1..3600, "
+                              f"got {self.stream_idle_timeout_s!r}")
         unknown = set(self.slots) - set(SLOT_NAMES)
         if unknown:
             raise ConfigError(f"unknown slot(s) {sorted(unknown)}; slots are {SLOT_NAMES}")

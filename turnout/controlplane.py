@@ -213,6 +213,7 @@ class ControlPlane:
             preview_key=self.config.preview_key,
             access_log_cluster=self.config.access_log_cluster or None,
             grpc_target=self.config.grpc_target or None,
+            idle_timeout_s=self.config.stream_idle_timeout_s,
         )
 
     def _resolve(self, host: str) -> str:

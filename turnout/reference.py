@@ -37,9 +37,14 @@ def _commands(group: click.Group, prefix: list[str]) -> Iterator[tuple[list[str]
 def cli_markdown() -> str:
     from turnout.cli import main
 
+    without = [" ".join(path) for path, command in _commands(main, ["turnout"])
+               if not isinstance(command, click.Group)
+               and not any(p.name == "directory" for p in command.params)]
     lines = [HEADER + "# CLI reference", "",
-             "Every command takes `--dir DIR` (or `TURNOUT_DIR`) to select the stack; "
-             "default `.turnout`.", ""]
+             "Every command takes `--dir DIR` (or `TURNOUT_DIR`) to select the local stack "
+             "(default `.turnout`) and `--context NAME` (or `TURNOUT_CONTEXT`) to select a "
+             "control plane elsewhere, except: " + ", ".join(f"`{c}`" for c in without)
+             + " (they act on neither).", ""]
     for path, command in _commands(main, ["turnout"]):
         ctx = click.Context(command, info_name=" ".join(path))
         usage = " ".join(command.collect_usage_pieces(ctx))

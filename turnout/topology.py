@@ -68,6 +68,7 @@ def split_routes(
     validate_clusters: bool = True,
     match_grpc: bool = True,
     retries: int = 5,
+    idle_timeout_s: float = 60.0,
 ) -> route_pb2.RouteConfiguration:
     """The route table for a set of slots. ``clusters`` maps slot name to its gRPC cluster,
     ``http_clusters`` (optional) to its HTTP/REST cluster; ``weights`` maps slot name to a
@@ -75,7 +76,9 @@ def split_routes(
     ``split_clusters`` / ``split_http_clusters`` where given (failover clusters), preview
     routes always the slot's own cluster. With ``preview_key`` a preview route matches
     only requests that also carry the key (``x-turnout-preview-key``); anything else takes
-    the split, and both headers are stripped before any request leaves Envoy.
+    the split, and both headers are stripped before any request leaves Envoy. No route
+    limits a request's whole duration (a generation may stream for minutes);
+    ``idle_timeout_s`` without a byte either way ends it.
     ``match_grpc=False`` drops the content-type condition from the gRPC routes (gRPC's
     own xDS client sends nothing else)."""
     unknown = set(weights) - set(clusters)
@@ -92,11 +95,13 @@ def split_routes(
                 f"preview-{slot}" + ("" if grpc else "-http"),
                 route_match(grpc=grpc and match_grpc, headers=[(header, slot)] + (
                     [(PREVIEW_KEY_HEADER, preview_key)] if preview_key else [])), cluster,
-                response_headers=[set_header(SERVED_BY_HEADER, slot)], retries=retries))
+                response_headers=[set_header(SERVED_BY_HEADER, slot)], retries=retries,
+                idle_timeout_s=idle_timeout_s))
         routes.append(weighted_route(
             "split" if grpc else "split-http", route_match(grpc=grpc and match_grpc),
             [(cluster, weights.get(slot, 0), [set_header(SERVED_BY_HEADER, slot)])
-             for slot, cluster in sorted(split_by_slot.items())], retries=retries))
+             for slot, cluster in sorted(split_by_slot.items())], retries=retries,
+            idle_timeout_s=idle_timeout_s))
     return route_configuration(name, routes, validate_clusters=validate_clusters,
                                remove_request_headers=(header, PREVIEW_KEY_HEADER))
 
@@ -113,6 +118,7 @@ def build_snapshot(
     preview_key: str | None = None,
     access_log_cluster: str | None = None,
     grpc_target: str | None = None,
+    idle_timeout_s: float = 60.0,
 ) -> Snapshot:
     """Both slots' clusters always present (so a weight change is an RDS-only change).
     ``resolve`` turns endpoint host names into IP addresses (EDS carries addresses only).
@@ -134,7 +140,8 @@ def build_snapshot(
     grpc_routes = split_routes(
         PROXYLESS_ROUTE_NAME, clusters={n: s.preview_cluster for n, s in all_slots.items()},
         split_clusters={n: s.cluster for n, s in all_slots.items()},
-        weights=weights.as_dict(), preview_key=preview_key, match_grpc=False, retries=4)
+        weights=weights.as_dict(), preview_key=preview_key, match_grpc=False, retries=4,
+        idle_timeout_s=idle_timeout_s)
     return Snapshot.build(
         listeners=[
             http_listener(
@@ -151,7 +158,8 @@ def build_snapshot(
             split_http_clusters={n: s.failover_http_cluster for n, s in all_slots.items()},
             preview_clusters={n: s.preview_cluster for n, s in all_slots.items()},
             preview_http_clusters={n: s.preview_http_cluster for n, s in all_slots.items()},
-            weights=weights.as_dict(), preview_key=preview_key)],
+            weights=weights.as_dict(), preview_key=preview_key,
+            idle_timeout_s=idle_timeout_s)],
         clusters=[c for n, s in all_slots.items() for c in (
             grpc_cluster(s.cluster, resilience=resilience),
             http_cluster(s.http_cluster, resilience=resilience),

@@ -339,19 +339,21 @@ def route_match(*, grpc: bool | None = None, headers: Iterable[tuple[str, str]] 
 
 def cluster_route(name: str, match: rc_pb2.RouteMatch, cluster: str, *,
                   response_headers: Iterable[base_pb2.HeaderValueOption] = (),
-                  retries: int = 5, timeout_s: float = 60.0) -> rc_pb2.Route:
-    """A route to one cluster, with retries to other hosts on connection-level failures."""
+                  retries: int = 5, idle_timeout_s: float = 60.0) -> rc_pb2.Route:
+    """A route to one cluster, with retries to other hosts on connection-level failures
+    (Envoy retries only before a response has begun: a stream that answered is never
+    replayed). See :func:`_timeouts`."""
     return rc_pb2.Route(
         name=name, match=match,
         route=rc_pb2.RouteAction(cluster=cluster, retry_policy=_retry_policy(retries),
-                                 timeout=_duration(timeout_s)),
+                                 **_timeouts(idle_timeout_s)),
         response_headers_to_add=list(response_headers),
     )
 
 
 def weighted_route(name: str, match: rc_pb2.RouteMatch,
                    clusters: Sequence[tuple[str, int, Sequence[base_pb2.HeaderValueOption]]],
-                   *, retries: int = 5, timeout_s: float = 60.0) -> rc_pb2.Route:
+                   *, retries: int = 5, idle_timeout_s: float = 60.0) -> rc_pb2.Route:
     """A route split over ``clusters`` (name, relative weight, response headers) by
     Envoy's ``weighted_clusters``. Weights must sum to more than 0; a cluster at weight 0
     stays named, so a weight change never touches CDS."""
@@ -366,9 +368,15 @@ def weighted_route(name: str, match: rc_pb2.RouteMatch,
                     response_headers_to_add=list(headers))
                 for cluster, weight, headers in clusters
             ]),
-            retry_policy=_retry_policy(retries), timeout=_duration(timeout_s),
+            retry_policy=_retry_policy(retries), **_timeouts(idle_timeout_s),
         ),
     )
+
+
+def _timeouts(idle_timeout_s: float) -> dict[str, duration_pb2.Duration]:
+    """No limit on a request's whole duration (a long generation streams for minutes);
+    ``idle_timeout_s`` without a byte either way ends it (a hung request or stream)."""
+    return {"timeout": _duration(0), "idle_timeout": _duration(idle_timeout_s)}
 
 
 def route_configuration(name: str, routes: Iterable[rc_pb2.Route], *,

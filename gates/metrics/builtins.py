@@ -69,6 +69,23 @@ BUILTINS: dict[str, str] = {
 }
 
 
+#: What a query may name with ``$``: see the module docstring.
+PLACEHOLDERS = ("slot", "cluster", "clusters", "model", "window")
+
+
+def placeholder_problems(query: str) -> list[str]:
+    """Why ``query`` would not render as written: a ``$name`` that is no placeholder (a
+    typo such as ``$windw`` would reach Prometheus as it is), or a stray ``$``."""
+    template = Template(query)
+    problems = [f"unknown placeholder ${name}; placeholders: "
+                + ", ".join(f"${p}" for p in PLACEHOLDERS)
+                for name in dict.fromkeys(template.get_identifiers())
+                if name not in PLACEHOLDERS]
+    if not template.is_valid():
+        problems.append("a '$' that starts no placeholder (write $$ for a literal $)")
+    return problems
+
+
 def render(query: str, *, slot: str, window_s: float, model: str = "") -> str:
     return Template(query).safe_substitute(
         slot=slot, cluster=cluster_name(slot),

@@ -10,7 +10,10 @@ Accepted answers are INVALID_ARGUMENT (Triton's and the model's own refusals); N
 and non-UTF-8 text may also succeed (Triton itself accepts them; refusing them is the
 model's choice), and
 the garbage case accepts gRPC's INTERNAL "Unable to parse request" (gRPC answers that
-before Triton sees the message). Any other status (UNAVAILABLE, UNKNOWN, INTERNAL,
+before Triton sees the message). A decoupled model gets each case on ModelStreamInfer:
+an error message on the stream is its refusal, and a stream must end (final response or
+error) within the timeout; for garbage bytes Triton closes the stream without a response,
+which is accepted there. Any other status (UNAVAILABLE, UNKNOWN, INTERNAL,
 DEADLINE_EXCEEDED, ...), an unexpected success, or a hang fails the case.
 """
 
@@ -33,9 +36,13 @@ from triton_slots.signature import ModelSignature, TensorSpec, numpy_dtype
 from triton_slots.tensors import Hints, random_inputs
 
 _METHOD = "/inference.GRPCInferenceService/ModelInfer"
+_STREAM_METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
 _REFUSED = frozenset({grpc.StatusCode.INVALID_ARGUMENT})
 _REFUSED_OR_OK = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OK})
 UNKNOWN_INPUT = "TURNOUT_NOT_AN_INPUT"
+#: A stream closed cleanly before any response: Triton's answer to a message it cannot
+#: parse on ModelStreamInfer (accepted for the garbage case only).
+NO_RESPONSE = "the stream ended without any response"
 
 
 @dataclass(frozen=True)
@@ -148,18 +155,60 @@ def generate_cases(sig: ModelSignature, hints: Hints | None,
             spec.name, "BYTES", spec.shape, raw_bytes(binary, "BYTES"))),
             accepted=_REFUSED_OR_OK)
     cases.append(Case("garbage_bytes", os.urandom(512),
-                      extra_ok=((grpc.StatusCode.INTERNAL, "Unable to parse request"),)))
+                      extra_ok=((grpc.StatusCode.INTERNAL, "Unable to parse request"),
+                                (grpc.StatusCode.UNKNOWN, NO_RESPONSE))))
     return cases
 
 
-def _send(target: SlotTarget, payload: bytes, timeout: float) -> tuple[grpc.StatusCode, str]:
+def _send(target: SlotTarget, payload: bytes, timeout: float, *, stream: bool = False
+          ) -> tuple[grpc.StatusCode, str]:
+    """The status a request gets; ``stream`` sends it on ModelStreamInfer (decoupled
+    models) and reads until the final response."""
     with grpc.insecure_channel(target.address) as channel:
-        call = channel.unary_unary(_METHOD, request_serializer=None, response_deserializer=None)
         try:
+            if stream:
+                return _send_stream(channel, target, payload, timeout)
+            call = channel.unary_unary(_METHOD, request_serializer=None,
+                                       response_deserializer=None)
             call(payload, metadata=list(target.headers.items()), timeout=timeout)
         except grpc.RpcError as exc:
             return exc.code(), exc.details() or ""
     return grpc.StatusCode.OK, ""
+
+
+def _send_stream(channel: grpc.Channel, target: SlotTarget, payload: bytes, timeout: float
+                 ) -> tuple[grpc.StatusCode, str]:
+    """Triton answers a stream's bad request with an error *message* on the stream (the
+    call's status stays OK): that counts as INVALID_ARGUMENT, a refusal. A stream that
+    ends without its final response is UNKNOWN; one that never ends, DEADLINE_EXCEEDED."""
+    request = service_pb2.ModelInferRequest()
+    try:
+        request.ParseFromString(payload)
+        request.parameters["triton_enable_empty_final_response"].bool_param = True
+        payload = request.SerializeToString()
+    except Exception:  # not a request at all (the garbage case): sent as it is
+        pass
+    call = channel.stream_stream(_STREAM_METHOD, request_serializer=None,
+                                 response_deserializer=None)
+    answers = call(iter([payload]), metadata=list(target.headers.items()), timeout=timeout)
+    seen = 0
+    for raw in answers:
+        seen += 1
+        answer = service_pb2.ModelStreamInferResponse.FromString(raw)
+        if answer.error_message:
+            answers.cancel()
+            return grpc.StatusCode.INVALID_ARGUMENT, answer.error_message
+        final = answer.infer_response.parameters.get("triton_final_response")
+        if final is not None and final.bool_param:
+            answers.cancel()
+            return grpc.StatusCode.OK, ""
+    code, details = answers.code(), answers.details() or ""
+    if code != grpc.StatusCode.OK:
+        return code, details
+    if not seen:  # what Triton does with a message it cannot parse: a refusal
+        return grpc.StatusCode.UNKNOWN, NO_RESPONSE
+    return grpc.StatusCode.UNKNOWN, (f"the stream ended after {seen} responses without its "
+                                     "final response")
 
 
 def _same(before: Mapping[str, np.ndarray], after: Mapping[str, np.ndarray]) -> bool:
@@ -187,7 +236,7 @@ def check_adversarial(target: SlotTarget, sig: ModelSignature, s: AdversarialSet
     generated = cases(sig, hints, s)
     for case in generated:
         t0 = time.monotonic()
-        code, message = _send(target, case.payload, s.timeout_s)
+        code, message = _send(target, case.payload, s.timeout_s, stream=sig.decoupled)
         ok = code in case.accepted or any(
             code == c and text in message for c, text in case.extra_ok)
         results[case.name] = {"status": code.name, "message": message[:300],

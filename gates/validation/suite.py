@@ -11,6 +11,7 @@ from gates.validation.latency import check_latency
 from gates.validation.parity import check_parity
 from gates.validation.report import CheckResult, ValidationReport
 from gates.validation.settings import Check, ValidationSettings
+from gates.validation.stream_latency import check_stream_latency
 from gates.validation.target import SlotTarget
 from triton_slots.registry import ArtifactRecord, RegistryBackend
 from triton_slots.samples import Sample, SamplesError, check_samples, load_samples
@@ -72,8 +73,8 @@ def run_suite(
                                                      settings.adversarial, hints),
         Check.PARITY: lambda: check_parity(candidate, baseline, signature, settings.parity,
                                            samples=samples, hints=hints),
-        Check.LATENCY: lambda: check_latency(candidate, baseline, signature, settings.latency,
-                                             samples=samples, hints=hints),
+        Check.LATENCY: lambda: (check_stream_latency if signature.decoupled else check_latency)(
+            candidate, baseline, signature, settings.latency, samples=samples, hints=hints),
     }
     for name in settings.checks:
         progress(f"  running {name} ...")

@@ -14,6 +14,7 @@ from tritonclient.utils import InferenceServerException
 from triton_slots.loadgen import fetch_signature
 from triton_slots.signature import ModelSignature
 from triton_slots.slot import PREVIEW_KEY_HEADER, SLOT_HEADER
+from triton_slots.streaming import StreamAnswer, stream_infer
 from triton_slots.tensors import infer_inputs, outputs_of, requested_outputs
 
 
@@ -67,14 +68,29 @@ class SlotTarget:
     def infer(self, sig: ModelSignature, arrays: Mapping[str, np.ndarray],
               client: grpcclient.InferenceServerClient | None = None
               ) -> dict[str, np.ndarray]:
-        """Every output of ``sig`` for one request made of ``arrays``."""
+        """Every output of ``sig`` for one request made of ``arrays`` (for a decoupled
+        model, its whole stream of responses joined: see :class:`StreamAnswer`)."""
         own = client is None
         client = client or self.client()
         try:
+            if sig.decoupled:
+                return self.stream(sig, arrays, client).joined(sig)
             result = client.infer(sig.name, infer_inputs(grpcclient, sig, arrays),
                                   outputs=requested_outputs(grpcclient, sig),
                                   headers=self.headers, client_timeout=30)
             return outputs_of(sig, result)
+        finally:
+            if own:
+                client.close()
+
+    def stream(self, sig: ModelSignature, arrays: Mapping[str, np.ndarray],
+               client: grpcclient.InferenceServerClient | None = None,
+               timeout: float = 30.0) -> StreamAnswer:
+        """One request to a decoupled model: its responses and their timing."""
+        own = client is None
+        client = client or self.client()
+        try:
+            return stream_infer(client, sig, arrays, headers=self.headers, timeout=timeout)
         finally:
             if own:
                 client.close()

@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from gates.metrics.builtins import placeholder_problems
 from gates.metrics.sources import ENVOY, STREAM_BUILTINS
 from turnout.errors import ConfigError
 from turnout.policy.model import Policy, build_policy, resolve_samples
@@ -155,6 +156,10 @@ def _rule_problems(doc: dict[str, Any], lines: _Lines, file: str) -> list[Proble
         if ("builtin" in metric) == ("query" in metric):
             problems.append(Problem(file, lines.line(base), _dotted(base),
                                     "give exactly one of 'builtin' or 'query'"))
+        if isinstance(metric.get("query"), str):
+            path = (*base, "query")
+            problems.extend(Problem(file, lines.line(path), _dotted(path), problem)
+                            for problem in placeholder_problems(metric["query"]))
         if not any(k in metric for k in ("max", "min", "maxRatio", "minRatio")):
             problems.append(Problem(file, lines.line(base), _dotted(base),
                                     "needs a threshold: max, min, maxRatio or minRatio"))

@@ -220,12 +220,21 @@ class Store:
             ).fetchone()
         return json.loads(row["state"]) if row else None
 
-    def history(self, *, rollout: str | None = None, limit: int = 500) -> list[AuditEntry]:
+    def rollout_ids(self, name: str) -> list[str]:
+        """The ids of the rollouts named ``name`` (a policy's metadata.name), oldest first."""
+        with self._connect() as db:
+            rows = db.execute("SELECT id, state FROM rollouts ORDER BY created").fetchall()
+        return [row["id"] for row in rows if json.loads(row["state"]).get("name") == name]
+
+    def history(self, *, rollout: str | list[str] | None = None, limit: int = 500
+                ) -> list[AuditEntry]:
+        """The last ``limit`` entries, oldest first; of one rollout id (or several)."""
         query = "SELECT * FROM audit"
         args: tuple[Any, ...] = ()
         if rollout is not None:
-            query += " WHERE rollout=?"
-            args = (rollout,)
+            ids = [rollout] if isinstance(rollout, str) else list(rollout) or [""]
+            query += f" WHERE rollout IN ({', '.join('?' * len(ids))})"
+            args = tuple(ids)
         with self._connect() as db:
             rows = db.execute(self._q(query + " ORDER BY seq DESC LIMIT ?"),
                               (*args, limit)).fetchall()
