@@ -59,7 +59,8 @@ def pack(root: Path) -> bytes:
     """The artifact's files as a gzip'd tar, paths relative to ``root`` (what the shared
     registry stores and ``PUT /v1/models/...`` takes)."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
+    # dereference: a linked file travels as its content (a link would point nowhere there)
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1, dereference=True) as tar:
         for relative in artifact_files(root):
             tar.add(root / relative, arcname=relative.as_posix(), recursive=False)
     return buffer.getvalue()

@@ -19,12 +19,12 @@ from typing import Any
 
 from triton_slots.loadgen import LoadGenerator
 from turnout import stack
+from turnout.assets import EXAMPLE_MODELS, EXAMPLE_POLICIES
 from turnout.client import ApiClient
 from turnout.policy import load_file
 from turnout.workflow import registry_for
 
-ROOT = Path(__file__).resolve().parent.parent
-MODELS = ROOT / "examples" / "models" / "classifier"
+MODELS = EXAMPLE_MODELS / "classifier"
 DEFAULT_DIR = Path(".turnout-demo")
 FINISHED = {"promoted", "rolled_back", "aborted", "failed"}
 
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(2)
         results = []
         for number, file in ((2, "rollout-v2.yaml"), (3, "rollout-v3.yaml")):
-            path = ROOT / "examples" / file
+            path = EXAMPLE_POLICIES / file
             policy = load_file(path)
             # v3 goes onto the slot v1 is kept warm on after v2's promotion: the demo gives
             # that instant rollback up (`turnout apply --force`, recorded in the audit log).

@@ -12,8 +12,9 @@ import yaml
 
 from triton_slots.procs import ManagedProcess, ProcessError, free_port, wait_http
 from triton_slots.slot import Slot
+from turnout.assets import ASSETS
 
-RULES = Path(__file__).resolve().parent.parent / "examples" / "prometheus" / "rules.yml"
+RULES = ASSETS / "prometheus" / "rules.yml"
 
 
 def prometheus_binary() -> str:

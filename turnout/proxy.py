@@ -17,9 +17,10 @@ from pathlib import Path
 from string import Template
 
 from triton_slots.procs import ManagedProcess, ProcessError, free_port, wait_http
+from turnout.assets import ASSETS
 from xds_server.transport import TlsFiles
 
-BOOTSTRAP_TEMPLATE = Path(__file__).resolve().parent.parent / "envoy" / "bootstrap.yaml"
+BOOTSTRAP_TEMPLATE = ASSETS / "envoy" / "bootstrap.yaml"
 
 
 def envoy_binary() -> str:

@@ -28,6 +28,7 @@ from triton_slots.procs import (
 )
 from triton_slots.registry import open_registry
 from triton_slots.slot import SLOT_NAMES, Endpoint, Slot
+from turnout.assets import EXAMPLE_MODELS
 from turnout.client import ApiClient
 from turnout.config import ControlPlaneConfig
 from turnout.errors import StackError
@@ -39,8 +40,7 @@ from turnout.tokens import Role, mint
 from xds_server.pki import LocalCA, write_private
 from xds_server.transport import TlsFiles
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE_MODEL = REPO_ROOT / "examples" / "models" / "classifier" / "v1"
+EXAMPLE_MODEL = EXAMPLE_MODELS / "classifier" / "v1"
 DEFAULT_DIR = Path(".turnout")
 Progress = Callable[[str], None]
 
