@@ -6,6 +6,7 @@ against the active slot. A version whose first token comes 250 ms late fails on 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +108,60 @@ def test_synthetic_streams_through_the_ingress(streaming):
     assert result.exit_code == 0, result.output
     assert result.output.startswith("sending 10 req/s of streamer to ")  # the active model
     assert ", 0 failed; latency p50 " in result.output.splitlines()[-1], result.output
+
+
+TOKEN_GATES = """
+      - {name: ttft, builtin: ttft_p99_ms, maxRatio: 3, minDelta: 50, source: envoy}
+      - {name: itl, builtin: itl_p99_ms, maxRatio: 3, minDelta: 50, source: envoy}
+      - {name: stream-errors, builtin: stream_error_rate, max: 0.01, source: envoy}"""
+
+
+def test_token_level_gates_roll_back_a_late_first_token_and_promote_a_good_version(
+        streaming):
+    """Streams through the ingress, the gates reading Envoy's access-log stream: the
+    version whose first token is 250 ms late is rolled back on TTFT at its first step; the
+    good one is promoted. No stream fails."""
+    from tests.rollout_helpers import FINISHED, policy, wait_for
+    from triton_slots.loadgen import LoadGenerator
+
+    info, directory = streaming
+    client = info.client(actor="pytest")
+    load = LoadGenerator(info.ingress, model="streamer", concurrency=3, rate=30).start()
+    figures = {}
+    try:
+        time.sleep(1.0)
+        steps = """
+      - {weight: 30, bake: 6s}
+      - {weight: 100, bake: 2s}"""
+        client.apply(policy("streamer:v3", name="late", checks="[]", steps=steps,
+                            metrics=TOKEN_GATES), "late.yaml")
+        done = wait_for(client, lambda r: r["phase"] in FINISHED, timeout=120,
+                        what="the late version's end")
+        assert done["phase"] == "rolled_back", (done["reason"], [
+            (e["message"], e["evidence"]) for e in client.history(rollout=done["id"])
+            if e["kind"] == "gates"][-3:])
+        decision = next(e for e in client.history(rollout=done["id"])
+                        if e["kind"] == "transition" and e["phase_to"] == "rolling_back")
+        assert "ttft" in decision["message"], decision["message"]
+        failing = {m["metric"]: m for m in decision["evidence"]["measurements"]}
+        assert failing["ttft"]["phase"] == "Failed" and failing["ttft"]["value"] > 200
+        figures["late: TTFT p99 candidate / active ms"] = (
+            round(failing["ttft"]["value"], 1), round(failing["ttft"]["baseline"], 1))
+        figures["late: first failure -> 0% ACKed s"] = round(
+            done["rollback_acked_at"] - done["first_failure_at"], 2)
+        stage = registry_for(directory).get("streamer", "v3")
+        assert stage.stage == "rolled_back" and "by a gate" in stage.stage_reason
+        client.apply(policy("streamer:v2", name="good", checks="[]", steps=steps,
+                            metrics=TOKEN_GATES), "good.yaml")
+        done = wait_for(client, lambda r: r["phase"] in FINISHED, timeout=120,
+                        what="the good version's end")
+        assert done["phase"] == "promoted", [
+            (e["message"], e["evidence"]) for e in client.history(rollout=done["id"])
+            if e["kind"] == "transition" and e["phase_to"] == "rolling_back"]
+        measured = {m["metric"]: m for m in done["latest_round"]["measurements"]}
+        assert measured["stream-errors"]["value"] == 0.0, measured
+    finally:
+        stats = load.stop()
+    print("token-level gates:", figures, f"streams {stats.ok} ok, {stats.failed} failed")
+    assert stats.failed == 0, dict(stats.errors)
+    assert stats.ok > 100

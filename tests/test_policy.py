@@ -317,8 +317,20 @@ def test_envoy_source_only_for_what_the_stream_answers():
     bad = MINIMAL + ("  gates:\n    metrics:\n"
                      "      - {name: cpu, builtin: cpu_utilization, max: 0.9, source: envoy}\n"
                      "      - {name: q, query: 'up', max: 1, source: envoy}\n")
+    answers = ("requests_rps, error_rate, p50_latency_ms, p99_latency_ms, ttft_p50_ms, "
+               "ttft_p99_ms, itl_p99_ms, tokens_per_s, stream_error_rate")
     assert _problems(bad) == [
-        "p.yaml:8: spec.gates.metrics[0].source: source envoy answers only the builtins "
-        "error_rate, p99_latency_ms, p50_latency_ms, requests_rps",
-        "p.yaml:9: spec.gates.metrics[1].source: source envoy answers only the builtins "
-        "error_rate, p99_latency_ms, p50_latency_ms, requests_rps"]
+        f"p.yaml:8: spec.gates.metrics[0].source: source envoy answers only the builtins "
+        f"{answers}",
+        f"p.yaml:9: spec.gates.metrics[1].source: source envoy answers only the builtins "
+        f"{answers}"]
+    # Streams' figures come from the stream only: no PromQL behind them.
+    for name in ("ttft_p50_ms", "ttft_p99_ms", "itl_p99_ms", "tokens_per_s",
+                 "stream_error_rate"):
+        assert _problems(MINIMAL + "  gates:\n    metrics:\n"
+                         f"      - {{name: t, builtin: {name}, max: 1}}\n") == [
+            f"p.yaml:8: spec.gates.metrics[0].builtin: {name} comes from Envoy's access-log "
+            "stream only: add source: envoy"]
+        assert load_text(MINIMAL + "  gates:\n    metrics:\n"
+                         f"      - {{name: t, builtin: {name}, max: 1, source: envoy}}\n",
+                         "p.yaml").gates.metrics[0].builtin == name

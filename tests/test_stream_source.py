@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import pytest
 from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2
@@ -80,7 +81,8 @@ def test_memory_is_fixed_whatever_the_rate():
     fill(w, "blue", [2.0] * 20_000)
     assert w._rings["blue"].nbytes == before
     assert w._rings["blue"].nbytes + w._stamps["blue"].nbytes == w.bytes_per_slot
-    assert w.bytes_per_slot == 1200 * 8 * (3 + len(BOUNDS_MS) + 1) + 1200 * 8
+    # six counts, three histograms (latency, TTFT, ITL) of len(BOUNDS_MS) + 1 buckets
+    assert w.bytes_per_slot == 1200 * 8 * (6 + 3 * (len(BOUNDS_MS) + 1)) + 1200 * 8
 
 
 def test_a_window_holds_exactly_its_buckets():
@@ -395,8 +397,44 @@ def test_stream_source_answers_exactly_and_names_what_it_lacks():
     with pytest.raises(MetricsError) as raised:
         source.value(Query(None, "up"), slot="green", window_s=1)
     assert str(raised.value) == (
-        "a PromQL query is not available from the envoy source (it has error_rate, "
-        "p99_latency_ms, p50_latency_ms, requests_rps)")
+        "a PromQL query is not available from the envoy source (it has requests_rps, "
+        "error_rate, p50_latency_ms, p99_latency_ms, ttft_p50_ms, ttft_p99_ms, itl_p99_ms, "
+        "tokens_per_s, stream_error_rate)")
+    with pytest.raises(MetricsError, match=r"^gpu_utilization is not available from the "):
+        source.value(Query("gpu_utilization", "x"), slot="green", window_s=1)
+
+
+def test_streams_give_ttft_itl_tokens_and_their_own_error_rate():
+    """Decoupled models' streams: each its responses and time to first response; ITL is
+    (duration - TTFT) / (responses - 1) per stream. Unary requests are in none of these."""
+    clock = Clock()
+    w = SlotWindows(clock=clock)
+    now = clock() - 0.05
+    # 9 good streams: TTFT 20 ms, 11 responses over 120 ms (ITL 10 ms); one failing stream
+    # with TTFT 400 ms and 1 response; one unary request (responses 0); one stream whose
+    # TTFT is unknown (an SSE stream: counted, not ranked).
+    w.record_many("green", at=np.full(12, now),
+                  latency_ms=np.array([120.0] * 9 + [500.0, 5.0, 50.0]),
+                  error=np.array([False] * 9 + [True, False, False]),
+                  responses=np.array([11] * 9 + [1, 0, 1]),
+                  ttft_ms=np.array([20.0] * 9 + [400.0, np.nan, np.nan]))
+    source = EnvoyStreamSource(w)
+
+    def value(name: str) -> float:
+        return source.value(Query(name, ""), slot="green", window_s=2)
+    assert w.streams("green", 2) == (1, 11, 9 * 11 + 1 + 1)
+    assert value("stream_error_rate") == pytest.approx(1 / 11)
+    assert value("tokens_per_s") == pytest.approx(101 / 2)
+    assert 18 < value("ttft_p50_ms") <= 21.2 and value("ttft_p99_ms") > 300
+    assert 9 < value("itl_p99_ms") <= 10.7  # only the 9 streams with 2+ responses
+    assert value("error_rate") == pytest.approx(1 / 12)  # every request, streams included
+    for name in ("ttft_p99_ms", "itl_p99_ms", "tokens_per_s", "stream_error_rate"):
+        with pytest.raises(NoData, match=r"^no streams to blue in the last 2s$"):
+            source.value(Query(name, ""), slot="blue", window_s=2)
+    w.record_many("blue", at=np.array([now]), latency_ms=np.array([5.0]),
+                  error=np.array([False]))  # unary only: still no streams
+    with pytest.raises(NoData, match="no streams to blue"):
+        source.value(Query("ttft_p50_ms", ""), slot="blue", window_s=2)
 
 
 def test_a_promql_source_renders_for_every_model_unless_told_one():
@@ -622,3 +660,37 @@ def test_entries_dropped_by_a_newer_row_are_refused_as_stale_and_not_counted():
     assert receiver.record(_batch(NOW - 120.0, NOW - 120.0, NOW)) == 1
     assert receiver.refused == {"stale": 2} and receiver.received == 1
     assert w.requests("green", 1.0) == 2
+
+
+def test_a_stream_entry_gives_its_responses_and_time_to_first_byte():
+    from envoy.extensions.filters.http.grpc_stats.v3 import config_pb2 as grpc_stats_pb2
+
+    from gates.metrics.access_log import GRPC_STATS, classify
+
+    def stream(path: str, *, counted: int | None, first_ms: float | None
+               ) -> accesslog_pb2.HTTPAccessLogEntry:
+        e = entry("slot_green", grpc="0", ms=120.0, path=path)
+        if first_ms is not None:
+            e.common_properties.time_to_first_upstream_rx_byte.FromNanoseconds(
+                int(first_ms * 1e6))
+        if counted is not None:
+            e.common_properties.filter_state_objects[GRPC_STATS].Pack(
+                grpc_stats_pb2.FilterObject(request_message_count=1,
+                                            response_message_count=counted))
+        return e
+    grpc_stream = "/inference.GRPCInferenceService/ModelStreamInfer"
+    seen = classify(stream(grpc_stream, counted=11, first_ms=20.0))
+    assert (seen.responses, seen.ttft_ms) == (11, pytest.approx(20.0))
+    seen = classify(stream(grpc_stream, counted=0, first_ms=None))  # ended before a byte
+    assert seen.responses == 1 and math.isnan(seen.ttft_ms)
+    seen = classify(stream("/v2/models/m/generate_stream", counted=None, first_ms=15.0))
+    assert (seen.responses, seen.ttft_ms) == (1, pytest.approx(15.0))  # SSE: count unknown
+    unary = classify(stream(INFER, counted=1, first_ms=3.0))
+    assert unary.responses == 0 and math.isnan(unary.ttft_ms)  # not a stream
+    w = SlotWindows(clock=Clock(NOW + 0.2))  # the stream ended 120 ms after it started
+    message = als_pb2.StreamAccessLogsMessage()
+    message.http_logs.log_entry.extend([stream(grpc_stream, counted=11, first_ms=20.0),
+                                        entry("slot_green", grpc="0")])
+    assert AccessLogReceiver(w).record(message) == 2
+    assert w.streams("green", 1.0) == (0, 1, 11) and w.requests("green", 1.0) == 2
+    assert 18 < w.quantile("green", 0.5, 1.0, of="ttft") <= 21.2

@@ -21,6 +21,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
+from envoy.extensions.filters.http.grpc_stats.v3 import config_pb2 as grpc_stats_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
@@ -224,12 +225,26 @@ def grpc_access_log(cluster: str, *, flush_s: float = 0.1) -> accesslog_pb2.Acce
             transport_api_version=config_source_pb2.ApiVersion.V3,
             buffer_flush_interval=_duration(flush_s),
             buffer_size_bytes=wrappers_pb2.UInt32Value(value=16384),
+            # A gRPC call's message counts (a stream's responses), from grpc_stats_filter.
+            filter_state_objects_to_log=[GRPC_STATS_FILTER],
         ),
         additional_response_headers_to_log=["grpc-status"],
         additional_response_trailers_to_log=["grpc-status"],
     )
     return accesslog_pb2.AccessLog(name="envoy.access_loggers.http_grpc",
                                    typed_config=_any(config))
+
+
+GRPC_STATS_FILTER = "envoy.filters.http.grpc_stats"
+
+
+def grpc_stats_filter() -> hcm_pb2.HttpFilter:
+    """Envoy's gRPC statistics filter, leaving each call's request and response message
+    counts as filter state (what the access log reports of a stream), with no statistics
+    of its own per method."""
+    return hcm_pb2.HttpFilter(name=GRPC_STATS_FILTER, typed_config=_any(
+        grpc_stats_pb2.FilterConfig(emit_filter_state=True,
+                                    stats_for_all_methods=wrappers_pb2.BoolValue(value=False))))
 
 
 def http_listener(
@@ -246,6 +261,7 @@ def http_listener(
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=route_config),
         http_filters=[
+            *([grpc_stats_filter()] if access_log_cluster else []),
             hcm_pb2.HttpFilter(
                 name="envoy.filters.http.router",
                 # dynamic_stats must stay on: the gates read each slot cluster's

@@ -13,6 +13,9 @@ What counts (docs/policy.md, "What the envoy source counts"):
   statuses a client causes (gRPC CANCELLED, INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS,
   PERMISSION_DENIED, FAILED_PRECONDITION, OUT_OF_RANGE, UNAUTHENTICATED; HTTP 4xx but 429),
   which are counted apart as client errors, in neither the error rate nor the latency.
+- A stream (gRPC ``ModelStreamInfer``, HTTP ``generate_stream``) also gives its time to
+  first response byte (TTFT), and for gRPC its count of response messages (Envoy's gRPC
+  statistics filter, logged as filter state): the token-level gates' figures.
 
 Who may send: the receiver asks ``admit`` (the control plane's identity rule) about the
 node a stream names, takes entries completed in ``[now - max_age_s, now + max_skew_s]``
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
 from collections import Counter
@@ -33,7 +37,9 @@ from enum import StrEnum
 import grpc
 import numpy as np
 from envoy.data.accesslog.v3 import accesslog_pb2
+from envoy.extensions.filters.http.grpc_stats.v3 import config_pb2 as grpc_stats_pb2
 from envoy.service.accesslog.v3 import als_pb2
+from google.protobuf import duration_pb2
 
 from gates.metrics.windows import SlotWindows
 
@@ -54,14 +60,39 @@ class Verdict(StrEnum):
     CLIENT = "client_error"
 
 
+STREAMING = frozenset({"/inference.GRPCInferenceService/ModelStreamInfer"})
+STREAMING_HTTP = re.compile(r"^/v2/models/[^/?]+(?:/versions/[^/?]+)?/generate_stream(?:\?.*)?$")
+#: The filter state Envoy's gRPC statistics filter leaves on each gRPC call (its message
+#: counts); the access logger sends it along.
+GRPC_STATS = "envoy.filters.http.grpc_stats"
+
+
 @dataclass(frozen=True)
 class Observed:
-    """One logged inference request."""
+    """One logged inference request. A stream (gRPC ModelStreamInfer, HTTP
+    generate_stream) also has its count of responses (at least 1; gRPC's as counted by
+    Envoy, an SSE stream's unknown: 1) and its time to the first response byte."""
 
     slot: str
     at: float  # completed at (Unix seconds)
     latency_ms: float
     verdict: Verdict
+    responses: int = 0  # 0: not a stream
+    ttft_ms: float = math.nan
+
+
+def _ms(duration: duration_pb2.Duration) -> float:
+    return duration.seconds * 1e3 + duration.nanos / 1e6
+
+
+def responses_of(entry: accesslog_pb2.HTTPAccessLogEntry) -> int:
+    """A stream's response messages as Envoy's gRPC statistics filter counted them (at
+    least 1: an unknown count is one response)."""
+    state = entry.common_properties.filter_state_objects.get(GRPC_STATS)
+    counts = grpc_stats_pb2.FilterObject()
+    if state is not None and state.Unpack(counts):
+        return max(1, counts.response_message_count)
+    return 1
 
 
 def is_inference(path: str) -> bool:
@@ -88,16 +119,20 @@ def classify(entry: accesslog_pb2.HTTPAccessLogEntry) -> Observed | str:
         return "not split traffic"
     if not is_inference(entry.request.path):
         return "not inference"
+    path = entry.request.path
     duration = common.duration if common.HasField("duration") \
         else common.time_to_last_downstream_tx_byte
-    latency_ms = duration.seconds * 1e3 + duration.nanos / 1e6
+    latency_ms = _ms(duration)
     started = common.start_time.seconds + common.start_time.nanos / 1e9
     response = entry.response
     code = response.response_code.value if response.HasField("response_code") else 0
     grpc_status = response.response_trailers.get("grpc-status") \
         or response.response_headers.get("grpc-status")
+    stream = path in STREAMING or STREAMING_HTTP.match(path) is not None
+    first = _ms(common.time_to_first_upstream_rx_byte) \
+        if stream and common.HasField("time_to_first_upstream_rx_byte") else math.nan
     return Observed(match.group(1), started + latency_ms / 1e3, latency_ms,
-                    verdict(code, grpc_status))
+                    verdict(code, grpc_status), responses_of(entry) if stream else 0, first)
 
 
 def outcome(entry: accesslog_pb2.HTTPAccessLogEntry) -> Observed | None:
@@ -178,7 +213,7 @@ class AccessLogReceiver:
         refused and counted."""
         now = self.windows.clock()
         oldest, newest = now - self.max_age_s, now + self.max_skew_s
-        batches: dict[str, list[tuple[float, float, bool, bool]]] = {}
+        batches: dict[str, list[tuple[float, float, bool, bool, int, float]]] = {}
         stale = future = 0
         for entry in message.http_logs.log_entry:
             seen = classify(entry)
@@ -191,16 +226,18 @@ class AccessLogReceiver:
             else:
                 batches.setdefault(seen.slot, []).append(
                     (seen.at, seen.latency_ms, seen.verdict is Verdict.FAILED,
-                     seen.verdict is Verdict.CLIENT))
+                     seen.verdict is Verdict.CLIENT, seen.responses, seen.ttft_ms))
         if stale:
             self.refuse("stale", stale)
         if future:
             self.refuse("future", future)
         counted = 0
         for slot, rows in batches.items():
-            at, latency_ms, failed, client = map(np.array, zip(*rows, strict=True))
+            at, latency_ms, failed, client, responses, ttft_ms = map(
+                np.array, zip(*rows, strict=True))
             dropped = self.windows.record_many(slot, at=at, latency_ms=latency_ms,
-                                               error=failed, client=client)
+                                               error=failed, client=client,
+                                               responses=responses, ttft_ms=ttft_ms)
             if dropped:
                 self.refuse("stale", dropped)
             counted += len(rows) - dropped

@@ -75,7 +75,9 @@ def _value(source: MetricSource, query: Query, slot: str, window_s: float,
 
 def _query_of(metric: MetricLike) -> Query:
     if metric.builtin is not None:
-        return Query(metric.builtin, BUILTINS[metric.builtin])
+        # A builtin only the access-log stream answers has no PromQL (the policy checker
+        # keeps it off the prometheus source).
+        return Query(metric.builtin, BUILTINS.get(metric.builtin, ""))
     assert metric.query is not None
     return Query(None, metric.query)
 

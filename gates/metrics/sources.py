@@ -2,14 +2,16 @@
 
     PromQLSource       Prometheus (or any MetricsProvider): builtins and custom PromQL
     EnvoyStreamSource  Envoy's gRPC access-log stream, kept in per-slot windows: request
-                       count, error rate and latency quantiles, ~100 ms fresh, and still
-                       there when Prometheus is down
+                       count, error rate and latency quantiles, and for streams TTFT, ITL,
+                       tokens/s and stream errors (STREAM_METRICS); ~100 ms fresh, and
+                       still there when Prometheus is down
 
 A metric says which with ``source`` (``prometheus``, the default, or ``envoy``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,8 +23,64 @@ from gates.metrics.windows import SlotWindows
 PROMETHEUS = "prometheus"
 ENVOY = "envoy"
 SOURCES = (PROMETHEUS, ENVOY)
-#: What the access-log stream can answer.
-STREAM_BUILTINS = ("error_rate", "p99_latency_ms", "p50_latency_ms", "requests_rps")
+
+
+def _no_data(what: str, slot: str, window_s: float) -> NoData:
+    return NoData(f"no {what} to {slot} in the last {window_s:g}s")
+
+
+def _quantile(q: float, of: str = "latency") -> Callable[[SlotWindows, str, float], float]:
+    def read(w: SlotWindows, slot: str, window_s: float) -> float:
+        value = w.quantile(slot, q, window_s, of=of)
+        if value != value:  # NaN: nothing in the window
+            raise _no_data("streams" if of != "latency" else "requests", slot, window_s)
+        return value
+    return read
+
+
+def _error_rate(w: SlotWindows, slot: str, window_s: float) -> float:
+    errors, requests = w.errors(slot, window_s)
+    if requests == 0:
+        raise _no_data("requests", slot, window_s)
+    return errors / requests
+
+
+def _stream_error_rate(w: SlotWindows, slot: str, window_s: float) -> float:
+    errors, streams, _ = w.streams(slot, window_s)
+    if streams == 0:
+        raise _no_data("streams", slot, window_s)
+    return errors / streams
+
+
+def _tokens_per_s(w: SlotWindows, slot: str, window_s: float) -> float:
+    _, streams, responses = w.streams(slot, window_s)
+    if streams == 0:
+        raise _no_data("streams", slot, window_s)
+    return responses / window_s
+
+
+#: Everything the access-log stream answers, one entry each: builtin -> how to read it from
+#: a slot's windows over a window. (Adding one is one entry here; the policy checker and
+#: the schema's description read this.)
+STREAM_METRICS: dict[str, Callable[[SlotWindows, str, float], float]] = {
+    "requests": lambda w, slot, window_s: float(w.requests(slot, window_s)),
+    "requests_rps": lambda w, slot, window_s: w.requests(slot, window_s) / window_s,
+    "error_rate": _error_rate,
+    "p50_latency_ms": _quantile(0.5),
+    "p99_latency_ms": _quantile(0.99),
+    # Streams (decoupled models): time to first response, time between responses, the
+    # responses (tokens) per second, and the share of streams that ended in an error.
+    "ttft_p50_ms": _quantile(0.5, "ttft"),
+    "ttft_p99_ms": _quantile(0.99, "ttft"),
+    "itl_p99_ms": _quantile(0.99, "itl"),
+    "tokens_per_s": _tokens_per_s,
+    "stream_error_rate": _stream_error_rate,
+}
+#: What a policy may ask of the envoy source (``requests`` is the gates' own count).
+STREAM_BUILTINS = tuple(name for name in STREAM_METRICS if name != "requests")
+#: Builtins only the access-log stream answers (Prometheus has no per-stream figures).
+STREAM_ONLY = ("ttft_p50_ms", "ttft_p99_ms", "itl_p99_ms", "tokens_per_s",
+               "stream_error_rate")
 
 
 @dataclass(frozen=True)
@@ -57,24 +115,11 @@ class EnvoyStreamSource:
         self.windows = windows
 
     def value(self, query: Query, *, slot: str, window_s: float, model: str = "") -> float:
-        w = self.windows
-        if query.builtin == "requests":
-            return float(w.requests(slot, window_s))
-        if query.builtin == "requests_rps":
-            return w.requests(slot, window_s) / window_s
-        if query.builtin == "error_rate":
-            errors, requests = w.errors(slot, window_s)
-            if requests == 0:
-                raise NoData(f"no requests to {slot} in the last {window_s:g}s")
-            return errors / requests
-        quantiles = {"p99_latency_ms": 0.99, "p50_latency_ms": 0.5}
-        if query.builtin in quantiles:
-            value = w.quantile(slot, quantiles[query.builtin], window_s)
-            if value != value:  # NaN: nothing in the window
-                raise NoData(f"no requests to {slot} in the last {window_s:g}s")
-            return value
-        raise MetricsError(f"{query.builtin or 'a PromQL query'} is not available from the "
-                           f"envoy source (it has {', '.join(STREAM_BUILTINS)})")
+        read = STREAM_METRICS.get(query.builtin or "")
+        if read is None:
+            raise MetricsError(f"{query.builtin or 'a PromQL query'} is not available from "
+                               f"the envoy source (it has {', '.join(STREAM_BUILTINS)})")
+        return read(self.windows, slot, window_s)
 
     def sequential(self, builtin: str, *, candidate: str, active: str, window_s: float,
                    max_ratio: float | None, min_delta: float, error_max: float | None,

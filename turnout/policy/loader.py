@@ -15,7 +15,7 @@ import jsonschema
 import yaml
 
 from gates.metrics.builtins import placeholder_problems
-from gates.metrics.sources import ENVOY, STREAM_BUILTINS
+from gates.metrics.sources import ENVOY, PROMETHEUS, STREAM_BUILTINS, STREAM_ONLY
 from turnout.errors import ConfigError
 from turnout.policy.model import Policy, build_policy, resolve_samples
 
@@ -169,6 +169,11 @@ def _rule_problems(doc: dict[str, Any], lines: _Lines, file: str) -> list[Proble
             problems.append(Problem(file, lines.line(path), _dotted(path),
                                     "a sequential test needs source: envoy and builtin "
                                     "error_rate, p50_latency_ms or p99_latency_ms"))
+        if metric.get("source", PROMETHEUS) != ENVOY and metric.get("builtin") in STREAM_ONLY:
+            path = (*base, "builtin")
+            problems.append(Problem(file, lines.line(path), _dotted(path),
+                                    f"{metric['builtin']} comes from Envoy's access-log "
+                                    "stream only: add source: envoy"))
         if metric.get("source") == ENVOY and metric.get("builtin") not in STREAM_BUILTINS:
             path = (*base, "source")
             problems.append(Problem(file, lines.line(path), _dotted(path),
