@@ -93,8 +93,8 @@ def test_slack_body_is_text_and_a_block():
     ({"url": "ftp://x"}, "must be http"),
     ({"url": "http://x", "format": "xml"}, "'xml' is not a valid BodyFormat"),
     ({"url": "http://x", "events": ["exploded"]}, "'exploded' is not a valid"),
-    ({"url": "http://x", "secretEnv": "TURNOUT_TEST_UNSET_SECRET"},
-     "TURNOUT_TEST_UNSET_SECRET is empty or unset"),
+    ({"url": "http://x", "secretEnv": "TURNOUT_WEBHOOK_TEST_UNSET"},
+     "TURNOUT_WEBHOOK_TEST_UNSET is empty or unset"),
 ])
 def test_bad_receivers_are_refused_with_a_message(data, problem):
     with pytest.raises(ConfigError, match=problem):
@@ -102,8 +102,8 @@ def test_bad_receivers_are_refused_with_a_message(data, problem):
 
 
 def test_receiver_filters_kinds_and_reads_its_secret_from_the_environment(monkeypatch):
-    monkeypatch.setenv("HOOK_SECRET", "abc")
-    target = WebhookTarget.from_dict({"url": "http://h/x", "secretEnv": "HOOK_SECRET",
+    monkeypatch.setenv("TURNOUT_WEBHOOK_HOOK", "abc")
+    target = WebhookTarget.from_dict({"url": "http://h/x", "secretEnv": "TURNOUT_WEBHOOK_HOOK",
                                       "events": ["promoted"]})
     assert target.secret == "abc"
     assert target.wants(notice(K.PROMOTED)) and not target.wants(notice(K.STARTED))
@@ -186,3 +186,29 @@ async def test_a_full_queue_drops_the_oldest_and_says_so(monkeypatch):
         assert outcomes.count("dropped") == 2
     finally:
         await notifier.close()
+
+
+def test_a_secret_env_must_be_a_webhook_variable_and_logs_never_show_a_url_path(monkeypatch):
+    monkeypatch.setenv("TURNOUT_ADMIN_TOKEN", "x" * 30)
+    for name in ("TURNOUT_ADMIN_TOKEN", "HOME", "TURNOUT_WEBHOOK_"):
+        with pytest.raises(ConfigError, match=r"secretEnv must name a variable starting with "
+                                              r"TURNOUT_WEBHOOK_ \(a policy may not read"):
+            WebhookTarget.from_dict({"url": "http://h/x", "secretEnv": name})
+    monkeypatch.setenv("TURNOUT_WEBHOOK_OPS", "abc")
+    assert WebhookTarget.from_dict({"url": "http://h", "secretEnv": "TURNOUT_WEBHOOK_OPS"}
+                                   ).secret == "abc"
+    slack = WebhookTarget("https://hooks.slack.com/services/T000/B000/XXXX")
+    assert slack.shown == "https://hooks.slack.com/..."
+    assert WebhookTarget("http://10.0.0.1:8080").shown == "http://10.0.0.1:8080"
+    assert WebhookTarget("http://h/?token=abc").shown == "http://h/..."
+
+
+def test_store_urls_never_show_a_password():
+    from turnout.store.postgresql import _redact
+
+    assert _redact("postgresql://u:secret@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert _redact("postgresql://h/db?password=secret&sslmode=require") == \
+        "postgresql://h/db?password=***&sslmode=require"
+    assert _redact("postgresql://h/db?PASSWORD=x") == "postgresql://h/db?password=***"
+    assert _redact("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert _redact("postgresql:///db?host=/tmp") == "postgresql:///db?host=/tmp"

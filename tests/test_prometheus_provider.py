@@ -132,3 +132,18 @@ def test_an_https_prometheus_with_an_unknown_certificate_is_not_trusted(tmp_path
         provider = PrometheusProvider(url)
         with pytest.raises(MetricsError, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
             provider.query_value("one")
+
+
+def test_the_local_prometheus_has_no_lifecycle_api(tmp_path, monkeypatch):
+    """Anyone who reaches its port could otherwise stop or reload it (/-/quit)."""
+    from turnout import prometheus
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(prometheus, "prometheus_binary", lambda: "prometheus")
+    monkeypatch.setattr(prometheus.ManagedProcess, "spawn",
+                        staticmethod(lambda name, argv, **kw: seen.append(argv)))
+    prometheus.PrometheusServer.start(directory=tmp_path, config_text="",
+                                      log_path=tmp_path / "p.log", port=9)
+    (argv,) = seen
+    assert "--web.listen-address=127.0.0.1:9" in argv
+    assert not any("lifecycle" in arg or "admin-api" in arg for arg in argv), argv

@@ -158,3 +158,16 @@ def test_an_error_inside_a_bracket_gets_no_bracket_hint(tmp_path):
     with pytest.raises(ArtifactError) as info:
         LocalRegistry(tmp_path / "reg").push(art, name="classifier", version="bad")
     assert "is not closed" not in str(info.value) and f"{config}:6:" in str(info.value)
+
+
+def test_embedded_databases_are_readable_by_their_owner_only(tmp_path):
+    from turnout.store import SqliteStore
+
+    LocalRegistry(tmp_path / "reg")
+    SqliteStore(tmp_path / "state.db")
+    assert (tmp_path / "reg" / "registry.db").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "state.db").stat().st_mode & 0o777 == 0o600
+    (tmp_path / "old.db").write_bytes(b"")  # made 0644 by an earlier version
+    (tmp_path / "old.db").chmod(0o644)
+    SqliteStore(tmp_path / "old.db")
+    assert (tmp_path / "old.db").stat().st_mode & 0o777 == 0o600

@@ -150,7 +150,7 @@ def test_password_is_not_shown_in_messages(postgres):
     url = postgres.url.replace("turnout@", "turnout:s3cret@")
     store = PostgresStore(url)
     try:
-        assert "s3cret" not in store.where and "turnout@" in store.where
+        assert "s3cret" not in store.where and "turnout:***@" in store.where
     finally:
         store.close()
 

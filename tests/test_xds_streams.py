@@ -292,3 +292,27 @@ async def test_a_stream_closed_before_its_first_request_ends_cleanly(variant):
         assert await asyncio.wait_for(client.responses.get(), 2) is grpc.aio.EOF
         assert await client.call.code() == grpc.StatusCode.OK
         await client.close()
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+async def test_an_oversized_node_id_or_group_is_refused_and_logs_stay_one_line(variant,
+                                                                               caplog):
+    caplog.set_level(logging.INFO, logger="turnout.xds.server")
+    async with Served(variant) as served:
+        for node, group, field in (("n" * 257, "", "node.id"), ("ok", "g" * 257,
+                                                                "node.cluster")):
+            client = served.client(node, group)
+            await _first(client)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await client.call.read()
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert info.value.details() == f"{field} is 257 characters; at most 256"
+            await client.close()
+        assert served.cache.status(GROUP)["proxies"] == []
+        forged = served.client("edge\nWARNING forged line", "x\ny")
+        await _first(forged)
+        await forged.response()
+        await forged.close()
+    assert not any("\nWARNING forged" in r.getMessage() for r in caplog.records)
+    assert any("edge\\nWARNING forged line" in r.getMessage() for r in caplog.records) or \
+        any("x\\ny" in r.getMessage() for r in caplog.records)

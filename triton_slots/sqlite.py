@@ -34,7 +34,11 @@ def transaction(path: Path) -> Iterator[sqlite3.Connection]:
 
 
 def initialise(path: Path, schema: str) -> None:
+    """Create the database (readable by its owner only: state and audit log) and its
+    tables."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
     with connect(path) as db:
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(schema)

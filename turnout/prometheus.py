@@ -81,7 +81,7 @@ class PrometheusServer:
             f"--storage.tsdb.path={directory / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--storage.tsdb.retention.time=2d",
-            "--web.enable-lifecycle",
+            # no --web.enable-lifecycle: anyone who reaches the port could stop it
         ]
         process = ManagedProcess.spawn("prometheus", argv, log_path=log_path)
         return cls(f"http://127.0.0.1:{port}", process)

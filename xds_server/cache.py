@@ -18,6 +18,7 @@ from typing import Literal
 
 from xds_server import type_urls
 from xds_server.snapshot import Snapshot
+from xds_server.text import printable
 
 Outcome = Literal["acked", "nacked", "timeout", "disconnected"]
 
@@ -350,8 +351,9 @@ class SnapshotCache:
         self.nacks[type_url] = self.nacks.get(type_url, 0) + 1
         self._log.warning(
             "NACK from node %s (group %s) for %s version %s: %s",
-            handle.node_id, handle.group, type_urls.SHORT_NAMES.get(type_url, type_url),
-            version, message,
+            printable(handle.node_id), printable(handle.group),
+            type_urls.SHORT_NAMES.get(type_url, type_url), printable(version),
+            printable(message, 500),
         )
         self._progress(state, handle)
 

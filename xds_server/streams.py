@@ -22,10 +22,13 @@ import grpc
 from xds_server import type_urls
 from xds_server.cache import SnapshotCache, StreamHandle
 from xds_server.snapshot import Snapshot
+from xds_server.text import printable
 from xds_server.transport import AuthContext
 
 DEFAULT_GROUP = "turnout"
 INBOX_LIMIT = 64  # requests read ahead per stream
+MAX_NAME = 256  # characters of a node id or node group a proxy may claim
+
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 _CHANGED = object()  # queued by the cache's watcher when the snapshot changes
 
@@ -113,8 +116,8 @@ class StreamServer:
         handle = session.handle
         assert handle is not None
         if request.type_url not in type_urls.ALL_TYPES:
-            self._log.warning("node %s asked for unsupported type %s", handle.node_id,
-                              request.type_url)
+            self._log.warning("node %s asked for unsupported type %s", printable(handle.node_id),
+                              printable(request.type_url))
             return []
         return self.on_request(session, handle, request)
 
@@ -132,11 +135,15 @@ class StreamServer:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry node.id"
             )
+        for field, value in (("node.id", first.node.id), ("node.cluster", first.node.cluster)):
+            if len(value) > MAX_NAME:  # kept in status, logs and the dashboard: bounded
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"{field} is {len(value)} characters; at most {MAX_NAME}")
         if self._refusal is not None:
             reason = self._refusal(first.node.id, context.auth_context())
             if reason is not None:
-                self._log.warning("refused node %s from %s: %s", first.node.id,
-                                  context.peer(), reason)
+                self._log.warning("refused node %s from %s: %s", printable(first.node.id),
+                                  printable(context.peer()), reason)
                 if self._on_refused is not None:
                     self._on_refused("node_id")
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
@@ -148,9 +155,9 @@ class StreamServer:
         if claimed and claimed != group:
             self._log.warning(
                 "node %s claims group %r, which has no configuration: serving the "
-                "default group %r", first.node.id, claimed, group)
+                "default group %r", printable(first.node.id), printable(claimed), group)
         self._log.info("%s stream %d opened: node %s, group %s", self.METHOD,
-                       handle.stream_id, first.node.id, group)
+                       handle.stream_id, printable(first.node.id), printable(group))
         return handle
 
     async def _serve(self, request_iterator, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]

@@ -56,7 +56,7 @@ class Notifier:
                     with contextlib.suppress(asyncio.QueueEmpty):
                         worker.queue.get_nowait()
                     self.on_outcome("dropped")
-                    log.error("webhook %s: queue full, oldest notice dropped", target.url)
+                    log.error("webhook %s: queue full, oldest notice dropped", target.shown)
                 worker.queue.put_nowait(notice)
             if worker.task is None or worker.task.done():
                 worker.task = asyncio.create_task(self._run(worker))
@@ -87,13 +87,13 @@ class Notifier:
             if attempt == self.attempts:
                 break
             self.on_outcome("retried")
-            log.warning("webhook %s: %s (%s, attempt %d/%d); retrying in %.1fs", target.url,
+            log.warning("webhook %s: %s (%s, attempt %d/%d); retrying in %.1fs", target.shown,
                         notice.kind, problem, attempt, self.attempts, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_backoff_s)
         self.on_outcome("failed")
         log.error("webhook %s: %s for rollout %s not delivered after %d attempts: %s",
-                  target.url, notice.kind, notice.rollout, self.attempts, problem)
+                  target.shown, notice.kind, notice.rollout, self.attempts, problem)
 
     async def drain(self, timeout: float = 5.0) -> None:
         """Wait (at most ``timeout``) for queued notices; used at shutdown and in tests."""

@@ -37,6 +37,10 @@ _EMOJI = {"started": ":rocket:", "step_entered": ":arrow_forward:", "gate_failed
           "promoted": ":white_check_mark:", "aborted": ":no_entry:", "failed": ":boom:"}
 
 
+#: What a receiver's ``secretEnv`` may name: variables meant for webhooks only.
+SECRET_ENV_PREFIX = "TURNOUT_WEBHOOK_"
+
+
 @dataclass(frozen=True)
 class WebhookTarget:
     url: str
@@ -55,7 +59,12 @@ class WebhookTarget:
         """From ``{url, format, secret | secretEnv, events}`` (config or policy)."""
         secret = str(data.get("secret", ""))
         if data.get("secretEnv"):
-            secret = os.environ.get(str(data["secretEnv"]), "")
+            name = str(data["secretEnv"])
+            if not name.startswith(SECRET_ENV_PREFIX) or len(name) == len(SECRET_ENV_PREFIX):
+                raise ConfigError(f"{where}: secretEnv must name a variable starting with "
+                                  f"{SECRET_ENV_PREFIX} (a policy may not read the control "
+                                  f"plane's other secrets), got {name[:60]!r}")
+            secret = os.environ.get(name, "")
             if not secret:
                 raise ConfigError(f"{where}: environment variable {data['secretEnv']} "
                                   "is empty or unset")
@@ -66,6 +75,13 @@ class WebhookTarget:
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         return cls(str(data.get("url", "")), body, secret, kinds)
+
+    @property
+    def shown(self) -> str:
+        """The URL for logs: scheme and host only (a Slack URL's path is its secret)."""
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "") \
+            + ("/..." if parts.path not in ("", "/") or parts.query else "")
 
     def wants(self, notice: Notification) -> bool:
         return notice.kind in self.kinds
