@@ -130,6 +130,8 @@ BAD = [
     ("POST", "/v1/rollouts", b'{"policy": "a: [1"}', 400, "invalid policy"),
     ("POST", "/v1/rollouts", b'{"policy": "a: 1", "source": ""}', 400, "field 'source'"),
     ("POST", "/v1/rollouts", b'{"policy": "a: &x [*x]"}', 400, "invalid policy"),
+    ("POST", "/v1/rollouts", b'{"policy": "a: ' + b"[" * 20_000 + b"]" * 20_000 + b'"}', 400,
+     "nested deeper than 32 levels"),
     ("POST", "/v1/rollouts", b'{"policy": "a: 1", "force": "yes"}', 400,
      "field 'force' must be true or false, got 'yes'"),
     ("POST", "/v1/rollouts", b'{"policy": "a: 1", "force": 1}', 400,

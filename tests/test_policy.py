@@ -334,3 +334,22 @@ def test_envoy_source_only_for_what_the_stream_answers():
         assert load_text(MINIMAL + "  gates:\n    metrics:\n"
                          f"      - {{name: t, builtin: {name}, max: 1, source: envoy}}\n",
                          "p.yaml").gates.metrics[0].builtin == name
+
+
+@pytest.mark.parametrize("text, line", [
+    ("a: " + "[" * 20_000 + "]" * 20_000, 1),             # flow sequences
+    ("a: " + "{b: " * 20_000 + "1" + "}" * 20_000, 1),   # flow mappings
+    ("".join(" " * i + f"k{i}:\n" for i in range(0, 80, 2)), 33),  # block mappings
+])
+def test_nesting_deeper_than_a_policy_needs_is_refused_before_it_is_built(text, line):
+    """Building 20,000 levels took 38 s and ended in a RecursionError (an API 500)."""
+    with pytest.raises(PolicyError) as info:
+        load_text(text, "p.yaml")
+    assert [str(p) for p in info.value.problems] == [
+        f"p.yaml:{line}: nested deeper than 32 levels (a policy needs about 6)"]
+
+
+def test_brackets_inside_quotes_are_text_not_nesting():
+    with pytest.raises(PolicyError) as info:
+        load_text('a: "' + "[" * 100 + '"\n', "p.yaml")
+    assert "nested deeper" not in str(info.value.problems)
