@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from turnout.controller.guard import SlotInUse, refuse_overwrite
+from turnout.controller.guard import SlotInUse, deploy_target, refuse_overwrite
 
 NOW = 1_000.0
 
@@ -12,6 +12,41 @@ NOW = 1_000.0
 def rollout(phase: str, **extra) -> dict:
     return {"name": "r1", "phase": phase, "model": "m:v2", "candidate_slot": "green",
             "stable_slot": "blue", "keep_warm_until": None, **extra}
+
+
+def test_the_default_verb_and_the_whole_refusal():
+    with pytest.raises(SlotInUse) as info:
+        refuse_overwrite(rollout("baking"), "green", now=NOW)
+    assert str(info.value) == ("rollout r1 is baking with m:v2 on slot green; deploy when it "
+                               "has finished (or abort it)")
+    with pytest.raises(SlotInUse) as info:
+        refuse_overwrite(rollout("promoted", keep_warm_until=NOW + 5), "blue", now=NOW)
+    assert str(info.value).endswith("; deploy there gives that rollback up: wait, or pass "
+                                    "--force")
+
+
+def test_a_deploy_by_hand_goes_to_the_one_idle_slot_only():
+    assert deploy_target({"blue": 100, "green": 0}, None, None, now=NOW) == ("green", None)
+    assert deploy_target({"blue": 0, "green": 100}, None, None, now=NOW) == ("blue", None)
+    assert deploy_target({"blue": 100}, None, None, now=NOW) == ("green", None)
+    assert deploy_target({"blue": 100, "green": 0}, None, "green", now=NOW) == ("green", None)
+    with pytest.raises(SlotInUse) as info:
+        deploy_target({"blue": 50, "green": 50}, None, None, now=NOW)
+    assert str(info.value) == ("no single idle slot (weights {'blue': 50, 'green': 50}); "
+                               "finish or roll back first")
+    with pytest.raises(SlotInUse) as info:
+        deploy_target({"blue": 100, "green": 0}, None, "blue", now=NOW)
+    assert str(info.value) == "slot blue carries 100% of traffic; deploy only to the idle slot"
+    # The guard of every way onto a slot: the warm standby needs force, which it reports.
+    promoted = rollout("promoted", keep_warm_until=NOW + 60, stable_slot="green")
+    with pytest.raises(SlotInUse, match="standby kept warm"):
+        deploy_target({"blue": 100, "green": 0}, promoted, None, now=NOW)
+    assert deploy_target({"blue": 100, "green": 0}, promoted, None, now=NOW, force=True) == (
+        "green", "slot green is the standby kept warm for an instant rollback of r1 for 60 s "
+                 "more")
+    with pytest.raises(SlotInUse, match="rollout r1 is baking"):
+        deploy_target({"blue": 100, "green": 0}, rollout("baking"), None, now=NOW,
+                      force=True)
 
 
 @pytest.mark.parametrize("phase", ["pending", "deploying", "validating", "shifting", "baking",

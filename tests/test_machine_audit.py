@@ -475,3 +475,20 @@ def test_a_stored_state_comes_back_with_its_phases_as_phases():
     s, _ = run(s, Command("abort", "ops"), 6.0)
     back = stored(s)
     assert back.ending is P.ABORTED and back.paused_from is None
+
+
+@pytest.mark.parametrize("reason, ending, cause", [
+    ("gate failed at 10%: errors", P.ROLLED_BACK, "gate"),
+    ("gate failed at 10%: errors", P.ABORTED, "gate"),  # the first cause counts
+    ("metrics unavailable at 10% (policy: abort)", P.ABORTED, "metric_errors"),
+    ("candidate slot green unhealthy: 0/2 servers ready", P.ROLLED_BACK, "unhealthy"),
+    ("progress deadline passed at step 2", P.ROLLED_BACK, "deadline"),
+    ("abort requested by ops", P.ABORTED, "abort"),
+    ("rollback requested by ops", P.ROLLED_BACK, "manual"),
+    ("rollback after promotion requested by ana", None, "manual"),
+])
+def test_why_traffic_is_taken_back(reason, ending, cause):
+    from turnout.controller.state import ROLLBACK_CAUSES, rollback_cause
+    s = dataclasses.replace(new_state(), reason=reason, ending=ending)
+    assert rollback_cause(s) == cause
+    assert cause in ROLLBACK_CAUSES
