@@ -526,3 +526,18 @@ def test_what_slots_list_shows_for_each_server(tmp_path):
             {"green": Slot("green", dns=DNS)}, bring_up=world.bring_up,
             set_of=lambda slot: [], on_change=lambda: None).editable("green")
     asyncio.run(main())
+
+
+def test_a_static_list_is_read_again_every_second_only_when_an_operator_may_edit_it():
+    from triton_slots.discovery.static import StaticServers
+
+    fixed = StaticServers((Endpoint("b", 1, 2, 3),))
+    assert fixed.interval_s == 3600.0 and fixed.describe() == "static"
+    assert fixed.servers() == (Endpoint("b", 1, 2, 3),) and fixed.describe() == "static"
+    stored: list[tuple[Endpoint, ...] | None] = [None]
+    edited = StaticServers((Endpoint("b", 1, 2, 3),), stored=lambda: stored[0])
+    assert edited.interval_s == 1.0
+    assert edited.describe() == "static"  # nothing read yet: no claim of an edit
+    assert edited.servers() == (Endpoint("b", 1, 2, 3),) and edited.describe() == "static"
+    stored[0] = ()
+    assert edited.servers() == () and edited.describe() == "static, edited by an operator"
