@@ -178,6 +178,12 @@ BAD = [
     ("PUT", "/v1/models/nope/v1", b"not a tar", 400, "not a gzip'd tar of a model directory"),
     ("PUT", "/v1/models/nope/v1?label=x", b"x", 400, "query parameter 'label' must be KEY=VALUE"),
     ("PUT", "/v1/models/nope/v1?owner=x", b"x", 400, "unknown field(s) ['owner']"),
+    # A 20 KB request line reaches the handler (JSON, the field named), not aiohttp's 8 KB
+    # text/plain refusal.
+    ("PUT", "/v1/models/nope/v1?source=" + "x" * 20_000, b"x", 400,
+     "query parameter 'source' must be at most 500 characters"),
+    ("PUT", "/v1/models/nope/v1?" + "&".join(["label=a=b"] * 33), b"x", 400,
+     "at most 32 query parameters 'label', got 33"),
     ("POST", "/v1/models/nope/v1/deploy", b'{"slot": "red"}', 400,
      "field 'slot' must be blue or green, got 'red'"),
     ("POST", "/v1/models/nope/v1/deploy", b'{"timeout": 0}', 400, "field 'timeout'"),

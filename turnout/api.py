@@ -184,7 +184,10 @@ async def _never_500(request: web.Request, handler: Handler) -> web.StreamRespon
 async def start_api(plane: ControlPlane) -> tuple[web.AppRunner, int]:
     """Serve the API on the configured host (over TLS when ``api_tls`` is set); returns the
     runner and bound port."""
-    app = web.Application(client_max_size=1 << 20, middlewares=[_never_500])
+    # A request line up to 64 KiB reaches the handlers (which answer JSON naming the
+    # field); aiohttp's own 8 KiB limit would answer text/plain before them.
+    app = web.Application(client_max_size=1 << 20, middlewares=[_never_500],
+                          handler_args={"max_line_size": 65536, "max_field_size": 65536})
     app[PLANE] = plane
     app.add_routes([
         web.get("/healthz", _healthz),

@@ -29,6 +29,7 @@ from turnout.tokens import Role
 
 #: Files in one uploaded artifact, at most.
 MAX_FILES = 10_000
+MAX_LABELS = 32
 
 
 def _record(record: ArtifactRecord) -> dict[str, Any]:
@@ -59,7 +60,10 @@ async def _show(request: web.Request) -> web.Response:
 
 def _labels(request: web.Request) -> dict[str, str]:
     labels = {}
-    for item in request.query.getall("label", []):
+    given = request.query.getall("label", [])
+    if len(given) > MAX_LABELS:
+        raise BadInput(f"at most {MAX_LABELS} query parameters 'label', got {len(given)}")
+    for item in given:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise BadInput(f"query parameter 'label' must be KEY=VALUE, got {item[:60]!r}")
