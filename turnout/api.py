@@ -37,6 +37,7 @@ from turnout.api_common import (
     body_of,
     error,
     fields,
+    flag,
     needs,
     plane_of,
     token_of,
@@ -106,9 +107,7 @@ async def _apply(request: web.Request) -> web.Response:
     plane = plane_of(request)
     body = body_of(request)
     fields(body, ("policy", "source", "force"))
-    force = body.get("force", False)
-    if not isinstance(force, bool):
-        raise BadInput(f"field 'force' must be true or false, got {force!r}")
+    force = flag(body, "force")
     text = body.get("policy")
     if not isinstance(text, str) or not text.strip():
         raise BadInput("field 'policy' (the YAML text) is required and must be a string")
@@ -138,9 +137,7 @@ async def _command(request: web.Request) -> web.Response:
         return error(404, f"unknown command {name!r}; one of {', '.join(COMMANDS)}")
     body = body_of(request)
     fields(body, ("full",))
-    full = body.get("full", False)
-    if not isinstance(full, bool):
-        raise BadInput(f"field 'full' must be true or false, got {full!r}")
+    full = flag(body, "full")
     if full and name != CommandName.PROMOTE:
         raise BadInput("field 'full' applies to promote only")
     plane = plane_of(request)

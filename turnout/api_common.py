@@ -61,6 +61,14 @@ def fields(body: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
         raise BadInput(f"unknown field(s) {unknown}; allowed: {', '.join(allowed)}")
 
 
+def flag(body: Mapping[str, Any], field: str) -> bool:
+    """A true/false field of a request body (false when absent); BadInput otherwise."""
+    value = body.get(field, False)
+    if not isinstance(value, bool):
+        raise BadInput(f"field {field!r} must be true or false, got {value!r}")
+    return value
+
+
 def needs(role: Role, *, body: bool = False) -> Callable[[Handler], Handler]:
     """Require a bearer token of at least ``role``; with ``body``, a JSON object body
     (:func:`body_of`)."""

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from triton_slots.delivery.repository_api import MAX_ARTIFACT_BYTES
 from triton_slots.registry import ArtifactRecord
-from turnout.api_common import BadInput, body_of, fields, needs, plane_of, token_of
+from turnout.api_common import BadInput, body_of, fields, flag, needs, plane_of, token_of
 from turnout.operations import deploy_version, validate_version
 from turnout.tokens import Role
 
@@ -133,7 +133,7 @@ async def _deploy(request: web.Request) -> web.Response:
     slot = body.get("slot")
     if slot is not None and slot not in ("blue", "green"):
         raise BadInput(f"field 'slot' must be blue or green, got {slot!r}")
-    force = _flag(body, "force")
+    force = flag(body, "force")
     timeout = body.get("timeout", 120)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
             or not 0 < timeout <= 600:
@@ -151,15 +151,8 @@ async def _validate(request: web.Request) -> web.Response:
     fields(body, ("force",))
     name, version = _ref(request)
     done = await validate_version(plane_of(request), name, version,
-                                  force=_flag(body, "force"), actor=token_of(request).name)
+                                  force=flag(body, "force"), actor=token_of(request).name)
     return web.json_response(done)
-
-
-def _flag(body: dict[str, Any], field: str) -> bool:
-    value = body.get(field, False)
-    if not isinstance(value, bool):
-        raise BadInput(f"field {field!r} must be true or false, got {value!r}")
-    return value
 
 
 def add_routes(app: web.Application) -> None:

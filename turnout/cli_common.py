@@ -56,6 +56,12 @@ def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def context_named() -> str | None:
+    """The context this command names (``--context`` or TURNOUT_CONTEXT), if any."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get(_META_CONTEXT) if ctx is not None else None
+
+
 def client_for(directory: Path) -> ApiClient:
     """The API client for this command: the context named by ``--context`` (or
     TURNOUT_CONTEXT); else the local stack in ``directory``; else, when ``--dir`` was not

@@ -14,7 +14,7 @@ import click
 from triton_slots.artifact import ArtifactError, artifact_signature
 from triton_slots.registry import RegistryError
 from triton_slots.signature import ModelSignature, SignatureError
-from turnout.cli_common import client_for, dir_option, friendly, remote_client
+from turnout.cli_common import client_for, context_named, dir_option, friendly, remote_client
 from turnout.errors import StackError
 from turnout.policy import SCHEMA_PATH, Policy, PolicyError, load_file
 from turnout.policy.fit import fit_problems
@@ -261,7 +261,7 @@ def registry_check(directory: Path, policy: Policy) -> tuple[ModelSignature | No
     was not checked, with the note saying why). A version the registry does not hold is
     refused at once, listing those it does."""
     name, version = policy.model_ref
-    where = "--context" if _context_named() else str(directory)
+    where = "--context" if context_named() else str(directory)
     try:
         client = remote_client(directory)
         if client is not None:
@@ -282,11 +282,6 @@ def registry_check(directory: Path, policy: Policy) -> tuple[ModelSignature | No
         return artifact_signature(registry.get(name, version).path), ""
     except (RegistryError, ArtifactError, SignatureError) as exc:
         return None, f"signature not checked: {exc}"
-
-
-def _context_named() -> bool:
-    ctx = click.get_current_context(silent=True)
-    return bool(ctx is not None and ctx.meta.get("turnout.context"))
 
 
 def _simple(name: str) -> Callable[[Path], None]:

@@ -154,7 +154,7 @@ class StreamServer:
         session.handle = handle
         if claimed and claimed != group:
             self._log.warning(
-                "node %s claims group %r, which has no configuration: serving the "
+                "node %s claims group '%s', which has no configuration: serving the "
                 "default group %r", printable(first.node.id), printable(claimed), group)
         self._log.info("%s stream %d opened: node %s, group %s", self.METHOD,
                        handle.stream_id, printable(first.node.id), printable(group))
