@@ -6,6 +6,7 @@ screenshots`` writes them to docs/), else to the test's temporary directory."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 from selenium import webdriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.select import Select
 
 from tests.rollout_helpers import EXAMPLES, FINISHED, policy, wait_for
 from triton_slots.loadgen import LoadGenerator
@@ -157,12 +159,6 @@ def test_data_needs_a_read_token_and_revoking_it_ends_the_session(env):
         (True, "Strict", "/dashboard")
     assert browser.execute_script("return document.cookie") == ""
     assert read_secret not in browser.current_url
-    # Read may look, not act.
-    browser.find_element(By.CSS_SELECTOR, "#token").clear()
-    browser.find_element(By.CSS_SELECTOR, "#token").send_keys(read_secret)
-    browser.find_element(By.CSS_SELECTOR, "button[data-command=pause]").click()
-    _until(browser, lambda: "403" in _text(browser, "#action-result"), what="a 403")
-    browser.find_element(By.CSS_SELECTOR, "#token").clear()
 
     # Revoking the token ends its sessions: the open page and a bearer event stream both
     # stop within a second.
@@ -210,13 +206,55 @@ def test_page_matches_the_api(env):
     assert browser.execute_script(
         "return [...document.querySelectorAll('#proxies tbody tr')]"
         ".map(r => r.cells[0].textContent)") == [p["node"] for p in status["xds"]["proxies"]]
-    audit = client.history(limit=40)
+    audit = client.history(limit=150)
     assert browser.execute_script(
         "return [...document.querySelectorAll('#audit tbody tr')]"
-        ".map(r => Number(r.dataset.seq))") == [e["seq"] for e in reversed(audit)]
+        ".flatMap(r => r.dataset.seqs.split(' ').map(Number))") == \
+        [e["seq"] for e in reversed(audit)]
+    # No rollout yet: no action is offered.
+    assert _visible_commands(browser) == []
+    assert _text(browser, "#no-actions") == "no rollout to act on"
     # Per-slot traffic from Prometheus appears within a few scrapes.
     _until(browser, lambda: _text(browser, "#slot-blue [data-k=rps]") not in ("n/a", "0.00"),
            timeout=20, what="blue's requests/s")
+
+
+def test_a_page_opened_after_a_quiet_spell_shows_traffic_measured_now(env):
+    """Figures come with their age: the first event a new page gets is measured when it
+    connects, never the figures of the last page that was open."""
+    info, _client, browser = env
+    browser.get("about:blank")  # no page open: the figures stop being refreshed
+    time.sleep(4.5)
+    stream = urllib.request.urlopen(urllib.request.Request(
+        info.api_url + "/dashboard/events", headers={"Authorization": f"Bearer {info.token}"}),
+        timeout=10)
+    try:
+        assert stream.readline().startswith(b"event: state")
+        first = json.loads(stream.readline().removeprefix(b"data: "))
+    finally:
+        stream.close()
+    assert first["traffic_at"] is not None, first["traffic_error"]
+    assert 0 <= first["at"] - first["traffic_at"] < 1.5, "an old measurement painted first"
+    assert first["traffic"]["blue"]["rps"] > 0
+    browser.get(info.api_url + "/")
+    _until(browser, lambda: _text(browser, "#conn") == "live", what="a live connection")
+    age = _text(browser, "#traffic-age")
+    assert age.startswith("traffic over the last 10 s, measured "), age
+    assert float(age.split("measured ")[1].split(" s")[0]) < 1.5, age
+
+
+def _visible_commands(browser) -> list[str]:
+    return browser.execute_script(
+        "return [...document.querySelectorAll('button[data-command]')]"
+        ".filter(b => b.offsetParent !== null).map(b => b.dataset.command)")
+
+
+def _bake(browser) -> tuple[float, float, str]:
+    """(the bar's drawn share of its track, its data-fraction, the label), read at once."""
+    return tuple(browser.execute_script(
+        "const bar = document.querySelector('#bake-bar');"
+        "return [bar.getBoundingClientRect().width / bar.parentElement.getBoundingClientRect()"
+        ".width, Number(bar.dataset.fraction), document.querySelector('#bake-text').innerText]"))
 
 
 def test_weight_change_shows_without_reload(env, tmp_path):
@@ -237,10 +275,10 @@ def test_weight_change_shows_without_reload(env, tmp_path):
 
 
 def test_rollout_moves_live_on_the_page(env, tmp_path):
-    _info, client, browser = env
+    info, client, browser = env
     steps = """
-      - {weight: 20, bake: 3s}
-      - {weight: 100, bake: 1s}"""
+      - {weight: 20, bake: 4s}
+      - {weight: 100, bake: 1s, approval: true}"""
     # The p99 gate is charted but does not decide: with Chromium on two cores, one slow
     # request in a 4 s window is noise this test is not about.
     metrics = """
@@ -250,37 +288,124 @@ def test_rollout_moves_live_on_the_page(env, tmp_path):
                  "dash.yaml")
     seen = set()
 
-    def watch() -> bool:
+    def watch(phases) -> bool:
         phase = _text(browser, "#phase")
         seen.add(phase)
-        return phase in FINISHED
-    _until(browser, watch, timeout=90, what="the rollout finishing")
-    done = wait_for(client, lambda r: r["phase"] in FINISHED, what="the rollout")
-    assert done["phase"] == "promoted", (done["reason"], [
-        e["message"] for e in client.history(rollout=done["id"]) if e["kind"] == "transition"])
-    assert {"baking", "promoted"} <= seen, seen
-    _until(browser, lambda: _text(browser, "#weight-green") == "100%", what="green 100%")
-    assert "classifier:v2" in _text(browser, "#slot-green .models")
+        assert phase not in FINISHED, client.rollout()["reason"]
+        return phase in phases
+    _until(browser, lambda: watch({"baking"}), timeout=90, what="step 1 baking")
+    # The step and the weight the candidate serves, each in its own place.
+    assert _text(browser, "#step") == "1 of 2 (20%)"
+    assert _text(browser, "#candidate-weight") == "20%"
+    assert _visible_commands(browser) == ["pause", "promote", "abort", "rollback"]
+    # The bake bar is as full as its label says, all along the bake.
+    bakes = []
+    while _text(browser, "#phase") == "baking" and len(bakes) < 40:
+        drawn, fraction, label = _bake(browser)
+        assert abs(drawn - fraction) < 0.02, (drawn, fraction, label)
+        if " s of 4 s" in label and "baked" not in label:
+            spent = float(label.split(" s of")[0])
+            assert abs(spent - 4 * fraction) <= 0.6, (fraction, label)
+        elif "baked" in label:
+            assert fraction == 1.0, (fraction, label)
+        bakes.append((fraction, label))
+        time.sleep(0.1)
+    assert any(0.2 < f < 0.8 for f, _ in bakes), bakes
+
+    _until(browser, lambda: watch({"awaiting_approval"}), timeout=60,
+           what="step 2 awaiting approval")
+    assert _text(browser, "#step") == "2 of 2 (100%)"
+    assert _text(browser, "#candidate-weight") == "20%"
+    assert _bake(browser)[1:] == (0.0, "waiting for approval")
+    assert _visible_commands(browser) == ["pause", "promote", "abort", "rollback"]
+    # Step 1's gate rounds stay as the evidence for the approval.
+    assert _text(browser, "#rounds-of") == "the previous step"
     charts = browser.execute_script(
         "return [...document.querySelectorAll('#gates .gate')].map(g => g.dataset.metric)")
     assert set(charts) == {"error-rate", "p99-latency"}
+    # Both slots' weights with axes; the candidate's line is the bold one.
+    assert browser.execute_script(
+        "return [...document.querySelectorAll('#weights-chart .axis-y')].map(t => t.textContent)"
+    ) == ["0%", "50%", "100%"]
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#weights-chart .axis-x")) == 2
+    assert browser.execute_script(
+        "return [...document.querySelectorAll('#weights-chart path.candidate')]"
+        ".map(p => p.dataset.slot)") == ["green"]
+    assert _text(browser, "#weights-legend") == "candidate: green (bold)"
+
+    # Approve from the page with an operator's token.
+    browser.find_element(By.CSS_SELECTOR, "#token").clear()
+    browser.find_element(By.CSS_SELECTOR, "#token").send_keys(info.token)
+    browser.find_element(By.CSS_SELECTOR, "button[data-command=promote]").click()
+    _until(browser, lambda: _text(browser, "#action-result") == "promote: done",
+           what="the approval")
+    done = wait_for(client, lambda r: r["phase"] in FINISHED, what="the rollout")
+    assert done["phase"] == "promoted", (done["reason"], [
+        e["message"] for e in client.history(rollout=done["id"]) if e["kind"] == "transition"])
+    assert {"baking", "awaiting_approval"} <= seen, seen
+    _until(browser, lambda: _text(browser, "#weight-green") == "100%", what="green 100%")
+    _until(browser, lambda: _text(browser, "#phase") == "promoted", what="promoted")
+    assert "classifier:v2" in _text(browser, "#slot-green .models")
+    assert _visible_commands(browser) == ["rollback"]  # within the keep-warm window
+    approvals = [e for e in client.history(rollout=done["id"]) if e["kind"] == "approval"]
+    assert [e["message"] for e in approvals] == ["step 2 approved by stack-admin"]
+
+    # The audit log folds each step's gate rounds into one row; a filter picks one kind.
+    rows = browser.execute_script(
+        "return [...document.querySelectorAll('#audit tbody tr')].map(r => "
+        "[r.dataset.kind, Number(r.dataset.folded), r.cells[5].innerText])")
+    folded = [r for r in rows if r[0] == "gates"]
+    assert folded and all(n >= 1 for _, n, _ in folded)
+    assert any(n > 1 and text.startswith("step 1: ") and f"{n} gate rounds" in text
+               for _, n, text in folded), folded
+    assert all(not (a[0] == b[0] == "gates" and a[2][:7] == b[2][:7])
+               for a, b in itertools.pairwise(rows)), "two rows of one step's rounds"
+    Select(browser.find_element(By.CSS_SELECTOR, "#audit-kind")).select_by_value("transition")
+    _until(browser, lambda: set(browser.execute_script(
+        "return [...document.querySelectorAll('#audit tbody tr')].map(r => r.dataset.kind)"))
+        == {"transition"}, what="only transitions")
+    time.sleep(0.6)  # the choice survives the next pushes
+    assert set(browser.execute_script(
+        "return [...document.querySelectorAll('#audit tbody tr')].map(r => r.dataset.kind)")) \
+        == {"transition"}
     assert "promoted" in _text(browser, "#audit")
+    Select(browser.find_element(By.CSS_SELECTOR, "#audit-kind")).select_by_value("")
     browser.save_screenshot(str(_shots(tmp_path) / "dashboard.png"))
 
 
 def test_actions_need_a_token(env):
     info, _client, browser = env
+    directory = info.directory
+    rollback = "button[data-command=rollback]"
     browser.find_element(By.CSS_SELECTOR, "#token").clear()
-    browser.find_element(By.CSS_SELECTOR, "button[data-command=pause]").click()
+    browser.find_element(By.CSS_SELECTOR, rollback).click()
     _until(browser, lambda: "token" in _text(browser, "#action-result"), what="a token request")
     browser.find_element(By.CSS_SELECTOR, "#token").send_keys("tt_wrong")
-    browser.find_element(By.CSS_SELECTOR, "button[data-command=pause]").click()
+    browser.find_element(By.CSS_SELECTOR, rollback).click()
+    browser.switch_to.alert.accept()
     _until(browser, lambda: "401" in _text(browser, "#action-result"), what="a 401")
+    # Read may look, not act.
+    read_secret = _cli("token", "create", "looker", "--role", "read", "--dir",
+                       directory).strip().splitlines()[-1]
+    browser.find_element(By.CSS_SELECTOR, "#token").clear()
+    browser.find_element(By.CSS_SELECTOR, "#token").send_keys(read_secret)
+    browser.find_element(By.CSS_SELECTOR, rollback).click()
+    browser.switch_to.alert.accept()
+    _until(browser, lambda: "403" in _text(browser, "#action-result"), what="a 403")
+    # Declining the confirmation sends nothing.
     browser.find_element(By.CSS_SELECTOR, "#token").clear()
     browser.find_element(By.CSS_SELECTOR, "#token").send_keys(info.token)
-    browser.find_element(By.CSS_SELECTOR, "button[data-command=pause]").click()
-    # Nothing runs after the promotion: the API's own answer comes back, not a 401.
-    _until(browser, lambda: "409" in _text(browser, "#action-result"), what="a 409")
+    browser.find_element(By.CSS_SELECTOR, rollback).click()
+    browser.switch_to.alert.dismiss()
+    time.sleep(0.5)
+    assert _text(browser, "#weight-green") == "100%"
+    browser.find_element(By.CSS_SELECTOR, rollback).click()
+    browser.switch_to.alert.accept()
+    _until(browser, lambda: _text(browser, "#action-result") == "rollback: done",
+           what="the rollback")
+    _until(browser, lambda: _text(browser, "#weight-green") == "0%", what="green 0%")
+    _until(browser, lambda: _visible_commands(browser) == [], what="no action left")
+    assert _text(browser, "#no-actions") == "nothing to do while rolled_back"
 
 
 def test_prometheus_loads_the_rules_and_every_grafana_query_runs(env):

@@ -17,7 +17,9 @@ receiving events within a push interval (0.25 s).
 
 Per-slot traffic (requests/s, p50/p99, error rate) over the last 10 s comes from Envoy's
 access-log stream to the control plane; before that stream has data, from Prometheus,
-queried at most once a second and only while a page is open.
+queried at most once a second and only while a page is open. The figures carry the time
+they were measured (``traffic_at``); figures older than ``TRAFFIC_MAX_AGE_S`` are not sent
+at all, so a page opened after a quiet spell never paints old traffic as current.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ FILES = {"app.js": "application/javascript", "style.css": "text/css"}
 TRAFFIC = {"rps": "requests_rps", "p50_ms": "p50_latency_ms", "p99_ms": "p99_latency_ms",
            "error_rate": "error_rate"}
 WINDOW_S = 10.0
+TRAFFIC_MAX_AGE_S = 3.0
+AUDIT_ROWS = 150  # newest first; the page folds a step's gate rounds into one row
 PUSH_INTERVAL_S = 0.25
 MAX_CLIENTS = 32
 PUBLIC = Session("public", "", Role.READ, float("inf"))
@@ -65,7 +69,8 @@ class Dashboard:
         self.plane = plane
         self.traffic: dict[str, dict[str, float | None]] = {}
         self.traffic_error: str | None = "not measured yet"
-        self._traffic_at = 0.0
+        self._traffic_at = 0.0  # monotonic, for refreshing
+        self._traffic_wall = 0.0  # the same moment, as a timestamp for the page
         self._clients = 0
         self._refreshing: asyncio.Task | None = None
         self.sessions = Sessions(plane.tokens)
@@ -134,18 +139,26 @@ class Dashboard:
         status = plane.status()
         store = plane.store
         history = [e.as_dict() for e in store.history(limit=200)]  # oldest first
-        rollout = status.get("rollout")
+        rollout = status.get("rollout") or {}
+        now = time.time()
+        age = now - self._traffic_wall
+        fresh = age <= TRAFFIC_MAX_AGE_S
+        rounds, previous = rollout.get("rounds", []), rollout.get("previous_rounds", [])
         return {
-            "at": time.time(),
+            "at": now,
             "status": status,
             "models": self._models(),
-            "traffic": self.traffic,
-            "traffic_error": self.traffic_error,
+            "traffic": self.traffic if fresh else {},
+            "traffic_at": self._traffic_wall if fresh else None,
+            "traffic_error": self.traffic_error if fresh else
+            self.traffic_error or f"traffic not measured for {age:.0f} s",
             "weights_history": [
                 {"at": e["at"], "weights": e["weights"], "actor": e["actor"]}
                 for e in history if e["kind"] == "weights" and e["weights"]][-60:],
-            "audit": history[::-1][:40],  # newest first
-            "rounds": (rollout or {}).get("rounds", []),
+            "audit": history[::-1][:AUDIT_ROWS],
+            # While a step waits (approval, or no round yet) the last step's rounds stay.
+            "rounds": rounds or previous,
+            "rounds_of": "this step" if rounds or not previous else "the previous step",
         }
 
     def _models(self) -> dict[str, list[dict[str, Any]]]:
@@ -197,6 +210,7 @@ class Dashboard:
 
         self.traffic, self.traffic_error = await asyncio.to_thread(query)
         self._traffic_at = time.monotonic()
+        self._traffic_wall = time.time()
 
     async def _keep_fresh(self) -> None:
         while self._clients > 0:
@@ -217,11 +231,14 @@ class Dashboard:
         return web.FileResponse(STATIC / name, headers={"Content-Type": FILES[name],
                                                         "Cache-Control": "no-store"})
 
-    async def state_json(self, request: web.Request) -> web.Response:
-        self.reader(request)
+    async def _fresh_traffic(self) -> None:
         if time.monotonic() - self._traffic_at > 1.0:
             with contextlib.suppress(Exception):
                 await self.refresh_traffic()
+
+    async def state_json(self, request: web.Request) -> web.Response:
+        self.reader(request)
+        await self._fresh_traffic()
         return web.json_response(self.state())
 
     async def events(self, request: web.Request) -> web.StreamResponse:
@@ -231,6 +248,7 @@ class Dashboard:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                                "Cache-Control": "no-store"})
         await response.prepare(request)
+        await self._fresh_traffic()  # the first event carries figures measured now
         self._clients += 1
         if self._refreshing is None or self._refreshing.done():
             self._refreshing = asyncio.create_task(self._keep_fresh())

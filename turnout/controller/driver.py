@@ -25,7 +25,7 @@ from triton_slots.registry import RegistryBackend, RegistryError, Stage
 from triton_slots.signature import SignatureError
 from triton_slots.slot import SLOT_NAMES
 from turnout.controller.guard import refuse_overwrite
-from turnout.controller.machine import policy_of, transition
+from turnout.controller.machine import available_commands, policy_of, transition
 from turnout.controller.state import (
     Action,
     Command,
@@ -495,6 +495,7 @@ class RolloutController:
                          for s in policy.steps]
         data["latest_round"] = state.rounds[-1] if state.rounds else None
         data["now"] = self.clock()
+        data["commands"] = [str(c) for c in available_commands(state, data["now"])]
         return data
 
 

@@ -74,6 +74,8 @@ class _Step:
     def enter_step(self, index: int, *, actor: str = AUTO) -> None:
         steps = self.policy.steps
         self.state.step = index
+        if self.state.rounds:
+            self.state.previous_rounds = self.state.rounds
         self.state.rounds = []
         self.state.measuring = False
         step = steps[index]
@@ -269,6 +271,19 @@ def _measured(t: _Step, gate_round: GateRound) -> None:
             _promote(t, f"all {len(t.policy.steps)} steps passed their gates")
         else:
             t.enter_step(s.step + 1)
+
+
+def available_commands(state: RolloutState, now: float) -> list[CommandName]:
+    """The commands the machine accepts now (the dashboard offers just these): asked of
+    the machine itself, so the page and the machine never disagree."""
+    allowed = []
+    for name in CommandName:
+        try:
+            transition(state, Command(name, "dashboard"), now)
+        except TransitionError:
+            continue
+        allowed.append(name)
+    return allowed
 
 
 def _command(t: _Step, command: Command) -> None:

@@ -52,6 +52,8 @@ class RolloutState:
     next_measure_at: float | None = None
     measuring: bool = False
     rounds: list[dict[str, Any]] = field(default_factory=list)  # this step's gate rounds
+    # The last step's rounds, kept as the evidence while the next step waits (approval).
+    previous_rounds: list[dict[str, Any]] = field(default_factory=list)
     baselines: dict[str, float] = field(default_factory=dict)
     approved_step: int = -1
     full_promotion: bool = False

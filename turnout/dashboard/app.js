@@ -12,29 +12,92 @@ let state = null;
 
 function setText(id, text) { const el = document.getElementById(id); if (el) el.textContent = text; }
 
-function lineChart(points, { min = null, max = null, threshold = null, step = false } = {}) {
-  // points: [[x, y], ...]; returns an SVG string scaled to a 600x120 viewBox.
-  if (!points.length) return '<p class="muted">no data yet</p>';
-  const W = 600, H = 120, P = 6;
+function scale(points, { min = null, max = null, threshold = null } = {}) {
+  const W = 600, H = 120, L = 44, R = 8, T = 8, B = 20;
   const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
   if (threshold !== null) ys.push(threshold);
   const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1);
   const y0 = min ?? Math.min(...ys), y1 = max ?? Math.max(...ys, y0 + 1e-9);
-  const X = (x) => P + (W - 2 * P) * (x - x0) / (x1 - x0);
-  const Y = (y) => H - P - (H - 2 * P) * (y - y0) / ((y1 - y0) || 1);
+  return { W, H, L, R, T, B, x0, x1, y0, y1,
+    X: (x) => L + (W - L - R) * (x - x0) / (x1 - x0),
+    Y: (y) => H - B - (H - T - B) * (y - y0) / ((y1 - y0) || 1) };
+}
+
+function axes(sc, unit = "") {
+  // Three labelled ticks on the value axis; the first and the last time on the time axis.
+  const ticks = [sc.y0, (sc.y0 + sc.y1) / 2, sc.y1].map((v) =>
+    `<line x1="${sc.L}" x2="${sc.W - sc.R}" y1="${sc.Y(v)}" y2="${sc.Y(v)}" class="grid"/>` +
+    `<text x="${sc.L - 4}" y="${sc.Y(v) + 4}" text-anchor="end" class="axis-y">${Number(v.toPrecision(3))}${unit}</text>`);
+  return `<g class="axes">${ticks.join("")}` +
+    `<line x1="${sc.L}" x2="${sc.L}" y1="${sc.T}" y2="${sc.H - sc.B}" class="axis"/>` +
+    `<line x1="${sc.L}" x2="${sc.W - sc.R}" y1="${sc.H - sc.B}" y2="${sc.H - sc.B}" class="axis"/>` +
+    `<text x="${sc.L}" y="${sc.H - 4}" class="axis-x">${clock(sc.x0)}</text>` +
+    `<text x="${sc.W - sc.R}" y="${sc.H - 4}" text-anchor="end" class="axis-x">${clock(sc.x1)}</text></g>`;
+}
+
+function path(points, sc, step) {
   let d = "";
   points.forEach(([x, y], i) => {
-    if (i === 0) d += `M${X(x)},${Y(y)}`;
-    else d += step ? `H${X(x)}V${Y(y)}` : `L${X(x)},${Y(y)}`;
+    if (i === 0) d += `M${sc.X(x)},${sc.Y(y)}`;
+    else d += step ? `H${sc.X(x)}V${sc.Y(y)}` : `L${sc.X(x)},${sc.Y(y)}`;
   });
-  if (step) d += `H${W - P}`;
-  const dots = step ? "" : points.map(([x, y]) => `<circle cx="${X(x)}" cy="${Y(y)}" r="3"/>`).join("");
+  return d;
+}
+
+function lineChart(points, { min = null, max = null, threshold = null, unit = "" } = {}) {
+  // points: [[time, value], ...]; an SVG with axes in a 600x120 viewBox.
+  if (!points.length) return '<p class="muted">no data yet</p>';
+  const sc = scale(points, { min, max, threshold });
+  const dots = points.map(([x, y]) => `<circle cx="${sc.X(x)}" cy="${sc.Y(y)}" r="3"/>`).join("");
   const limit = threshold === null ? "" :
-    `<line x1="${P}" x2="${W - P}" y1="${Y(threshold)}" y2="${Y(threshold)}" stroke="#c9302c" stroke-dasharray="4 3"/>`;
-  return `<svg viewBox="0 0 ${W} ${H}" preserveAspectRatio="none">${limit}` +
-    `<path d="${d}" fill="none" stroke="#2a6fdb" stroke-width="2"/>` +
+    `<line x1="${sc.L}" x2="${sc.W - sc.R}" y1="${sc.Y(threshold)}" y2="${sc.Y(threshold)}" stroke="#c9302c" stroke-dasharray="4 3"/>`;
+  return `<svg viewBox="0 0 ${sc.W} ${sc.H}">${axes(sc, unit)}${limit}` +
+    `<path d="${path(points, sc, false)}" fill="none" stroke="#2a6fdb" stroke-width="2"/>` +
     `<g fill="#2a6fdb">${dots}</g></svg>`;
 }
+
+function weightsChart(history, now, candidate) {
+  // Both slots' weights as steps over time, each in its slot's colour; the candidate's bold.
+  if (!history.length) return '<p class="muted">no weight change recorded yet</p>';
+  const series = {};
+  for (const slot of ["blue", "green"]) {
+    const pts = history.map((w) => [w.at, w.weights[slot]]);
+    pts.push([now, pts[pts.length - 1][1]]);
+    series[slot] = pts;
+  }
+  const sc = scale(series.blue.concat(series.green), { min: 0, max: 100 });
+  const lines = Object.entries(series).map(([slot, pts]) =>
+    `<path data-slot="${slot}" class="w-${slot}${slot === candidate ? " candidate" : ""}" ` +
+    `d="${path(pts, sc, true)}" fill="none"/>`).join("");
+  return `<svg viewBox="0 0 ${sc.W} ${sc.H}">${axes(sc, "%")}${lines}</svg>`;
+}
+
+function bake(r, nowClient) {
+  // What the bar and its label both show: one fraction, one text.
+  if (!r || r.phase !== "baking" || !r.step_entered_at || !r.steps[r.step]) {
+    const waiting = { awaiting_approval: "waiting for approval", paused: "paused",
+      shifting: "waiting for every Envoy's ACK" }[r && r.phase];
+    return { fraction: 0, text: waiting || "-" };
+  }
+  const total = r.steps[r.step].bake_s;
+  const now = r.now + (nowClient - r.received);  // the server's clock, advanced locally
+  const spent = Math.max(0, now - r.step_entered_at);
+  if (total <= 0 || spent >= total) {
+    return { fraction: 1, text: `${total.toFixed(0)} s of ${total.toFixed(0)} s: baked, waiting for the gates' verdict` };
+  }
+  return { fraction: spent / total, text: `${spent.toFixed(0)} s of ${total.toFixed(0)} s` };
+}
+
+function renderBake() {
+  const r = state && state.status.rollout;
+  const b = bake(r, Date.now() / 1000);
+  const bar = $("#bake-bar");
+  if (!bar) return;
+  bar.style.width = `${(100 * b.fraction).toFixed(1)}%`;
+  bar.dataset.fraction = b.fraction.toFixed(3);
+  setText("bake-text", b.text);
+}
+setInterval(renderBake, 250);
 
 function renderRollout(r) {
   const phase = $("#phase");
@@ -42,16 +105,18 @@ function renderRollout(r) {
   phase.textContent = r ? r.phase : "none";
   setText("rollout-name", r ? `${r.name} (${r.id})` : "");
   setText("rollout-model", r ? `${r.model} -> ${r.candidate_slot}` : "-");
-  setText("step", r && r.step >= 0 ? `${r.step + 1}/${r.steps.length} at ${r.target_weight}%` : "-");
-  let pct = 0, text = "";
-  if (r && r.step >= 0 && r.step_entered_at && r.steps[r.step]) {
-    const bake = r.steps[r.step].bake_s, spent = (r.now ?? Date.now() / 1000) - r.step_entered_at;
-    pct = Math.max(0, Math.min(100, 100 * spent / bake));
-    text = `${Math.min(spent, bake).toFixed(0)} s of ${bake.toFixed(0)} s`;
-  }
-  $("#bake-bar").style.width = `${pct}%`;
-  setText("bake-text", text);
+  // The step the rollout is in (and its weight), apart from the weight every Envoy serves.
+  setText("step", r && r.step >= 0 ? `${r.step + 1} of ${r.steps.length} (${r.steps[r.step].weight}%)` : "-");
+  setText("candidate-weight", r ? `${r.applied_weight}%` +
+    (r.target_weight !== r.applied_weight ? ` -> ${r.target_weight}%` : "") : "-");
+  if (r) r.received = Date.now() / 1000;
+  renderBake();
   setText("reason", r ? r.reason : "no rollout yet");
+  const allowed = new Set((r && r.commands) || []);
+  for (const button of document.querySelectorAll("button[data-command]")) {
+    button.hidden = !allowed.has(button.dataset.command);
+  }
+  setText("no-actions", allowed.size ? "" : (r ? `nothing to do while ${r.phase}` : "no rollout to act on"));
 }
 
 function renderSlots(s) {
@@ -75,10 +140,11 @@ function renderSlots(s) {
 }
 
 function renderCharts(s) {
-  const now = s.at;
-  const pts = s.weights_history.map((w) => [w.at, w.weights.green]);
-  if (pts.length) pts.push([now, pts[pts.length - 1][1]]);
-  $("#weights-chart").innerHTML = lineChart(pts, { min: 0, max: 100, step: true });
+  const r = s.status.rollout;
+  const candidate = r && !["promoted", "rolled_back", "aborted", "failed"].includes(r.phase) ? r.candidate_slot : null;
+  setText("weights-legend", candidate ? `candidate: ${candidate} (bold)` : "");
+  $("#weights-chart").innerHTML = weightsChart(s.weights_history, s.at, candidate);
+  setText("rounds-of", s.rounds_of || "this step");
   const byMetric = {};
   for (const round of s.rounds) {
     for (const m of round.measurements) {
@@ -102,7 +168,7 @@ function renderCharts(s) {
       `<div class="muted">${ratio ? "candidate / active" : "value"} against ${esc(last.threshold)} ` +
       `(dashed)</div></div>`;
   });
-  $("#gates").innerHTML = gates.join("") || '<p class="muted">no gate round in this step</p>';
+  $("#gates").innerHTML = gates.join("") || '<p class="muted">no gate round yet</p>';
 }
 
 function renderFleet(s) {
@@ -117,12 +183,48 @@ function renderFleet(s) {
   setText("nack", nack ? `last NACK: ${nack.node} ${nack.type} ${nack.message}` : "last NACK: none");
 }
 
-function renderAudit(s) {
-  $("#audit tbody").innerHTML = s.audit.map((e) =>
-    `<tr data-seq="${e.seq}"><td>${clock(e.at)}</td><td>${esc(e.actor)}</td><td>${esc(e.kind)}</td>` +
+function foldRounds(entries) {
+  // Newest first. A run of gate rounds of one step becomes one row that lists them.
+  const rows = [];
+  for (const e of entries) {
+    const step = e.kind === "gates" ? (e.message.match(/^step (\d+) round/) || [])[1] : undefined;
+    const last = rows[rows.length - 1];
+    if (step !== undefined && last && last.step === step) { last.entries.push(e); continue; }
+    rows.push({ step, entries: [e] });
+  }
+  return rows;
+}
+
+function auditRow(row) {
+  const e = row.entries[0];  // the newest
+  const seqs = row.entries.map((x) => x.seq).join(" ");
+  let message = esc(e.message);
+  if (row.entries.length > 1) {
+    const counts = {};
+    for (const x of row.entries) { const v = x.message.split(": ").pop(); counts[v] = (counts[v] || 0) + 1; }
+    const summary = Object.entries(counts).map(([k, n]) => `${n} ${esc(k)}`).join(", ");
+    message = `<details><summary>step ${esc(row.step)}: ${row.entries.length} gate rounds (${summary})</summary>` +
+      row.entries.map((x) => `<div>${clock(x.at)} ${esc(x.message)}</div>`).join("") + "</details>";
+  }
+  return `<tr data-seq="${e.seq}" data-seqs="${seqs}" data-kind="${esc(e.kind)}" data-folded="${row.entries.length}">` +
+    `<td>${clock(e.at)}</td><td>${esc(e.actor)}</td><td>${esc(e.kind)}</td>` +
     `<td>${e.phase_to ? esc((e.phase_from || "") + " -> " + e.phase_to) : ""}</td>` +
-    `<td>${e.weights ? `${e.weights.blue}/${e.weights.green}` : ""}</td>` +
-    `<td>${esc(e.message)}</td></tr>`).join("");
+    `<td>${e.weights ? `${e.weights.blue}/${e.weights.green}` : ""}</td><td>${message}</td></tr>`;
+}
+
+function renderAudit(s) {
+  const select = $("#audit-kind");
+  const chosen = select.value;
+  const kinds = [...new Set(s.audit.map((e) => e.kind))].sort();
+  if (chosen && !kinds.includes(chosen)) kinds.push(chosen);
+  const options = ["", ...kinds].map((k) => `<option value="${esc(k)}"${k === chosen ? " selected" : ""}>${k ? esc(k) : "every kind"}</option>`).join("");
+  if (select.dataset.options !== options) { select.innerHTML = options; select.dataset.options = options; }
+  const open = new Set([...document.querySelectorAll("#audit details[open]")].map((d) => d.closest("tr").dataset.seq));
+  const entries = chosen ? s.audit.filter((e) => e.kind === chosen) : s.audit;
+  $("#audit tbody").innerHTML = foldRounds(entries).map(auditRow).join("");
+  for (const seq of open) {  // a row a person opened stays open across pushes
+    const details = $(`#audit tr[data-seq="${seq}"] details`); if (details) details.open = true;
+  }
 }
 
 function render(s) {
@@ -132,7 +234,10 @@ function render(s) {
   renderCharts(s);
   renderFleet(s);
   renderAudit(s);
-  setText("updated", `updated ${clock(s.at)}` + (s.traffic_error ? ` - ${s.traffic_error}` : ""));
+  setText("updated", `updated ${clock(s.at)}`);
+  // Traffic figures say how old they are, or are not shown at all.
+  setText("traffic-age", s.traffic_at ? `traffic over the last 10 s, measured ${Math.max(0, s.at - s.traffic_at).toFixed(1)} s ago` +
+    (s.traffic_error ? ` (${s.traffic_error})` : "") : `no traffic figures: ${s.traffic_error || "not measured yet"}`);
   document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
 }
 
@@ -217,6 +322,9 @@ async function command(name) {
   const token = $("#token").value.trim();
   if (!token) { setText("action-result", "enter a token with the operate role first"); return; }
   sessionStorage.setItem("turnout-token", token);
+  if (name === "abort" || name === "rollback") {
+    if (!window.confirm(`${name} the rollout? Traffic goes back to the stable slot.`)) return;
+  }
   const response = await fetch(`/v1/rollouts/current/${name}`, {
     method: "POST", headers: { "Authorization": `Bearer ${token}`, "Content-Type": "application/json" },
     body: "{}" });
@@ -225,6 +333,9 @@ async function command(name) {
 }
 
 // Delegated: the buttons are re-created when a sign-out blanks the page.
+document.addEventListener("change", (event) => {
+  if (event.target.id === "audit-kind" && state) renderAudit(state);
+});
 document.addEventListener("click", (event) => {
   const button = event.target.closest("button[data-command]");
   if (button) command(button.dataset.command);
