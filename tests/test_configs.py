@@ -76,7 +76,7 @@ def test_compose_files_are_valid(monkeypatch, tmp_path):
     assert all(slot.repository and slot.endpoints for slot in config.slots.values())
     assert [t.name for t in config.tokens] == ["env:TURNOUT_ADMIN_TOKEN"]
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    control, models = _addresses(compose, "control"), _addresses(compose, "models")
+    control = _addresses(compose, "control")
     # Validation traffic from the control-plane container must reach Envoy's listener
     # port at an address Envoy has, never 127.0.0.1 inside the control-plane container.
     host, port = config.ingress_address.rsplit(":", 1)
@@ -99,17 +99,55 @@ def test_compose_files_are_valid(monkeypatch, tmp_path):
     xds = envoy["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]
     assert xds["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["address"] == \
         control["controlplane"]
-    assert compose["networks"]["models"].get("internal") is True
-    for name in ("triton-blue", "triton-green"):
-        assert set(compose["services"][name]["networks"]) == {"models"}
-        assert set(models) >= {name}
-    triton = compose["x-triton"]["command"]
-    assert "--http-restricted-api=model-repository,turnout-admin-key=" in triton
-    assert "--grpc-restricted-protocol=model-repository,turnout-admin-key=" in triton
-    # Compose itself refuses to start without the secrets (${VAR:?message}).
+    _compose_is_hardened(compose)
+
+
+def _compose_is_hardened(compose: dict) -> None:
+    """Issue 28's compose items, read from the file: a candidate (arbitrary Python in a
+    Triton container) reaches no other slot, holds no other slot's key, writes no model."""
+    services = compose["services"]
+    for slot in ("blue", "green"):
+        network = f"models-{slot}"
+        assert compose["networks"][network].get("internal") is True
+        triton = services[f"triton-{slot}"]
+        assert set(triton["networks"]) == {network}  # no other slot, no control network
+        on_it = {name for name, s in services.items() if network in s.get("networks", {})}
+        assert on_it == {f"triton-{slot}", "controlplane", "envoy", "prometheus"}, on_it
+        # Its own key, as a file; the model repository read-only.
+        assert triton["secrets"] == [{"source": f"triton_admin_key_{slot}",
+                                      "target": "triton_admin_key"}]
+        assert compose["secrets"][f"triton_admin_key_{slot}"]["file"] == \
+            f"./secrets/triton-admin-key-{slot}"
+        assert [v.split(":", 2)[1:] for v in triton["volumes"]] == [["/models", "ro"]]
+        env = services["controlplane"]["environment"]
+        assert env[f"TURNOUT_TRITON_ADMIN_KEY_{slot.upper()}_FILE"] == \
+            f"/run/secrets/triton_admin_key_{slot}"
+    assert "models" not in compose["networks"]
+    assert set(services["controlplane"]["secrets"]) == {"triton_admin_key_blue",
+                                                        "triton_admin_key_green"}
+    # Triton's own option syntax (`<api>:<header>=<key>`; a comma makes tritonserver exit),
+    # the key read from the secret, never written in the file or an environment variable.
+    [command] = compose["x-triton"]["command"]
+    assert "key=$$(cat /run/secrets/triton_admin_key)" in command
+    assert "--http-restricted-api=model-repository:turnout-admin-key=$$key" in command
+    assert "--grpc-restricted-protocol=model-repository:turnout-admin-key=$$key" in command
     text = (ROOT / "docker-compose.yml").read_text()
-    for name in ("TURNOUT_ADMIN_TOKEN", "TURNOUT_PREVIEW_KEY", "TURNOUT_TRITON_ADMIN_KEY"):
-        assert f"${{{name}:?" in text, name
+    assert "TURNOUT_TRITON_ADMIN_KEY:" not in text and "TRITON_ADMIN_KEY}" not in text
+    for name in ("TURNOUT_ADMIN_TOKEN", "TURNOUT_PREVIEW_KEY", "GRAFANA_ADMIN_PASSWORD"):
+        assert f"${{{name}:?" in text, name  # compose refuses to start without it
+    # Least privilege: no capability where none is needed, never new privileges.
+    for name, service in services.items():
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        if name not in ("seed", "controlplane"):  # these two write ./state as its owner
+            assert service.get("cap_drop") == ["ALL"], name
+    triton = services["triton-blue"]
+    assert triton["read_only"] is True and triton["tmpfs"] == ["/tmp"]
+    assert "--web.enable-lifecycle" not in str(services["prometheus"].get("command"))
+    assert "--web.enable-admin-api" not in str(services["prometheus"].get("command"))
+
+
+def test_compose_prometheus_and_grafana_files(tmp_path):
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.fail("promtool missing: `make prometheus` installs it with prometheus")

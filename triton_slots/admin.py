@@ -9,15 +9,42 @@ import json
 import os
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from triton_slots.slot import Endpoint
 
-#: Where Triton restricts its repository API (``--http-restricted-api=model-repository,
-#: turnout-admin-key=SECRET``, as in docker-compose.yml), the control plane sends the secret
-#: from this environment variable in this header.
+#: Where Triton restricts its repository API (``--http-restricted-api=model-repository:
+#: turnout-admin-key=SECRET``, as in docker-compose.yml), the control plane sends the slot's
+#: secret in this header: see :func:`admin_key`.
 ADMIN_KEY_ENV = "TURNOUT_TRITON_ADMIN_KEY"
 ADMIN_KEY_HEADER = "turnout-admin-key"
+#: Over gRPC Triton wants the same key in a prefixed header (``--grpc-restricted-protocol=
+#: model-repository:turnout-admin-key=SECRET``).
+GRPC_ADMIN_KEY_HEADER = f"triton-grpc-protocol-{ADMIN_KEY_HEADER}"
+
+
+def admin_key(slot: str | None) -> str | None:
+    """The secret the repository API of ``slot``'s servers wants: the slot's own
+    (``TURNOUT_TRITON_ADMIN_KEY_BLUE``, or ``TURNOUT_TRITON_ADMIN_KEY_BLUE_FILE`` naming a
+    file such as a compose secret), else one key for every slot
+    (``TURNOUT_TRITON_ADMIN_KEY``), else none. Per-slot keys mean a candidate that reads
+    its own server's key can open no other slot. Raises ValueError naming the variable when
+    its file cannot be read or is empty."""
+    names = [f"{ADMIN_KEY_ENV}_{slot.upper()}"] if slot else []
+    for name in [*names, ADMIN_KEY_ENV]:
+        path = os.environ.get(name + "_FILE")
+        if path:
+            try:
+                key = Path(path).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"{name}_FILE={path}: cannot read the key: {exc}") from None
+            if not key:
+                raise ValueError(f"{name}_FILE={path}: the file is empty")
+            return key
+        if os.environ.get(name):
+            return os.environ[name]
+    return None
 
 
 class TritonAdminError(RuntimeError):
@@ -27,15 +54,33 @@ class TritonAdminError(RuntimeError):
 
 
 class TritonAdmin:
-    def __init__(self, endpoint: Endpoint, *, timeout: float = 60.0) -> None:
+    def __init__(self, endpoint: Endpoint, *, timeout: float = 60.0,
+                 slot: str | None = None) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
+        self.slot = slot  # whose repository-API key to send
+
+    def refused(self, what: str, message: str) -> TritonAdminError:
+        """``what`` failed with Triton's ``message``; a restricted-API refusal says which
+        key was sent (Triton says only that it expects the header, right key or not)."""
+        if "restricted" in message:
+            name = f"{ADMIN_KEY_ENV}_{self.slot.upper()}" if self.slot else ADMIN_KEY_ENV
+            message += (f" (the repository-API key sent for slot {self.slot or '(any)'} is "
+                        f"missing or not this server's: {name} or {name}_FILE)")
+        return TritonAdminError(self.endpoint, f"{what} failed: {message}")
+
+    @property
+    def key(self) -> str | None:
+        try:
+            return admin_key(self.slot)
+        except ValueError as exc:
+            raise TritonAdminError(self.endpoint, str(exc)) from None
 
     def _call(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else (b"" if method == "POST"
                                                                    else None)
         request = urllib.request.Request(self.endpoint.http_url + path, data=data, method=method)
-        key = os.environ.get(ADMIN_KEY_ENV)
+        key = self.key
         if key:
             request.add_header(ADMIN_KEY_HEADER, key)
         try:
@@ -57,7 +102,7 @@ class TritonAdmin:
         over gRPC: ``triton_slots.delivery.repository_api``)."""
         status, body = self._call("POST", f"/v2/repository/models/{model}/load")
         if status != 200:
-            raise TritonAdminError(self.endpoint, f"load {model!r} failed: {body['error']}")
+            raise self.refused(f"load {model!r}", str(body["error"]))
 
     def model_ready(self, model: str, *, strict: bool = False) -> bool:
         """Whether the server says ``model`` is ready; a server that does not answer is
@@ -105,11 +150,11 @@ _PROBE = "turnout-explicit-control-probe"
 
 
 def check_server(endpoint: Endpoint, peers: tuple[Endpoint, ...] = (), *,
-                 timeout: float = 10.0) -> str:
+                 timeout: float = 10.0, slot: str | None = None) -> str:
     """Refuse a server Turnout cannot manage, or one unlike the fleet's: its model control
     must be explicit, and its Triton version that of the first peer that answers (two
     identical clusters). Returns its version; raises :class:`TritonAdminError` naming it."""
-    admin = TritonAdmin(endpoint, timeout=timeout)
+    admin = TritonAdmin(endpoint, timeout=timeout, slot=slot)
     if not admin.explicit_control():
         raise TritonAdminError(endpoint, "explicit model control is off: start tritonserver "
                                          "with --model-control-mode=explicit (Turnout loads "

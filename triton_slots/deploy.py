@@ -50,8 +50,8 @@ def companions_of(registry: RegistryBackend, record: ArtifactRecord) -> list[Art
 
 
 def _load_and_verify(endpoint: Endpoint, record: ArtifactRecord, delivery: Delivery,
-                     deadline: float) -> None:
-    admin = TritonAdmin(endpoint, timeout=max(1.0, deadline - time.monotonic()))
+                     deadline: float, slot: str) -> None:
+    admin = TritonAdmin(endpoint, timeout=max(1.0, deadline - time.monotonic()), slot=slot)
     if admin.model_ready(record.model_name) and _served_digest(admin, record) == record.digest:
         return  # already serving exactly this version
     delivery.load(admin, record)
@@ -99,13 +99,14 @@ def deploy(
     companions = companions_of(registry, record)
     try:
         for companion in companions:
-            errors = _put(companion, endpoints, delivery, deadline, progress)
+            errors = _put(companion, endpoints, delivery, deadline, progress, slot=slot)
             if errors:
                 reason = (f"deploy to {slot} failed: could not bring {companion.ref} (also "
                           f"served by the active slot) onto it: " + "; ".join(errors))
                 _mark_failed(registry, name, version, reason)
                 raise DeployError(reason)
-        errors = _put(record, endpoints, delivery, deadline, progress, fresh=True)
+        errors = _put(record, endpoints, delivery, deadline, progress, slot=slot,
+                      fresh=True)
     except DeliveryError as exc:
         _mark_failed(registry, name, version, str(exc))
         raise DeployError(str(exc)) from exc
@@ -122,8 +123,8 @@ def deploy(
 
 
 def _put(record: ArtifactRecord, endpoints: list[Endpoint], delivery: Delivery,
-         deadline: float, progress: Callable[[str], None], *, fresh: bool = False
-         ) -> list[str]:
+         deadline: float, progress: Callable[[str], None], *, slot: str,
+         fresh: bool = False) -> list[str]:
     """Prepare ``record`` for ``delivery`` (``fresh``: even if it looks prepared) and load
     it on every server; the errors, one per failed server."""
     said = delivery.prepare(record, fresh=fresh)  # DeliveryError: before any server
@@ -131,7 +132,7 @@ def _put(record: ArtifactRecord, endpoints: list[Endpoint], delivery: Delivery,
         progress(said)
     errors: list[str] = []
     with ThreadPoolExecutor(max_workers=len(endpoints)) as pool:
-        futures = {pool.submit(_load_and_verify, e, record, delivery, deadline): e
+        futures = {pool.submit(_load_and_verify, e, record, delivery, deadline, slot): e
                    for e in endpoints}
         for future, endpoint in futures.items():
             try:
@@ -167,7 +168,7 @@ def bring_up(registry: RegistryBackend, slot: str, endpoint: Endpoint, *,
     failed."""
     deadline = time.monotonic() + timeout
     try:
-        check_server(endpoint, peers)
+        check_server(endpoint, peers, slot=slot)
     except TritonAdminError as exc:
         raise DeployError(f"bringing {endpoint.grpc_address} up to slot {slot}: {exc}"
                           ) from exc
@@ -176,7 +177,7 @@ def bring_up(registry: RegistryBackend, slot: str, endpoint: Endpoint, *,
     for listed in slot_set(registry, slot):
         try:
             record = registry.verify(listed.name, listed.version)  # never a tampered copy
-            errors = _put(record, [endpoint], delivery, deadline, progress)
+            errors = _put(record, [endpoint], delivery, deadline, progress, slot=slot)
         except (DeliveryError, RegistryError) as exc:
             errors = [str(exc)]
         if errors:

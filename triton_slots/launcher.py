@@ -85,10 +85,12 @@ class TritonServer:
         host: str = "127.0.0.1",
         endpoint: Endpoint | None = None,
         model_control: str = "explicit",
+        extra_args: Iterable[str] = (),
     ) -> TritonServer:
         """``endpoint`` fixes the address and ports (servers found by one DNS name share
         their ports); else free ports on ``host``. ``model_control`` other than
-        ``explicit`` makes a server Turnout refuses (tests)."""
+        ``explicit`` makes a server Turnout refuses (tests); ``extra_args`` go to
+        tritonserver as they are (a restricted repository API, for instance)."""
         endpoint = endpoint or Endpoint(host, free_port(host), free_port(host),
                                         free_port(host))
         argv = [
@@ -105,6 +107,7 @@ class TritonServer:
             "--allow-gpu-metrics=false",
             "--exit-timeout-secs=5",
             *[f"--load-model={m}" for m in models],
+            *extra_args,
         ]
         process = ManagedProcess.spawn(
             name, argv, log_path=log_path, env=triton_environment()

@@ -10,13 +10,11 @@ files are read once per deploy and sent to every server."""
 
 from __future__ import annotations
 
-import os
-
 import tritonclient.grpc as triton_grpc
 from google.protobuf import json_format
 from tritonclient.utils import InferenceServerException
 
-from triton_slots.admin import ADMIN_KEY_ENV, ADMIN_KEY_HEADER, TritonAdmin, TritonAdminError
+from triton_slots.admin import GRPC_ADMIN_KEY_HEADER, TritonAdmin
 from triton_slots.artifact import CONFIG_FILE, artifact_files
 from triton_slots.delivery import DeliveryError, stamped_config
 from triton_slots.registry import ArtifactRecord
@@ -61,15 +59,13 @@ class RepositoryApi:
 
     def load(self, admin: TritonAdmin, record: ArtifactRecord) -> None:
         config, files = self._payloads[record.digest]
-        key = os.environ.get(ADMIN_KEY_ENV)
+        key = admin.key
         client = triton_grpc.InferenceServerClient(admin.endpoint.grpc_address)
         try:
             client.load_model(record.model_name, config=config, files=files,
-                              headers={ADMIN_KEY_HEADER: key} if key else None,
+                              headers={GRPC_ADMIN_KEY_HEADER: key} if key else None,
                               client_timeout=admin.timeout)
         except InferenceServerException as exc:
-            raise TritonAdminError(admin.endpoint,
-                                   f"load {record.model_name!r} failed: {exc.message()}"
-                                   ) from exc
+            raise admin.refused(f"load {record.model_name!r}", str(exc.message())) from exc
         finally:
             client.close()
