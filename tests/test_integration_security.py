@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -312,3 +313,95 @@ def test_metadata_and_client_error_floods_change_no_error_rate(env):
     time.sleep(0.5)  # Envoy flushes its access log every 100 ms
     counted = client.status()["access_log"]["received"] - received
     assert counted == stats.ok + 100, (counted, stats.ok, "metadata calls counted")
+
+
+def _idle_sockets(api_url: str, n: int, source: str) -> list:
+    import socket
+    host, port = api_url.removeprefix("http://").rsplit(":", 1)
+    opened = []
+    for _ in range(n):
+        sock = socket.socket()
+        sock.bind((source, 0))  # another address on loopback: another client
+        sock.connect((host, int(port)))
+        sock.settimeout(0.05)
+        opened.append(sock)
+    return opened
+
+
+def _closed(sock) -> bool:
+    """Whether the server closed ``sock`` (EOF or reset); False while it stays open."""
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except (OSError, ConnectionResetError):
+        return True
+
+
+def _api_refused(info: stack.StackInfo) -> dict[str, float]:
+    with urllib.request.urlopen(info.api_url + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {m[1]: float(m[2]) for m in
+            re.finditer(r'turnout_api_refused_total\{reason="(\w+)"\} ([0-9.e+]+)', text)}
+
+
+def test_connection_floods_leave_the_api_and_pushes_working(env):
+    """Idle connections from one stranger (beyond 128 closed at once; the rest closed when
+    no request head arrives in 10 s), a trickled request head, and never-read dashboard
+    streams (at most 8 from one address): /healthz answers and a push stays fast."""
+    info, client = env
+    before = _api_refused(info)
+    flood = _idle_sockets(info.api_url, 300, "127.0.0.2")
+    trickle = _idle_sockets(info.api_url, 1, "127.0.0.3")[0]
+    trickle.sendall(b"GET /healthz HTTP/1.1\r\n")
+    try:
+        time.sleep(0.5)
+        refused = sum(_closed(s) for s in flood)
+        assert refused == 300 - 128, refused
+        started = time.monotonic()
+        with urllib.request.urlopen(info.api_url + "/healthz", timeout=5) as response:
+            assert response.status == 200
+        healthz_ms = (time.monotonic() - started) * 1e3
+        push_ms = []
+        for green in (10, 0, 10, 0):
+            started = time.monotonic()
+            client.set_traffic(green=green)  # returns once every Envoy ACKed
+            push_ms.append((time.monotonic() - started) * 1e3)
+        print(f"300 idle connections from one address: {refused} refused at once; /healthz "
+              f"{healthz_ms:.1f} ms, pushes {[round(p, 1) for p in push_ms]} ms")
+        assert max(push_ms) < 50, push_ms
+        # Dashboard event streams nobody reads: 8 from one address, then 429.
+        streams, statuses = [], []
+        for _ in range(9):
+            request = urllib.request.Request(info.api_url + "/dashboard/events",
+                                             headers={"Authorization": f"Bearer {info.token}"})
+            try:
+                streams.append(urllib.request.urlopen(request, timeout=5))
+                statuses.append(200)
+            except urllib.error.HTTPError as exc:
+                statuses.append(exc.code)
+        assert statuses == [200] * 8 + [429], statuses
+        for stream in streams:
+            stream.close()
+        # A body is read only after the token is checked: 50 MB announced, none sent, 401.
+        big = _idle_sockets(info.api_url, 1, "127.0.0.4")[0]
+        big.settimeout(2.0)
+        big.sendall(b"POST /v1/rollouts HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                    b"application/json\r\nContent-Length: 50000000\r\n\r\n")
+        answer = big.recv(200)
+        big.close()
+        assert answer.startswith(b"HTTP/1.1 401"), answer
+        # After the head timeout every idle or trickling connection is gone.
+        time.sleep(10.5)
+        trickle.sendall(b"Host: x\r\n")
+        assert sum(_closed(s) for s in flood) == 300
+        assert _closed(trickle)
+    finally:
+        for sock in [*flood, trickle]:
+            sock.close()
+    after = _api_refused(info)
+    assert after.get("client_connections", 0) - before.get("client_connections", 0) == 172
+    assert after.get("slow_request_head", 0) - before.get("slow_request_head", 0) == 129
+    log = (Path(info.directory) / "logs" / "controlplane.log").read_text()
+    lines = [line for line in log.splitlines() if "connections from 127.0.0.2" in line]
+    assert 1 <= len(lines) <= 2, lines  # one line per 10 s, with the count it stood for

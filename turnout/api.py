@@ -44,6 +44,7 @@ from turnout.api_common import (
 )
 from turnout.api_models import add_routes as add_models
 from turnout.api_slots import add_routes as add_slots
+from turnout.connlimit import ConnectionGuard, GuardedSite, quiet_accept_errors
 from turnout.controller.driver import RolloutConflict
 from turnout.controller.state import CommandName
 from turnout.dashboard import add_routes as add_dashboard
@@ -183,8 +184,10 @@ async def start_api(plane: ControlPlane) -> tuple[web.AppRunner, int]:
     runner and bound port."""
     # A request line up to 64 KiB reaches the handlers (which answer JSON naming the
     # field); aiohttp's own 8 KiB limit would answer text/plain before them.
+    # An idle keep-alive connection is closed after 15 s (aiohttp's default is 75 s).
     app = web.Application(client_max_size=1 << 20, middlewares=[_never_500],
-                          handler_args={"max_line_size": 65536, "max_field_size": 65536})
+                          handler_args={"max_line_size": 65536, "max_field_size": 65536,
+                                        "keepalive_timeout": 15.0})
     app[PLANE] = plane
     app.add_routes([
         web.get("/healthz", _healthz),
@@ -207,8 +210,11 @@ async def start_api(plane: ControlPlane) -> tuple[web.AppRunner, int]:
     if tls is not None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(tls.cert, tls.key)
-    site = web.TCPSite(runner, plane.config.bind_host, plane.config.api_port,
-                       ssl_context=context)
+    refused = plane.telemetry.api_refused
+    guard = ConnectionGuard(plane.config.connection_limits,
+                            lambda reason: refused.labels(reason=reason).inc())
+    quiet_accept_errors(asyncio.get_running_loop())
+    site = GuardedSite(runner, plane.config.bind_host, plane.config.api_port,
+                       guard=guard, ssl_context=context)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, int(port)
+    return runner, site.port

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from triton_slots.slot import SLOT_NAMES, Endpoint, Slot
+from turnout.connlimit import ConnectionLimits
 from turnout.errors import ConfigError
 from turnout.tokens import ApiToken, Role, digest
 from xds_server.pki import write_private
@@ -85,6 +86,9 @@ class ControlPlaneConfig:
     # The dashboard: {"public": true} serves its data without a token (demos only;
     # refused unless bind_host is a loopback address).
     dashboard: dict[str, Any] = field(default_factory=dict)
+    # The API's listening socket: {"connections": 1024, "per_client": 128,
+    # "head_timeout_s": 10} (turnout/connlimit.py); a key left out keeps its default.
+    api_limits: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tokens", tuple(self.tokens))
@@ -103,6 +107,7 @@ class ControlPlaneConfig:
         if len(self.preview_key) < 16:
             raise ConfigError("preview_key must be at least 16 characters")
         self._check_dashboard()
+        self.connection_limits  # noqa: B018 - checked at load, not at the first connection
         if isinstance(self.stream_idle_timeout_s, bool) or not isinstance(
                 self.stream_idle_timeout_s, int | float) or not 1 <= self.stream_idle_timeout_s \
                 <= 3600:
@@ -191,6 +196,25 @@ class ControlPlaneConfig:
         data["tls"] = TlsFiles.from_dict(data["tls"]) if data.get("tls") else None
         data["api_tls"] = TlsFiles.from_dict(data["api_tls"]) if data.get("api_tls") else None
         return cls(**data)
+
+    @property
+    def connection_limits(self) -> ConnectionLimits:
+        known = {"connections": "total", "per_client": "per_client",
+                 "head_timeout_s": "head_timeout_s"}
+        if not isinstance(self.api_limits, dict):
+            raise ConfigError(f"api_limits must be an object, got {self.api_limits!r}")
+        values: dict[str, Any] = {}
+        for key, value in self.api_limits.items():
+            if key not in known:
+                raise ConfigError(f"api_limits.{key}: unknown (known: {', '.join(known)})")
+            top = 3600 if key == "head_timeout_s" else 1_000_000
+            if isinstance(value, bool) or not isinstance(value, int | float) or \
+                    not 1 <= value <= top or (key != "head_timeout_s" and value != int(value)):
+                raise ConfigError(f"api_limits.{key} must be a number in 1..{top}"
+                                  f"{'' if key == 'head_timeout_s' else ' (whole)'}, got "
+                                  f"{value!r}")
+            values[known[key]] = value
+        return ConnectionLimits(**values)
 
     @classmethod
     def load(cls, path: Path) -> ControlPlaneConfig:

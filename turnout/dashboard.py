@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,7 +54,9 @@ WINDOW_S = 10.0
 TRAFFIC_MAX_AGE_S = 3.0
 AUDIT_ROWS = 150  # newest first; the page folds a step's gate rounds into one row
 PUSH_INTERVAL_S = 0.25
-MAX_CLIENTS = 32
+MAX_CLIENTS = 32  # event streams open at once, in all
+MAX_PER_CLIENT = 8  # from one address: one stranger cannot take every place
+WRITE_TIMEOUT_S = 5.0  # a stream that does not read for this long is closed
 PUBLIC = Session("public", "", Role.READ, float("inf"))
 
 
@@ -72,6 +75,7 @@ class Dashboard:
         self._traffic_at = 0.0  # monotonic, for refreshing
         self._traffic_wall = 0.0  # the same moment, as a timestamp for the page
         self._clients = 0
+        self._per_client: Counter[str] = Counter()
         self._refreshing: asyncio.Task | None = None
         self.sessions = Sessions(plane.tokens)
 
@@ -243,24 +247,29 @@ class Dashboard:
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         reader = self.reader(request)
+        client = request.remote or "unknown"
         if self._clients >= MAX_CLIENTS:
             raise web.HTTPServiceUnavailable(reason="too many dashboard clients")
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                               "Cache-Control": "no-store"})
-        await response.prepare(request)
-        await self._fresh_traffic()  # the first event carries figures measured now
-        self._clients += 1
-        if self._refreshing is None or self._refreshing.done():
-            self._refreshing = asyncio.create_task(self._keep_fresh())
+        if self._per_client[client] >= MAX_PER_CLIENT:
+            raise web.HTTPTooManyRequests(reason=f"{MAX_PER_CLIENT} dashboard streams from "
+                                                 f"{client} already open")
+        self._clients += 1  # counted before the first await: no one slips past the caps
+        self._per_client[client] += 1
         last = ""
         last_sent = 0.0
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                               "Cache-Control": "no-store"})
         try:
+            await response.prepare(request)
+            await self._fresh_traffic()  # the first event carries figures measured now
+            if self._refreshing is None or self._refreshing.done():
+                self._refreshing = asyncio.create_task(self._keep_fresh())
             while True:
                 try:
                     reader()
                 except SessionError as exc:  # revoked while watching
                     end = json.dumps({"error": str(exc)})
-                    await response.write(f"event: signed-out\ndata: {end}\n\n".encode())
+                    await _write(response, f"event: signed-out\ndata: {end}\n\n")
                     break
                 state = self.state()
                 body = json.dumps({k: v for k, v in state.items() if k != "at"},
@@ -268,14 +277,26 @@ class Dashboard:
                 now = time.monotonic()
                 if body != last or now - last_sent > 5.0:  # changes at once, else keep-alive
                     state_text = json.dumps(state, default=str)
-                    await response.write(f"event: state\ndata: {state_text}\n\n".encode())
+                    await _write(response, f"event: state\ndata: {state_text}\n\n")
                     last, last_sent = body, now
                 await asyncio.sleep(PUSH_INTERVAL_S)
         except (ConnectionResetError, asyncio.CancelledError):
             pass
+        except TimeoutError:  # not reading: closed, its place freed
+            if request.transport is not None:
+                request.transport.abort()
         finally:
             self._clients -= 1
+            self._per_client[client] -= 1
+            if self._per_client[client] <= 0:
+                del self._per_client[client]
         return response
+
+
+async def _write(response: web.StreamResponse, event: str) -> None:
+    """One event; TimeoutError when the reader has not taken the last ones for
+    ``WRITE_TIMEOUT_S`` (the connection is then closed)."""
+    await asyncio.wait_for(response.write(event.encode()), WRITE_TIMEOUT_S)
 
 
 def add_routes(app: web.Application, plane: ControlPlane) -> Dashboard:

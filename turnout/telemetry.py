@@ -18,7 +18,8 @@ conventions (``_total`` counters, ``_seconds`` durations, base units, bounded la
     turnout_slot_ready_endpoints{slot}            ready Triton servers per slot
     turnout_slot_endpoints{slot}                  configured Triton servers per slot
     turnout_xds_refused_total{reason}             ADS clients refused (TLS, node id)
-    turnout_api_refused_total{reason}             API calls refused for their token
+    turnout_api_refused_total{reason}             API calls and connections refused (token,
+                                                  connections, slow_request_head)
     turnout_access_log_refused_total{reason}      access-log entries refused (identity,
                                                   stale, future, rate, batch)
     turnout_webhook_deliveries_total{outcome}     notification deliveries by outcome
