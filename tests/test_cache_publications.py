@@ -297,3 +297,37 @@ async def test_several_rejections_are_all_named():
     assert result.outcomes[0].outcome == "nacked"
     assert sorted(result.outcomes[0].detail.split("; ")) == sorted(
         [f"bad {t.CLUSTER[-8:]}", f"bad {t.LISTENER[-8:]}"])
+
+
+async def test_a_proxy_not_expected_is_served_but_never_waited_for():
+    """docs/servers.md, "expected_proxies": a stream whose node is not expected gets the
+    snapshot like any other, is shown as not awaited, and neither holds a push up nor
+    counts towards the minimum fleet."""
+    cache = SnapshotCache()
+    cache.expects = lambda node: node.startswith("envoy-")
+    cache.set_snapshot(G, snapshot(0))
+    [envoy] = streams(cache, 1)
+    stranger = cache.open_stream("sidecar-7", G)
+    for type_url in t.ALL_TYPES:
+        cache.subscribed(stranger, type_url)
+    assert (envoy.awaited, stranger.awaited) == (True, False)
+    snap = snapshot(11)
+    publication = cache.publish(G, snap)
+    assert set(publication.pending) == {envoy.stream_id}
+    answer(cache, envoy, snap)
+    assert publication.done.is_set()  # the stranger never answered
+    result = await cache.wait(publication, timeout=1.0)
+    assert result.converged and [o.node_id for o in result.outcomes] == ["envoy-0"]
+    proxies = {p["node"]: p["awaited"] for p in cache.status(G)["proxies"]}
+    assert proxies == {"envoy-0": True, "sidecar-7": False}
+    # A minimum fleet is made of expected proxies only.
+    waiting = cache.publish(G, snapshot(12), min_proxies=2)
+    late = cache.open_stream("sidecar-8", G)
+    assert late.stream_id not in waiting.pending
+    second = cache.open_stream("envoy-1", G)
+    assert second.stream_id in waiting.pending
+
+
+def test_without_a_rule_every_proxy_is_awaited():
+    cache = SnapshotCache()
+    assert cache.open_stream("anyone", G).awaited is True

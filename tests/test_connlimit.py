@@ -66,3 +66,15 @@ def test_the_guard_counts_per_client_and_in_all():
     assert (guard.total, dict(guard.live)) == (0, {})
     guard.refuse("connections", "d")
     assert refused == ["connections"]
+
+
+def test_expected_proxies_are_shell_patterns_checked_when_read(tmp_path):
+    config = _config(tmp_path, expected_proxies=["envoy-*", "grpc-load"])
+    assert config.expected_proxies == ("envoy-*", "grpc-load")
+    assert [config.expects(n) for n in ("envoy-0", "grpc-load", "grpc-load-2", "Envoy-0")] \
+        == [True, True, False, False]
+    assert _config(tmp_path).expects("anything") is True  # no rule: everyone
+    for bad in ("envoy-*", [""], ["x" * 257], [1], ["a"] * 65, 5):
+        with pytest.raises(ConfigError, match=r"^expected_proxies must be a list of at most "
+                                              r"64 node ids or patterns"):
+            _config(tmp_path, expected_proxies=bad)

@@ -32,7 +32,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     directory = tmp_path_factory.mktemp("tls-stack")
-    info = stack.up(directory, tls=True, progress=print)
+    # Pushes wait for the stack's own Envoys: a silent stranger holds none up.
+    info = stack.up(directory, tls=True, progress=print, expected_proxies=("envoy-*",))
     try:
         yield info, ApiClient(info.api_url, info.token)
     finally:
@@ -405,3 +406,44 @@ def test_connection_floods_leave_the_api_and_pushes_working(env):
     log = (Path(info.directory) / "logs" / "controlplane.log").read_text()
     lines = [line for line in log.splitlines() if "connections from 127.0.0.2" in line]
     assert 1 <= len(lines) <= 2, lines  # one line per 10 s, with the count it stood for
+
+
+def test_a_silent_proxy_that_is_not_expected_holds_no_push_up(env):
+    """A certificate holder outside ``expected_proxies`` (envoy-*) subscribes to every type
+    and never ACKs: it is served, listed as not awaited, and every push converges on the
+    real Envoy's ACK alone."""
+    info, client = env
+    pki = Path(info.directory) / "pki"
+    silent = LocalCA(pki).issue_client("client-sidecar-7", ("sidecar-7",))
+    credentials = _credentials(pki / "ca.pem", silent.cert, silent.key)
+
+    async def scenario() -> tuple[list[float], list[bool], dict]:
+        async with _secure_channel(info.xds_port, credentials) as channel:
+            call = channel.stream_stream(
+                "/envoy.service.discovery.v3.AggregatedDiscoveryService/"
+                "StreamAggregatedResources",
+                request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
+                response_deserializer=discovery_pb2.DiscoveryResponse.FromString)()
+            for type_url in (t.CLUSTER, t.ENDPOINT, t.LISTENER, t.ROUTE):
+                await call.write(discovery_pb2.DiscoveryRequest(
+                    node=base_pb2.Node(id="sidecar-7", cluster="turnout"), type_url=type_url))
+            first = await call.read()  # served, never answered
+            assert first.type_url, first
+            seconds, converged = [], []
+            for green in (10, 0, 10, 0):
+                started = time.monotonic()
+                result = await asyncio.to_thread(client.set_traffic, green=green)
+                seconds.append((time.monotonic() - started) * 1e3)
+                converged.append(result["push"]["converged"])
+            proxies = {p["node"]: p for p in
+                       (await asyncio.to_thread(client.status))["xds"]["proxies"]}
+            call.cancel()
+            return seconds, converged, proxies
+
+    seconds, converged, proxies = asyncio.run(scenario())
+    print(f"a silent unexpected proxy connected: pushes ACKed in "
+          f"{[round(s, 1) for s in seconds]} ms")
+    assert converged == [True] * 4
+    assert max(seconds) < 50, seconds
+    assert (proxies["sidecar-7"]["awaited"], proxies["sidecar-7"]["in_sync"]) == (False, False)
+    assert (proxies["envoy-0"]["awaited"], proxies["envoy-0"]["in_sync"]) == (True, True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import secrets
@@ -89,6 +90,10 @@ class ControlPlaneConfig:
     # The API's listening socket: {"connections": 1024, "per_client": 128,
     # "head_timeout_s": 10} (turnout/connlimit.py); a key left out keeps its default.
     api_limits: dict[str, Any] = field(default_factory=dict)
+    # The node ids (shell patterns, "envoy-*") a push waits for; other nodes are served
+    # but cannot hold a push up by never answering. Empty: every connected proxy (with
+    # mTLS, every certificate holder that connected).
+    expected_proxies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tokens", tuple(self.tokens))
@@ -108,6 +113,17 @@ class ControlPlaneConfig:
             raise ConfigError("preview_key must be at least 16 characters")
         self._check_dashboard()
         self.connection_limits  # noqa: B018 - checked at load, not at the first connection
+        if not isinstance(self.expected_proxies, list | tuple) or not all(
+                isinstance(p, str) and 0 < len(p) <= 256 for p in self.expected_proxies) \
+                or len(self.expected_proxies) > 64:
+            raise ConfigError("expected_proxies must be a list of at most 64 node ids or "
+                              f"patterns (1..256 characters), got {self.expected_proxies!r}")
+        object.__setattr__(self, "expected_proxies", tuple(self.expected_proxies))
+
+    def expects(self, node_id: str) -> bool:
+        """Whether pushes wait for ``node_id``'s answer."""
+        return not self.expected_proxies or any(
+            fnmatch.fnmatchcase(node_id, pattern) for pattern in self.expected_proxies)
         if isinstance(self.stream_idle_timeout_s, bool) or not isinstance(
                 self.stream_idle_timeout_s, int | float) or not 1 <= self.stream_idle_timeout_s \
                 <= 3600:

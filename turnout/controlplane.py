@@ -73,6 +73,8 @@ class ControlPlane:
         DNS (tests)."""
         self.config = config
         self.cache = SnapshotCache()
+        if config.expected_proxies:
+            self.cache.expects = config.expects
         self.windows = SlotWindows()
         self.telemetry = Telemetry()
         self.transport = choose_transport(config.tls)

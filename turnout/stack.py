@@ -235,13 +235,15 @@ def up(
     directory: Path = DEFAULT_DIR, *, per_slot: int = 1, models: list[Path] | None = None,
     scrape_interval_s: float = 1.0, tls: bool = False, progress: Progress = _quiet,
     webhooks: list[dict] | None = None, replicas: int = 1, api_tls: bool = False,
+    expected_proxies: tuple[str, ...] = (),
 ) -> StackInfo:
     """Start the whole local stack and record it in ``<directory>/stack.json`` (0600),
     each process as soon as it starts. Interrupted (Ctrl-C, SIGTERM) or failed, it stops
     what it started. ``tls``: mTLS between Envoy and the control plane's ADS port.
     ``replicas`` > 1: a private PostgreSQL, that many control planes sharing it, and one
     Envoy per replica (preferring it, falling back to the others); all Envoys bind the
-    same ingress port (SO_REUSEPORT), so clients see one address."""
+    same ingress port (SO_REUSEPORT), so clients see one address. ``expected_proxies``:
+    the node ids pushes wait for (the config's field of that name)."""
     directory = directory.resolve()
     if (directory / "stack.json").exists():
         previous = StackInfo.load(directory)
@@ -302,7 +304,7 @@ def up(
                 prometheus_url=f"http://127.0.0.1:{prometheus_port}", tls=server_tls,
                 api_tls=api_files,
                 webhooks=tuple(webhooks or ()), store=store,
-                replica="replica-0" if store else "",
+                replica="replica-0" if store else "", expected_proxies=expected_proxies,
             )
             configs = [config] + [
                 dataclasses.replace(config, state_dir=directory / f"replica-{i}",

@@ -55,6 +55,7 @@ class StreamHandle:
     acked: dict[str, str] = field(default_factory=dict)
     nacked: dict[str, Nack] = field(default_factory=dict)
     claimed_group: str = ""  # node.cluster as the proxy sent it (may differ from group)
+    awaited: bool = True  # whether pushes wait for its answer (see SnapshotCache.expects)
 
     def resolved(self, snapshot: Snapshot) -> Outcome | None:
         """``acked`` or ``nacked`` once the stream subscribes to every type the snapshot
@@ -202,6 +203,9 @@ class SnapshotCache:
         self._clock = clock
         #: Called (cheap, non-blocking) when a stream opens or closes.
         self.on_streams_changed: Callable[[], None] | None = None
+        #: Which node ids pushes wait for (None: every connected one). A stream of another
+        #: node is served all the same, but cannot hold a push up by never answering.
+        self.expects: Callable[[str], bool] | None = None
 
     def _group(self, name: str) -> _Group:
         return self._groups.setdefault(name, _Group())
@@ -266,7 +270,8 @@ class SnapshotCache:
         with ``early`` the wait ends as soon as that many ACKed (stragglers are named)."""
         self.set_snapshot(group, snapshot, verify=verify)
         state = self._group(group)
-        publication = Publication(snapshot, time.monotonic(), dict(state.streams), min_proxies,
+        awaited = {i: h for i, h in state.streams.items() if h.awaited}
+        publication = Publication(snapshot, time.monotonic(), awaited, min_proxies,
                                   quorum=quorum, early=early, group=group)
         state.publications.append(publication)
         for handle in list(publication.pending.values()):
@@ -300,12 +305,14 @@ class SnapshotCache:
     def open_stream(self, node_id: str, group: str, *, claimed: str = "") -> StreamHandle:
         self._next_stream += 1
         handle = StreamHandle(self._next_stream, node_id, group, self._clock(),
-                              claimed_group=claimed or group)
+                              claimed_group=claimed or group,
+                              awaited=self.expects is None or self.expects(node_id))
         state = self._group(group)
         state.streams[handle.stream_id] = handle
         self._nodes[node_id] += 1
         for publication in state.publications:
-            if publication.min_proxies:  # waiting for the fleet to show up: count this one
+            # Waiting for the fleet to show up: count this one, if it is one awaited.
+            if publication.min_proxies and handle.awaited:
                 publication.pending[handle.stream_id] = handle
         if self.on_streams_changed is not None:
             self.on_streams_changed()
@@ -392,6 +399,7 @@ class SnapshotCache:
                     "connected_at": h.connected_at,
                     "acked": {type_urls.SHORT_NAMES[t]: v for t, v in sorted(h.acked.items())},
                     "in_sync": bool(snapshot) and h.resolved(snapshot) == "acked",
+                    "awaited": h.awaited,
                 }
                 for h in state.streams.values()
             ],

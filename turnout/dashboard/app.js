@@ -176,7 +176,7 @@ function renderFleet(s) {
   setText("transport", transport.transport ? `xDS ${transport.transport}` : "");
   $("#proxies tbody").innerHTML = xds.proxies.map((p) =>
     `<tr><td>${esc(p.node)}</td><td class="${p.in_sync ? "ready" : "unready"}">` +
-    `${p.in_sync ? "in sync" : "BEHIND"}</td><td>` +
+    `${p.in_sync ? "in sync" : "BEHIND"}${p.awaited === false ? " (not awaited)" : ""}</td><td>` +
     Object.entries(p.acked).map(([t, v]) => `${esc(t)}=${esc(v.slice(0, 8))}`).join(" ") +
     "</td></tr>").join("") || '<tr><td colspan="3" class="muted">no proxy connected</td></tr>';
   const nack = xds.last_nack;
