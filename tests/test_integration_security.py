@@ -447,3 +447,108 @@ def test_a_silent_proxy_that_is_not_expected_holds_no_push_up(env):
     assert max(seconds) < 50, seconds
     assert (proxies["sidecar-7"]["awaited"], proxies["sidecar-7"]["in_sync"]) == (False, False)
     assert (proxies["envoy-0"]["awaited"], proxies["envoy-0"]["in_sync"]) == (True, True)
+
+
+def test_node_id_and_access_log_batch_floods_leave_pushes_fast(env):
+    """While 100 ADS streams claim 1 MB node ids and a proxy holding an ADS stream (so its
+    access log is admitted) sends batches as fast as it can on two streams, every push is
+    ACKed in under 50 ms, /healthz answers, and at most the node's budget is recorded."""
+    info, client = env
+    client.set_traffic(green=0)
+    pki = Path(info.directory) / "pki"
+    holder = LocalCA(pki).issue_client("client-sidecar-9", ("sidecar-9",))
+    credentials = _credentials(pki / "ca.pem", holder.cert, holder.key)
+    # One stream sends the most a message may carry, the other five times that.
+    sizes = (_fake_entries(2_000, cluster="slot_blue", status="0"),
+             _fake_entries(10_000, cluster="slot_blue", status="0"))
+    ads_method = "/envoy.service.discovery.v3.AggregatedDiscoveryService/" \
+                 "StreamAggregatedResources"
+
+    async def scenario() -> tuple[list[float], list[object], int, float]:
+        from envoy.service.accesslog.v3 import als_pb2
+        stop = asyncio.Event()
+        sent = 0
+
+        async with _secure_channel(info.xds_port, credentials) as channel:
+            ads = channel.stream_stream(
+                ads_method, request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
+                response_deserializer=discovery_pb2.DiscoveryResponse.FromString)()
+            await ads.write(discovery_pb2.DiscoveryRequest(
+                node=base_pb2.Node(id="sidecar-9", cluster="turnout"), type_url=t.CLUSTER))
+            await ads.read()  # holds an ADS stream now
+
+            async def batches(batch):  # type: ignore[no-untyped-def]
+                nonlocal sent
+                first = True
+                while not stop.is_set():
+                    message = als_pb2.StreamAccessLogsMessage()
+                    message.CopyFrom(batch)
+                    if first:
+                        message.identifier.node.id = "sidecar-9"
+                        first = False
+                    sent += 1
+                    yield message
+                    await asyncio.sleep(0)
+
+            async def log_stream(batch) -> object:  # type: ignore[no-untyped-def]
+                call = channel.stream_unary(
+                    "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs",
+                    request_serializer=als_pb2.StreamAccessLogsMessage.SerializeToString,
+                    response_deserializer=als_pb2.StreamAccessLogsResponse.FromString)
+                try:
+                    await call(batches(batch), timeout=30)
+                except grpc.aio.AioRpcError as exc:
+                    return exc.code()
+                return "ended"
+
+            async def long_node_id() -> object:
+                async with _secure_channel(info.xds_port, credentials) as other:
+                    call = other.stream_stream(
+                        ads_method,
+                        request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
+                        response_deserializer=discovery_pb2.DiscoveryResponse.FromString)(
+                        timeout=20)
+                    try:
+                        await call.write(discovery_pb2.DiscoveryRequest(
+                            node=base_pb2.Node(id="n" * 1_000_000, cluster="turnout"),
+                            type_url=t.CLUSTER))
+                        await call.read()
+                    except grpc.aio.AioRpcError as exc:
+                        return exc.code()
+                    return await call.code()
+
+            logs = [asyncio.create_task(log_stream(batch)) for batch in sizes]
+            node_ids = [asyncio.create_task(long_node_id()) for _ in range(100)]
+            await asyncio.sleep(1.0)
+            seconds = []
+            for green in (10, 0, 10, 0, 10, 0):
+                started = time.monotonic()
+                reply = await asyncio.to_thread(client.set_traffic, green=green)
+                seconds.append((time.monotonic() - started) * 1e3)
+                assert reply["push"]["converged"], reply
+            started = time.monotonic()
+            await asyncio.to_thread(urllib.request.urlopen, info.api_url + "/healthz", None, 5)
+            healthz = (time.monotonic() - started) * 1e3
+            refused = await asyncio.gather(*node_ids)
+            stop.set()
+            await asyncio.gather(*logs)
+            ads.cancel()
+            return seconds, refused, sent, healthz
+
+    status = client.status()["access_log"]
+    before, received = status["refused"], status["received"]
+    started = time.monotonic()
+    seconds, refused, sent, healthz = asyncio.run(scenario())
+    elapsed = time.monotonic() - started
+    status = client.status()["access_log"]
+    after, recorded = status["refused"], status["received"] - received
+    print(f"100 x 1 MB node ids, {sent} batches of 2,000 and 10,000 entries ("
+          f"{sizes[0].ByteSize() / 1e6:.1f} and {sizes[1].ByteSize() / 1e6:.1f} MB) from one "
+          f"proxy on two streams: pushes {[round(s, 1) for s in seconds]} ms, /healthz "
+          f"{healthz:.1f} ms; access-log refusals {after}")
+    assert refused == [grpc.StatusCode.INVALID_ARGUMENT] * 100, set(map(str, refused))
+    assert max(seconds) < 50, seconds
+    assert sent > 10, sent  # the flood ran
+    for reason in ("batch", "bytes"):  # each limit held its part of the flood
+        assert after.get(reason, 0) > before.get(reason, 0), (reason, before, after)
+    assert recorded <= 40_000 + 20_000 * elapsed, (recorded, elapsed)  # the entry budget

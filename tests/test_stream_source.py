@@ -508,10 +508,11 @@ def test_entries_outside_the_accepted_time_are_refused_and_counted():
 
 def test_defaults_of_the_receiver():
     # docs/policy.md, "What the envoy source counts": 10 s old to 2 s ahead, 20,000
-    # entries/s per node, 10,000 entries per message.
+    # entries/s per node, 2,000 entries per message, 4 MB/s per node.
     receiver = AccessLogReceiver(SlotWindows())
     assert (receiver.max_age_s, receiver.max_skew_s, receiver.budget.per_s,
-            receiver.max_batch) == (10.0, 2.0, 20_000.0, 10_000)
+            receiver.max_batch, receiver.byte_budget.per_s) == \
+        (10.0, 2.0, 20_000.0, 2_000, 4_000_000.0)
 
 
 def test_a_budget_refills_at_its_rate_up_to_two_seconds_worth():
@@ -528,7 +529,8 @@ def test_a_budget_refills_at_its_rate_up_to_two_seconds_worth():
     assert not budget.take("a", 201) and budget.take("a", 200)
 
 
-def _serve(receiver: AccessLogReceiver, messages: list) -> object:  # type: ignore[type-arg]
+def _serve(receiver: AccessLogReceiver, messages: list,  # type: ignore[type-arg]
+           serializer=als_pb2.StreamAccessLogsMessage.SerializeToString) -> object:  # type: ignore[no-untyped-def]
     """Send ``messages`` on one real gRPC stream; the answer, or (status code, details)."""
     import asyncio
 
@@ -543,7 +545,7 @@ def _serve(receiver: AccessLogReceiver, messages: list) -> object:  # type: igno
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 call = channel.stream_unary(
                     "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs",
-                    request_serializer=als_pb2.StreamAccessLogsMessage.SerializeToString,
+                    request_serializer=serializer,
                     response_deserializer=als_pb2.StreamAccessLogsResponse.FromString)
                 try:
                     return await call(iter(messages), timeout=10)
@@ -694,3 +696,33 @@ def test_a_stream_entry_gives_its_responses_and_time_to_first_byte():
     assert AccessLogReceiver(w).record(message) == 2
     assert w.streams("green", 1.0) == (0, 1, 11) and w.requests("green", 1.0) == 2
     assert 18 < w.quantile("green", 0.5, 1.0, of="ttft") <= 21.2
+
+
+def test_a_node_over_its_byte_budget_is_refused_unread_and_read_at_the_budgets_pace():
+    """docs/policy.md: over 4 MB/s per node (here 2 KB/s) a message is refused unread,
+    counted as one under ``bytes``, and the stream is read no faster than the budget."""
+    import time
+
+    w = SlotWindows(clock=Clock(NOW + 0.05))
+    first = _named("envoy-0", _batch(NOW))
+    size = _batch(NOW).ByteSize()
+    receiver = AccessLogReceiver(w, bytes_per_s=size * 1.5)  # 3 such messages in 2 s
+    started = time.monotonic()
+    answer = _serve(receiver, [first] + [_batch(NOW) for _ in range(5)])
+    took = time.monotonic() - started
+    assert isinstance(answer, als_pb2.StreamAccessLogsResponse)
+    # The first message names the node (read whatever its size); of the next five, three
+    # fit the budget's two seconds and at least one does not.
+    refused = receiver.refused["bytes"]
+    assert set(receiver.refused) == {"bytes"} and 1 <= refused <= 2, receiver.refused
+    assert w.requests("green", 1.0) == 1 + 5 - refused
+    assert took >= refused / 1.5 * 0.9, (took, refused)  # each refusal waited its share
+
+
+def test_a_message_that_does_not_parse_ends_the_stream():
+    import grpc
+
+    receiver = AccessLogReceiver(SlotWindows(clock=Clock(NOW)))
+    assert _serve(receiver, [b"\xff\xff\xff"], serializer=None) == (  # not a message at all
+        grpc.StatusCode.INVALID_ARGUMENT, "not a StreamAccessLogsMessage")
+    assert receiver.refused == {"identity": 1}

@@ -21,7 +21,8 @@ conventions (``_total`` counters, ``_seconds`` durations, base units, bounded la
     turnout_api_refused_total{reason}             API calls and connections refused (token,
                                                   connections, slow_request_head)
     turnout_access_log_refused_total{reason}      access-log entries refused (identity,
-                                                  stale, future, rate, batch)
+                                                  stale, future, rate, batch;
+                                                  bytes: messages refused unread)
     turnout_webhook_deliveries_total{outcome}     notification deliveries by outcome
 """
 

@@ -40,6 +40,7 @@ from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.extensions.filters.http.grpc_stats.v3 import config_pb2 as grpc_stats_pb2
 from envoy.service.accesslog.v3 import als_pb2
 from google.protobuf import duration_pb2
+from google.protobuf.message import DecodeError
 
 from gates.metrics.windows import SlotWindows
 
@@ -178,7 +179,8 @@ class AccessLogReceiver:
                  holds: Callable[[str], bool] | None = None,
                  on_refused: Callable[[str, int], None] | None = None,
                  max_age_s: float = 10.0, max_skew_s: float = 2.0,
-                 budget_per_s: float = 20_000.0, max_batch: int = 10_000) -> None:
+                 budget_per_s: float = 20_000.0, max_batch: int = 2_000,
+                 bytes_per_s: float = 4_000_000.0) -> None:
         self.windows = windows
         self.received = 0
         self.refused: Counter[str] = Counter()
@@ -192,11 +194,14 @@ class AccessLogReceiver:
         self.max_skew_s = max_skew_s
         self.max_batch = max_batch
         self.budget = Budget(budget_per_s)
+        # Batches are parsed off the loop that serves xDS; a node sending more bytes a
+        # second than this has its batches refused unread, and is read at that pace.
+        self.byte_budget = Budget(bytes_per_s)
 
     def handler(self) -> grpc.GenericRpcHandler:
         method = grpc.stream_unary_rpc_method_handler(
             self._stream,
-            request_deserializer=als_pb2.StreamAccessLogsMessage.FromString,
+            request_deserializer=None,  # bytes: parsed off the loop, within a byte budget
             response_serializer=als_pb2.StreamAccessLogsResponse.SerializeToString,
         )
         return grpc.method_handlers_generic_handler(
@@ -246,7 +251,20 @@ class AccessLogReceiver:
 
     async def _stream(self, requests, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
         node = None
-        async for message in requests:
+        async for raw in requests:
+            if node is not None and not self.byte_budget.take(node, len(raw)):
+                # Refused unread, and read no faster than the budget: HTTP/2 flow control
+                # then slows the sender itself (a flood costs neither side CPU).
+                self.refuse("bytes", 1)
+                await asyncio.sleep(len(raw) / self.byte_budget.per_s)
+                continue
+            try:
+                message = await asyncio.to_thread(als_pb2.StreamAccessLogsMessage.FromString,
+                                                  raw)
+            except DecodeError:
+                self.refuse("identity" if node is None else "batch", 1)
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    "not a StreamAccessLogsMessage")
             entries = len(message.http_logs.log_entry)
             if node is None:
                 node = message.identifier.node.id if message.HasField("identifier") else ""
