@@ -67,7 +67,16 @@ def _addresses(compose: dict, network: str) -> dict[str, str]:
 
 
 def test_compose_files_are_valid(monkeypatch, tmp_path):
-    result = _envoy_validate(ROOT / "examples" / "compose" / "envoy.yaml")
+    # Envoy reads its certificate files to validate: the CA step's, where compose mounts
+    # them (tests/test_integration_compose_mtls.py runs that handshake for real).
+    from turnout.compose_pki import compose_pki
+    _, clients = compose_pki(tmp_path / "pki", server_hosts=("controlplane",),
+                             nodes={"envoy-0": None})
+    bootstrap = (ROOT / "examples" / "compose" / "envoy.yaml").read_text()
+    assert bootstrap.count("/etc/envoy/pki/") == 3
+    (tmp_path / "envoy.yaml").write_text(bootstrap.replace(
+        "/etc/envoy/pki", str(clients["envoy-0"].cert.parent)))
+    result = _envoy_validate(tmp_path / "envoy.yaml")
     assert result.returncode == 0, result.stdout + result.stderr
     for name, value in COMPOSE_SECRETS.items():
         monkeypatch.setenv(name, value)

@@ -61,9 +61,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, required=True, action="append",
                         help="Triton model directory (repeat for a set of models)")
     parser.add_argument("--version", default=None, help="registry version (default: dir name)")
+    parser.add_argument("--pki", type=Path, default=None,
+                        help="also make mTLS certificates for xDS here (turnout.compose_pki)")
+    parser.add_argument("--server-host", action="append", default=[],
+                        help="a name or address proxies dial the control plane at (repeat)")
+    parser.add_argument("--node", action="append", default=[],
+                        help="a proxy's node id, NODE or NODE:UID (its files' owner; repeat)")
     args = parser.parse_args(argv)
     for record in seed_all(args.state, args.model, version=args.version):
         print(f"seeded {record.ref} ({record.digest[:12]}) active on {record.slot}")
+    if args.pki is not None:
+        from turnout.compose_pki import compose_pki
+
+        nodes: dict[str, int | None] = {}
+        for spec in args.node:
+            node, _, uid = spec.partition(":")
+            if uid and not uid.isdigit():
+                parser.error(f"--node {spec}: the owner must be a numeric uid")
+            nodes[node] = int(uid) if uid else None
+        try:
+            server, clients = compose_pki(args.pki, server_hosts=tuple(args.server_host),
+                                          nodes=nodes)
+        except ValueError as exc:
+            parser.error(str(exc))
+        print(f"xDS certificates: server {server.cert}, proxies {', '.join(clients)}")
 
 
 if __name__ == "__main__":
