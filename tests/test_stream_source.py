@@ -717,6 +717,10 @@ def test_a_node_over_its_byte_budget_is_refused_unread_and_read_at_the_budgets_p
     assert set(receiver.refused) == {"bytes"} and 1 <= refused <= 2, receiver.refused
     assert w.requests("green", 1.0) == 1 + 5 - refused
     assert took >= refused / 1.5 * 0.9, (took, refused)  # each refusal waited its share
+    # The budget is the node's: another node's stream is read in full meanwhile.
+    assert isinstance(_serve(receiver, [_named("envoy-1", _batch(NOW)), _batch(NOW),
+                                        _batch(NOW)]), als_pb2.StreamAccessLogsResponse)
+    assert receiver.refused["bytes"] == refused
 
 
 def test_a_message_that_does_not_parse_ends_the_stream():
@@ -726,3 +730,7 @@ def test_a_message_that_does_not_parse_ends_the_stream():
     assert _serve(receiver, [b"\xff\xff\xff"], serializer=None) == (  # not a message at all
         grpc.StatusCode.INVALID_ARGUMENT, "not a StreamAccessLogsMessage")
     assert receiver.refused == {"identity": 1}
+    named = _named("envoy-0", _batch(NOW)).SerializeToString()
+    assert _serve(receiver, [named, b"\xff\xff\xff"], serializer=None) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "not a StreamAccessLogsMessage")
+    assert receiver.refused == {"identity": 1, "batch": 1}  # later: a bad batch
