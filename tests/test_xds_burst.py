@@ -20,7 +20,7 @@ async def test_a_burst_of_new_streams_is_served_in_full():
     harness = await AdsHarness.start()
     channels = [grpc.aio.insecure_channel(f"127.0.0.1:{harness.port}",
                                           options=[("grpc.use_local_subchannel_pool", 1)])
-                for _ in range(20)]
+                for _ in range(30)]  # 100 streams each: within 128 per connection
     try:
         harness.cache.set_snapshot(GROUP, snapshot(0))
         for channel in channels:

@@ -119,11 +119,6 @@ class ControlPlaneConfig:
             raise ConfigError("expected_proxies must be a list of at most 64 node ids or "
                               f"patterns (1..256 characters), got {self.expected_proxies!r}")
         object.__setattr__(self, "expected_proxies", tuple(self.expected_proxies))
-
-    def expects(self, node_id: str) -> bool:
-        """Whether pushes wait for ``node_id``'s answer."""
-        return not self.expected_proxies or any(
-            fnmatch.fnmatchcase(node_id, pattern) for pattern in self.expected_proxies)
         if isinstance(self.stream_idle_timeout_s, bool) or not isinstance(
                 self.stream_idle_timeout_s, int | float) or not 1 <= self.stream_idle_timeout_s \
                 <= 3600:
@@ -141,6 +136,11 @@ class ControlPlaneConfig:
                 if other != name:
                     raise ConfigError(f"endpoint {endpoint.grpc_address} is in both slots "
                                       f"({other} and {name}): a server serves one slot")
+
+    def expects(self, node_id: str) -> bool:
+        """Whether pushes wait for ``node_id``'s answer."""
+        return not self.expected_proxies or any(
+            fnmatch.fnmatchcase(node_id, pattern) for pattern in self.expected_proxies)
 
     def _check_dashboard(self) -> None:
         if not isinstance(self.dashboard, dict):

@@ -159,12 +159,13 @@ class AdsServer(StreamServer):
 #: reconnecting at once (a control plane restart, a failover) is exactly that, and each
 #: refusal costs a reconnect. Measured with bench/fleet.py (10,000 sidecars from 4
 #: processes): with the defaults 57,152 refused attempts before all connected, 0 now.
-#: A connection carries what one proxy needs (Envoy: ADS and the access-log stream), so
-#: at most 16 streams at once on one; a connection must finish its HTTP/2 (and TLS)
+#: A connection carries what one proxy needs (Envoy: ADS and the access-log stream; a
+#: process of proxyless clients shares one), so at most 128 streams at once on one (gRPC's
+#: default: unbounded); a connection must finish its HTTP/2 (and TLS)
 #: handshake within 10 s, and one with no stream open is closed after 60 s. Messages a
 #: proxy sends (requests, ACKs, access-log batches) are at most 4 MiB.
 SERVER_OPTIONS: list[tuple[str, int]] = [
-    ("grpc.max_concurrent_streams", 16),
+    ("grpc.max_concurrent_streams", 128),
     ("grpc.server.max_pending_requests", 100_000),
     ("grpc.server.max_pending_requests_hard_limit", 100_000),
     ("grpc.server_handshake_timeout_ms", 10_000),
