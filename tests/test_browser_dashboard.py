@@ -217,6 +217,23 @@ def test_page_matches_the_api(env):
     # Per-slot traffic from Prometheus appears within a few scrapes.
     _until(browser, lambda: _text(browser, "#slot-blue [data-k=rps]") not in ("n/a", "0.00"),
            timeout=20, what="blue's requests/s")
+    # ... and builds per-slot time series: latency (p50 solid, p99 dashed), requests/s,
+    # errors, each with axes; no stream chart for a unary model.
+    def points(chart: str, slot: str, metric: str) -> int:
+        return browser.execute_script(
+            "const p = document.querySelector(arguments[0]);"
+            "return p ? Number(p.dataset.points) : 0",
+            f"#{chart} path[data-slot={slot}][data-metric={metric}]")
+    _until(browser, lambda: points("series-rps", "blue", "rps") >= 3, timeout=20,
+           what="three points of blue's requests/s")
+    for chart, metric in (("series-latency", "p50_ms"), ("series-latency", "p99_ms"),
+                          ("series-errors", "error_rate")):
+        assert points(chart, "blue", metric) >= 2, (chart, metric)
+        assert len(browser.find_elements(By.CSS_SELECTOR, f"#{chart} .axis-y")) == 3
+    assert browser.execute_script(
+        "return document.querySelector('#series-latency path[data-metric=p99_ms]')"
+        ".classList.contains('dashed')")
+    assert browser.execute_script("return document.querySelector('#series-stream-card').hidden")
 
 
 def test_a_page_opened_after_a_quiet_spell_shows_traffic_measured_now(env):
@@ -347,6 +364,9 @@ def test_rollout_moves_live_on_the_page(env, tmp_path):
     _until(browser, lambda: _text(browser, "#phase") == "promoted", what="promoted")
     assert "classifier:v2" in _text(browser, "#slot-green .models")
     assert _visible_commands(browser) == ["rollback"]  # within the keep-warm window
+    _until(browser, lambda: browser.execute_script(
+        "const p = document.querySelector('#series-rps path[data-slot=green]');"
+        "return p ? Number(p.dataset.points) : 0") >= 2, what="green's requests/s series")
     approvals = [e for e in client.history(rollout=done["id"]) if e["kind"] == "approval"]
     assert [e["message"] for e in approvals] == ["step 2 approved by stack-admin"]
 

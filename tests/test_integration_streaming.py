@@ -6,7 +6,9 @@ against the active slot. A version whose first token comes 250 ms late fails on 
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +162,14 @@ def test_token_level_gates_roll_back_a_late_first_token_and_promote_a_good_versi
             if e["kind"] == "transition" and e["phase_to"] == "rolling_back"]
         measured = {m["metric"]: m for m in done["latest_round"]["measurements"]}
         assert measured["stream-errors"]["value"] == 0.0, measured
+        # The dashboard's per-slot series carry the streams' figures (the same registry).
+        request = urllib.request.Request(info.api_url + "/dashboard/state",
+                                         headers={"Authorization": f"Bearer {info.token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            last = json.load(response)["series"][-1]
+        active = done["candidate_slot"]
+        assert last[active]["ttft_p50_ms"] > 0 and last[active]["itl_p99_ms"] >= 0, last
+        assert last[active]["tokens_per_s"] > 0, last
     finally:
         stats = load.stop()
     print("token-level gates:", figures, f"streams {stats.ok} ok, {stats.failed} failed")

@@ -17,7 +17,8 @@ receiving events within a push interval (0.25 s).
 
 Per-slot traffic (requests/s, p50/p99, error rate) over the last 10 s comes from Envoy's
 access-log stream to the control plane; before that stream has data, from Prometheus,
-queried at most once a second and only while a page is open. The figures carry the time
+queried at most once a second and only while a page is open; every 2 s the figures also
+join per-slot time series over the last 3 minutes (``series``). The figures carry the time
 they were measured (``traffic_at``); figures older than ``TRAFFIC_MAX_AGE_S`` are not sent
 at all, so a page opened after a quiet spell never paints old traffic as current.
 """
@@ -28,7 +29,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,11 @@ STATIC = Path(__file__).with_name("dashboard")
 FILES = {"app.js": "application/javascript", "style.css": "text/css"}
 TRAFFIC = {"rps": "requests_rps", "p50_ms": "p50_latency_ms", "p99_ms": "p99_latency_ms",
            "error_rate": "error_rate"}
+# Streaming models' figures, from the access-log stream only (Prometheus has none).
+STREAM_TRAFFIC = {"ttft_p50_ms": "ttft_p50_ms", "itl_p99_ms": "itl_p99_ms",
+                  "tokens_per_s": "tokens_per_s"}
+SERIES_EVERY_S = 2.0  # one point of the per-slot time series every 2 s...
+SERIES_POINTS = 90  # ...over the last 3 minutes (while a page is open)
 WINDOW_S = 10.0
 TRAFFIC_MAX_AGE_S = 3.0
 AUDIT_ROWS = 150  # newest first; the page folds a step's gate rounds into one row
@@ -76,6 +82,7 @@ class Dashboard:
         self._traffic_wall = 0.0  # the same moment, as a timestamp for the page
         self._clients = 0
         self._per_client: Counter[str] = Counter()
+        self.series: deque[dict[str, Any]] = deque(maxlen=SERIES_POINTS)
         self._refreshing: asyncio.Task | None = None
         self.sessions = Sessions(plane.tokens)
 
@@ -163,6 +170,7 @@ class Dashboard:
             # While a step waits (approval, or no round yet) the last step's rounds stay.
             "rounds": rounds or previous,
             "rounds_of": "this step" if rounds or not previous else "the previous step",
+            "series": list(self.series),
         }
 
     def _models(self) -> dict[str, list[dict[str, Any]]]:
@@ -201,10 +209,12 @@ class Dashboard:
                 figures[slot] = {"client_errors_rps": windows.client_errors(
                     slot, WINDOW_S) / WINDOW_S if isinstance(source, EnvoyStreamSource)
                     else None}
-                for key, builtin in TRAFFIC.items():
+                streaming = STREAM_TRAFFIC if isinstance(source, EnvoyStreamSource) else {}
+                for key, builtin in {**TRAFFIC, **streaming}.items():
                     try:
                         figures[slot][key] = source.value(
-                            Query(builtin, BUILTINS[builtin]), slot=slot, window_s=WINDOW_S)
+                            Query(builtin, BUILTINS.get(builtin, "")), slot=slot,
+                            window_s=WINDOW_S)
                     except NoData:
                         figures[slot][key] = None
                     except MetricsError as exc:
@@ -215,6 +225,8 @@ class Dashboard:
         self.traffic, self.traffic_error = await asyncio.to_thread(query)
         self._traffic_at = time.monotonic()
         self._traffic_wall = time.time()
+        if not self.series or self._traffic_wall - self.series[-1]["at"] >= SERIES_EVERY_S:
+            self.series.append({"at": self._traffic_wall, **self.traffic})
 
     async def _keep_fresh(self) -> None:
         while self._clients > 0:

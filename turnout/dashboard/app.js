@@ -12,12 +12,12 @@ let state = null;
 
 function setText(id, text) { const el = document.getElementById(id); if (el) el.textContent = text; }
 
-function scale(points, { min = null, max = null, threshold = null } = {}) {
+function scale(points, { min = null, max = null, threshold = null, atLeast = 1e-9 } = {}) {
   const W = 600, H = 120, L = 44, R = 8, T = 8, B = 20;
   const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
   if (threshold !== null) ys.push(threshold);
   const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1);
-  const y0 = min ?? Math.min(...ys), y1 = max ?? Math.max(...ys, y0 + 1e-9);
+  const y0 = min ?? Math.min(...ys), y1 = max ?? Math.max(...ys, y0 + atLeast);
   return { W, H, L, R, T, B, x0, x1, y0, y1,
     X: (x) => L + (W - L - R) * (x - x0) / (x1 - x0),
     Y: (y) => H - B - (H - T - B) * (y - y0) / ((y1 - y0) || 1) };
@@ -70,6 +70,40 @@ function weightsChart(history, now, candidate) {
     `<path data-slot="${slot}" class="w-${slot}${slot === candidate ? " candidate" : ""}" ` +
     `d="${path(pts, sc, true)}" fill="none"/>`).join("");
   return `<svg viewBox="0 0 ${sc.W} ${sc.H}">${axes(sc, "%")}${lines}</svg>`;
+}
+
+function seriesChart(series, metrics, { unit = "", scaleBy = 1, min = 0, atLeast = 1 } = {}) {
+  // Both slots over time, one line per slot and metric (the second metric dashed); a gap
+  // where a figure was missing. metrics: [[key, label], ...].
+  const lines = [];
+  for (const slot of ["blue", "green"]) {
+    metrics.forEach(([key, label], i) => {
+      const pts = series.filter((p) => p[slot] && p[slot][key] != null)
+        .map((p) => [p.at, p[slot][key] * scaleBy]);
+      if (pts.length) lines.push({ slot, key, label, dashed: i > 0, pts });
+    });
+  }
+  if (!lines.length) return '<p class="muted">no data yet</p>';
+  const sc = scale(lines.flatMap((l) => l.pts), { min, atLeast });
+  const paths = lines.map((l) =>
+    `<path data-slot="${l.slot}" data-metric="${esc(l.key)}" data-points="${l.pts.length}" ` +
+    `class="w-${l.slot}${l.dashed ? " dashed" : ""}" d="${path(l.pts, sc, false)}" fill="none"/>`).join("");
+  const legend = metrics.map(([, label], i) => `${i ? "dashed" : "solid"}: ${esc(label)}`).join(", ");
+  return `<svg viewBox="0 0 ${sc.W} ${sc.H}">${axes(sc, unit)}${paths}</svg>` +
+    `<div class="muted">blue and green; ${legend}</div>`;
+}
+
+function renderSeries(s) {
+  const series = s.series || [];
+  $("#series-latency").innerHTML = seriesChart(series, [["p50_ms", "p50"], ["p99_ms", "p99"]], { unit: " ms" });
+  $("#series-rps").innerHTML = seriesChart(series, [["rps", "requests/s"]]);
+  $("#series-errors").innerHTML = seriesChart(series, [["error_rate", "error rate"]], { unit: "%", scaleBy: 100 });
+  // Streaming models: time to first token and between tokens, when there are streams.
+  const streaming = series.some((p) => ["blue", "green"].some((slot) => p[slot] && p[slot].ttft_p50_ms != null));
+  $("#series-stream-card").hidden = !streaming;
+  if (streaming) {
+    $("#series-stream").innerHTML = seriesChart(series, [["ttft_p50_ms", "TTFT p50"], ["itl_p99_ms", "ITL p99"]], { unit: " ms" });
+  }
 }
 
 function bake(r, nowClient) {
@@ -232,6 +266,7 @@ function render(s) {
   renderRollout(s.status.rollout);
   renderSlots(s);
   renderCharts(s);
+  renderSeries(s);
   renderFleet(s);
   renderAudit(s);
   setText("updated", `updated ${clock(s.at)}`);
