@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv prometheus postgresql browser dnsmasq screenshots bootstrap demo test unit integration lint bench chaos mutate clean
+.PHONY: venv prometheus postgresql browser dnsmasq screenshots bootstrap demo demo-stream test unit integration lint bench chaos mutate clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ bootstrap: venv prometheus postgresql
 demo: bootstrap
 	$(BIN)/python -m turnout.demo
 
+# The same story for a streaming (decoupled) model, gated on time to first token.
+demo-stream: bootstrap
+	$(BIN)/python -m turnout.demo --stream --dir .turnout-demo-stream
+
 lint: venv
 	$(BIN)/ruff check .
 
@@ -91,4 +95,4 @@ mutate: venv
 	$(BIN)/python -m bench.mutation
 
 clean:
-	rm -rf .turnout .turnout-demo bench/out .pytest_cache .ruff_cache mutants
+	rm -rf .turnout .turnout-demo .turnout-demo-stream bench/out .pytest_cache .ruff_cache mutants

@@ -3,8 +3,13 @@
 v1 serves from blue under live gRPC load; v2 is rolled out (deployed to green, validated,
 shifted 10 -> 25 -> 50 -> 100 % under Prometheus gates, promoted); then the faulty v3 is
 rolled out and the gates roll it back automatically. A summary follows: per step weights,
-gate values and durations, requests sent and failed, and the time from v3's first failing
-measurement to 0 % on it.
+gate values (candidate, and the active slot's beside it) and durations, requests sent and
+failed, and the time from v3's first failing measurement to 0 % on it.
+
+``make demo-stream`` (``--stream``): the same story for a streaming (decoupled) model,
+``examples/models/streamer``, under streaming load (gRPC ModelStreamInfer), gated on time
+to first token, time between tokens and failed streams from Envoy's access-log stream; its
+v3's first token is 250 ms late.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import shutil
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +30,29 @@ from turnout.client import ApiClient
 from turnout.policy import load_file
 from turnout.workflow import registry_for
 
-MODELS = EXAMPLE_MODELS / "classifier"
 DEFAULT_DIR = Path(".turnout-demo")
 FINISHED = {"promoted", "rolled_back", "aborted", "failed"}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What a demo rolls out, how it loads the stack, and the policies it applies."""
+
+    model: str
+    policies: tuple[str, str]  # v2's, v3's (files in examples/)
+    clients: int
+    rate: float  # requests (or streams) per second in total
+    what: str  # how the load is described
+
+    @property
+    def versions(self) -> Path:
+        return EXAMPLE_MODELS / self.model
+
+
+UNARY = Scenario("classifier", ("rollout-v2.yaml", "rollout-v3.yaml"), clients=4, rate=200.0,
+                 what="gRPC clients")
+STREAMING = Scenario("streamer", ("rollout-stream-v2.yaml", "rollout-stream-v3.yaml"),
+                     clients=3, rate=30.0, what="gRPC streaming clients (ModelStreamInfer)")
 
 
 def follow(client: ApiClient, rollout_id: str, *, timeout: float = 300.0) -> dict[str, Any]:
@@ -67,9 +93,9 @@ def summarize(client: ApiClient, state: dict[str, Any]) -> list[str]:
     for index, step in enumerate(log):
         end = log[index + 1]["entered_at"] if index + 1 < len(log) else state["finished_at"]
         gate = rounds.get(step["step"])
-        values = ", ".join(
-            f"{m['metric']} {m['value']:.3g}" + (f" ({m['ratio']:.2f}x)" if m["ratio"] else "")
-            for m in (gate or {}).get("measurements", []) if m["value"] is not None)
+        values = ", ".join(_value(m, state["stable_slot"])
+                           for m in (gate or {}).get("measurements", [])
+                           if m["value"] is not None)
         lines.append(f"  {step['step'] + 1:>4} {step['weight']:>6}% {step['ack_ms']:>7.1f} "
                      f"{end - step['entered_at']:>8.1f}s  {values or '-'}")
     if state.get("first_failure_at") and state.get("rollback_acked_at"):
@@ -81,13 +107,27 @@ def summarize(client: ApiClient, state: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _value(m: dict[str, Any], stable_slot: str) -> str:
+    """``ttft 251 (blue 13.2, 19.0x)``: the candidate's figure, then the active slot's."""
+    beside = [f"{stable_slot} {m['baseline']:.3g}"] if m.get("baseline") is not None else []
+    beside += [f"{m['ratio']:.2f}x"] if m.get("ratio") else []
+    return f"{m['metric']} {m['value']:.3g}" + (f" ({', '.join(beside)})" if beside else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR)
-    parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--rate", type=float, default=200.0, help="requests/s in total")
+    parser.add_argument("--stream", action="store_true",
+                        help="the streaming model's story (make demo-stream)")
+    parser.add_argument("--clients", type=int, default=None,
+                        help="load clients (default 4; 3 with --stream)")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="requests (streams) per second in total (default 200; 30)")
     args = parser.parse_args(argv)
+    scenario = STREAMING if args.stream else UNARY
+    clients = args.clients or scenario.clients
+    rate = args.rate or scenario.rate
     signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))  # run `finally`
     marker = args.dir / ".turnout-demo"
     ours = marker.exists() or args.dir == DEFAULT_DIR
@@ -101,21 +141,23 @@ def main(argv: list[str] | None = None) -> int:
     args.dir.mkdir(parents=True)
     marker.touch()
     print(f"== 1. local stack in {args.dir} (logs: {args.dir}/logs)", flush=True)
-    info = stack.up(args.dir, progress=lambda line: print(line, flush=True))
+    info = stack.up(args.dir, models=[scenario.versions / "v1"],
+                    progress=lambda line: print(line, flush=True))
     summaries: list[str] = []
     try:
         registry = registry_for(args.dir)
         for version in ("v2", "v3"):
-            record = registry.push(MODELS / version, name="classifier", version=version)
+            record = registry.push(scenario.versions / version, name=scenario.model,
+                                   version=version)
             print(f"pushed {record.ref} ({record.digest[:12]})")
         client = info.client(actor="demo")
-        load = LoadGenerator(info.ingress, model="classifier", concurrency=args.clients,
-                             rate=args.rate).start()
-        print(f"load: {args.clients} gRPC clients, {args.rate:.0f} req/s -> Envoy "
-              f"{info.ingress}", flush=True)
+        load = LoadGenerator(info.ingress, model=scenario.model, concurrency=clients,
+                             rate=rate).start()
+        print(f"load: {clients} {scenario.what}, {rate:.0f}/s -> Envoy {info.ingress}",
+              flush=True)
         time.sleep(2)
         results = []
-        for number, file in ((2, "rollout-v2.yaml"), (3, "rollout-v3.yaml")):
+        for number, file in zip((2, 3), scenario.policies, strict=True):
             path = EXAMPLE_POLICIES / file
             policy = load_file(path)
             # v3 goes onto the slot v1 is kept warm on after v2's promotion: the demo gives
@@ -130,21 +172,25 @@ def main(argv: list[str] | None = None) -> int:
         print("\n== summary")
         for state in results:
             summaries.extend(summarize(client, state))
-        summaries.append(f"requests through Envoy: sent {stats.sent}, ok {stats.ok}, "
+        summaries.append(f"{'streams' if args.stream else 'requests'} through Envoy: sent "
+                         f"{stats.sent}, ok {stats.ok}, "
                          f"failed {stats.failed}" + (f" {dict(stats.errors)}" if stats.failed
                                                      else ""))
-        summaries.append(f"intervals: Prometheus scrape 1s, Envoy stats flush 1s, gates every "
-                         f"{gates.interval_s:g}s over windows of up to {gates.window_s:g}s")
+        source = "Envoy's access-log stream (100 ms flush)" if args.stream else \
+            "Prometheus scrape 1s, Envoy stats flush 1s"
+        summaries.append(f"intervals: {source}, gates every {gates.interval_s:g}s over "
+                         f"windows of up to {gates.window_s:g}s")
         print("\n".join(summaries))
     finally:
         print("\n== stopping the local stack")
         stack.down(args.dir)
     outcome = [r["phase"] for r in results]
+    unit = "streams" if args.stream else "requests"
     if outcome != ["promoted", "rolled_back"] or stats.failed:
-        print(f"FAILED: expected v2 promoted and v3 rolled back with 0 failed requests, "
+        print(f"FAILED: expected v2 promoted and v3 rolled back with 0 failed {unit}, "
               f"got {outcome} and {stats.failed} failed", file=sys.stderr)
         return 1
-    print("v2 promoted, v3 rolled back automatically, zero failed requests")
+    print(f"v2 promoted, v3 rolled back automatically, zero failed {unit}")
     return 0
 
 

@@ -1,0 +1,52 @@
+"""A small decoupled (streaming) text model, shaped like LLM serving: one request, a
+stream of responses, one token each, then the final flag.
+
+Inputs: PROMPT (one string), MAX_TOKENS (optional, default 8, clamped to 0..64). Output:
+TOKEN (one string per response): the prompt's words, each reversed, in turn. Config
+parameters: ``first_token_delay_s`` (time to first token) and ``token_delay_s`` (between
+tokens), so versions differ only in how fast they stream.
+"""
+
+import json
+import threading
+import time
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+def _param(config, name, default):
+    return float(config.get("parameters", {}).get(name, {}).get("string_value", default))
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.first_delay = _param(config, "first_token_delay_s", 0.0)
+        self.token_delay = _param(config, "token_delay_s", 0.002)
+
+    def execute(self, requests):
+        for request in requests:  # each stream in its own thread: execute returns at once
+            threading.Thread(target=self._stream, args=(request,), daemon=True).start()
+        return None
+
+    def _stream(self, request):
+        sender = request.get_response_sender()
+        try:
+            prompt = pb_utils.get_input_tensor_by_name(request, "PROMPT").as_numpy()
+            limit = pb_utils.get_input_tensor_by_name(request, "MAX_TOKENS")
+            count = 8 if limit is None else int(limit.as_numpy().reshape(-1)[0])
+            count = max(0, min(count, 64))
+            text = b" ".join(p if isinstance(p, bytes) else str(p).encode()
+                             for p in prompt.reshape(-1))
+            words = text.split() or [b"..."]
+            time.sleep(self.first_delay)
+            for i in range(count):
+                token = np.array([words[i % len(words)][::-1]], dtype=np.object_)
+                sender.send(pb_utils.InferenceResponse(
+                    output_tensors=[pb_utils.Tensor("TOKEN", token)]))
+                time.sleep(self.token_delay)
+            sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        except Exception as exc:  # an error response, then the end of the stream
+            sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))),
+                        flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
