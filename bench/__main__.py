@@ -14,6 +14,7 @@ from bench import (
     proxyless,
     report,
     rollback_time,
+    streams,
     switching,
 )
 from bench.common import write_json
@@ -23,10 +24,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", nargs="*", default=None,
                         help="datapath switching convergence fleet proxyless failover "
-                             "rollback_time gates_sim delivery")
+                             "rollback_time gates_sim delivery streams")
     args = parser.parse_args()
     chosen = set(args.only or ["datapath", "switching", "convergence", "fleet", "proxyless",
-                               "failover", "rollback_time", "gates_sim", "delivery"])
+                               "failover", "rollback_time", "gates_sim", "delivery",
+                               "streams"])
     if "datapath" in chosen:
         print("== data path", flush=True)
         write_json("datapath", datapath.run(concurrencies=(1, 8, 32), batches=(1, 8),
@@ -55,6 +57,9 @@ def main() -> None:
     if "delivery" in chosen:
         print("== deploy over the repository API", flush=True)
         write_json("delivery", delivery.run(3))
+    if "streams" in chosen:
+        print("== streaming models: Envoy's cost, time to rollback on TTFT", flush=True)
+        write_json("streams", streams.run(10, 300))
     print(f"written {report.write()}")
 
 

@@ -4,10 +4,13 @@ stream of responses, one token each, then the final flag.
 Inputs: PROMPT (one string), MAX_TOKENS (optional, default 8, clamped to 0..64). Output:
 TOKEN (one string per response): the prompt's words, each reversed, in turn. Config
 parameters: ``first_token_delay_s`` (time to first token) and ``token_delay_s`` (between
-tokens), so versions differ only in how fast they stream.
+tokens), so versions differ only in how fast they stream; ``fault_first_token_delay_s``
+is added to the first token's delay while the file ``fault_flag_file`` exists (benchmarks
+make a fault at a known instant).
 """
 
 import json
+import os
 import threading
 import time
 
@@ -24,6 +27,9 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         self.first_delay = _param(config, "first_token_delay_s", 0.0)
         self.token_delay = _param(config, "token_delay_s", 0.002)
+        self.fault_delay = _param(config, "fault_first_token_delay_s", 0.0)
+        self.fault_flag = config.get("parameters", {}).get("fault_flag_file", {}).get(
+            "string_value", "")
 
     def execute(self, requests):
         for request in requests:  # each stream in its own thread: execute returns at once
@@ -40,7 +46,9 @@ class TritonPythonModel:
             text = b" ".join(p if isinstance(p, bytes) else str(p).encode()
                              for p in prompt.reshape(-1))
             words = text.split() or [b"..."]
-            time.sleep(self.first_delay)
+            late = self.fault_delay if self.fault_flag and os.path.exists(self.fault_flag) \
+                else 0.0
+            time.sleep(self.first_delay + late)
             for i in range(count):
                 token = np.array([words[i % len(words)][::-1]], dtype=np.object_)
                 sender.send(pb_utils.InferenceResponse(
