@@ -78,3 +78,59 @@ def test_expected_proxies_are_shell_patterns_checked_when_read(tmp_path):
         with pytest.raises(ConfigError, match=r"^expected_proxies must be a list of at most "
                                               r"64 node ids or patterns"):
             _config(tmp_path, expected_proxies=bad)
+
+
+def test_failed_accepts_are_logged_once_per_interval_with_a_count(caplog):
+    """Out of file descriptors, asyncio reports every failed accept(): one line per 10 s
+    stays, saying how many it stands for; any other loop error still reaches the loop's
+    own handler."""
+    import asyncio
+    import logging
+
+    from turnout.connlimit import quiet_accept_errors
+
+    loop = asyncio.new_event_loop()
+    seen: list[str] = []
+    loop.set_exception_handler(lambda _loop, context: seen.append(context["message"]))
+    try:
+        quiet_accept_errors(loop)
+        with caplog.at_level(logging.WARNING, logger="turnout.api"):
+            for _ in range(500):
+                loop.call_exception_handler({
+                    "message": "socket.accept() out of system resource",
+                    "exception": OSError(24, "Too many open files")})
+            loop.call_exception_handler({"message": "something else"})
+    finally:
+        loop.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "turnout.api"]
+    assert lines == ["accepting connections failed: [Errno 24] Too many open files"]
+    assert seen == ["something else"]
+
+
+def test_a_quiet_reason_says_how_many_lines_it_stood_for(caplog, monkeypatch):
+    import logging
+
+    from turnout import connlimit
+
+    clock = iter([0.0, 1.0, 2.0, 10.5, 11.0])
+    monkeypatch.setattr(connlimit.time, "monotonic", lambda: next(clock))
+    say = connlimit._Quiet()
+    with caplog.at_level(logging.WARNING, logger="turnout.api"):
+        for _ in range(5):
+            say("client_connections", "refused one")
+    assert [r.getMessage() for r in caplog.records] == [
+        "refused one", "refused one (2 more since the last such line)"]
+
+
+async def test_a_dashboard_stream_that_does_not_read_is_given_up(monkeypatch):
+    import asyncio
+
+    from turnout import dashboard
+
+    class Stuck:
+        async def write(self, data: bytes) -> None:
+            await asyncio.sleep(3600)  # the reader never takes anything
+
+    monkeypatch.setattr(dashboard, "WRITE_TIMEOUT_S", 0.05)
+    with pytest.raises(TimeoutError):
+        await dashboard._write(Stuck(), "event: state\n\n")  # type: ignore[arg-type]
