@@ -100,6 +100,37 @@ def test_streams_and_unary_calls_through_the_ingress(streaming):
         client.close()
 
 
+def test_a_client_that_cancels_mid_stream_leaves_nothing_hanging(streaming):
+    """Cancel after the first token of a 64-token stream through Envoy, ten times: each
+    cancel returns at once, and the next stream on a fresh call is served in full."""
+    import queue
+
+    from triton_slots.signature import ModelSignature
+    from triton_slots.streaming import stream_infer
+    from triton_slots.tensors import infer_inputs
+
+    info, _ = streaming
+    client = grpcclient.InferenceServerClient(info.ingress)
+    try:
+        config = client.get_model_config("streamer", as_json=True)["config"]
+        sig = ModelSignature.from_config(config, name="streamer")
+        arrays = {"PROMPT": np.array([b"a long answer"], dtype=np.object_),
+                  "MAX_TOKENS": np.array([64], dtype=np.int32)}
+        for _ in range(10):
+            answers: queue.Queue = queue.Queue()
+            client.start_stream(lambda result, error, into=answers: into.put((result, error)))
+            client.async_stream_infer("streamer", infer_inputs(grpcclient, sig, arrays))
+            result, error = answers.get(timeout=10)
+            assert error is None and result.as_numpy("TOKEN") is not None
+            started = time.monotonic()
+            client.stop_stream(cancel_requests=True)
+            assert time.monotonic() - started < 1.0, "the cancel hung"
+        answer = stream_infer(client, sig, arrays)
+        assert len(answer.responses) == 64
+    finally:
+        client.close()
+
+
 def test_synthetic_streams_through_the_ingress(streaming):
     from click.testing import CliRunner
 
