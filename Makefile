@@ -63,6 +63,7 @@ demo-stream: bootstrap
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 unit: venv
 	$(BIN)/pytest -q -m "not integration"

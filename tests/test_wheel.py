@@ -60,6 +60,9 @@ def test_the_wheel_starts_a_stack_from_any_directory(tmp_path):
     assert where.stdout.startswith(str(site)), where
     turnout = str(venv / "bin" / "turnout")
     assert _run([turnout, "--help"], cwd=elsewhere, env=env).returncode == 0
+    server = _run([str(venv / "bin" / "turnout-controlplane"), "--help"], cwd=elsewhere,
+                  env=env)  # the server's own console script, no `python -m`
+    assert server.returncode == 0 and "Turnout control plane" in server.stdout, server
     up = _run([turnout, "stack", "up", "--dir", "stack"], cwd=elsewhere, env=env, timeout=180)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
