@@ -1,7 +1,10 @@
 """The snapshot cache: current snapshot per node group, watches, and ACK tracking.
 
 The cache never imports the server. Streams report to it through a :class:`StreamHandle`
-(opened, ACKed, NACKed, closed); publishers call :meth:`SnapshotCache.publish_and_wait`.
+(opened, ACKed, NACKed, closed). The control plane publishes with :meth:`SnapshotCache.publish`
+and waits with :meth:`SnapshotCache.wait` (its lock covers only the publishing); its
+snapshots keep one set of clusters, so they never need the make-before-break bridge that
+:meth:`SnapshotCache.publish_and_wait` adds for a snapshot that drops clusters.
 Everything here runs on one asyncio event loop and is not thread-safe.
 """
 

@@ -1,6 +1,6 @@
 """The ADS server: state-of-the-world streams, nonces, ACK and NACK.
 
-Rules followed (Envoy's xds_protocol; see the project's NOTES section 2):
+Rules followed (Envoy's xDS protocol, envoyproxy/data-plane-api ``xds_protocol.rst``):
 
 * nonces are per stream and per type; a request whose ``response_nonce`` is not the last
   one sent for its type is stale and ignored;
