@@ -15,7 +15,7 @@ import pytest
 from tests.rollout_helpers import FINISHED, envoy_weights, wait_for
 from tests.zoo import write_model
 from triton_slots.loadgen import LoadGenerator
-from triton_slots.slot import PREVIEW_KEY_HEADER, SERVED_BY_HEADER, SLOT_HEADER
+from triton_slots.routing import PREVIEW_KEY_HEADER, SERVED_BY_HEADER, SLOT_HEADER
 from triton_slots.tensors import InputHint
 from turnout import stack
 from turnout.client import ApiClient

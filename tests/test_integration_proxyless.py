@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from triton_slots.slot import PREVIEW_KEY_HEADER, SLOT_HEADER
+from triton_slots.routing import PREVIEW_KEY_HEADER, SLOT_HEADER
 from xds_server.grpc_bootstrap import write_grpc_bootstrap
 
 pytestmark = pytest.mark.integration

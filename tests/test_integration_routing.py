@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from triton_slots.loadgen import LoadGenerator, send
-from triton_slots.slot import PREVIEW_KEY_HEADER, SLOT_HEADER
+from triton_slots.routing import PREVIEW_KEY_HEADER, SLOT_HEADER
 from turnout.cli import main as cli
 from turnout.topology import ROUTE_NAME, split_routes
 from xds_server import Snapshot

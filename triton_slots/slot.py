@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-SLOT_NAMES: tuple[str, str] = ("blue", "green")
-#: The request header that pins a request to one slot (preview); its value is the slot name.
-SLOT_HEADER = "x-turnout-slot"
-#: The request header carrying the operator's preview key; without the right key the slot
-#: header is ignored (and stripped) and the request takes the weighted split.
-PREVIEW_KEY_HEADER = "x-turnout-preview-key"
-#: The response header naming the slot that served a request.
-SERVED_BY_HEADER = "x-turnout-served-by"
+from triton_slots.routing import (
+    SLOT_NAMES,
+    cluster_name,
+    failover_name,
+    http_cluster_name,
+    preview_name,
+)
 
 
 @dataclass(frozen=True)
@@ -56,28 +55,6 @@ class Endpoint:
     @classmethod
     def from_dict(cls, data: dict) -> Endpoint:
         return cls(data["host"], data["http_port"], data["grpc_port"], data["metrics_port"])
-
-
-def cluster_name(slot: str) -> str:
-    """The Envoy cluster that carries ``slot``'s gRPC traffic."""
-    return f"slot_{slot}"
-
-
-def http_cluster_name(slot: str) -> str:
-    """The Envoy cluster that carries ``slot``'s KServe v2 HTTP/REST traffic."""
-    return f"slot_{slot}_http"
-
-
-def failover_name(cluster: str) -> str:
-    """The aggregate cluster the weighted split names for ``cluster``: the slot's own
-    servers first, the other slot's when none of them is healthy."""
-    return f"{cluster}_ha"
-
-
-def preview_name(cluster: str) -> str:
-    """The cluster preview (pinned) requests for ``cluster``'s slot take: the same
-    servers, its own statistics, so gates never count pinned traffic."""
-    return f"{cluster}_preview"
 
 
 @dataclass(frozen=True)

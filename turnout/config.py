@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from triton_slots.slot import SLOT_NAMES, Endpoint, Slot
+from triton_slots.routing import SLOT_NAMES
+from triton_slots.slot import Endpoint, Slot
 from turnout.connlimit import ConnectionLimits
 from turnout.errors import ConfigError
 from turnout.tokens import ApiToken, Role, digest

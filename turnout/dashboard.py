@@ -40,7 +40,7 @@ from gates.metrics.builtins import BUILTINS
 from gates.metrics.provider import MetricsError, NoData
 from gates.metrics.sources import EnvoyStreamSource, MetricSource, PromQLSource, Query
 from triton_slots.registry import Stage
-from triton_slots.slot import SLOT_NAMES
+from triton_slots.routing import SLOT_NAMES
 from turnout.sessions import COOKIE, Session, SessionError, Sessions
 from turnout.tokens import ApiToken, Role, bearer_secret, identify
 

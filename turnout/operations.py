@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from gates.validation import validate_artifact
 from triton_slots.deploy import deploy
 from triton_slots.registry import Stage
-from triton_slots.slot import SLOT_NAMES
+from triton_slots.routing import SLOT_NAMES
 from turnout.controller.guard import deploy_target, refuse_overwrite
 from turnout.errors import StackError
 from turnout.store import AuditEntry

@@ -17,6 +17,7 @@ from pathlib import Path
 from string import Template
 
 from triton_slots.procs import ManagedProcess, ProcessError, free_port, wait_http
+from triton_slots.routing import split_slot
 from turnout.assets import ASSETS
 from xds_server.transport import TlsFiles
 
@@ -175,6 +176,6 @@ def route_weights(admin_url: str) -> dict[str, int]:
         for route in config["route_config"]["virtual_hosts"][0]["routes"]:
             weighted = route["route"].get("weighted_clusters")
             if weighted:
-                return {c["name"].removeprefix("slot_").removesuffix("_ha"): c.get("weight", 0)
+                return {split_slot(c["name"]) or c["name"]: c.get("weight", 0)
                         for c in weighted["clusters"]}
     return {}

@@ -14,7 +14,7 @@ from pathlib import Path
 from triton_slots.artifact import inspect
 from triton_slots.delivery.shared import stage_artifact, staged_digest
 from triton_slots.registry import ArtifactRecord, LocalRegistry, RegistryBackend, Stage
-from triton_slots.slot import SLOT_NAMES
+from triton_slots.routing import SLOT_NAMES
 
 
 def registry_root(directory: Path) -> Path:

@@ -27,7 +27,8 @@ from triton_slots.procs import (
     stop_if_ours,
 )
 from triton_slots.registry import open_registry
-from triton_slots.slot import SLOT_NAMES, Endpoint, Slot
+from triton_slots.routing import SLOT_NAMES
+from triton_slots.slot import Endpoint, Slot
 from turnout.assets import EXAMPLE_MODELS
 from turnout.client import ApiClient
 from turnout.config import ControlPlaneConfig

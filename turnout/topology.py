@@ -18,14 +18,8 @@ from collections.abc import Callable, Mapping
 
 from envoy.config.route.v3 import route_pb2
 
-from triton_slots.slot import (
-    PREVIEW_KEY_HEADER,
-    SERVED_BY_HEADER,
-    SLOT_HEADER,
-    SLOT_NAMES,
-    Endpoint,
-    Slot,
-)
+from triton_slots.routing import PREVIEW_KEY_HEADER, SERVED_BY_HEADER, SLOT_HEADER, SLOT_NAMES
+from triton_slots.slot import Endpoint, Slot
 from turnout.weights import Weights
 from xds_server import Snapshot
 from xds_server.resources import (

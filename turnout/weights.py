@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from triton_slots.slot import SLOT_NAMES
+from triton_slots.routing import SLOT_NAMES
 from turnout.errors import ConfigError
 
 

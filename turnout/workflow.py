@@ -11,7 +11,7 @@ from gates.validation import ValidationReport, ValidationSettings, validate_arti
 from triton_slots.deploy import DeployResult, deploy
 from triton_slots.registry import RegistryBackend, open_registry
 from triton_slots.registry.local import REGISTRY_DB
-from triton_slots.slot import SLOT_NAMES
+from triton_slots.routing import SLOT_NAMES
 from turnout.config import ControlPlaneConfig
 from turnout.controller.guard import deploy_target, refuse_overwrite
 from turnout.errors import ConfigError, StackError

@@ -43,8 +43,8 @@ from google.protobuf import duration_pb2
 from google.protobuf.message import DecodeError
 
 from gates.metrics.windows import SlotWindows
+from triton_slots.routing import split_slot
 
-SPLIT_CLUSTER = re.compile(r"^slot_(blue|green)(?:_http)?(?:_ha)?$")
 INFERENCE_GRPC = frozenset({"/inference.GRPCInferenceService/ModelInfer",
                             "/inference.GRPCInferenceService/ModelStreamInfer"})
 INFERENCE_HTTP = re.compile(
@@ -115,8 +115,8 @@ def classify(entry: accesslog_pb2.HTTPAccessLogEntry) -> Observed | str:
     """The slot, completion time, latency and verdict of one logged request; for a request
     that is not split inference traffic, why it is ignored."""
     common = entry.common_properties
-    match = SPLIT_CLUSTER.match(common.upstream_cluster)
-    if match is None:
+    slot = split_slot(common.upstream_cluster)  # triton_slots.routing's names
+    if slot is None:
         return "not split traffic"
     if not is_inference(entry.request.path):
         return "not inference"
@@ -132,7 +132,7 @@ def classify(entry: accesslog_pb2.HTTPAccessLogEntry) -> Observed | str:
     stream = path in STREAMING or STREAMING_HTTP.match(path) is not None
     first = _ms(common.time_to_first_upstream_rx_byte) \
         if stream and common.HasField("time_to_first_upstream_rx_byte") else math.nan
-    return Observed(match.group(1), started + latency_ms / 1e3, latency_ms,
+    return Observed(slot, started + latency_ms / 1e3, latency_ms,
                     verdict(code, grpc_status), responses_of(entry) if stream else 0, first)
 
 

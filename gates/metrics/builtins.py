@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from string import Template
 
-from triton_slots.slot import cluster_name, failover_name, http_cluster_name
+from triton_slots.routing import cluster_name, split_clusters
 
 REQUESTS = ('sum(increase(envoy_cluster_upstream_rq_total{envoy_cluster_name=~"$clusters"}'
             '[$window]))')
@@ -89,8 +89,7 @@ def placeholder_problems(query: str) -> list[str]:
 def render(query: str, *, slot: str, window_s: float, model: str = "") -> str:
     return Template(query).safe_substitute(
         slot=slot, cluster=cluster_name(slot),
-        clusters="|".join(c for base in (cluster_name(slot), http_cluster_name(slot))
-                          for c in (base, failover_name(base))),
+        clusters="|".join(split_clusters(slot)),
         # A PromQL regex inside a string literal: a literal dot is written \\.
         model=model.replace(".", "\\\\.") if model else ".+",
         window=f"{max(1, round(window_s))}s",

@@ -12,8 +12,8 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from triton_slots.loadgen import fetch_signature
+from triton_slots.routing import PREVIEW_KEY_HEADER, SLOT_HEADER
 from triton_slots.signature import ModelSignature
-from triton_slots.slot import PREVIEW_KEY_HEADER, SLOT_HEADER
 from triton_slots.streaming import StreamAnswer, stream_infer
 from triton_slots.tensors import infer_inputs, outputs_of, requested_outputs
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from triton_slots.artifact import ArtifactInfo, inspect
-from triton_slots.slot import SLOT_NAMES
+from triton_slots.routing import SLOT_NAMES
 
 
 class Stage(StrEnum):

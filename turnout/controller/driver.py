@@ -22,8 +22,8 @@ from gates.validation import validate_artifact
 from triton_slots.artifact import ArtifactError, artifact_signature
 from triton_slots.deploy import DeployError, deploy
 from triton_slots.registry import RegistryBackend, RegistryError, Stage
+from triton_slots.routing import SLOT_NAMES
 from triton_slots.signature import SignatureError
-from triton_slots.slot import SLOT_NAMES
 from turnout.controller.guard import refuse_overwrite
 from turnout.controller.machine import available_commands, policy_of, transition
 from turnout.controller.state import (

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from triton_slots.slot import SLOT_NAMES
+from triton_slots.routing import SLOT_NAMES
 from turnout.controller.state import FINISHED
 from turnout.errors import TurnoutError
 
