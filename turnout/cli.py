@@ -19,8 +19,8 @@ from turnout.cli_rollout import register as register_rollout
 from turnout.cli_rollout import render_rollout
 from turnout.cli_slots import register as register_slots
 from turnout.cli_tokens import register as register_tokens
+from turnout.controller.state import FINISHED
 
-FINISHED_PHASES = {"promoted", "rolled_back", "aborted", "failed"}
 
 @click.group()
 @click.version_option(package_name="turnout")
@@ -143,7 +143,7 @@ def status(directory: Path, as_json: bool, watch: bool, interval: float) -> None
         click.echo(time.strftime("%H:%M:%S ") + "turnout status --watch (Ctrl-C to stop)\n")
         click.echo(render_status(data))
         rollout = data.get("rollout")
-        if rollout is None or rollout["phase"] in FINISHED_PHASES:
+        if rollout is None or rollout["phase"] in FINISHED:
             break
         time.sleep(interval)
         data = client.status()

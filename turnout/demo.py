@@ -27,11 +27,11 @@ from triton_slots.loadgen import LoadGenerator
 from turnout import stack
 from turnout.assets import EXAMPLE_MODELS, EXAMPLE_POLICIES
 from turnout.client import ApiClient
+from turnout.controller.state import FINISHED
 from turnout.policy import load_file
 from turnout.workflow import registry_for
 
 DEFAULT_DIR = Path(".turnout-demo")
-FINISHED = {"promoted", "rolled_back", "aborted", "failed"}
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,6 @@ from triton_slots.routing import SLOT_NAMES
 from turnout.controller.state import FINISHED
 from turnout.errors import TurnoutError
 
-_FINISHED = {str(p) for p in FINISHED}
-
 
 class SlotInUse(TurnoutError):
     """A slot may not be written now; the message says why and what would allow it."""
@@ -27,7 +25,7 @@ def refuse_overwrite(rollout: Mapping[str, Any] | None, target: str, *, now: flo
     if rollout is None:
         return None
     phase = str(rollout["phase"])
-    if phase not in _FINISHED:
+    if phase not in FINISHED:  # a StrEnum: the stored text compares equal
         raise SlotInUse(f"rollout {rollout['name']} is {phase} with {rollout['model']} on "
                         f"slot {rollout['candidate_slot']}; {verb} when it has finished "
                         "(or abort it)")
