@@ -38,3 +38,21 @@ def test_a_lower_package_importing_an_upper_one_breaks_its_contract(tmp_path):
     result = _lint(tmp_path / "pyproject.toml", tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Contracts: 0 kept, 3 broken." in result.stdout
+
+
+def test_a_module_of_xds_server_loads_no_grpc_server():
+    """``xds_server``'s package exports load on first use: ``turnout/config.py`` reads
+    ``pki`` and ``transport`` without loading the ADS server (issue 24); ``pki`` and
+    ``type_urls`` need no gRPC at all."""
+    code = ("import sys\n"
+            "loaded = lambda: sorted(m for m in ('grpc', 'xds_server.server', "
+            "'xds_server.cache') if m in sys.modules)\n"
+            "import xds_server.pki, xds_server.type_urls\nprint(loaded())\n"
+            "import xds_server.transport\nprint(loaded())\n"
+            "from xds_server import SnapshotCache, AdsServer\n"
+            "print(SnapshotCache.__module__, AdsServer.__module__)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["[]", "['grpc']",
+                                          "xds_server.cache xds_server.server"]
