@@ -45,7 +45,7 @@ def policy_of(state: RolloutState) -> Policy:
     return build_policy(state.policy, state.source)
 
 
-class _Step:
+class _Transition:
     """Builder of one transition's result."""
 
     def __init__(self, state: RolloutState, now: float) -> None:
@@ -110,7 +110,7 @@ def transition(state: RolloutState, event: Event, now: float
     that does not apply in the current phase."""
     if isinstance(event, Tick) and state.phase not in (P.BAKING, P.ROLLING_BACK):
         return state, []  # most ticks: nothing to do, so no copy of the state
-    t = _Step(state, now)
+    t = _Transition(state, now)
     s = t.state
     if isinstance(event, Command):
         _command(t, event)
@@ -144,7 +144,7 @@ def transition(state: RolloutState, event: Event, now: float
     return t.result()
 
 
-def _pushed(t: _Step, event: WeightsPushed) -> None:
+def _pushed(t: _Transition, event: WeightsPushed) -> None:
     s = t.state
     if event.weight != s.target_weight:
         return  # an answer to an older push
@@ -178,7 +178,7 @@ def _pushed(t: _Step, event: WeightsPushed) -> None:
          f"Envoy in {event.seconds * 1e3:.1f} ms; baking")
 
 
-def _promote(t: _Step, message: str, *, actor: str = AUTO) -> None:
+def _promote(t: _Transition, message: str, *, actor: str = AUTO) -> None:
     s = t.state
     s.promoted_at = t.now
     s.keep_warm_until = t.now + t.policy.rollback.keep_warm_s
@@ -187,7 +187,7 @@ def _promote(t: _Step, message: str, *, actor: str = AUTO) -> None:
     t.actions.append(MarkPromoted())
 
 
-def _tick(t: _Step) -> None:
+def _tick(t: _Transition) -> None:
     s = t.state
     if s.phase is P.ROLLING_BACK and s.applied_weight != 0:
         t.push(0)  # retry until every Envoy has it
@@ -212,7 +212,7 @@ def _tick(t: _Step) -> None:
 _LIVE = (P.SHIFTING, P.BAKING, P.AWAITING_APPROVAL, P.PAUSED)
 
 
-def _slot_health(t: _Step, event: SlotHealth) -> None:
+def _slot_health(t: _Transition, event: SlotHealth) -> None:
     """A dead candidate is a failure, not an absence of data: when every server of the
     candidate slot is gone while it carries traffic, roll back at once (or pause, as the
     policy says). Envoy has already failed its share over to the stable slot."""
@@ -232,7 +232,7 @@ def _slot_health(t: _Step, event: SlotHealth) -> None:
     t.roll_back(reason)
 
 
-def _measured(t: _Step, gate_round: GateRound) -> None:
+def _measured(t: _Transition, gate_round: GateRound) -> None:
     s = t.state
     s.measuring = False
     s.rounds.append(gate_round.as_dict())
@@ -286,7 +286,7 @@ def available_commands(state: RolloutState, now: float) -> list[CommandName]:
     return allowed
 
 
-def _command(t: _Step, command: Command) -> None:
+def _command(t: _Transition, command: Command) -> None:
     s = t.state
     name, actor = command.name, command.actor
     if name is C.ROLLBACK and s.phase is P.PROMOTED:
@@ -330,7 +330,7 @@ def _command(t: _Step, command: Command) -> None:
     raise TransitionError(f"unknown command {name!r}")
 
 
-def _resume(t: _Step, actor: str) -> None:
+def _resume(t: _Transition, actor: str) -> None:
     s = t.state
     origin = s.paused_from or P.BAKING
     s.paused_from = None
@@ -347,7 +347,7 @@ def _resume(t: _Step, actor: str) -> None:
         t.go(P.BAKING, f"resumed by {actor} at {s.applied_weight}%; bake restarts", actor=actor)
 
 
-def _promote_command(t: _Step, command: Command) -> None:
+def _promote_command(t: _Transition, command: Command) -> None:
     """One thing at a time: approve the waiting step, or cut the bake short (the next step
     then waits for its own approval), or with ``full`` go to the last step, approving each
     approval step on the way in its own audit entry. A paused rollout is resumed only by
