@@ -138,6 +138,28 @@ def test_deploy_brings_the_whole_set_and_proves_the_digest(env):
     assert triton.loads == []
 
 
+def test_an_idle_slot_still_serving_the_previous_version_gets_the_new_one(env):
+    """The normal blue-green state (issue 25: a fake that starts empty never shows it):
+    the idle slot still serves v1 of both models, ready. Deploying pair:v2 reloads pair
+    (ready is not enough: the digest differs), keeps text:v1 (same digest), and the server
+    ends serving v2's digest."""
+    from triton_slots.admin import TritonAdmin
+    from triton_slots.delivery.shared import stage_artifact
+
+    registry, repository, triton = env
+    admin = TritonAdmin(triton.endpoint)
+    for kind in ("pair", "text"):
+        stage_artifact(registry.get(kind, "v1"), repository)
+        admin.load(kind)
+    assert admin.model_ready("pair") and triton.loads == ["pair", "text"]
+    triton.loads.clear()
+    deploy(registry, "pair", "v2", slot="green", endpoints=[triton.endpoint],
+           repository=repository)
+    assert triton.loads == ["pair"]  # the companion already served its digest
+    served = admin.model_config("pair")["parameters"][DIGEST_PARAMETER]["string_value"]
+    assert served == registry.get("pair", "v2").digest != registry.get("pair", "v1").digest
+
+
 def test_a_server_serving_another_digest_fails_the_deploy(env):
     registry, repository, triton = env
     triton.lie = True
