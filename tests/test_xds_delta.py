@@ -451,3 +451,28 @@ async def test_delta_resources_carry_the_resource_itself(harness):
     resource.resource.Unpack(cluster)
     assert cluster.name == "slot_blue"
     await envoy.close()
+
+
+async def test_a_nack_of_a_removal_means_the_client_still_holds_what_was_removed(harness):
+    """Issue 25's rare path: a response that removed a resource is NACKed, so the client
+    kept it. When the snapshot brings that resource back at the version the client holds,
+    nothing is sent and the client counts as holding the current snapshot; while the
+    rejected removal stands at its version it is not sent again."""
+    envoy = harness.delta_client("node-r")
+    await envoy.request(t.ROUTE, subscribe=(ROUTE_NAME,))
+    first = await envoy.response()
+    await envoy.ack(first)
+    held = harness.cache.snapshot(GROUP)
+    without = Snapshot.build(listeners=(), routes=(),
+                             clusters=held.resources(t.CLUSTER).values(),
+                             endpoints=held.resources(t.ENDPOINT).values())
+    harness.cache.set_snapshot(GROUP, without, verify=False)
+    removal = await envoy.response()
+    assert list(removal.removed_resources) == [ROUTE_NAME]
+    await envoy.request(t.ROUTE, nonce=removal.nonce, error="route still in use")
+    assert await envoy.no_response()  # the rejected removal is not retried as it is
+    harness.cache.set_snapshot(GROUP, held)  # the route is back, as the client holds it
+    assert await envoy.no_response()
+    [proxy] = [p for p in harness.cache.status(GROUP)["proxies"] if p["node"] == "node-r"]
+    assert proxy["acked"]["rds"] == held.version(t.ROUTE)
+    await envoy.close()
