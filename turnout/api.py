@@ -179,9 +179,8 @@ async def _never_500(request: web.Request, handler: Handler) -> web.StreamRespon
         return error(exc.status, exc.reason)
 
 
-async def start_api(plane: ControlPlane) -> tuple[web.AppRunner, int]:
-    """Serve the API on the configured host (over TLS when ``api_tls`` is set); returns the
-    runner and bound port."""
+def build_app(plane: ControlPlane) -> web.Application:
+    """Every route of the API and the dashboard, for ``plane``."""
     # A request line up to 64 KiB reaches the handlers (which answer JSON naming the
     # field); aiohttp's own 8 KiB limit would answer text/plain before them.
     # An idle keep-alive connection is closed after 15 s (aiohttp's default is 75 s).
@@ -203,7 +202,13 @@ async def start_api(plane: ControlPlane) -> tuple[web.AppRunner, int]:
     add_slots(app)
     add_models(app)
     add_dashboard(app, plane)
-    runner = web.AppRunner(app, access_log=None)
+    return app
+
+
+async def start_api(plane: ControlPlane) -> tuple[web.AppRunner, int]:
+    """Serve the API on the configured host (over TLS when ``api_tls`` is set); returns the
+    runner and bound port."""
+    runner = web.AppRunner(build_app(plane), access_log=None)
     await runner.setup()
     tls = plane.config.api_tls
     context = None
