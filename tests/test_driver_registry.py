@@ -138,6 +138,11 @@ async def test_describe_says_phase_steps_and_latest_round(env):
     data = controller.describe()
     assert data["latest_round"] == controller.current().rounds[-1]
     assert data["latest_round"]["measurements"][0]["metric"] == "errors"
+    # What the dashboard offers: the commands the machine accepts now, at this clock.
+    assert data["commands"] == ["pause", "promote", "abort", "rollback"]
+    await controller.command("promote", actor="t", full=True)
+    await until(controller, {P.PROMOTED})
+    assert controller.describe()["commands"] == ["rollback"]  # inside the keep-warm window
     await controller.stop()
 
 
