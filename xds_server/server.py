@@ -163,14 +163,16 @@ class AdsServer(StreamServer):
 #: process of proxyless clients shares one), so at most 128 streams at once on one (gRPC's
 #: default: unbounded); a connection must finish its HTTP/2 (and TLS)
 #: handshake within 10 s, and one with no stream open is closed after 60 s. Messages a
-#: proxy sends (requests, ACKs, access-log batches) are at most 4 MiB.
+#: proxy sends (requests, ACKs, access-log batches) are at most 512 KiB: Envoy sends
+#: access-log batches of 16 KB and requests of a few KB; anything bigger is refused by
+#: gRPC itself (RESOURCE_EXHAUSTED) before Python reads it.
 SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_concurrent_streams", 128),
     ("grpc.server.max_pending_requests", 100_000),
     ("grpc.server.max_pending_requests_hard_limit", 100_000),
     ("grpc.server_handshake_timeout_ms", 10_000),
     ("grpc.max_connection_idle_ms", 60_000),
-    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 512 * 1024),
 ]
 
 
