@@ -143,8 +143,12 @@ def test_synthetic_streams_through_the_ingress(streaming):
     assert ", 0 failed; latency p50 " in result.output.splitlines()[-1], result.output
 
 
+# The median first token: a late version delays every stream, while one stream slowed by
+# two busy cores is a p99 over the few streams of a 4 s window (a full `make test` once
+# rolled the good version back on a single 200 ms first token). `make demo-stream` and
+# `bench.streams` gate on the p99.
 TOKEN_GATES = """
-      - {name: ttft, builtin: ttft_p99_ms, max: 200, maxRatio: 3, minDelta: 100, source: envoy}
+      - {name: ttft, builtin: ttft_p50_ms, max: 200, maxRatio: 3, minDelta: 100, source: envoy}
       - {name: itl, builtin: itl_p99_ms, maxRatio: 3, minDelta: 50, source: envoy}
       - {name: stream-errors, builtin: stream_error_rate, max: 0.01, source: envoy}"""
 
@@ -178,7 +182,7 @@ def test_token_level_gates_roll_back_a_late_first_token_and_promote_a_good_versi
         assert "ttft" in decision["message"], decision["message"]
         failing = {m["metric"]: m for m in decision["evidence"]["measurements"]}
         assert failing["ttft"]["phase"] == "Failed" and failing["ttft"]["value"] > 200
-        figures["late: TTFT p99 ms"] = round(failing["ttft"]["value"], 1)
+        figures["late: TTFT p50 ms"] = round(failing["ttft"]["value"], 1)
         figures["late: why"] = failing["ttft"]["message"]
         figures["late: first failure -> 0% ACKed s"] = round(
             done["rollback_acked_at"] - done["first_failure_at"], 2)
