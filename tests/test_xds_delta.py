@@ -22,6 +22,13 @@ async def _in_sync(harness, node: str):
     return envoy
 
 
+def _without_routes(current: Snapshot) -> Snapshot:
+    """``current`` with its listeners and route tables gone (clusters and endpoints kept)."""
+    return Snapshot.build(listeners=(), routes=(),
+                          clusters=current.resources(t.CLUSTER).values(),
+                          endpoints=current.resources(t.ENDPOINT).values())
+
+
 def _names(response) -> list[str]:
     return sorted(r.name for r in response.resources)
 
@@ -66,11 +73,8 @@ async def test_only_changed_resources_are_sent_and_gone_ones_removed(harness):
     assert second.resources[0].version != first.resources[0].version
     await envoy.ack(second)
     # The route table disappears from the snapshot: it is removed, not silently kept.
-    current = harness.cache.snapshot(GROUP)
-    without = Snapshot.build(listeners=(), routes=(),
-                             clusters=current.resources(t.CLUSTER).values(),
-                             endpoints=current.resources(t.ENDPOINT).values())
-    harness.cache.set_snapshot(GROUP, without, verify=False)
+    harness.cache.set_snapshot(GROUP, _without_routes(harness.cache.snapshot(GROUP)),
+                               verify=False)
     third = await envoy.response()
     assert not third.resources and list(third.removed_resources) == [ROUTE_NAME]
     await envoy.close()
@@ -463,10 +467,7 @@ async def test_a_nack_of_a_removal_means_the_client_still_holds_what_was_removed
     first = await envoy.response()
     await envoy.ack(first)
     held = harness.cache.snapshot(GROUP)
-    without = Snapshot.build(listeners=(), routes=(),
-                             clusters=held.resources(t.CLUSTER).values(),
-                             endpoints=held.resources(t.ENDPOINT).values())
-    harness.cache.set_snapshot(GROUP, without, verify=False)
+    harness.cache.set_snapshot(GROUP, _without_routes(held), verify=False)
     removal = await envoy.response()
     assert list(removal.removed_resources) == [ROUTE_NAME]
     await envoy.request(t.ROUTE, nonce=removal.nonce, error="route still in use")
