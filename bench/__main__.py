@@ -14,6 +14,7 @@ from bench import (
     proxyless,
     report,
     rollback_time,
+    stream_move,
     streams,
     switching,
 )
@@ -24,11 +25,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", nargs="*", default=None,
                         help="datapath switching convergence fleet proxyless failover "
-                             "rollback_time gates_sim delivery streams")
+                             "rollback_time gates_sim delivery streams stream_move")
     args = parser.parse_args()
     chosen = set(args.only or ["datapath", "switching", "convergence", "fleet", "proxyless",
                                "failover", "rollback_time", "gates_sim", "delivery",
-                               "streams"])
+                               "streams", "stream_move"])
     if "datapath" in chosen:
         print("== data path", flush=True)
         write_json("datapath", datapath.run(concurrencies=(1, 8, 32), batches=(1, 8),
@@ -60,6 +61,9 @@ def main() -> None:
     if "streams" in chosen:
         print("== streaming models: Envoy's cost, time to rollback on TTFT", flush=True)
         write_json("streams", streams.run(10, 300))
+    if "stream_move" in chosen:
+        print("== long-lived streams after a promotion and a rollback", flush=True)
+        write_json("stream_move", stream_move.run(10.0, 16, 3))
     print(f"written {report.write()}")
 
 

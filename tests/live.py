@@ -66,8 +66,10 @@ class Live:
 
     @classmethod
     def start(cls, directory: Path, *, per_slot: int = 1,
-              models: list[Path] | None = None, delta: bool = False) -> Live:
-        """``delta``: the Envoy speaks incremental ADS (``DELTA_GRPC``)."""
+              models: list[Path] | None = None, delta: bool = False,
+              **settings: Any) -> Live:
+        """``delta``: the Envoy speaks incremental ADS (``DELTA_GRPC``); ``settings``:
+        more control-plane configuration fields."""
         servers = start_slots(directory, per_slot=per_slot, models=models)
         loop: LoopThread | None = None
         plane: ControlPlane | None = None
@@ -78,6 +80,7 @@ class Live:
                 slots={name: Slot(name, tuple(s.endpoint for s in pool),
                                   slot_repository(directory, name))
                        for name, pool in servers.items()},
+                **settings,
             )
             loop = LoopThread()
             plane = loop.run(_make_plane(config))

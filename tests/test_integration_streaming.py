@@ -22,12 +22,14 @@ from turnout.workflow import registry_for
 
 pytestmark = pytest.mark.integration
 STREAMER = Path(__file__).resolve().parent.parent / "examples" / "models" / "streamer"
+STREAM_MAX_AGE_S = 6.0  # short, so that the long-lived-stream test below takes seconds
 
 
 @pytest.fixture(scope="module")
 def streaming(tmp_path_factory):
     directory = tmp_path_factory.mktemp("streaming")
-    info = stack.up(directory, models=[STREAMER / "v1"], progress=print)
+    info = stack.up(directory, models=[STREAMER / "v1"], progress=print,
+                    stream_max_age_s=STREAM_MAX_AGE_S)
     try:
         registry = registry_for(directory)
         for version in ("v2", "v3"):
@@ -210,3 +212,27 @@ def test_token_level_gates_roll_back_a_late_first_token_and_promote_a_good_versi
     print("token-level gates:", figures, f"streams {stats.ok} ok, {stats.failed} failed")
     assert stats.failed == 0, dict(stats.errors)
     assert stats.ok > 100
+
+
+def test_long_lived_streams_follow_a_promotion_and_a_rollback(streaming):
+    """Clients holding one ModelStreamInfer stream each, sending request after request on
+    it: after all traffic moves to green (a promotion's last step) and back (a rollback),
+    the old slot serves none of them within the stack's stream_max_age_s. Clients that
+    renew their stream at a request boundary after half of it lose no request; a plain
+    client's stream is ended by Envoy (moved, but a response in flight may be cut)."""
+    from bench.stream_move import measure
+
+    info, _ = streaming
+    arrays = {"PROMPT": np.array([b"a question"], dtype=np.object_),
+              "MAX_TOKENS": np.array([8], dtype=np.int32)}
+    result = measure(info, "streamer", arrays, max_age_s=STREAM_MAX_AGE_S, renewing=3,
+                     plain=1)
+    print(json.dumps(result))
+    for move in ("promotion", "rollback"):
+        assert result[move]["streams_before"] == 4, result
+        assert result[move]["seconds"] is not None, f"a stream stayed on the old slot: {result}"
+        assert result[move]["seconds"] <= STREAM_MAX_AGE_S + 1.0, result
+    renewing, plain = result["renewing"], result["plain"]
+    assert renewing["cut"] == 0 and not renewing["errors"], renewing
+    assert renewing["renewed"] >= 3 * 2, renewing  # each client renewed for each move
+    assert plain["opened"] >= 3, plain  # the ingress ended its stream at each move

@@ -152,3 +152,50 @@ def test_every_route_is_bounded_by_idle_time_not_by_duration(tmp_path):
                                               r"seconds in 1\.\.3600, got "):
             ControlPlaneConfig(state_dir=tmp_path, tokens=(admin,), ingress_port=1,
                                stream_idle_timeout_s=bad)
+
+
+def test_long_lived_grpc_streams_are_bounded_by_age_on_the_split_only(tmp_path):
+    """With a stream age bound, gRPC ModelStreamInfer streams taking the split (one stream,
+    many requests) get Envoy's max_stream_duration on a route of their own, placed before
+    the gRPC split (first match wins) with the same weights; unary calls, HTTP and pinned
+    (preview) streams get none. Without a bound there is no such route."""
+    from triton_slots.routing import STREAM_PATH
+    from triton_slots.slot import Slot
+    from turnout.config import ControlPlaneConfig
+    from turnout.errors import ConfigError
+    from turnout.tokens import Role, mint
+    from turnout.topology import build_snapshot
+    from turnout.weights import Weights
+
+    def tables(**bound):
+        built = build_snapshot(ingress_host="127.0.0.1", ingress_port=1, slots={}, health={},
+                               weights=Weights.with_green(30), grpc_target="t", **bound)
+        return {name: list(config.virtual_hosts[0].routes)
+                for name, config in built.resources(t.ROUTE).items()}
+
+    for name, routes in tables(stream_max_age_s=45).items():
+        bounded = [r for r in routes if r.route.HasField("max_stream_duration")]
+        assert [r.name for r in bounded] == ["split-streams"], name
+        stream, split = bounded[0], next(r for r in routes if r.name == "split")
+        assert routes.index(stream) == routes.index(split) - 1
+        assert stream.match.path == STREAM_PATH
+        assert stream.route.max_stream_duration.max_stream_duration.ToSeconds() == 45
+        assert stream.route.weighted_clusters == split.route.weighted_clusters
+        assert [(c.name, c.weight.value) for c in stream.route.weighted_clusters.clusters] \
+            == [(c.name, c.weight.value) for c in split.route.weighted_clusters.clusters]
+        assert stream.route.idle_timeout == split.route.idle_timeout
+    for routes in tables().values():
+        assert not any(r.route.HasField("max_stream_duration") for r in routes)
+        assert "split-streams" not in [r.name for r in routes]
+
+    admin, _ = mint("a", Role.ADMIN)
+    assert ControlPlaneConfig(state_dir=tmp_path, tokens=(admin,), ingress_port=1,
+                              slots={"blue": Slot("blue")}).stream_max_age_s == 120.0
+    for good in (0, 2, 86400):
+        ControlPlaneConfig(state_dir=tmp_path, tokens=(admin,), ingress_port=1,
+                           stream_max_age_s=good)
+    for bad in (1, 1.99, -1, 86401, "60", True, None):
+        with pytest.raises(ConfigError, match=r"^stream_max_age_s must be 0 \(no bound\) or a "
+                                              r"number of seconds in 2\.\.86400, got "):
+            ControlPlaneConfig(state_dir=tmp_path, tokens=(admin,), ingress_port=1,
+                               stream_max_age_s=bad)

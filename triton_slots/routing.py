@@ -18,6 +18,9 @@ SLOT_HEADER = "x-turnout-slot"
 PREVIEW_KEY_HEADER = "x-turnout-preview-key"
 #: The response header naming the slot that served a request.
 SERVED_BY_HEADER = "x-turnout-served-by"
+#: KServe v2's bidirectional streaming RPC: one stream may carry many requests, so the
+#: ingress bounds its age (``stream_max_age_s``) to move it onto the current split.
+STREAM_PATH = "/inference.GRPCInferenceService/ModelStreamInfer"
 
 
 def cluster_name(slot: str) -> str:

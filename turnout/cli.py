@@ -50,14 +50,19 @@ def stack() -> None:
 @click.option("--api-tls", is_flag=True,
               help="Serve the API and dashboard over HTTPS, with a certificate from the "
                    "stack's CA (DIR/pki/ca.pem: give it to `turnout context add --ca`).")
+@click.option("--stream-max-age", "stream_max_age_s", default=120.0, show_default=True,
+              type=click.FloatRange(0, 86400), metavar="SECONDS",
+              help="A gRPC ModelStreamInfer stream (one stream, many requests) ends this "
+                   "old and reopens on the current weights; 0: no bound (streams keep the "
+                   "split they opened on). See docs/streaming.md.")
 @friendly
 def stack_up(directory: Path, per_slot: int, models: tuple[Path, ...], tls: bool,
-             replicas: int, api_tls: bool) -> None:
+             replicas: int, api_tls: bool, stream_max_age_s: float) -> None:
     """Start blue and green Triton pools serving your models (or the example classifier),
     the control plane, Envoy and Prometheus."""
     info = local_stack.up(directory, per_slot=per_slot, models=list(models) or None,
                           tls=tls, progress=click.echo, replicas=replicas,
-                          api_tls=api_tls)
+                          api_tls=api_tls, stream_max_age_s=stream_max_age_s)
     click.echo(f"ingress {info.ingress}  (KServe v2 over gRPC and HTTP; models "
                f"{', '.join(info.models)})")
     click.echo(f"api     {info.api_url}  (admin token in {info.directory}/stack.json, 0600)")

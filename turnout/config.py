@@ -85,6 +85,12 @@ class ControlPlaneConfig:
     # A request or stream through Envoy ends after this long without a byte either way;
     # nothing limits its whole duration (a generation may stream for minutes).
     stream_idle_timeout_s: float = 60.0
+    # A gRPC ModelStreamInfer stream (one stream, many requests) taking the weighted split
+    # ends this old and reopens on the split of its time, so after a weight change, a
+    # promotion or a rollback no stream stays on the old split longer than this. 120 s: a
+    # client that reopens at a request boundary after half of it (triton_slots.streaming.
+    # LongStream) never has a generation of up to 60 s cut; 0 turns the bound off.
+    stream_max_age_s: float = 120.0
     # The dashboard: {"public": true} serves its data without a token (demos only;
     # refused unless bind_host is a loopback address).
     dashboard: dict[str, Any] = field(default_factory=dict)
@@ -125,6 +131,11 @@ class ControlPlaneConfig:
                 <= 3600:
             raise ConfigError(f"stream_idle_timeout_s must be a number of seconds in 1..3600, "
                               f"got {self.stream_idle_timeout_s!r}")
+        if isinstance(self.stream_max_age_s, bool) or not isinstance(
+                self.stream_max_age_s, int | float) or not (
+                self.stream_max_age_s == 0 or 2 <= self.stream_max_age_s <= 86400):
+            raise ConfigError("stream_max_age_s must be 0 (no bound) or a number of seconds in "
+                              f"2..86400, got {self.stream_max_age_s!r}")
         unknown = set(self.slots) - set(SLOT_NAMES)
         if unknown:
             raise ConfigError(f"unknown slot(s) {sorted(unknown)}; slots are {SLOT_NAMES}")

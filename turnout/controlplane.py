@@ -216,7 +216,18 @@ class ControlPlane:
             access_log_cluster=self.config.access_log_cluster or None,
             grpc_target=self.config.grpc_target or None,
             idle_timeout_s=self.config.stream_idle_timeout_s,
+            stream_max_age_s=self._stream_max_age_s(),
         )
+
+    def _stream_max_age_s(self) -> float | None:
+        """The bound on a long-lived stream's age: the running rollout's policy's
+        ``streamMaxAge``, else the stack's ``stream_max_age_s`` (0: none)."""
+        state = self.controller.current() if self.controller.busy else None
+        if state is not None:
+            age = policy_of(state).stream_max_age_s
+            if age is not None:
+                return age
+        return self.config.stream_max_age_s or None
 
     def _resolve(self, host: str) -> str:
         """An IPv4 address for ``host`` (EDS needs addresses), cached; on failure the name

@@ -236,7 +236,7 @@ def up(
     directory: Path = DEFAULT_DIR, *, per_slot: int = 1, models: list[Path] | None = None,
     scrape_interval_s: float = 1.0, tls: bool = False, progress: Progress = _quiet,
     webhooks: list[dict] | None = None, replicas: int = 1, api_tls: bool = False,
-    expected_proxies: tuple[str, ...] = (),
+    expected_proxies: tuple[str, ...] = (), stream_max_age_s: float = 120.0,
 ) -> StackInfo:
     """Start the whole local stack and record it in ``<directory>/stack.json`` (0600),
     each process as soon as it starts. Interrupted (Ctrl-C, SIGTERM) or failed, it stops
@@ -244,7 +244,8 @@ def up(
     ``replicas`` > 1: a private PostgreSQL, that many control planes sharing it, and one
     Envoy per replica (preferring it, falling back to the others); all Envoys bind the
     same ingress port (SO_REUSEPORT), so clients see one address. ``expected_proxies``:
-    the node ids pushes wait for (the config's field of that name)."""
+    the node ids pushes wait for (the config's field of that name); ``stream_max_age_s``
+    the bound on a long-lived gRPC stream's age (the config's field, 0: none)."""
     directory = directory.resolve()
     if (directory / "stack.json").exists():
         previous = StackInfo.load(directory)
@@ -306,6 +307,7 @@ def up(
                 api_tls=api_files,
                 webhooks=tuple(webhooks or ()), store=store,
                 replica="replica-0" if store else "", expected_proxies=expected_proxies,
+                stream_max_age_s=stream_max_age_s,
             )
             configs = [config] + [
                 dataclasses.replace(config, state_dir=directory / f"replica-{i}",

@@ -18,7 +18,13 @@ from collections.abc import Callable, Mapping
 
 from envoy.config.route.v3 import route_pb2
 
-from triton_slots.routing import PREVIEW_KEY_HEADER, SERVED_BY_HEADER, SLOT_HEADER, SLOT_NAMES
+from triton_slots.routing import (
+    PREVIEW_KEY_HEADER,
+    SERVED_BY_HEADER,
+    SLOT_HEADER,
+    SLOT_NAMES,
+    STREAM_PATH,
+)
 from triton_slots.slot import Endpoint, Slot
 from turnout.weights import Weights
 from xds_server import Snapshot
@@ -63,6 +69,7 @@ def split_routes(
     match_grpc: bool = True,
     retries: int = 5,
     idle_timeout_s: float = 60.0,
+    stream_max_age_s: float | None = None,
 ) -> route_pb2.RouteConfiguration:
     """The route table for a set of slots. ``clusters`` maps slot name to its gRPC cluster,
     ``http_clusters`` (optional) to its HTTP/REST cluster; ``weights`` maps slot name to a
@@ -72,7 +79,10 @@ def split_routes(
     only requests that also carry the key (``x-turnout-preview-key``); anything else takes
     the split, and both headers are stripped before any request leaves Envoy. No route
     limits a request's whole duration (a generation may stream for minutes);
-    ``idle_timeout_s`` without a byte either way ends it.
+    ``idle_timeout_s`` without a byte either way ends it. With ``stream_max_age_s``, gRPC
+    ``ModelStreamInfer`` streams taking the split (one stream may carry many requests)
+    end that old and reopen on the split of their time: no stream keeps an old split
+    forever. Pinned (preview) streams stay where their header sends them.
     ``match_grpc=False`` drops the content-type condition from the gRPC routes (gRPC's
     own xDS client sends nothing else)."""
     unknown = set(weights) - set(clusters)
@@ -91,11 +101,15 @@ def split_routes(
                     [(PREVIEW_KEY_HEADER, preview_key)] if preview_key else [])), cluster,
                 response_headers=[set_header(SERVED_BY_HEADER, slot)], retries=retries,
                 idle_timeout_s=idle_timeout_s))
+        split = [(cluster, weights.get(slot, 0), [set_header(SERVED_BY_HEADER, slot)])
+                 for slot, cluster in sorted(split_by_slot.items())]
+        if grpc and stream_max_age_s is not None:
+            routes.append(weighted_route(
+                "split-streams", route_match(grpc=match_grpc, path=STREAM_PATH), split,
+                retries=retries, idle_timeout_s=idle_timeout_s, max_age_s=stream_max_age_s))
         routes.append(weighted_route(
-            "split" if grpc else "split-http", route_match(grpc=grpc and match_grpc),
-            [(cluster, weights.get(slot, 0), [set_header(SERVED_BY_HEADER, slot)])
-             for slot, cluster in sorted(split_by_slot.items())], retries=retries,
-            idle_timeout_s=idle_timeout_s))
+            "split" if grpc else "split-http", route_match(grpc=grpc and match_grpc), split,
+            retries=retries, idle_timeout_s=idle_timeout_s))
     return route_configuration(name, routes, validate_clusters=validate_clusters,
                                remove_request_headers=(header, PREVIEW_KEY_HEADER))
 
@@ -113,6 +127,7 @@ def build_snapshot(
     access_log_cluster: str | None = None,
     grpc_target: str | None = None,
     idle_timeout_s: float = 60.0,
+    stream_max_age_s: float | None = None,
 ) -> Snapshot:
     """Both slots' clusters always present (so a weight change is an RDS-only change).
     ``resolve`` turns endpoint host names into IP addresses (EDS carries addresses only).
@@ -135,7 +150,7 @@ def build_snapshot(
         PROXYLESS_ROUTE_NAME, clusters={n: s.preview_cluster for n, s in all_slots.items()},
         split_clusters={n: s.cluster for n, s in all_slots.items()},
         weights=weights.as_dict(), preview_key=preview_key, match_grpc=False, retries=4,
-        idle_timeout_s=idle_timeout_s)
+        idle_timeout_s=idle_timeout_s, stream_max_age_s=stream_max_age_s)
     return Snapshot.build(
         listeners=[
             http_listener(
@@ -153,7 +168,7 @@ def build_snapshot(
             preview_clusters={n: s.preview_cluster for n, s in all_slots.items()},
             preview_http_clusters={n: s.preview_http_cluster for n, s in all_slots.items()},
             weights=weights.as_dict(), preview_key=preview_key,
-            idle_timeout_s=idle_timeout_s)],
+            idle_timeout_s=idle_timeout_s, stream_max_age_s=stream_max_age_s)],
         clusters=[c for n, s in all_slots.items() for c in (
             grpc_cluster(s.cluster, resilience=resilience),
             http_cluster(s.http_cluster, resilience=resilience),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
@@ -340,11 +341,12 @@ def set_header(key: str, value: str) -> base_pb2.HeaderValueOption:
     )
 
 
-def route_match(*, grpc: bool | None = None, headers: Iterable[tuple[str, str]] = ()
-                ) -> rc_pb2.RouteMatch:
-    """Match every path; ``grpc=True`` only gRPC requests (content-type application/grpc);
-    ``headers`` only requests where each header equals its value."""
-    match = rc_pb2.RouteMatch(prefix="/")
+def route_match(*, grpc: bool | None = None, headers: Iterable[tuple[str, str]] = (),
+                path: str | None = None) -> rc_pb2.RouteMatch:
+    """Match every path (``path``: only that one); ``grpc=True`` only gRPC requests
+    (content-type application/grpc); ``headers`` only requests where each header equals
+    its value."""
+    match = rc_pb2.RouteMatch(path=path) if path else rc_pb2.RouteMatch(prefix="/")
     if grpc:
         match.grpc.SetInParent()
     for name, value in headers:
@@ -369,10 +371,12 @@ def cluster_route(name: str, match: rc_pb2.RouteMatch, cluster: str, *,
 
 def weighted_route(name: str, match: rc_pb2.RouteMatch,
                    clusters: Sequence[tuple[str, int, Sequence[base_pb2.HeaderValueOption]]],
-                   *, retries: int = 5, idle_timeout_s: float = 60.0) -> rc_pb2.Route:
+                   *, retries: int = 5, idle_timeout_s: float = 60.0,
+                   max_age_s: float | None = None) -> rc_pb2.Route:
     """A route split over ``clusters`` (name, relative weight, response headers) by
     Envoy's ``weighted_clusters``. Weights must sum to more than 0; a cluster at weight 0
-    stays named, so a weight change never touches CDS."""
+    stays named, so a weight change never touches CDS. ``max_age_s`` bounds a stream's
+    whole life (see :func:`_timeouts`)."""
     if sum(weight for _, weight, _ in clusters) <= 0:
         raise ValueError("weights must sum to more than 0")
     return rc_pb2.Route(
@@ -384,15 +388,23 @@ def weighted_route(name: str, match: rc_pb2.RouteMatch,
                     response_headers_to_add=list(headers))
                 for cluster, weight, headers in clusters
             ]),
-            retry_policy=_retry_policy(retries), **_timeouts(idle_timeout_s),
+            retry_policy=_retry_policy(retries), **_timeouts(idle_timeout_s, max_age_s),
         ),
     )
 
 
-def _timeouts(idle_timeout_s: float) -> dict[str, duration_pb2.Duration]:
+def _timeouts(idle_timeout_s: float, max_age_s: float | None = None) -> dict[str, Any]:
     """No limit on a request's whole duration (a long generation streams for minutes);
-    ``idle_timeout_s`` without a byte either way ends it (a hung request or stream)."""
-    return {"timeout": _duration(0), "idle_timeout": _duration(idle_timeout_s)}
+    ``idle_timeout_s`` without a byte either way ends it (a hung request or stream).
+    ``max_age_s`` (long-lived streams that carry many requests) ends a stream that old,
+    so it reopens on the current split: Envoy's ``max_stream_duration``, which answers
+    DEADLINE_EXCEEDED before the first response and resets the stream after it."""
+    timeouts: dict[str, Any] = {"timeout": _duration(0),
+                                "idle_timeout": _duration(idle_timeout_s)}
+    if max_age_s is not None:
+        timeouts["max_stream_duration"] = rc_pb2.RouteAction.MaxStreamDuration(
+            max_stream_duration=_duration(max_age_s))
+    return timeouts
 
 
 def route_configuration(name: str, routes: Iterable[rc_pb2.Route], *,

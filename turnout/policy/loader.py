@@ -17,7 +17,7 @@ import yaml
 from gates.metrics.builtins import placeholder_problems
 from gates.metrics.sources import ENVOY, PROMETHEUS, STREAM_BUILTINS, STREAM_ONLY
 from turnout.errors import ConfigError
-from turnout.policy.model import Policy, build_policy, resolve_samples
+from turnout.policy.model import Policy, build_policy, parse_duration, resolve_samples
 
 SCHEMA_PATH = Path(__file__).with_name("rollout.schema.json")
 Path_ = tuple[str | int, ...]
@@ -120,6 +120,13 @@ def _closest(key: str, options: set[str]) -> str | None:
     return match[0] if match else None
 
 
+def _seconds(text: str) -> float | None:
+    try:
+        return parse_duration(text)
+    except ValueError:
+        return None  # reported by the schema
+
+
 def _rule_problems(doc: dict[str, Any], lines: _Lines, file: str) -> list[Problem]:
     problems: list[Problem] = []
     spec = doc.get("spec", {})
@@ -137,6 +144,12 @@ def _rule_problems(doc: dict[str, Any], lines: _Lines, file: str) -> list[Proble
         path = ("spec", "strategy", "steps", len(steps) - 1, "weight")
         problems.append(Problem(file, lines.line(path), _dotted(path),
                                 "the last step must be weight 100 (promotion)"))
+    age = spec.get("streamMaxAge")
+    seconds = _seconds(age) if isinstance(age, str) else None
+    if seconds is not None and not 2 <= seconds <= 86400:
+        path = ("spec", "streamMaxAge")
+        problems.append(Problem(file, lines.line(path), _dotted(path),
+                                f"streamMaxAge must be 2s..24h, not {age}"))
     validation = spec.get("validation", {})
     for name, hint in (validation.get("inputs") or {}).items():
         bounds = hint.get("range")

@@ -109,6 +109,9 @@ class Policy:
     rollback: RollbackSettings = field(default_factory=RollbackSettings)
     convergence: ConvergenceSettings = field(default_factory=ConvergenceSettings)
     progress_deadline_s: float = 1800.0
+    # Long-lived gRPC streams opened while this rollout runs end this old (None: the
+    # stack's stream_max_age_s), so they follow its weights within this bound.
+    stream_max_age_s: float | None = None
     notifications: tuple[dict[str, Any], ...] = ()  # webhook receivers (raw, validated)
     source: str = ""
     document: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -229,6 +232,8 @@ def build_policy(doc: dict[str, Any], source: str = "") -> Policy:
             timeout_s=parse_duration(convergence_doc.get("timeout", "10s")),
         ),
         progress_deadline_s=parse_duration(spec.get("progressDeadline", "30m")),
+        stream_max_age_s=(parse_duration(spec["streamMaxAge"]) if "streamMaxAge" in spec
+                          else None),
         notifications=tuple(dict(n) for n in spec.get("notifications", ())),
         source=source,
         document=doc,
