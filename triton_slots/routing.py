@@ -21,6 +21,16 @@ SERVED_BY_HEADER = "x-turnout-served-by"
 #: KServe v2's bidirectional streaming RPC: one stream may carry many requests, so the
 #: ingress bounds its age (``stream_max_age_s``) to move it onto the current split.
 STREAM_PATH = "/inference.GRPCInferenceService/ModelStreamInfer"
+#: Marks both answers of a shadowed request: ``live`` (what the client got) or ``copy``
+#: (the candidate's, dropped by Envoy). On a request, only Envoy's copy carries it, with
+#: the shadow key (stripped before any server).
+SHADOW_HEADER = "x-turnout-shadow"
+SHADOW_LIVE, SHADOW_COPY = "live", "copy"
+#: The ingress tap filter's admin id: a shadow stage opens a ``POST /tap`` session on it.
+TAP_CONFIG_ID = "turnout-shadow"
+#: KServe v2 unary inference: the gRPC method and the HTTP path (RE2).
+INFER_PATH = "/inference.GRPCInferenceService/ModelInfer"
+HTTP_INFER_REGEX = r"^/v2/models/[^/]+(/versions/[^/]+)?/infer$"
 
 
 def cluster_name(slot: str) -> str:

@@ -91,6 +91,12 @@ class ControlPlaneConfig:
     # client that reopens at a request boundary after half of it (triton_slots.streaming.
     # LongStream) never has a generation of up to 60 s cut; 0 turns the bound off.
     stream_max_age_s: float = 120.0
+    # Envoy's tap filter on the ingress, idle until a shadow stage reads it through each
+    # proxy's admin (shadow_admins), and a request id on every request (x-request-id).
+    # Needed for shadow traffic; a listener change, so switched here, not per rollout.
+    shadow_tap: bool = True
+    # The admin URLs (http://host:port) of the proxies whose taps a shadow stage reads.
+    shadow_admins: tuple[str, ...] = ()
     # The dashboard: {"public": true} serves its data without a token (demos only;
     # refused unless bind_host is a loopback address).
     dashboard: dict[str, Any] = field(default_factory=dict)
@@ -126,6 +132,12 @@ class ControlPlaneConfig:
             raise ConfigError("expected_proxies must be a list of at most 64 node ids or "
                               f"patterns (1..256 characters), got {self.expected_proxies!r}")
         object.__setattr__(self, "expected_proxies", tuple(self.expected_proxies))
+        if not isinstance(self.shadow_admins, list | tuple) or not all(
+                isinstance(a, str) and a.startswith(("http://", "https://"))
+                for a in self.shadow_admins):
+            raise ConfigError("shadow_admins must be a list of proxy admin URLs "
+                              f"(http://host:port), got {self.shadow_admins!r}")
+        object.__setattr__(self, "shadow_admins", tuple(self.shadow_admins))
         if isinstance(self.stream_idle_timeout_s, bool) or not isinstance(
                 self.stream_idle_timeout_s, int | float) or not 1 <= self.stream_idle_timeout_s \
                 <= 3600:

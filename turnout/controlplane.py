@@ -44,7 +44,7 @@ from turnout.slots import SlotServers
 from turnout.store import open_store
 from turnout.telemetry import Telemetry
 from turnout.tokens import ApiToken
-from turnout.topology import build_snapshot
+from turnout.topology import Shadow, build_snapshot
 from turnout.weights import Weights
 from xds_server import (
     AdsServer,
@@ -94,6 +94,7 @@ class ControlPlane:
         self._told: tuple[str, RolloutPhase, int] | None = None
         self.store = open_store(config.store or config.state_path)
         self.weights = self.store.weights()
+        self.shadow: Shadow | None = None
         self._last_round: tuple[str, int, int] | None = None
         self._tokens: tuple[int, tuple[ApiToken, ...]] | None = None
         self._addresses: dict[str, str] = {}
@@ -217,6 +218,7 @@ class ControlPlane:
             grpc_target=self.config.grpc_target or None,
             idle_timeout_s=self.config.stream_idle_timeout_s,
             stream_max_age_s=self._stream_max_age_s(),
+            shadow=self.shadow, tap=self.config.shadow_tap,
         )
 
     def _stream_max_age_s(self) -> float | None:
@@ -321,6 +323,22 @@ class ControlPlane:
         """Record ``weights`` durably (with an audit entry), then push them."""
         self.store.set_weights(weights, actor=actor, message="weights set")
         return await self.apply_weights(weights, timeout=timeout)
+
+    async def set_shadow(self, shadow: Shadow | None, *, timeout: float | None = None
+                         ) -> Convergence:
+        """Copy a share of live requests to a slot (or stop, with None): an RDS-only
+        change, pushed and waited for like weights. Needs ``shadow_tap`` (the tap filter
+        on the ingress). Held by this replica only (replicas' proxies do not copy)."""
+        if shadow is not None and not self.config.shadow_tap:
+            raise ConfigError("shadow traffic needs shadow_tap (the tap filter on the "
+                              "ingress) in the control-plane configuration")
+        async with self._lock:
+            self.shadow = shadow
+            publication = self.cache.publish(
+                self.config.group, self.desired_snapshot(), min_proxies=self.config.min_proxies)
+        result = await self._settle(publication, timeout)
+        log.info("shadow %s: %s", shadow, "converged" if result.converged else "NOT converged")
+        return result
 
     async def apply_weights(self, weights: Weights, *, timeout: float | None = None,
                             quorum: float = 1.0, early: bool = False) -> Convergence:

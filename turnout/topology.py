@@ -15,19 +15,27 @@ everything else (HTTP/REST). Both headers are stripped before requests go upstre
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from envoy.config.route.v3 import route_pb2
 
 from triton_slots.routing import (
+    HTTP_INFER_REGEX,
+    INFER_PATH,
     PREVIEW_KEY_HEADER,
     SERVED_BY_HEADER,
+    SHADOW_COPY,
+    SHADOW_HEADER,
+    SHADOW_LIVE,
     SLOT_HEADER,
     SLOT_NAMES,
     STREAM_PATH,
+    TAP_CONFIG_ID,
 )
 from triton_slots.slot import Endpoint, Slot
 from turnout.weights import Weights
 from xds_server import Snapshot
+from xds_server.mirror import mirror_policy, sampled, self_cluster
 from xds_server.resources import (
     HostPort,
     Resilience,
@@ -44,6 +52,18 @@ from xds_server.resources import (
     weighted_route,
 )
 
+
+@dataclass(frozen=True)
+class Shadow:
+    """A share of live requests (``percent``, 0 < p <= 100) also sent to ``slot`` (the
+    candidate) by Envoy; clients always get the split's answer (``xds_server.mirror``).
+    ``key`` marks the copies (only Envoy adds it; stripped before any server)."""
+
+    slot: str
+    percent: float
+    key: str
+
+
 LISTENER_NAME = "ingress"
 ROUTE_NAME = "ingress_routes"
 #: The route table behind the API listener of proxyless gRPC clients (``xds:///NAME``).
@@ -51,6 +71,14 @@ PROXYLESS_ROUTE_NAME = "proxyless_routes"
 
 __all__ = ["LISTENER_NAME", "PROXYLESS_ROUTE_NAME", "ROUTE_NAME", "build_snapshot",
            "split_routes"]
+
+
+def inference_match(grpc: bool, match_grpc: bool = True) -> route_pb2.RouteMatch:
+    """Inference calls only (what a shadow copies): gRPC ``ModelInfer``, HTTP KServe v2
+    ``infer``; metadata, health and streaming calls are never copied."""
+    if grpc:
+        return route_match(grpc=match_grpc, path=INFER_PATH)
+    return route_match(path_regex=HTTP_INFER_REGEX)
 
 
 def split_routes(
@@ -70,6 +98,7 @@ def split_routes(
     retries: int = 5,
     idle_timeout_s: float = 60.0,
     stream_max_age_s: float | None = None,
+    shadow: Shadow | None = None,
 ) -> route_pb2.RouteConfiguration:
     """The route table for a set of slots. ``clusters`` maps slot name to its gRPC cluster,
     ``http_clusters`` (optional) to its HTTP/REST cluster; ``weights`` maps slot name to a
@@ -82,7 +111,9 @@ def split_routes(
     ``idle_timeout_s`` without a byte either way ends it. With ``stream_max_age_s``, gRPC
     ``ModelStreamInfer`` streams taking the split (one stream may carry many requests)
     end that old and reopen on the split of their time: no stream keeps an old split
-    forever. Pinned (preview) streams stay where their header sends them.
+    forever. Pinned (preview) streams stay where their header sends them. With ``shadow``,
+    a share of unary requests taking the split is also copied to the shadow slot's own
+    (preview) cluster, never counted as its split traffic (``xds_server.mirror``).
     ``match_grpc=False`` drops the content-type condition from the gRPC routes (gRPC's
     own xDS client sends nothing else)."""
     unknown = set(weights) - set(clusters)
@@ -94,6 +125,14 @@ def split_routes(
                           split_http_clusters or http_clusters, False))
     routes = []
     for by_slot, split_by_slot, grpc in protocols:
+        suffix = "" if grpc else "-http"
+        if shadow is not None and shadow.slot in by_slot:
+            routes.append(cluster_route(
+                f"shadow-copy{suffix}", route_match(grpc=grpc and match_grpc, headers=[
+                    (SHADOW_HEADER, shadow.key)]), by_slot[shadow.slot],
+                response_headers=[set_header(SERVED_BY_HEADER, shadow.slot),
+                                  set_header(SHADOW_HEADER, SHADOW_COPY)], retries=0,
+                idle_timeout_s=idle_timeout_s))
         for slot, cluster in sorted(by_slot.items()):
             routes.append(cluster_route(
                 f"preview-{slot}" + ("" if grpc else "-http"),
@@ -107,11 +146,19 @@ def split_routes(
             routes.append(weighted_route(
                 "split-streams", route_match(grpc=match_grpc, path=STREAM_PATH), split,
                 retries=retries, idle_timeout_s=idle_timeout_s, max_age_s=stream_max_age_s))
+        if shadow is not None:
+            routes.append(weighted_route(
+                f"split-shadow{suffix}", sampled(inference_match(grpc, match_grpc),
+                                                 shadow.percent), split,
+                retries=retries, idle_timeout_s=idle_timeout_s,
+                mirrors=[mirror_policy(SHADOW_HEADER, shadow.key)],
+                response_headers=[set_header(SHADOW_HEADER, SHADOW_LIVE)]))
         routes.append(weighted_route(
             "split" if grpc else "split-http", route_match(grpc=grpc and match_grpc), split,
             retries=retries, idle_timeout_s=idle_timeout_s))
-    return route_configuration(name, routes, validate_clusters=validate_clusters,
-                               remove_request_headers=(header, PREVIEW_KEY_HEADER))
+    return route_configuration(
+        name, routes, validate_clusters=validate_clusters,
+        remove_request_headers=(header, PREVIEW_KEY_HEADER, SHADOW_HEADER))
 
 
 def build_snapshot(
@@ -128,12 +175,20 @@ def build_snapshot(
     grpc_target: str | None = None,
     idle_timeout_s: float = 60.0,
     stream_max_age_s: float | None = None,
+    shadow: Shadow | None = None,
+    tap: bool = False,
 ) -> Snapshot:
     """Both slots' clusters always present (so a weight change is an RDS-only change).
     ``resolve`` turns endpoint host names into IP addresses (EDS carries addresses only).
     With ``grpc_target``, proxyless gRPC clients of ``xds:///<grpc_target>`` get an API
     listener of that name and a route table with the same split and preview routes over
-    the same gRPC clusters (their split's traffic is not seen by Envoy's statistics)."""
+    the same gRPC clusters (their split's traffic is not seen by Envoy's statistics).
+    ``tap`` puts the tap filter on the ingress (shadow traffic needs it; adding it is a
+    listener change, so it is a stack setting, not switched per rollout); ``shadow``
+    copies a share of the ingress's requests to a slot (Envoy's own ingress, proxyless
+    clients never)."""
+    if shadow is not None and not tap:
+        raise ValueError("shadow traffic needs the tap filter (tap=True)")
     all_slots = {name: slots.get(name) or Slot(name) for name in SLOT_NAMES}
     resilience = resilience or Resilience()
 
@@ -156,6 +211,7 @@ def build_snapshot(
             http_listener(
                 LISTENER_NAME, host=ingress_host, port=ingress_port, route_config=ROUTE_NAME,
                 access_log_cluster=access_log_cluster,
+                tap=TAP_CONFIG_ID if tap else None,
             ),
             *([api_listener(grpc_target, route_config=PROXYLESS_ROUTE_NAME)]
               if grpc_target else []),
@@ -168,7 +224,8 @@ def build_snapshot(
             preview_clusters={n: s.preview_cluster for n, s in all_slots.items()},
             preview_http_clusters={n: s.preview_http_cluster for n, s in all_slots.items()},
             weights=weights.as_dict(), preview_key=preview_key,
-            idle_timeout_s=idle_timeout_s, stream_max_age_s=stream_max_age_s)],
+            idle_timeout_s=idle_timeout_s, stream_max_age_s=stream_max_age_s,
+            shadow=shadow)],
         clusters=[c for n, s in all_slots.items() for c in (
             grpc_cluster(s.cluster, resilience=resilience),
             http_cluster(s.http_cluster, resilience=resilience),
@@ -181,7 +238,8 @@ def build_snapshot(
             # (EDS carries the control plane's view of health).
             grpc_cluster(s.preview_cluster),
             http_cluster(s.preview_http_cluster),
-        )],
+        )] + ([self_cluster("127.0.0.1" if ingress_host in ("0.0.0.0", "::") else ingress_host,
+                            ingress_port)] if tap else []),
         endpoints=[a for s in all_slots.values()
                    for a in (load_assignment(s.cluster, hosts(s, lambda e: e.grpc_port)),
                              load_assignment(s.http_cluster,

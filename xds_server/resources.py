@@ -32,10 +32,12 @@ from envoy.extensions.retry.priority.previous_priorities.v3 import (
     previous_priorities_config_pb2,
 )
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_pb2
-from envoy.type.matcher.v3 import string_pb2
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import http_pb2 as http_types_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+
+from xds_server.mirror import tap_filter
 
 _HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 #: Retried on another host: the request never reached a model, or the server died under
@@ -250,10 +252,13 @@ def grpc_stats_filter() -> hcm_pb2.HttpFilter:
 
 def http_listener(
     name: str, *, host: str, port: int, route_config: str, stat_prefix: str = "ingress",
-    access_log_cluster: str | None = None,
+    access_log_cluster: str | None = None, tap: str | None = None,
 ) -> listener_pb2.Listener:
     """A listener whose connection manager takes its routes from RDS (over ADS); with
     ``access_log_cluster``, every request is also streamed to the access-log service there.
+    ``tap``: Envoy's tap filter under admin control with that config id (shadow traffic:
+    ``xds_server.mirror``) and a request id on every request (``x-request-id``, which
+    pairs the two answers).
 
     The codec is AUTO, so gRPC clients (HTTP/2 with prior knowledge) and HTTP/1.1 both work.
     """
@@ -263,6 +268,7 @@ def http_listener(
         rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=route_config),
         http_filters=[
             *([grpc_stats_filter()] if access_log_cluster else []),
+            *([tap_filter(tap)] if tap else []),
             hcm_pb2.HttpFilter(
                 name="envoy.filters.http.router",
                 # dynamic_stats must stay on: the gates read each slot cluster's
@@ -271,7 +277,7 @@ def http_listener(
             )
         ],
         http2_protocol_options=protocol_pb2.Http2ProtocolOptions(),
-        generate_request_id=wrappers_pb2.BoolValue(value=False),
+        generate_request_id=wrappers_pb2.BoolValue(value=bool(tap)),
         access_log=[grpc_access_log(access_log_cluster)] if access_log_cluster else [],
     )
     return listener_pb2.Listener(
@@ -342,11 +348,16 @@ def set_header(key: str, value: str) -> base_pb2.HeaderValueOption:
 
 
 def route_match(*, grpc: bool | None = None, headers: Iterable[tuple[str, str]] = (),
-                path: str | None = None) -> rc_pb2.RouteMatch:
-    """Match every path (``path``: only that one); ``grpc=True`` only gRPC requests
-    (content-type application/grpc); ``headers`` only requests where each header equals
-    its value."""
-    match = rc_pb2.RouteMatch(path=path) if path else rc_pb2.RouteMatch(prefix="/")
+                path: str | None = None, path_regex: str | None = None) -> rc_pb2.RouteMatch:
+    """Match every path (``path``: only that one; ``path_regex``: paths matching that
+    RE2); ``grpc=True`` only gRPC requests (content-type application/grpc); ``headers``
+    only requests where each header equals its value."""
+    if path:
+        match = rc_pb2.RouteMatch(path=path)
+    elif path_regex:
+        match = rc_pb2.RouteMatch(safe_regex=regex_pb2.RegexMatcher(regex=path_regex))
+    else:
+        match = rc_pb2.RouteMatch(prefix="/")
     if grpc:
         match.grpc.SetInParent()
     for name, value in headers:
@@ -372,11 +383,15 @@ def cluster_route(name: str, match: rc_pb2.RouteMatch, cluster: str, *,
 def weighted_route(name: str, match: rc_pb2.RouteMatch,
                    clusters: Sequence[tuple[str, int, Sequence[base_pb2.HeaderValueOption]]],
                    *, retries: int = 5, idle_timeout_s: float = 60.0,
-                   max_age_s: float | None = None) -> rc_pb2.Route:
+                   max_age_s: float | None = None,
+                   mirrors: Sequence[rc_pb2.RouteAction.RequestMirrorPolicy] = (),
+                   response_headers: Iterable[base_pb2.HeaderValueOption] = ()
+                   ) -> rc_pb2.Route:
     """A route split over ``clusters`` (name, relative weight, response headers) by
     Envoy's ``weighted_clusters``. Weights must sum to more than 0; a cluster at weight 0
     stays named, so a weight change never touches CDS. ``max_age_s`` bounds a stream's
-    whole life (see :func:`_timeouts`)."""
+    whole life (see :func:`_timeouts`); ``mirrors`` copy each request elsewhere (Envoy
+    drops the copies' answers); ``response_headers`` go on every answer."""
     if sum(weight for _, weight, _ in clusters) <= 0:
         raise ValueError("weights must sum to more than 0")
     return rc_pb2.Route(
@@ -389,7 +404,9 @@ def weighted_route(name: str, match: rc_pb2.RouteMatch,
                 for cluster, weight, headers in clusters
             ]),
             retry_policy=_retry_policy(retries), **_timeouts(idle_timeout_s, max_age_s),
+            request_mirror_policies=list(mirrors),
         ),
+        response_headers_to_add=list(response_headers),
     )
 
 

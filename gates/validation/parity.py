@@ -58,7 +58,8 @@ def _num(value: float) -> float | str:
     return value if np.isfinite(value) else str(value)
 
 
-def _equal_exact(a: np.ndarray, b: np.ndarray) -> bool:
+def equal_exact(a: np.ndarray, b: np.ndarray) -> bool:
+    """Same shape and the same values (BYTES compared as bytes)."""
     if a.shape != b.shape:
         return False
     if a.dtype == np.object_ or b.dtype == np.object_:
@@ -81,7 +82,7 @@ def _compare(stats: _OutputStats, tensor: TensorSpec, got: np.ndarray, want: np.
         stats.first_mismatch = stats.first_mismatch or f"{label}: shape differs"
         return
     if stats.exact:
-        if not _equal_exact(got, want):
+        if not equal_exact(got, want):
             stats.mismatched += 1
             stats.first_mismatch = stats.first_mismatch or label
         return

@@ -1,0 +1,128 @@
+"""One recorded exchange of a shadowed request, decoded from Envoy's tap trace: which side
+(the live answer or the candidate's copy), the request id pairing the two, the model, a
+digest of the request body (two sides of a pair must carry the same request), the outputs
+as arrays, or the error the server answered, and the time to the response headers."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import struct
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from tritonclient.grpc import InferResult, service_pb2
+from tritonclient.utils import triton_to_np_dtype
+
+from triton_slots.routing import SHADOW_HEADER
+
+
+@dataclass
+class Exchange:
+    side: str  # mirror.LIVE or mirror.COPY
+    request_id: str
+    model: str = ""
+    request_digest: str = ""
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    error: str | None = None  # the server's refusal (gRPC status or HTTP status + body)
+    truncated: bool = False  # a body over the tap's buffer: not comparable
+    latency_s: float | None = None
+    undecodable: str | None = None  # why the body could not be read as KServe v2
+
+
+def _headers(part: dict[str, Any]) -> dict[str, str]:
+    return {h["key"].lower(): h.get("value", "") for h in part.get("headers", [])}
+
+
+def _body(part: dict[str, Any]) -> tuple[bytes, bool]:
+    body = part.get("body") or {}
+    return base64.b64decode(body.get("as_bytes", "")), bool(body.get("truncated"))
+
+
+def _time(part: dict[str, Any]) -> float | None:
+    stamp = part.get("headers_received_time")
+    if not stamp:
+        return None
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def _grpc_message(body: bytes) -> bytes:
+    """The first length-prefixed gRPC message of a unary call's body."""
+    if len(body) < 5:
+        raise ValueError("no gRPC message")
+    compressed, length = struct.unpack(">BI", body[:5])
+    if compressed:
+        raise ValueError("compressed gRPC message")
+    if len(body) < 5 + length:
+        raise ValueError("short gRPC message")
+    return body[5:5 + length]
+
+
+def decode(trace: dict[str, Any]) -> Exchange | None:
+    """The exchange a trace records; None for a trace that is not a shadowed request."""
+    recorded = trace.get("http_buffered_trace") or {}
+    request, response = recorded.get("request") or {}, recorded.get("response") or {}
+    request_headers, response_headers = _headers(request), _headers(response)
+    side = response_headers.get(SHADOW_HEADER)
+    request_id = request_headers.get("x-request-id")
+    if side is None or not request_id:
+        return None
+    request_body, request_cut = _body(request)
+    response_body, response_cut = _body(response)
+    started, answered = _time(request), _time(response)
+    exchange = Exchange(
+        side=side, request_id=request_id,
+        request_digest=hashlib.sha256(request_body).hexdigest()[:16],
+        truncated=request_cut or response_cut,
+        latency_s=None if started is None or answered is None else answered - started)
+    if exchange.truncated:
+        return exchange
+    try:
+        if request_headers.get("content-type", "").startswith("application/grpc"):
+            _decode_grpc(exchange, request_body, response_body, response_headers,
+                         _headers({"headers": response.get("trailers", [])}))
+        else:
+            _decode_http(exchange, request_headers.get(":path", ""), response_body,
+                         response_headers)
+    except (ValueError, KeyError, TypeError) as exc:
+        exchange.undecodable = str(exc)[:200]
+    return exchange
+
+
+def _decode_grpc(exchange: Exchange, request_body: bytes, response_body: bytes,
+                 headers: dict[str, str], trailers: dict[str, str]) -> None:
+    request = service_pb2.ModelInferRequest.FromString(_grpc_message(request_body))
+    exchange.model = request.model_name
+    status = trailers.get("grpc-status", headers.get("grpc-status", "0"))
+    if status != "0":
+        message = trailers.get("grpc-message", headers.get("grpc-message", ""))
+        exchange.error = f"gRPC status {status}: {message}"[:300]
+        return
+    result = InferResult(service_pb2.ModelInferResponse.FromString(
+        _grpc_message(response_body)))
+    for output in result.get_response().outputs:
+        array = result.as_numpy(output.name)
+        if array is not None:
+            exchange.outputs[output.name] = array
+
+
+def _decode_http(exchange: Exchange, path: str, body: bytes, headers: dict[str, str]) -> None:
+    parts = path.split("/")
+    exchange.model = parts[3] if len(parts) > 3 else ""
+    status = headers.get(":status", "200")
+    if status != "200":
+        exchange.error = f"HTTP {status}: {body[:200].decode(errors='replace')}"
+        return
+    if "inference-header-content-length" in headers:  # binary tensor extension
+        exchange.outputs["<binary>"] = np.frombuffer(body, dtype=np.uint8)
+        return
+    for output in json.loads(body)["outputs"]:
+        dtype = triton_to_np_dtype(output["datatype"])
+        data = output["data"]
+        array = (np.array([d.encode() if isinstance(d, str) else d for d in data],
+                          dtype=np.object_) if output["datatype"] == "BYTES"
+                 else np.array(data, dtype=dtype))
+        exchange.outputs[output["name"]] = array.reshape(output["shape"])

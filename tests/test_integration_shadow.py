@@ -1,0 +1,138 @@
+"""Shadow traffic on a real Envoy in front of real Triton servers: Envoy copies live
+requests to the candidate slot and records both answers with its tap filter; the observer
+reads the taps through Envoy's admin, off the live path, and compares each pair.
+
+blue serves ``scorer`` v1, green v2, which answers wrongly (finite, well-formed) for inputs
+whose first value is above 0.8. With every request shadowed to green, clients still get
+only blue's answers (each checked), while the observer counts about a fifth of the pairs
+as disagreeing, names the outputs and keeps no payload."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from gates.shadow.observer import ShadowObserver
+from triton_slots.admin import TritonAdmin
+from turnout.seed import slot_repository
+from turnout.topology import Shadow
+
+pytestmark = pytest.mark.integration
+SCORER = Path(__file__).resolve().parent / "models" / "scorer"
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    from tests.live import Live
+
+    directory = tmp_path_factory.mktemp("shadow")
+    stack = Live.start(directory, models=[SCORER / "v1"])
+    try:
+        green = slot_repository(directory, "green") / "scorer"
+        shutil.rmtree(green)
+        shutil.copytree(SCORER / "v2", green)
+        TritonAdmin(stack.servers["green"][0].endpoint).load("scorer")
+        yield stack
+    finally:
+        stack.stop()
+
+
+def _infer_grpc(client: grpcclient.InferenceServerClient, x: np.ndarray) -> tuple:
+    tensor = grpcclient.InferInput("X", [4], "FP32")
+    tensor.set_data_from_numpy(x)
+    result = client.infer("scorer", [tensor])
+    return (float(result.as_numpy("SCORE")[0]), int(result.as_numpy("LABEL")[0]),
+            result.get_response(as_json=True))
+
+
+def _infer_http(base: str, x: np.ndarray) -> dict:
+    body = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [4],
+                        "data": [float(v) for v in x]}]}
+    request = urllib.request.Request(f"{base}/v2/models/scorer/infer",
+                                     data=json.dumps(body).encode(),
+                                     headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.headers["x-turnout-served-by"] == "blue"
+        return json.load(response)
+
+
+def _observe(live, slot: str, requests: int, *, seed: int):
+    """Shadow every request to ``slot``, send ``requests`` (gRPC, every fifth over HTTP),
+    check every answer is v1's, return the observer's figures."""
+    observer = ShadowObserver([live.envoy.admin_url], timeout_s=2.0)
+    live.loop.run(observer.start())
+    try:
+        assert live.loop.run(observer.wait_connected())
+        assert live.loop.run(live.plane.set_shadow(
+            Shadow(slot, 100.0, live.plane.config.preview_key))).converged
+        rng = np.random.default_rng(seed)
+        client = grpcclient.InferenceServerClient(live.ingress)
+        wrong_inputs = 0
+        try:
+            for i in range(requests):
+                x = rng.random(4, dtype=np.float32)
+                wrong_inputs += bool(x[0] > 0.8)
+                expected = float(np.float32(x.sum()))
+                if i % 5 == 4:
+                    answer = _infer_http(f"http://{live.ingress}", x)
+                    score = next(o for o in answer["outputs"] if o["name"] == "SCORE")
+                    assert score["data"][0] == pytest.approx(expected, abs=1e-5)
+                else:
+                    score, label, _ = _infer_grpc(client, x)
+                    assert score == pytest.approx(expected, abs=1e-5)  # v1's answer, always
+                    assert label == int(expected > 2.0)
+        finally:
+            client.close()
+        deadline = time.monotonic() + 5
+        while observer.stats.compared < requests and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return observer.stats, wrong_inputs
+    finally:
+        live.loop.run(live.plane.set_shadow(None))
+        live.loop.run(observer.stop())
+
+
+def test_a_version_wrong_on_a_subset_disagrees_on_exactly_that_subset(live):
+    stats, wrong_inputs = _observe(live, "green", 200, seed=1)
+    figures = stats.as_dict()
+    print(json.dumps(figures))
+    assert stats.compared == 200, figures
+    assert stats.disagreed == wrong_inputs > 20, figures  # the subset, no more, no less
+    assert stats.timed_out == stats.truncated == stats.undecodable == 0, figures
+    assert figures["worst_abs_diff"]["SCORE"] == pytest.approx(1.0, abs=1e-5)
+    assert figures["differing"]["SCORE"] == wrong_inputs
+    assert len(figures["examples"]) == 5
+    assert all(set(e) == {"request", "model", "why"} and e["model"] == "scorer"
+               and "SCORE: max abs diff 1 > 0.02" in e["why"] for e in figures["examples"])
+    assert "X" not in json.dumps(figures["examples"])  # digests, never inputs
+    assert 0.2 < figures["latency_ratio"] < 5
+
+
+def _copies(live) -> int:
+    """Requests Envoy has copied (sent to its own ingress) so far."""
+    name = "cluster.turnout_ingress_self.upstream_rq_total"
+    url = f"{live.envoy.admin_url.rstrip('/')}/stats?format=json&filter=^{name}$"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return sum(int(s["value"]) for s in json.load(response)["stats"]
+                   if s.get("name") == name)
+
+
+def test_a_pair_of_the_same_version_never_disagrees_and_shadowing_stops(live):
+    stats, _ = _observe(live, "blue", 100, seed=2)  # A/A: the copy goes to blue too
+    assert stats.compared == 100 and stats.disagreed == 0, stats.as_dict()
+    copied = _copies(live)
+    assert copied >= 100
+    client = grpcclient.InferenceServerClient(live.ingress)
+    try:
+        for _ in range(20):
+            _infer_grpc(client, np.zeros(4, dtype=np.float32))
+    finally:
+        client.close()
+    assert _copies(live) == copied  # shadowing off: nothing copied any more
