@@ -28,16 +28,25 @@ pytestmark = pytest.mark.integration
 SCORER = Path(__file__).resolve().parent / "models" / "scorer"
 
 
+def wrong_scorer(directory: Path) -> Path:
+    """The scorer's "v2": wrong for inputs whose first value is above 0.8."""
+    model = directory / "scorer"
+    shutil.copytree(SCORER, model)
+    with open(model / "config.pbtxt", "a") as config:
+        config.write('parameters { key: "wrong_above" value: { string_value: "0.8" } }\n')
+    return model
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     from tests.live import Live
 
     directory = tmp_path_factory.mktemp("shadow")
-    stack = Live.start(directory, models=[SCORER / "v1"])
+    stack = Live.start(directory, models=[SCORER])
     try:
         green = slot_repository(directory, "green") / "scorer"
         shutil.rmtree(green)
-        shutil.copytree(SCORER / "v2", green)
+        shutil.copytree(wrong_scorer(tmp_path_factory.mktemp("v2")), green)
         TritonAdmin(stack.servers["green"][0].endpoint).load("scorer")
         yield stack
     finally:

@@ -1,18 +1,24 @@
-"""v1, except for inputs whose first value is above 0.8 (a fifth of uniform inputs): their
-SCORE is 1 too high (and LABEL follows it): samples that all have X[0] <= 0.8 cannot tell."""
+"""SCORE = sum(X), LABEL = SCORE > 2. With the config parameter ``wrong_above`` (a "v2"),
+inputs whose first value is above it get a SCORE 1 too high (finite, well-formed, wrong;
+LABEL follows it): samples that all stay below it cannot tell."""
+import json
+
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-WRONG_ABOVE = 0.8  # inputs whose first value is above this get a wrong score
-
 
 class TritonPythonModel:
+    def initialize(self, args):
+        parameters = json.loads(args["model_config"]).get("parameters", {})
+        wrong = parameters.get("wrong_above", {}).get("string_value")
+        self.wrong_above = None if wrong is None else float(wrong)
+
     def execute(self, requests):
         responses = []
         for request in requests:
             x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy().astype(np.float32)
             score = np.array([x.sum()], dtype=np.float32)
-            if WRONG_ABOVE is not None and x[0] > WRONG_ABOVE:
+            if self.wrong_above is not None and x[0] > self.wrong_above:
                 score = score + np.float32(1.0)  # finite, well-formed, wrong
             label = (score > 2.0).astype(np.int32)
             responses.append(pb_utils.InferenceResponse(output_tensors=[
