@@ -59,6 +59,11 @@ class FakePlane:
         self.silent: set[str] = set()
         self.delay = 0.0
         self.held: list[str] = []  # slots a deploy held, in order
+        self.shadows: list[object] = []  # the shadow of each push (None: none)
+        self.figures: object = None  # what shadow_figures() answers
+
+    def shadow_figures(self):  # type: ignore[no-untyped-def]
+        return self.figures
 
     def slot(self, name: str) -> Slot:
         return Slot(name)
@@ -69,9 +74,11 @@ class FakePlane:
         yield
 
     async def apply_weights(self, weights: Weights, *, timeout: float | None = None,
-                            quorum: float = 1.0, early: bool = False) -> Convergence:
+                            quorum: float = 1.0, early: bool = False,
+                            shadow: object = None) -> Convergence:
         self.weights = weights
         self.pushes.append((weights.as_dict(), quorum, early))
+        self.shadows.append(shadow)
         await asyncio.sleep(self.delay)
         outcomes = tuple(
             NodeOutcome(n, i, "timeout" if n in self.silent else "acked",

@@ -24,6 +24,8 @@ from gates.metrics import PrometheusProvider
 from gates.metrics.access_log import AccessLogReceiver
 from gates.metrics.sources import EnvoyStreamSource
 from gates.metrics.windows import SlotWindows
+from gates.shadow.compare import ShadowStats
+from gates.shadow.observer import ShadowObserver
 from triton_slots.deploy import bring_up, slot_set
 from triton_slots.discovery import Resolver
 from triton_slots.health import probe_all
@@ -95,6 +97,7 @@ class ControlPlane:
         self.store = open_store(config.store or config.state_path)
         self.weights = self.store.weights()
         self.shadow: Shadow | None = None
+        self._observer: ShadowObserver | None = None
         self._last_round: tuple[str, int, int] | None = None
         self._tokens: tuple[int, tuple[ApiToken, ...]] | None = None
         self._addresses: dict[str, str] = {}
@@ -285,6 +288,8 @@ class ControlPlane:
     async def stop(self) -> None:
         await self.replication.stop()
         await self.controller.stop()
+        if self._observer is not None:
+            await self._observer.stop()
         if self._members_task is not None:
             self._members_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -329,10 +334,8 @@ class ControlPlane:
         """Copy a share of live requests to a slot (or stop, with None): an RDS-only
         change, pushed and waited for like weights. Needs ``shadow_tap`` (the tap filter
         on the ingress). Held by this replica only (replicas' proxies do not copy)."""
-        if shadow is not None and not self.config.shadow_tap:
-            raise ConfigError("shadow traffic needs shadow_tap (the tap filter on the "
-                              "ingress) in the control-plane configuration")
         async with self._lock:
+            self._check_shadow(shadow)
             self.shadow = shadow
             publication = self.cache.publish(
                 self.config.group, self.desired_snapshot(), min_proxies=self.config.min_proxies)
@@ -340,14 +343,52 @@ class ControlPlane:
         log.info("shadow %s: %s", shadow, "converged" if result.converged else "NOT converged")
         return result
 
+    def _check_shadow(self, shadow: Shadow | None) -> None:
+        if shadow is None:
+            return
+        if not self.config.shadow_tap:
+            raise ConfigError("shadow traffic needs shadow_tap (the tap filter on the "
+                              "ingress) in the control-plane configuration")
+        if not self.config.shadow_admins:
+            raise ConfigError("shadow traffic needs shadow_admins (the admin URLs of the "
+                              "proxies whose taps record both answers) in the control-plane "
+                              "configuration")
+        if not 0 < shadow.percent <= 100:
+            raise ConfigError(f"a shadow share is a percent in (0, 100], not {shadow.percent}")
+
+    def shadow_figures(self) -> ShadowStats | None:
+        """The running shadow comparison's figures (None when no shadow step runs)."""
+        observer = self._observer
+        return observer.stats if observer is not None and self.shadow is not None else None
+
+    async def _follow_shadow(self, shadow: Shadow | None) -> None:
+        """Start comparing when copies start (a fresh comparison per shadow step), stop
+        when they stop. The comparison reads the taps of ``shadow_admins``."""
+        if shadow == self.shadow:
+            return
+        if self._observer is not None:
+            await self._observer.stop()
+            self._observer = None
+        if shadow is not None:
+            self._observer = ShadowObserver(self.config.shadow_admins)
+            await self._observer.start()
+            if not await self._observer.wait_connected():
+                log.warning("shadow: not every proxy's tap answered: %s",
+                            self._observer.session_errors)
+
     async def apply_weights(self, weights: Weights, *, timeout: float | None = None,
-                            quorum: float = 1.0, early: bool = False) -> Convergence:
-        """Push ``weights``, already recorded durably by the caller (an RDS-only change),
-        and wait for the connected Envoys' answers (see ``SnapshotCache.publish``). The
-        lock covers building and publishing only, never the wait for ACKs: a proxy that
-        does not answer cannot hold up the next push (a rollback, say)."""
+                            quorum: float = 1.0, early: bool = False,
+                            shadow: Shadow | None = None) -> Convergence:
+        """Push ``weights`` and ``shadow`` (copies of live requests to a slot; None stops
+        them), already recorded durably by the caller (an RDS-only change), and wait for
+        the connected Envoys' answers (see ``SnapshotCache.publish``). The lock covers
+        building and publishing only, never the wait for ACKs: a proxy that does not
+        answer cannot hold up the next push (a rollback, say)."""
         fleet = self.replication.shared  # min_proxies then counts every replica's
+        self._check_shadow(shadow)
+        await self._follow_shadow(shadow)  # recording before the first copy is made
         async with self._lock:
+            self.shadow = shadow
             self.weights = weights
             self.telemetry.set_weights(weights.as_dict())
             publication = self.cache.publish(

@@ -119,8 +119,10 @@ class EnvoyProxy:
         tls: TlsFiles | None = None,
         delta: bool = False,
         xds_fallbacks: Sequence[tuple[str, int]] = (),
+        admin_port: int | None = None,
     ) -> EnvoyProxy:
-        admin_port = free_port()
+        """``admin_port``: where its admin listens (loopback; a free port if None)."""
+        admin_port = admin_port or free_port()
         config = work_dir / f"envoy-{node_id}.yaml"
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(

@@ -279,6 +279,7 @@ def up(
                                 slot_repository(directory, name))
                      for name, pool in servers.items()}
             envoy_ids = tuple(f"envoy-{i}" for i in range(replicas))
+            admin_ports = {node: free_port() for node in envoy_ids}
             server_tls, client_tls = None, {}
             if tls:
                 progress("creating a local CA and certificates (mTLS on the ADS port)")
@@ -308,6 +309,7 @@ def up(
                 webhooks=tuple(webhooks or ()), store=store,
                 replica="replica-0" if store else "", expected_proxies=expected_proxies,
                 stream_max_age_s=stream_max_age_s,
+                shadow_admins=tuple(f"http://127.0.0.1:{port}" for port in admin_ports.values()),
             )
             configs = [config] + [
                 dataclasses.replace(config, state_dir=directory / f"replica-{i}",
@@ -325,7 +327,8 @@ def up(
                 progress(f"starting {node}")
                 order = configs[i:] + configs[:i]  # its own replica first
                 envoy = EnvoyProxy.start(
-                    node_id=node, node_cluster=config.group, xds_host="127.0.0.1",
+                    node_id=node, admin_port=admin_ports[node], node_cluster=config.group,
+                    xds_host="127.0.0.1",
                     xds_port=order[0].xds_port, work_dir=directory, log_dir=logs,
                     tls=client_tls.get(node),
                     xds_fallbacks=[("127.0.0.1", c.xds_port) for c in order[1:]],

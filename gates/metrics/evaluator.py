@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from gates.metrics.builtins import BUILTINS, REQUESTS
 from gates.metrics.measurement import Measurement, Phase
 from gates.metrics.provider import MetricsError, MetricsProvider, NoData
-from gates.metrics.sources import ENVOY, PROMETHEUS, MetricSource, Query, as_source
+from gates.metrics.sources import ENVOY, PROMETHEUS, SHADOW, MetricSource, Query, as_source
 
 REQUEST_COUNT = Query("requests", REQUESTS)
 
@@ -49,6 +49,9 @@ class GateRound:
     at: float
     window_s: float
     measurements: tuple[Measurement, ...]
+    # What the round saw beyond its numbers (a shadow step: its comparison's figures,
+    # disagreeing outputs and first disagreeing requests), kept with the round.
+    evidence: dict[str, Any] | None = None
 
     @property
     def phase(self) -> Phase:
@@ -59,13 +62,17 @@ class GateRound:
         return Phase.SUCCESSFUL if deciding else Phase.INCONCLUSIVE
 
     def as_dict(self) -> dict[str, Any]:
-        return {"at": self.at, "window_s": self.window_s, "phase": str(self.phase),
+        data = {"at": self.at, "window_s": self.window_s, "phase": str(self.phase),
                 "measurements": [m.as_dict() for m in self.measurements]}
+        if self.evidence is not None:
+            data["evidence"] = self.evidence
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GateRound:
         return cls(data["at"], data["window_s"],
-                   tuple(Measurement.from_dict(m) for m in data["measurements"]))
+                   tuple(Measurement.from_dict(m) for m in data["measurements"]),
+                   data.get("evidence"))
 
 
 def _value(source: MetricSource, query: Query, slot: str, window_s: float,
@@ -193,13 +200,15 @@ def measure_round(
     provider: MetricsProvider | MetricSource | None, metrics: Iterable[MetricLike], *,
     candidate: str, active: str, window_s: float, min_requests: int,
     baselines: dict[str, float], model: str = "", stream: MetricSource | None = None,
-    step_s: float | None = None,
+    step_s: float | None = None, shadow: MetricSource | None = None,
 ) -> GateRound:
     """Every metric once, each from its own source (``stream`` for ``source: envoy``,
-    ``provider`` otherwise); a missing source is an Error measurement."""
+    ``shadow`` for ``source: shadow``, ``provider`` otherwise); a missing source is an
+    Error measurement."""
     now = time.time()
     # Each source once (its wrapper and its candidate request count), by name.
     sources = {ENVOY: as_source(stream) if stream is not None else None,
+               SHADOW: shadow,
                PROMETHEUS: as_source(provider) if provider is not None else None}
     counts: dict[str, tuple[float | None, str]] = {}
 
@@ -219,10 +228,10 @@ def measure_round(
 
     measurements = []
     for metric in metrics:
-        name = ENVOY if metric.source == ENVOY else PROMETHEUS
+        name = metric.source if metric.source in sources else PROMETHEUS
         source = sources[name]
         if source is None:
-            what = "envoy access-log" if name == ENVOY else "metrics provider"
+            what = {ENVOY: "envoy access-log", SHADOW: "shadow"}.get(name, "metrics provider")
             measurements.append(Measurement(metric.name, Phase.ERROR, f"no {what} source "
                                             "configured", threshold=metric.thresholds(),
                                             dry_run=metric.dry_run, at=now))

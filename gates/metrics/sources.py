@@ -6,7 +6,12 @@
                        tokens/s and stream errors (STREAM_METRICS); ~100 ms fresh, and
                        still there when Prometheus is down
 
-A metric says which with ``source`` (``prometheus``, the default, or ``envoy``).
+    ShadowSource       a shadow step's comparison of the candidate's answers with the
+                       active's on the same live requests (``gates.shadow``): requests
+                       compared, disagreement rate, the latency ratio; since the step began
+
+A metric says which with ``source`` (``prometheus``, the default, ``envoy`` or ``shadow``);
+adding a source is one class here and one entry in ``SOURCES``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from gates.metrics.windows import SlotWindows
 
 PROMETHEUS = "prometheus"
 ENVOY = "envoy"
-SOURCES = (PROMETHEUS, ENVOY)
+SHADOW = "shadow"
+SOURCES = (PROMETHEUS, ENVOY, SHADOW)
 
 
 def _no_data(what: str, slot: str, window_s: float) -> NoData:
@@ -81,6 +87,40 @@ STREAM_BUILTINS = tuple(name for name in STREAM_METRICS if name != "requests")
 #: Builtins only the access-log stream answers (Prometheus has no per-stream figures).
 STREAM_ONLY = ("ttft_p50_ms", "ttft_p99_ms", "itl_p99_ms", "tokens_per_s",
                "stream_error_rate")
+
+
+class ShadowFigures(Protocol):
+    """What a shadow step saw so far (``gates.shadow.compare.ShadowStats``)."""
+
+    compared: int
+    disagreed: int
+
+    @property
+    def disagreement_rate(self) -> float | None: ...
+
+    @property
+    def latency_ratio(self) -> float | None: ...
+
+
+def _shadow_rate(stats: ShadowFigures) -> float:
+    if stats.disagreement_rate is None:
+        raise NoData("no shadowed request compared yet")
+    return stats.disagreement_rate
+
+
+def _shadow_latency(stats: ShadowFigures) -> float:
+    if stats.latency_ratio is None:
+        raise NoData("no shadowed request timed on both slots yet")
+    return stats.latency_ratio
+
+
+#: Everything a shadow step answers: builtin -> how to read it from the step's figures.
+SHADOW_METRICS: dict[str, Callable[[ShadowFigures], float]] = {
+    "requests": lambda stats: float(stats.compared),
+    "disagreement_rate": _shadow_rate,
+    "shadow_latency_ratio": _shadow_latency,
+}
+SHADOW_BUILTINS = tuple(name for name in SHADOW_METRICS if name != "requests")
 
 
 @dataclass(frozen=True)
@@ -148,6 +188,42 @@ class EnvoyStreamSource:
         p0, p1 = hypotheses(builtin, (active_bad + 1) / (active_requests + 2),
                             error_max=error_max)
         return sprt(bad, requests, p0, p1, alpha, beta)
+
+
+class ShadowSource:
+    """Reads the running shadow step's figures (``figures()``: None when no shadow step
+    runs). The candidate's figures only: the active slot is what they are compared with,
+    so a ratio threshold has no baseline here (use max / min)."""
+
+    def __init__(self, figures: Callable[[], ShadowFigures | None]) -> None:
+        self.figures = figures
+
+    def _stats(self) -> ShadowFigures:
+        stats = self.figures()
+        if stats is None:
+            raise MetricsError("no shadow step is running (shadow metrics are measured in "
+                               "shadow steps only)")
+        return stats
+
+    def value(self, query: Query, *, slot: str, window_s: float, model: str = "") -> float:
+        read = SHADOW_METRICS.get(query.builtin or "")
+        if read is None:
+            raise MetricsError(f"{query.builtin or 'a PromQL query'} is not available from "
+                               f"the shadow source (it has {', '.join(SHADOW_BUILTINS)})")
+        return read(self._stats())
+
+    def sequential(self, builtin: str, *, candidate: str, active: str, window_s: float,
+                   max_ratio: float | None, min_delta: float, error_max: float | None,
+                   alpha: float, beta: float) -> SprtResult:
+        """The SPRT of disagreeing pairs: H0 the floor share (two copies of one version
+        never disagree), H1 the gate's ``max``."""
+        if builtin != "disagreement_rate":
+            raise MetricsError(f"no sequential test for {builtin} from the shadow source")
+        stats = self._stats()
+        if stats.compared == 0:
+            raise NoData("no shadowed request compared yet")
+        p0, p1 = hypotheses("error_rate", 0.0, error_max=error_max)
+        return sprt(stats.disagreed, stats.compared, p0, p1, alpha, beta)
 
 
 def as_source(provider: MetricsProvider | MetricSource) -> MetricSource:

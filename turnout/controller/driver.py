@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gates.metrics import GateRound, Measurement, MetricsProvider, Phase, measure_round
-from gates.metrics.sources import MetricSource
+from gates.metrics.sources import SHADOW, MetricSource, ShadowSource
 from gates.validation import validate_artifact
 from triton_slots.artifact import ArtifactError, artifact_signature
 from triton_slots.deploy import DeployError, deploy
@@ -54,6 +54,7 @@ from turnout.errors import ConfigError
 from turnout.policy import Policy
 from turnout.policy.fit import fit_problems
 from turnout.store import AuditEntry, Store, StoreUnavailable
+from turnout.topology import Shadow
 from turnout.weights import Weights
 
 if TYPE_CHECKING:
@@ -403,9 +404,11 @@ class RolloutController:
         elif isinstance(action, PushWeights):
             convergence = policy_of(state).convergence
             rollback = action.weight == 0 and state.phase is RolloutPhase.ROLLING_BACK
+            shadow = (Shadow(state.candidate_slot, action.shadow, self.plane.preview_key)
+                      if action.shadow else None)
             result = await self.plane.apply_weights(
                 weights_for(state, action.weight), timeout=convergence.timeout_s,
-                quorum=convergence.min_acked, early=rollback)
+                quorum=convergence.min_acked, early=rollback, shadow=shadow)
             detail = "; ".join(f"{o.node_id}: {o.outcome} {o.detail}".strip()
                                for o in result.outcomes if o.outcome != "acked")
             # A rollback went out to everyone and is never held by a straggler.
@@ -448,13 +451,21 @@ class RolloutController:
             model = self.registry.get(name, version).model_name
         except RegistryError:
             model = ""
+        # A shadow step is judged by the shadow gates only (the candidate serves no live
+        # request); a live step by the others.
+        shadowing = bool(policy.steps[state.step].shadow) if state.step >= 0 else False
+        metrics = [m for m in policy.gates.metrics if (m.source == SHADOW) == shadowing]
         gate_round = measure_round(
-            self.provider, policy.gates.metrics, candidate=state.candidate_slot,
+            self.provider, metrics, candidate=state.candidate_slot,
             active=state.stable_slot, window_s=window_s,
             min_requests=policy.gates.min_requests, baselines=dict(state.baselines),
-            model=model, stream=self.stream,
+            model=model, stream=self.stream, shadow=ShadowSource(self.plane.shadow_figures),
             step_s=self.clock() - state.step_entered_at if state.step_entered_at else None,
         )
+        if shadowing:
+            figures = self.plane.shadow_figures()
+            gate_round = dataclasses.replace(
+                gate_round, evidence={"shadow": figures.as_dict() if figures else None})
         return GatesMeasured(gate_round.as_dict())
 
     def _mark_promoted(self, state: RolloutState) -> None:

@@ -67,9 +67,9 @@ class _Transition:
             self.state.finished_at = self.now
         self.note("transition", f"{old} -> {phase}: {message}", actor=actor, evidence=evidence)
 
-    def push(self, weight: int) -> None:
+    def push(self, weight: int, shadow: float = 0.0) -> None:
         self.state.target_weight = weight
-        self.actions.append(PushWeights(weight))
+        self.actions.append(PushWeights(weight, shadow))
 
     def enter_step(self, index: int, *, actor: str = AUTO) -> None:
         steps = self.policy.steps
@@ -84,9 +84,14 @@ class _Transition:
                     f"step {index + 1}/{len(steps)} ({step.weight}%) needs approval "
                     "(`turnout promote`)", actor=actor)
             return
-        self.go(P.SHIFTING, f"step {index + 1}/{len(steps)}: shifting to {step.weight}%",
-                actor=actor)
-        self.push(step.weight)
+        if step.shadow:
+            self.go(P.SHIFTING, f"step {index + 1}/{len(steps)}: shadowing {step.shadow:g}% "
+                    f"of live requests to {self.state.candidate_slot} (its weight stays "
+                    f"{step.weight}%)", actor=actor)
+        else:
+            self.go(P.SHIFTING, f"step {index + 1}/{len(steps)}: shifting to {step.weight}%",
+                    actor=actor)
+        self.push(step.weight, step.shadow)
 
     def roll_back(self, reason: str, *, actor: str = AUTO,
                   ending: RolloutPhase = P.ROLLED_BACK, evidence: object = None) -> None:
@@ -166,15 +171,19 @@ def _pushed(t: _Transition, event: WeightsPushed) -> None:
         t.pause(f"not every Envoy ACKed {event.weight}%: {event.detail}")
         return
     s.applied_weight = event.weight
+    shadow = t.policy.steps[s.step].shadow
     s.steps_log.append({"step": s.step, "weight": event.weight, "entered_at": t.now,
-                        "ack_ms": round(event.seconds * 1e3, 3)})
+                        "ack_ms": round(event.seconds * 1e3, 3),
+                        **({"shadow": shadow} if shadow else {})})
     if s.full_promotion:
         _promote(t, "promoted (--full: gates skipped by the operator)")
         return
     s.step_entered_at = t.now
     s.next_measure_at = t.now + t.policy.gates.interval_s
     s.rounds = []
-    t.go(P.BAKING, f"step {s.step + 1}/{len(t.policy.steps)}: {event.weight}% ACKed by every "
+    what = (f"{event.weight}% and a {shadow:g}% shadow to {s.candidate_slot}" if shadow
+            else f"{event.weight}%")
+    t.go(P.BAKING, f"step {s.step + 1}/{len(t.policy.steps)}: {what} ACKed by every "
          f"Envoy in {event.seconds * 1e3:.1f} ms; baking")
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Protocol
 
+from gates.shadow.compare import ShadowStats
 from triton_slots.slot import Slot
+from turnout.topology import Shadow
 from turnout.weights import Weights
 from xds_server import Convergence
 
@@ -39,6 +41,12 @@ class TrafficPlane(Protocol):
         ...
 
     async def apply_weights(self, weights: Weights, *, timeout: float | None = None,
-                            quorum: float = 1.0, early: bool = False) -> Convergence:
-        """Publish ``weights`` (an RDS-only change) and wait for the proxies' answers."""
+                            quorum: float = 1.0, early: bool = False,
+                            shadow: Shadow | None = None) -> Convergence:
+        """Publish ``weights`` and ``shadow`` (copies of live requests to a slot, or none;
+        an RDS-only change) and wait for the proxies' answers."""
+        ...
+
+    def shadow_figures(self) -> ShadowStats | None:
+        """What the running shadow copy's comparison saw since it began (None: none)."""
         ...

@@ -174,6 +174,7 @@ class Validate:
 @dataclass(frozen=True)
 class PushWeights:
     weight: int  # candidate percent
+    shadow: float = 0.0  # percent of live requests also copied to the candidate
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,14 @@ import jsonschema
 import yaml
 
 from gates.metrics.builtins import placeholder_problems
-from gates.metrics.sources import ENVOY, PROMETHEUS, STREAM_BUILTINS, STREAM_ONLY
+from gates.metrics.sources import (
+    ENVOY,
+    PROMETHEUS,
+    SHADOW,
+    SHADOW_BUILTINS,
+    STREAM_BUILTINS,
+    STREAM_ONLY,
+)
 from turnout.errors import ConfigError
 from turnout.policy.model import Policy, build_policy, parse_duration, resolve_samples
 
@@ -134,12 +141,29 @@ def _rule_problems(doc: dict[str, Any], lines: _Lines, file: str) -> list[Proble
     previous = 0
     for index, step in enumerate(steps):
         weight = step.get("weight")
+        if ("weight" in step) == ("shadow" in step):
+            path = ("spec", "strategy", "steps", index)
+            problems.append(Problem(file, lines.line(path), _dotted(path),
+                                    "a step needs either weight (live traffic) or shadow "
+                                    "(copies of live requests), not both"
+                                    if "weight" in step else
+                                    "a step needs either weight (live traffic) or shadow "
+                                    "(copies of live requests)"))
         if isinstance(weight, int) and weight <= previous:
             path = ("spec", "strategy", "steps", index, "weight")
             problems.append(Problem(file, lines.line(path), _dotted(path),
                                     f"weights must increase: {weight} after {previous}"))
         if isinstance(weight, int):
             previous = max(previous, weight)
+    metrics = spec.get("gates", {}).get("metrics") or []
+    if any("shadow" in step for step in steps) and not any(
+            isinstance(m, dict) and m.get("source") == SHADOW for m in metrics):
+        index = next(i for i, step in enumerate(steps) if "shadow" in step)
+        path = ("spec", "strategy", "steps", index, "shadow")
+        problems.append(Problem(file, lines.line(path), _dotted(path),
+                                "a shadow step is judged by shadow gates only: add a metric "
+                                "with source: shadow (builtin "
+                                + " or ".join(SHADOW_BUILTINS) + ")"))
     if steps and steps[-1].get("weight") != 100:
         path = ("spec", "strategy", "steps", len(steps) - 1, "weight")
         problems.append(Problem(file, lines.line(path), _dotted(path),
@@ -176,12 +200,22 @@ def _rule_problems(doc: dict[str, Any], lines: _Lines, file: str) -> list[Proble
         if not any(k in metric for k in ("max", "min", "maxRatio", "minRatio")):
             problems.append(Problem(file, lines.line(base), _dotted(base),
                                     "needs a threshold: max, min, maxRatio or minRatio"))
-        if "sequential" in metric and (metric.get("source") != ENVOY or metric.get(
-                "builtin") not in ("error_rate", "p50_latency_ms", "p99_latency_ms")):
+        if "sequential" in metric and (metric.get("source"), metric.get("builtin")) not in (
+                (ENVOY, "error_rate"), (ENVOY, "p50_latency_ms"), (ENVOY, "p99_latency_ms"),
+                (SHADOW, "disagreement_rate")):
             path = (*base, "sequential")
             problems.append(Problem(file, lines.line(path), _dotted(path),
                                     "a sequential test needs source: envoy and builtin "
-                                    "error_rate, p50_latency_ms or p99_latency_ms"))
+                                    "error_rate, p50_latency_ms or p99_latency_ms, or "
+                                    "source: shadow and builtin disagreement_rate"))
+        if (metric.get("source") == SHADOW) != (metric.get("builtin") in SHADOW_BUILTINS):
+            path = (*base, "source" if metric.get("source") == SHADOW else "builtin")
+            problems.append(Problem(file, lines.line(path), _dotted(path),
+                                    "source shadow answers only the builtins "
+                                    + ", ".join(SHADOW_BUILTINS)
+                                    if metric.get("source") == SHADOW else
+                                    f"{metric['builtin']} comes from shadow steps only: "
+                                    "add source: shadow"))
         if metric.get("source", PROMETHEUS) != ENVOY and metric.get("builtin") in STREAM_ONLY:
             path = (*base, "builtin")
             problems.append(Problem(file, lines.line(path), _dotted(path),

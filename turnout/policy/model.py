@@ -34,6 +34,10 @@ class Step:
     weight: int
     bake_s: float = 60.0
     approval: bool = False
+    # A shadow step: this percent of live requests is also sent to the candidate, whose
+    # answers nobody gets (compared with the active's by the shadow gates); the weight
+    # stays the previous step's (0 before the first live step).
+    shadow: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -179,15 +183,22 @@ def _validation(validation_doc: dict[str, Any], source: str) -> ValidationSettin
     )
 
 
+def _steps(docs: list[dict[str, Any]]) -> tuple[Step, ...]:
+    """Steps in order; a shadow step keeps the weight before it (0 at first)."""
+    steps: list[Step] = []
+    for doc in docs:
+        shadow = float(doc.get("shadow", 0.0))
+        weight = (steps[-1].weight if steps else 0) if shadow else doc["weight"]
+        steps.append(Step(weight=weight, bake_s=parse_duration(doc.get("bake", "60s")),
+                          approval=doc.get("approval", False), shadow=shadow))
+    return tuple(steps)
+
+
 def build_policy(doc: dict[str, Any], source: str = "") -> Policy:
     """A Policy from a schema-valid document, with defaults for what it leaves out."""
     spec = doc["spec"]
     steps_doc = spec.get("strategy", {}).get("steps")
-    steps = tuple(
-        Step(weight=s["weight"], bake_s=parse_duration(s.get("bake", "60s")),
-             approval=s.get("approval", False))
-        for s in steps_doc
-    ) if steps_doc else tuple(Step(w) for w in DEFAULT_STEPS)
+    steps = _steps(steps_doc) if steps_doc else tuple(Step(w) for w in DEFAULT_STEPS)
     gates_doc = spec.get("gates", {})
     defaults = GateSettings()
     metrics = tuple(
