@@ -143,11 +143,39 @@ def test_a_version_wrong_on_live_inputs_is_stopped_in_its_shadow_step(shadow_sta
     shadow = rollback["evidence"]["evidence"]["shadow"]
     assert shadow["compared"] >= 20 and shadow["disagreement_rate"] > 0.05, shadow
     assert shadow["examples"] and "SCORE: max abs diff 1" in shadow["examples"][0]["why"]
+    # `turnout status` and the dashboard show the comparison that stopped it.
+    from turnout.cli_rollout import render_rollout
+    lines = render_rollout(ApiClient(info.api_url, info.token).rollout())
+    [line] = [x for x in lines if x.startswith("shadow   ")]
+    assert f"{shadow['compared']} compared, {shadow['disagreed']} disagreed" in line
+    assert any(x.startswith("  request ") and "SCORE: max abs diff 1" in x for x in lines)
+    _dashboard_shows(info, shadow)
     entered = state["steps_log"][0]["entered_at"]
     print(json.dumps({"stage_start_to_rolled_back_s": round(state["finished_at"] - entered, 2),
                       "load": vars(load) | {"_stop": None, "_thread": None},
                       "shadow": {k: shadow[k] for k in ("compared", "disagreement_rate",
                                                         "latency_ratio")}}, default=str))
+
+
+def _dashboard_shows(info, shadow: dict) -> None:
+    """A real Chromium signed in with a one-time link shows the shadow figures."""
+    from click.testing import CliRunner
+
+    from tests.test_browser_dashboard import _browser, _text, _until
+    from turnout.cli import main as cli
+
+    link = CliRunner().invoke(cli, ["dashboard", "--dir", info.directory]).output.splitlines()[0]
+    browser = _browser()
+    try:
+        browser.get(link)
+        _until(browser, lambda: _text(browser, "#conn") == "live", what="a live connection")
+        _until(browser, lambda: "compared" in _text(browser, "#shadow-figures"),
+               what="the shadow figures")
+        text = _text(browser, "#shadow-figures")
+        assert f"{shadow['compared']} compared, {shadow['disagreed']} disagreed" in text, text
+        assert "SCORE: max abs diff 1" in _text(browser, "#shadow-examples")
+    finally:
+        browser.quit()
 
 
 def test_a_good_version_passes_its_shadow_step_and_is_promoted(shadow_stack):

@@ -85,7 +85,7 @@ def render_rollout(r: dict[str, Any]) -> list[str]:
              f"(stable {r['stable_slot']}: {r.get('stable_model') or '?'})"]
     where = ""
     if 0 <= r["step"] < len(steps):
-        where = f"  step {r['step'] + 1}/{len(steps)} ({steps[r['step']]['weight']}%)"
+        where = f"  step {r['step'] + 1}/{len(steps)} ({_step_label(steps[r['step']])})"
         if r["phase"] == "baking" and r.get("step_entered_at"):
             baked = r["now"] - r["step_entered_at"]
             bake = steps[r["step"]]["bake_s"]
@@ -97,8 +97,20 @@ def render_rollout(r: dict[str, Any]) -> list[str]:
     for index, step in enumerate(steps):
         done = index < r["step"] or r["phase"] == "promoted"
         current = index == r["step"] and r["phase"] not in ("promoted",)
-        marks.append(f"[{step['weight']}{' ok' if done else (' ..' if current else '')}]")
+        marks.append(f"[{_step_label(step, short=True)}"
+                     f"{' ok' if done else (' ..' if current else '')}]")
     lines.append("steps    " + " ".join(marks))
+    shadow = r.get("shadow")
+    if shadow:
+        rate = shadow["disagreement_rate"]
+        worst = ", ".join(f"{name} {value:.4g}" for name, value in
+                          sorted(shadow["worst_abs_diff"].items())) or "-"
+        lines.append(f"shadow   {shadow['compared']} compared, {shadow['disagreed']} disagreed "
+                     f"({'-' if rate is None else f'{rate:.2%}'}); worst abs diff {worst}; "
+                     f"latency x{shadow['latency_ratio'] or '-'}; {shadow['refused']} refused, "
+                     f"{shadow['timed_out']} unanswered, {shadow['truncated']} too large")
+        for example in shadow["examples"][:3]:
+            lines.append(f"  request {example['request']}: {example['why']}")
     latest = r.get("latest_round")
     if latest:
         lines.append(f"gates    round {len(r['rounds'])}: {latest['phase']} "
@@ -110,6 +122,13 @@ def render_rollout(r: dict[str, Any]) -> list[str]:
                          f"{m.get('threshold') or '-':<18} {m['message']}"
                          + ("  (dry run)" if m["dry_run"] else ""))
     return lines
+
+
+def _step_label(step: dict[str, Any], *, short: bool = False) -> str:
+    if step.get("shadow"):
+        return f"shadow {step['shadow']:g}%" if short else \
+            f"shadow {step['shadow']:g}% of live requests, weight {step['weight']}%"
+    return f"{step['weight']}" if short else f"{step['weight']}%"
 
 
 def progress_bar(fraction: float, width: int = 20) -> str:

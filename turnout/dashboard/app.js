@@ -140,7 +140,10 @@ function renderRollout(r) {
   setText("rollout-name", r ? `${r.name} (${r.id})` : "");
   setText("rollout-model", r ? `${r.model} -> ${r.candidate_slot}` : "-");
   // The step the rollout is in (and its weight), apart from the weight every Envoy serves.
-  setText("step", r && r.step >= 0 ? `${r.step + 1} of ${r.steps.length} (${r.steps[r.step].weight}%)` : "-");
+  const step = r && r.step >= 0 ? r.steps[r.step] : null;
+  setText("step", step ? `${r.step + 1} of ${r.steps.length} (` +
+    (step.shadow ? `shadow ${step.shadow}%, weight ${step.weight}%` : `${step.weight}%`) + ")" : "-");
+  renderShadow(r && r.shadow);
   setText("candidate-weight", r ? `${r.applied_weight}%` +
     (r.target_weight !== r.applied_weight ? ` -> ${r.target_weight}%` : "") : "-");
   if (r) r.received = Date.now() / 1000;
@@ -151,6 +154,20 @@ function renderRollout(r) {
     button.hidden = !allowed.has(button.dataset.command);
   }
   setText("no-actions", allowed.size ? "" : (r ? `nothing to do while ${r.phase}` : "no rollout to act on"));
+}
+
+// A shadow step's comparison: requests compared, disagreement, the worst output, and the
+// first disagreeing requests (digests and reasons only, never payloads).
+function renderShadow(shadow) {
+  $("#shadow").hidden = !shadow;
+  if (!shadow) return;
+  const rate = shadow.disagreement_rate == null ? "-" : (100 * shadow.disagreement_rate).toFixed(2) + "%";
+  const worst = Object.entries(shadow.worst_abs_diff || {}).map(([k, v]) => `${k} ${fmt(v)}`).join(", ") || "-";
+  setText("shadow-figures", `${shadow.compared} compared, ${shadow.disagreed} disagreed (${rate}); ` +
+    `worst abs diff ${worst}; latency x${shadow.latency_ratio == null ? "-" : shadow.latency_ratio}; ` +
+    `${shadow.refused} refused, ${shadow.timed_out} unanswered, ${shadow.truncated} too large`);
+  $("#shadow-examples").innerHTML = (shadow.examples || []).slice(0, 3).map((e) =>
+    `<li>${esc(e.request)}: ${esc(e.why)}</li>`).join("");
 }
 
 function renderSlots(s) {
