@@ -74,6 +74,8 @@ class Live:
         loop: LoopThread | None = None
         plane: ControlPlane | None = None
         admin, secret = mint("test-admin", Role.ADMIN)
+        admin_port = free_port()
+        settings.setdefault("shadow_admins", (f"http://127.0.0.1:{admin_port}",))
         try:
             config = ControlPlaneConfig(
                 state_dir=directory, tokens=(admin,), ingress_port=free_port(),
@@ -87,7 +89,7 @@ class Live:
             envoy = EnvoyProxy.start(
                 node_id="envoy-test", node_cluster=config.group, xds_host="127.0.0.1",
                 xds_port=plane.xds_port, work_dir=directory, log_dir=directory / "logs",
-                delta=delta,
+                delta=delta, admin_port=admin_port,
             )
             try:
                 envoy.wait_ready()

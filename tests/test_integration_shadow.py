@@ -28,12 +28,13 @@ pytestmark = pytest.mark.integration
 SCORER = Path(__file__).resolve().parent / "models" / "scorer"
 
 
-def wrong_scorer(directory: Path) -> Path:
-    """The scorer's "v2": wrong for inputs whose first value is above 0.8."""
+def wrong_scorer(directory: Path, parameter: str = "wrong_above") -> Path:
+    """The scorer's "v2": wrong (or, with ``slow_above``, 3 s late) for inputs whose first
+    value is above 0.8."""
     model = directory / "scorer"
     shutil.copytree(SCORER, model)
     with open(model / "config.pbtxt", "a") as config:
-        config.write('parameters { key: "wrong_above" value: { string_value: "0.8" } }\n')
+        config.write(f'parameters {{ key: "{parameter}" value: {{ string_value: "0.8" }} }}\n')
     return model
 
 
@@ -72,10 +73,12 @@ def _infer_http(base: str, x: np.ndarray) -> dict:
         return json.load(response)
 
 
-def _observe(live, slot: str, requests: int, *, seed: int):
+def _observe(live, slot: str, requests: int, *, seed: int, **observer_options):
     """Shadow every request to ``slot``, send ``requests`` (gRPC, every fifth over HTTP),
-    check every answer is v1's, return the observer's figures."""
-    observer = ShadowObserver([live.envoy.admin_url], timeout_s=2.0)
+    check every answer is v1's, return the observer's figures and the count of inputs in
+    the wrong subset; ``latencies`` (if given) gets each gRPC call's seconds."""
+    latencies = observer_options.pop("latencies", [])
+    observer = ShadowObserver([live.envoy.admin_url], **{"timeout_s": 2.0, **observer_options})
     live.loop.run(observer.start())
     try:
         assert live.loop.run(observer.wait_connected())
@@ -94,7 +97,9 @@ def _observe(live, slot: str, requests: int, *, seed: int):
                     score = next(o for o in answer["outputs"] if o["name"] == "SCORE")
                     assert score["data"][0] == pytest.approx(expected, abs=1e-5)
                 else:
+                    started = time.monotonic()
                     score, label, _ = _infer_grpc(client, x)
+                    latencies.append(time.monotonic() - started)
                     assert score == pytest.approx(expected, abs=1e-5)  # v1's answer, always
                     assert label == int(expected > 2.0)
         finally:
@@ -145,3 +150,35 @@ def test_a_pair_of_the_same_version_never_disagrees_and_shadowing_stops(live):
     finally:
         client.close()
     assert _copies(live) == copied  # shadowing off: nothing copied any more
+
+
+def _green_serves(live, model: Path) -> None:
+    green = slot_repository(live.directory, "green") / "scorer"
+    shutil.rmtree(green)
+    shutil.copytree(model, green)
+    TritonAdmin(live.servers["green"][0].endpoint).load("scorer")
+
+
+def test_answers_too_large_for_the_tap_are_counted_never_compared(live):
+    stats, _ = _observe(live, "blue", 30, seed=3, max_body_bytes=64)
+    assert (stats.truncated, stats.compared, stats.disagreed) == (30, 0, 0), stats.as_dict()
+
+
+def test_a_candidate_that_hangs_never_holds_a_live_request(live, tmp_path):
+    """green answers inputs above 0.8 three seconds late (and, with one instance, every copy
+    queued behind them): clients never wait for it (Envoy sends the copy and drops its
+    answer), and the observer counts each copy unanswered within its timeout as a
+    disagreement, the late copies as orphans."""
+    _green_serves(live, wrong_scorer(tmp_path, "slow_above"))
+    try:
+        latencies: list[float] = []
+        stats, slow_inputs = _observe(live, "green", 60, seed=4, timeout_s=1.0,
+                                      latencies=latencies)
+        assert slow_inputs > 5
+        assert max(latencies) < 1.0, max(latencies)  # no live call waited 3 s
+        # One model instance: a late answer delays the copies queued behind it too.
+        assert stats.disagreed == stats.timed_out >= slow_inputs, stats.as_dict()
+        assert all("no answer from the candidate within 1 s" in e["why"]
+                   for e in stats.examples)
+    finally:
+        _green_serves(live, wrong_scorer(tmp_path / "back", "wrong_above"))
