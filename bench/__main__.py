@@ -14,6 +14,7 @@ from bench import (
     proxyless,
     report,
     rollback_time,
+    shadow,
     stream_move,
     streams,
     switching,
@@ -25,11 +26,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", nargs="*", default=None,
                         help="datapath switching convergence fleet proxyless failover "
-                             "rollback_time gates_sim delivery streams stream_move")
+                             "rollback_time gates_sim delivery streams stream_move shadow")
     args = parser.parse_args()
     chosen = set(args.only or ["datapath", "switching", "convergence", "fleet", "proxyless",
                                "failover", "rollback_time", "gates_sim", "delivery",
-                               "streams", "stream_move"])
+                               "streams", "stream_move", "shadow"])
     if "datapath" in chosen:
         print("== data path", flush=True)
         write_json("datapath", datapath.run(concurrencies=(1, 8, 32), batches=(1, 8),
@@ -64,6 +65,9 @@ def main() -> None:
     if "stream_move" in chosen:
         print("== long-lived streams after a promotion and a rollback", flush=True)
         write_json("stream_move", stream_move.run(10.0, 16, 3))
+    if "shadow" in chosen:
+        print("== shadow traffic: cost, extra load, false positives", flush=True)
+        write_json("shadow", {**shadow.cost(6, 8.0), "simulated": shadow.simulated()})
     print(f"written {report.write()}")
 
 

@@ -363,6 +363,36 @@ def stream_move(data: dict) -> list[str]:
     return lines
 
 
+def shadow(data: dict) -> list[str]:
+    """Shadow traffic: cost on live requests, extra load, A/A false positives."""
+    lines = ["## 12. Shadow traffic: cost on live requests, extra load, false positives", "",
+             f"The example classifier under {data['rate']:.0f} requests/s of gRPC load through "
+             f"the ingress, {data['rounds']} alternating rounds of {data['seconds_per_phase']:g} "
+             "s phases; medians over rounds. Shadow phases are real rollouts' shadow steps to "
+             "green serving the same version (A/A), aborted at the end of the phase. "
+             "Everything shares the same 2 cores: the copies' work (Envoy's second pass, the "
+             "candidate's Triton, the comparison in the control plane) competes with the "
+             "live requests'.",
+             "`python -m bench.shadow --rounds 6 --seconds 8`", "",
+             "| phase | p50 ms | p99 ms | p50 vs off | p99 vs off | active req/s | candidate "
+             "copies/s | sent | failed | compared | disagreed | false positives |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, row in data["summary"].items():
+        lines.append(
+            f"| {name} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
+            f"{row.get('p50_vs_off', 1.0):.2f} | {row.get('p99_vs_off', 1.0):.2f} | "
+            f"{row['active per s']:.0f} | {row['candidate copies per s']:.0f} | {row['sent']} | "
+            f"{row['failed']} | {row.get('compared', '-')} | {row.get('disagreed', '-')} | "
+            f"{row.get('false_positives', '-')} |")
+    sim = data["simulated"]["rows"]
+    lines += ["", "Disagreement gate (`max: 0.01`, fixed and sequential) over simulated shadow "
+              f"stages of {sim[0]['pairs']} compared requests each, outputs jittering by a "
+              "relative 1e-5 (A/A), or 2 % of inputs answered wrongly:", "",
+              "| case | gate | stages | rolled back |", "|---|---|---:|---:|"]
+    lines += [f"| {r['case']} | {r['gate']} | {r['stages']} | {r['rolled_back']} |" for r in sim]
+    return lines
+
+
 def write() -> Path:
     sections = [
         "# Benchmarks", "",
@@ -390,7 +420,7 @@ def write() -> Path:
         sections += [*_dated(gates_sim(sim), sim), ""]
     for name, render_one in (("fleet", fleet), ("proxyless", proxyless), ("failover", failover),
                              ("delivery", delivery), ("streams", streams),
-                             ("stream_move", stream_move)):
+                             ("stream_move", stream_move), ("shadow", shadow)):
         data = _load(name)
         if data:
             sections += [*_dated(render_one(data), data), ""]

@@ -35,6 +35,8 @@ def test_examples_load_with_their_values():
     assert policy.validation.latency.batch_sizes == (1, 8)
     assert [m.name for m in policy.gates.metrics if m.dry_run] == ["throughput"]
     assert load_file(EXAMPLES / "rollout-v3.yaml").validation.checks == ("adversarial",)
+    shadow = load_file(EXAMPLES / "rollout-shadow-v2.yaml")
+    assert [(s.weight, s.shadow) for s in shadow.steps] == [(0, 20.0), (25, 0.0), (100, 0.0)]
 
 
 def test_defaults_fill_what_is_left_out():

@@ -199,3 +199,80 @@ def test_long_lived_grpc_streams_are_bounded_by_age_on_the_split_only(tmp_path):
                                               r"number of seconds in 2\.\.86400, got "):
             ControlPlaneConfig(state_dir=tmp_path, tokens=(admin,), ingress_port=1,
                                stream_max_age_s=bad)
+
+
+def test_a_shadow_copies_a_sampled_share_of_inference_to_the_slots_own_cluster():
+    """With a shadow, each protocol's table starts with the copy route (only the key in
+    x-turnout-shadow reaches it: the candidate's pinned cluster, marked ``copy``, no
+    retries), and puts before the split a sampled route for inference calls only that
+    takes the same split, marks ``live`` and mirrors to Envoy's own ingress with the key.
+    The key header never reaches a server; the listener records with the tap filter and
+    gives requests an id. Without a shadow: none of it, and no tap unless asked."""
+    from envoy.extensions.filters.network.http_connection_manager.v3 import (
+        http_connection_manager_pb2 as hcm_pb2,
+    )
+
+    from triton_slots.routing import HTTP_INFER_REGEX, INFER_PATH, SHADOW_HEADER
+    from turnout.topology import Shadow, build_snapshot
+    from turnout.weights import Weights
+    from xds_server.mirror import SELF_CLUSTER
+
+    def build(**options):
+        return build_snapshot(ingress_host="0.0.0.0", ingress_port=8000, slots={}, health={},
+                              weights=Weights.with_green(20), grpc_target="t", **options)
+
+    with pytest.raises(ValueError, match="needs the tap filter"):
+        build(shadow=Shadow("green", 12.5, "k" * 20))
+    built = build(shadow=Shadow("green", 12.5, "k" * 20), tap=True)
+    ingress = built.resources(t.ROUTE)["ingress_routes"]
+    routes = list(ingress.virtual_hosts[0].routes)
+    names = [r.name for r in routes]
+    assert names[0] == "shadow-copy" and names[names.index("split") - 1] == "split-shadow"
+    assert "shadow-copy-http" in names and "split-shadow-http" in names
+    assert names.index("shadow-copy-http") < names.index("preview-blue-http")
+    copy = routes[0]
+    assert copy.route.cluster == "slot_green_preview"
+    assert copy.route.retry_policy.num_retries.value == 0  # a copy is never sent twice
+    assert [(h.name, h.string_match.exact) for h in copy.match.headers] == [
+        (SHADOW_HEADER, "k" * 20)]
+    assert {(h.header.key, h.header.value) for h in copy.response_headers_to_add} == {
+        ("x-turnout-served-by", "green"), (SHADOW_HEADER, "copy")}
+    sampled = routes[names.index("split-shadow")]
+    split = routes[names.index("split")]
+    assert sampled.match.path == INFER_PATH and sampled.match.HasField("grpc")
+    fraction = sampled.match.runtime_fraction.default_value
+    assert (fraction.numerator, fraction.denominator) == (125_000, 2)  # MILLION
+    assert sampled.route.weighted_clusters == split.route.weighted_clusters
+    [mirror] = sampled.route.request_mirror_policies
+    assert mirror.cluster == SELF_CLUSTER
+    assert [(m.append.header.key, m.append.header.value)
+            for m in mirror.request_headers_mutations] == [(SHADOW_HEADER, "k" * 20)]
+    assert [(h.header.key, h.header.value) for h in sampled.response_headers_to_add] == [
+        (SHADOW_HEADER, "live")]
+    http_sampled = routes[names.index("split-shadow-http")]
+    assert http_sampled.match.safe_regex.regex == HTTP_INFER_REGEX
+    assert not split.route.request_mirror_policies  # the rest are never copied
+    assert SHADOW_HEADER in ingress.request_headers_to_remove
+    proxyless = built.resources(t.ROUTE)["proxyless_routes"]
+    assert not any("shadow" in r.name for r in proxyless.virtual_hosts[0].routes)
+    [self_cluster] = [c for c in built.resources(t.CLUSTER).values() if c.name == SELF_CLUSTER]
+    address = self_cluster.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address
+    assert (address.socket_address.address, address.socket_address.port_value) == (
+        "127.0.0.1", 8000)
+
+    def manager(snapshot) -> hcm_pb2.HttpConnectionManager:
+        listener = snapshot.resources(t.LISTENER)["ingress"]
+        config = hcm_pb2.HttpConnectionManager()
+        listener.filter_chains[0].filters[0].typed_config.Unpack(config)
+        return config
+
+    tapped = manager(built)
+    assert [f.name for f in tapped.http_filters][-2:] == ["envoy.filters.http.tap",
+                                                         "envoy.filters.http.router"]
+    assert tapped.generate_request_id.value is True
+    plain = build()
+    assert "envoy.filters.http.tap" not in [f.name for f in manager(plain).http_filters]
+    assert manager(plain).generate_request_id.value is False
+    assert SELF_CLUSTER not in [c.name for c in plain.resources(t.CLUSTER).values()]
+    assert not any("shadow" in r.name for r in
+                   plain.resources(t.ROUTE)["ingress_routes"].virtual_hosts[0].routes)
