@@ -26,6 +26,7 @@ from turnout.topology import Shadow
 
 pytestmark = pytest.mark.integration
 SCORER = Path(__file__).resolve().parent / "models" / "scorer"
+STREAMER = Path(__file__).resolve().parent.parent / "examples" / "models" / "streamer" / "v1"
 
 
 def wrong_scorer(directory: Path, parameter: str = "wrong_above") -> Path:
@@ -38,17 +39,30 @@ def wrong_scorer(directory: Path, parameter: str = "wrong_above") -> Path:
     return model
 
 
+def wrong_streamer(directory: Path) -> Path:
+    """The example streamer, wrong (words not reversed) for prompts containing "!"."""
+    model = directory / "streamer"
+    shutil.copytree(STREAMER, model)
+    config = (model / "config.pbtxt").read_text().replace(
+        "parameters {", 'parameters { key: "wrong_marker" value: { string_value: "!" } }\n'
+        "parameters {", 1)
+    (model / "config.pbtxt").write_text(config)
+    return model
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     from tests.live import Live
 
     directory = tmp_path_factory.mktemp("shadow")
-    stack = Live.start(directory, models=[SCORER])
+    stack = Live.start(directory, models=[SCORER, STREAMER])
     try:
-        green = slot_repository(directory, "green") / "scorer"
-        shutil.rmtree(green)
-        shutil.copytree(wrong_scorer(tmp_path_factory.mktemp("v2")), green)
-        TritonAdmin(stack.servers["green"][0].endpoint).load("scorer")
+        for model in (wrong_scorer(tmp_path_factory.mktemp("v2")),
+                      wrong_streamer(tmp_path_factory.mktemp("streamer"))):
+            green = slot_repository(directory, "green") / model.name
+            shutil.rmtree(green)
+            shutil.copytree(model, green)
+            TritonAdmin(stack.servers["green"][0].endpoint).load(model.name)
         yield stack
     finally:
         stack.stop()
@@ -182,3 +196,49 @@ def test_a_candidate_that_hangs_never_holds_a_live_request(live, tmp_path):
                    for e in stats.examples)
     finally:
         _green_serves(live, wrong_scorer(tmp_path / "back", "wrong_above"))
+
+
+def test_streams_are_compared_whole_over_grpc_and_server_sent_events(live):
+    """Streams are copied too (gRPC ModelStreamInfer, HTTP generate_stream): each is
+    compared as its whole sequence of responses. green's streamer leaves the words of
+    prompts containing "!" unreversed: exactly those streams disagree, and every client
+    still gets blue's (reversed) tokens."""
+    from triton_slots.loadgen import fetch_signature
+    from triton_slots.streaming import stream_infer
+
+    observer = ShadowObserver([live.envoy.admin_url], timeout_s=3.0)
+    live.loop.run(observer.start())
+    client = grpcclient.InferenceServerClient(live.ingress)
+    try:
+        assert live.loop.run(observer.wait_connected())
+        assert live.loop.run(live.plane.set_shadow(
+            Shadow("green", 100.0, live.plane.config.preview_key))).converged
+        sig = fetch_signature(client, "streamer")
+        prompts = [f"word{i} other{'!' if i % 3 == 0 else ''}" for i in range(12)]
+        for prompt in prompts:
+            answer = stream_infer(client, sig, {"PROMPT": np.array([prompt.encode()],
+                                                                    dtype=np.object_)})
+            assert answer.responses[0]["TOKEN"][0] == prompt.split()[0][::-1].encode()
+        for prompt in ("sse one!", "sse two"):
+            body = json.dumps({"PROMPT": prompt, "MAX_TOKENS": 3}).encode()
+            request = urllib.request.Request(
+                f"http://{live.ingress}/v2/models/streamer/generate_stream", data=body,
+                headers={"content-type": "application/json"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                events = [json.loads(line[5:]) for line in response.read().splitlines()
+                          if line.startswith(b"data:")]
+            assert [e["TOKEN"] for e in events] == [w[::-1] for w in
+                                                   (prompt.split() * 2)[:3]]
+        expected = sum("!" in p for p in prompts) + 1
+        deadline = time.monotonic() + 5
+        while observer.stats.compared < len(prompts) + 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stats = observer.stats
+        assert stats.compared == len(prompts) + 2, stats.as_dict()
+        assert stats.disagreed == expected, stats.as_dict()
+        assert stats.differing == {"TOKEN": expected}
+        assert all(e["model"] == "streamer" for e in stats.examples)
+    finally:
+        client.close()
+        live.loop.run(live.plane.set_shadow(None))
+        live.loop.run(observer.stop())

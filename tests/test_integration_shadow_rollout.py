@@ -26,7 +26,8 @@ pytestmark = pytest.mark.integration
 FINISHED = ("promoted", "rolled_back", "aborted", "failed")
 
 
-def _policy(version: str, samples: Path) -> str:
+def _policy(version: str, samples: Path, webhook: str = "") -> str:
+    notify = f"\n  notifications:\n    - {{url: '{webhook}'}}" if webhook else ""
     return f"""apiVersion: turnout/v1
 kind: Rollout
 metadata: {{name: shadow-{version}}}
@@ -47,7 +48,7 @@ spec:
     metrics:
       - {{name: disagreement, builtin: disagreement_rate, max: 0.01, source: shadow}}
       - {{name: shadow-latency, builtin: shadow_latency_ratio, max: 20, source: shadow}}
-      - {{name: errors, builtin: error_rate, max: 0.01, source: envoy}}
+      - {{name: errors, builtin: error_rate, max: 0.01, source: envoy}}{notify}
 """
 
 
@@ -126,10 +127,25 @@ def _run(info, policy: str) -> tuple[dict, list[dict]]:
 
 
 def test_a_version_wrong_on_live_inputs_is_stopped_in_its_shadow_step(shadow_stack):
+    from tests.test_integration_notify import Receivers
+
     info, samples = shadow_stack
-    with CheckedLoad(info.ingress) as load:
-        time.sleep(1)
-        state, history = _run(info, _policy("wrong", samples))
+    receivers = Receivers()
+    try:
+        with CheckedLoad(info.ingress) as load:
+            time.sleep(1)
+            state, history = _run(info, _policy("wrong", samples, receivers.url("good")))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(
+                json.loads(body)["kind"] == "rolled_back" for _, body in receivers.got):
+            time.sleep(0.1)
+        notices = {json.loads(body)["kind"]: json.loads(body) for _, body in receivers.got}
+    finally:
+        receivers.close()
+    # The webhook tells why, with the comparison (digests and reasons, no payloads).
+    for kind in ("gate_failed", "rolling_back", "rolled_back"):
+        assert notices[kind]["shadow"]["examples"], notices[kind]
+    assert "shadow" not in notices["started"]
     assert state["phase"] == "rolled_back", state["reason"]
     assert state["reason"].startswith("0% on scorer:wrong"), state["reason"]
     assert load.sent > 100 and load.failed == 0 and load.wrong == 0, vars(load)

@@ -71,7 +71,10 @@ def test_grpc_traces_decode_to_outputs_errors_and_latency():
     assert decode(anonymous) is None
     garbled = _grpc_trace("live")
     garbled["http_buffered_trace"]["request"]["body"]["as_bytes"] = "AAAA"
-    assert decode(garbled).undecodable == "no gRPC message"  # type: ignore[union-attr]
+    assert decode(garbled).undecodable == "short gRPC message"  # type: ignore[union-attr]
+    empty = _grpc_trace("live")
+    empty["http_buffered_trace"]["request"]["body"]["as_bytes"] = ""
+    assert decode(empty).undecodable == "no gRPC message"  # type: ignore[union-attr]
 
 
 def test_http_traces_decode_json_outputs_and_refusals():
@@ -224,3 +227,61 @@ def test_shadow_gates_read_the_running_comparison():
                    candidate="green", active="blue", window_s=3, min_requests=0,
                    candidate_requests=0, baselines={})
     assert none.phase is Phase.ERROR and "no shadow step is running" in none.message
+
+
+def test_a_grpc_stream_decodes_to_its_responses_joined_or_its_error():
+    def stream_trace(tokens: list[bytes], *, error: str = "") -> dict:
+        request = service_pb2.ModelInferRequest(model_name="streamer")
+        frames = []
+        for token in tokens:
+            response = service_pb2.ModelStreamInferResponse()
+            out = response.infer_response.outputs.add(name="TOKEN", datatype="BYTES",
+                                                      shape=[1])
+            out.contents.bytes_contents.append(token)
+            frames.append(response.SerializeToString())
+        final = service_pb2.ModelStreamInferResponse()  # the empty final response
+        final.infer_response.model_name = "streamer"
+        frames.append(final.SerializeToString())
+        if error:
+            frames = [service_pb2.ModelStreamInferResponse(error_message=error)
+                      .SerializeToString()]
+        body = b"".join(struct.pack(">BI", 0, len(f)) + f for f in frames)
+        return {"http_buffered_trace": {
+            "request": {"headers": [
+                {"key": ":path", "value": "/inference.GRPCInferenceService/ModelStreamInfer"},
+                {"key": "content-type", "value": "application/grpc"},
+                {"key": "x-request-id", "value": "s1"}],
+                "body": {"as_bytes": _frame(request.SerializeToString())}},
+            "response": {"headers": [{"key": "x-turnout-shadow", "value": "live"}],
+                         "body": {"as_bytes": base64.b64encode(body).decode()},
+                         "trailers": [{"key": "grpc-status", "value": "0"}]}}}
+
+    answer = decode(stream_trace([b"ab", b"cd", b"ef"]))
+    assert answer is not None and answer.model == "streamer" and answer.error is None
+    assert answer.outputs["TOKEN"].tolist() == [b"ab", b"cd", b"ef"]
+    other = decode(stream_trace([b"ab", b"cd"]))
+    assert differences(answer, other, ParitySettings())[0] == ["TOKEN: shape [2] vs [3]"]
+    refused = decode(stream_trace([], error="bad prompt"))
+    assert refused.error == "stream error: bad prompt"  # type: ignore[union-attr]
+
+
+def test_server_sent_events_decode_to_their_outputs_joined():
+    def sse_trace(events: list[dict]) -> dict:
+        body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+        return {"http_buffered_trace": {
+            "request": {"headers": [
+                {"key": ":path", "value": "/v2/models/streamer/generate_stream"},
+                {"key": "x-request-id", "value": "e1"}],
+                "body": {"as_bytes": base64.b64encode(b"{}").decode()}},
+            "response": {"headers": [{"key": ":status", "value": "200"},
+                                     {"key": "x-turnout-shadow", "value": "copy"}],
+                         "body": {"as_bytes": base64.b64encode(body).decode()}}}}
+
+    answer = decode(sse_trace([{"TOKEN": "ab", "model_name": "streamer", "model_version": "1"},
+                               {"TOKEN": "cd", "model_name": "streamer"}]))
+    assert answer is not None and answer.model == "streamer"
+    assert answer.outputs["TOKEN"].tolist() == [b"ab", b"cd"]
+    numbers = decode(sse_trace([{"SCORE": [0.5, 1.5]}, {"SCORE": [2.5]}]))
+    assert numbers.outputs["SCORE"].tolist() == [0.5, 1.5, 2.5]  # type: ignore[union-attr]
+    failed = decode(sse_trace([{"TOKEN": "ab"}, {"error": "model crashed"}]))
+    assert failed.error == "stream error: model crashed"  # type: ignore[union-attr]

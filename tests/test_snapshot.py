@@ -212,7 +212,7 @@ def test_a_shadow_copies_a_sampled_share_of_inference_to_the_slots_own_cluster()
         http_connection_manager_pb2 as hcm_pb2,
     )
 
-    from triton_slots.routing import HTTP_INFER_REGEX, INFER_PATH, SHADOW_HEADER
+    from triton_slots.routing import HTTP_INFER_REGEX, INFER_PATH, SHADOW_HEADER, STREAM_PATH
     from turnout.topology import Shadow, build_snapshot
     from turnout.weights import Weights
     from xds_server.mirror import SELF_CLUSTER
@@ -251,6 +251,17 @@ def test_a_shadow_copies_a_sampled_share_of_inference_to_the_slots_own_cluster()
         (SHADOW_HEADER, "live")]
     http_sampled = routes[names.index("split-shadow-http")]
     assert http_sampled.match.safe_regex.regex == HTTP_INFER_REGEX
+    streams = routes[names.index("split-shadow-streams")]  # copied whole, age-bounded
+    assert streams.match.path == STREAM_PATH and streams.match.runtime_fraction == \
+        sampled.match.runtime_fraction and streams.route.request_mirror_policies
+    assert not streams.route.HasField("max_stream_duration")  # no bound asked here
+    bounded = build(shadow=Shadow("green", 12.5, "k" * 20), tap=True, stream_max_age_s=30)
+    bounded_names = [r.name for r in bounded.resources(t.ROUTE)["ingress_routes"]
+                     .virtual_hosts[0].routes]
+    assert bounded_names.index("split-shadow-streams") < bounded_names.index("split-streams")
+    bounded_streams = bounded.resources(t.ROUTE)["ingress_routes"].virtual_hosts[0].routes[
+        bounded_names.index("split-shadow-streams")]
+    assert bounded_streams.route.max_stream_duration.max_stream_duration.seconds == 30
     assert not split.route.request_mirror_policies  # the rest are never copied
     assert SHADOW_HEADER in ingress.request_headers_to_remove
     proxyless = built.resources(t.ROUTE)["proxyless_routes"]

@@ -28,9 +28,10 @@ SHADOW_HEADER = "x-turnout-shadow"
 SHADOW_LIVE, SHADOW_COPY = "live", "copy"
 #: The ingress tap filter's admin id: a shadow stage opens a ``POST /tap`` session on it.
 TAP_CONFIG_ID = "turnout-shadow"
-#: KServe v2 unary inference: the gRPC method and the HTTP path (RE2).
+#: KServe v2 inference: the gRPC unary method, and the HTTP paths (RE2) of ``infer``,
+#: ``generate`` and ``generate_stream``.
 INFER_PATH = "/inference.GRPCInferenceService/ModelInfer"
-HTTP_INFER_REGEX = r"^/v2/models/[^/]+(/versions/[^/]+)?/infer$"
+HTTP_INFER_REGEX = r"^/v2/models/[^/]+(/versions/[^/]+)?/(infer|generate|generate_stream)$"
 
 
 def cluster_name(slot: str) -> str:

@@ -73,11 +73,13 @@ __all__ = ["LISTENER_NAME", "PROXYLESS_ROUTE_NAME", "ROUTE_NAME", "build_snapsho
            "split_routes"]
 
 
-def inference_match(grpc: bool, match_grpc: bool = True) -> route_pb2.RouteMatch:
-    """Inference calls only (what a shadow copies): gRPC ``ModelInfer``, HTTP KServe v2
-    ``infer``; metadata, health and streaming calls are never copied."""
+def inference_match(grpc: bool, match_grpc: bool = True, *, stream: bool = False
+                    ) -> route_pb2.RouteMatch:
+    """Inference calls only (what a shadow copies): gRPC ``ModelInfer`` (``stream``:
+    ``ModelStreamInfer``), HTTP KServe v2 ``infer``, ``generate`` and ``generate_stream``;
+    metadata and health calls are never copied."""
     if grpc:
-        return route_match(grpc=match_grpc, path=INFER_PATH)
+        return route_match(grpc=match_grpc, path=STREAM_PATH if stream else INFER_PATH)
     return route_match(path_regex=HTTP_INFER_REGEX)
 
 
@@ -142,6 +144,15 @@ def split_routes(
                 idle_timeout_s=idle_timeout_s))
         split = [(cluster, weights.get(slot, 0), [set_header(SERVED_BY_HEADER, slot)])
                  for slot, cluster in sorted(split_by_slot.items())]
+        copied = {"mirrors": [mirror_policy(SHADOW_HEADER, shadow.key)],
+                  "response_headers": [set_header(SHADOW_HEADER, SHADOW_LIVE)]
+                  } if shadow is not None else {}
+        if grpc and shadow is not None:
+            routes.append(weighted_route(
+                "split-shadow-streams", sampled(inference_match(True, match_grpc, stream=True),
+                                                shadow.percent), split,
+                retries=retries, idle_timeout_s=idle_timeout_s, max_age_s=stream_max_age_s,
+                **copied))
         if grpc and stream_max_age_s is not None:
             routes.append(weighted_route(
                 "split-streams", route_match(grpc=match_grpc, path=STREAM_PATH), split,
@@ -150,9 +161,7 @@ def split_routes(
             routes.append(weighted_route(
                 f"split-shadow{suffix}", sampled(inference_match(grpc, match_grpc),
                                                  shadow.percent), split,
-                retries=retries, idle_timeout_s=idle_timeout_s,
-                mirrors=[mirror_policy(SHADOW_HEADER, shadow.key)],
-                response_headers=[set_header(SHADOW_HEADER, SHADOW_LIVE)]))
+                retries=retries, idle_timeout_s=idle_timeout_s, **copied))
         routes.append(weighted_route(
             "split" if grpc else "split-http", route_match(grpc=grpc and match_grpc), split,
             retries=retries, idle_timeout_s=idle_timeout_s))

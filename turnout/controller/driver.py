@@ -508,20 +508,10 @@ class RolloutController:
         data["latest_round"] = state.rounds[-1] if state.rounds else None
         # The shadow step's comparison now, or the last one this rollout's rounds kept.
         figures = self.plane.shadow_figures() if self.busy else None
-        data["shadow"] = figures.as_dict() if figures is not None else _last_shadow(state)
+        data["shadow"] = figures.as_dict() if figures is not None else state.last_shadow()
         data["now"] = self.clock()
         data["commands"] = [str(c) for c in available_commands(state, data["now"])]
         return data
-
-
-def _last_shadow(state: RolloutState) -> dict[str, Any] | None:
-    """The shadow figures the latest gate round of a shadow step kept, if any."""
-    for rounds in (state.rounds, state.previous_rounds):
-        for gate_round in reversed(rounds):
-            shadow = (gate_round.get("evidence") or {}).get("shadow")
-            if shadow:
-                return shadow
-    return None
 
 
 def _failure_event(state: RolloutState, action: Action, message: str) -> Event:

@@ -85,6 +85,15 @@ class RolloutState:
     def finished(self) -> bool:
         return self.phase in FINISHED
 
+    def last_shadow(self) -> dict[str, Any] | None:
+        """The shadow comparison the latest gate round of a shadow step kept, if any."""
+        for rounds in (self.rounds, self.previous_rounds):
+            for gate_round in reversed(rounds):
+                shadow = (gate_round.get("evidence") or {}).get("shadow")
+                if shadow:
+                    return shadow
+        return None
+
 
 # ---- events (what happened) ---------------------------------------------------------------
 @dataclass(frozen=True)

@@ -47,10 +47,15 @@ class Notification:
     message: str
     at: float = field(default_factory=time.time)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # A rollback decided in a shadow step: the comparison that decided it (disagreeing
+    # outputs, worst differences, first disagreeing requests as digests; no payloads).
+    shadow: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["kind"] = str(self.kind)
+        if data["shadow"] is None:
+            del data["shadow"]
         return data
 
 
@@ -73,7 +78,14 @@ def transition_notices(previous: tuple[str, RolloutPhase, int] | None,
             kinds.append(NotificationKind.ROLLING_BACK)
         elif state.phase in _ON_ENTRY:
             kinds.append(_ON_ENTRY[state.phase])
+    shadow = state.last_shadow()
     return [Notification(kind, state.id, state.name, state.model, str(state.phase),
                          state.step + 1, steps, state.target_weight, state.applied_weight,
-                         state.candidate_slot, state.reason)
+                         state.candidate_slot, state.reason,
+                         shadow=shadow if kind in _WITH_SHADOW else None)
             for kind in kinds]
+
+
+#: The notices that carry a shadow step's comparison, when the rollout has one.
+_WITH_SHADOW = (NotificationKind.GATE_FAILED, NotificationKind.ROLLING_BACK,
+                NotificationKind.ROLLED_BACK)

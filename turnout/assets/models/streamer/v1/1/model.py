@@ -6,7 +6,8 @@ TOKEN (one string per response): the prompt's words, each reversed, in turn. Con
 parameters: ``first_token_delay_s`` (time to first token) and ``token_delay_s`` (between
 tokens), so versions differ only in how fast they stream; ``fault_first_token_delay_s``
 is added to the first token's delay while the file ``fault_flag_file`` exists (benchmarks
-make a fault at a known instant).
+make a fault at a known instant); with ``wrong_marker``, a prompt containing it gets its
+words unreversed (wrong, well-formed tokens: a version wrong on some inputs).
 """
 
 import json
@@ -30,6 +31,8 @@ class TritonPythonModel:
         self.fault_delay = _param(config, "fault_first_token_delay_s", 0.0)
         self.fault_flag = config.get("parameters", {}).get("fault_flag_file", {}).get(
             "string_value", "")
+        self.wrong_marker = config.get("parameters", {}).get("wrong_marker", {}).get(
+            "string_value", "").encode()
 
     def execute(self, requests):
         for request in requests:  # each stream in its own thread: execute returns at once
@@ -50,7 +53,9 @@ class TritonPythonModel:
                 else 0.0
             time.sleep(self.first_delay + late)
             for i in range(count):
-                token = np.array([words[i % len(words)][::-1]], dtype=np.object_)
+                word = words[i % len(words)]
+                wrong = self.wrong_marker and self.wrong_marker in text
+                token = np.array([word if wrong else word[::-1]], dtype=np.object_)
                 sender.send(pb_utils.InferenceResponse(
                     output_tensors=[pb_utils.Tensor("TOKEN", token)]))
                 time.sleep(self.token_delay)
