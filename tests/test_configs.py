@@ -90,6 +90,10 @@ def test_compose_files_are_valid(monkeypatch, tmp_path):
     # port at an address Envoy has, never 127.0.0.1 inside the control-plane container.
     host, port = config.ingress_address.rsplit(":", 1)
     assert host == control["envoy"]
+    # Shadow steps read the tap through Envoy's admin, on its `control` address.
+    admin = yaml.safe_load(bootstrap)["admin"]["address"]["socket_address"]
+    assert config.shadow_admins == (f"http://{admin['address']}:{admin['port_value']}",)
+    assert admin["address"] == control["envoy"]
     assert int(port) == config.ingress_port
     assert any(str(p).endswith(f":{port}") for p in compose["services"]["envoy"]["ports"])
     for slot in config.slots.values():
