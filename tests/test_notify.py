@@ -61,6 +61,32 @@ def test_each_transition_is_told_once(previous, now, kinds):
             ("r1", "canary", "m:v2", now.step + 1, 3, "green")
 
 
+def test_a_rollback_from_a_shadow_step_carries_its_comparison():
+    """The latest shadow round's figures (this step's, else the last step's) go with the
+    gate_failed, rolling_back and rolled_back notices, and nowhere else."""
+    shadow = {"compared": 9, "disagreed": 3, "examples": [{"request": "ab", "why": "Y"}]}
+    plain = {"at": 1.0, "window_s": 3, "measurements": []}
+    failing = state(RolloutPhase.ROLLING_BACK, 0, "gate failed at 0%: disagreement")
+    failing.rounds = [{**plain, "evidence": {"shadow": {"compared": 1}}},
+                      {**plain, "evidence": {"shadow": shadow}}, plain]
+    assert failing.last_shadow() == shadow
+    notices = transition_notices(("r1", RolloutPhase.BAKING, 0), failing, steps=2)
+    assert [(n.kind, n.shadow) for n in notices] == [(K.GATE_FAILED, shadow),
+                                                     (K.ROLLING_BACK, shadow)]
+    assert notices[0].as_dict()["shadow"] == shadow
+    done = state(RolloutPhase.ROLLED_BACK, 1)
+    done.previous_rounds = [{**plain, "evidence": {"shadow": shadow}}]
+    [rolled] = transition_notices(("r1", RolloutPhase.ROLLING_BACK, 1), done, steps=2)
+    assert rolled.shadow == shadow
+    entered = transition_notices(("r1", RolloutPhase.BAKING, 0),
+                                 state(RolloutPhase.SHIFTING, 1), steps=2)
+    assert "shadow" not in entered[0].as_dict()
+    assert state(RolloutPhase.BAKING, 0).last_shadow() is None
+    nothing = state(RolloutPhase.BAKING, 0)
+    nothing.rounds = [plain, {**plain, "evidence": {"shadow": None}}]
+    assert nothing.last_shadow() is None
+
+
 def notice(kind: NotificationKind = K.PROMOTED, **extra) -> Notification:
     return Notification(kind, "r1", "canary", "m:v2", str(kind), 2, 3, 0, 50, "green",
                         "a message", **extra)

@@ -285,3 +285,232 @@ def test_server_sent_events_decode_to_their_outputs_joined():
     assert numbers.outputs["SCORE"].tolist() == [0.5, 1.5, 2.5]  # type: ignore[union-attr]
     failed = decode(sse_trace([{"TOKEN": "ab"}, {"error": "model crashed"}]))
     assert failed.error == "stream error: model crashed"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("live", "copy", "reasons"), [
+    # Every output is looked at: a first one that differs does not hide the next.
+    ({"A": np.array([1.0]), "B": np.array([2])}, {"B": np.array([3])},
+     ["A: missing output", "B: values differ (exact)"]),
+    ({"A": np.array([1.0, 2.0]), "B": np.array([2])},
+     {"A": np.array([1.0]), "B": np.array([3])},
+     ["A: shape [1] vs [2]", "B: values differ (exact)"]),
+    ({"A": np.array([1]), "B": np.array([1.0])}, {"A": np.array([2]), "B": np.array([1.5])},
+     ["A: values differ (exact)", "B: max abs diff 0.5 > 0.02"]),
+    ({"P": np.array([0.1, 0.9]), "Q": np.array([1])},
+     {"P": np.array([0.2, 0.8]), "Q": np.array([2])}, ["Q: values differ (exact)"]),
+    # Class scores: one row as a vector, each row of a batch, NaN never the top class.
+    ({"P": np.array([0.1, 0.9])}, {"P": np.array([0.6, 0.4])}, ["P: top-1 class differs"]),
+    ({"P": np.array([[0.1, 0.9], [0.8, 0.2]])}, {"P": np.array([[0.1, 0.9], [0.3, 0.7]])},
+     ["P: top-1 class differs"]),
+    ({"P": np.array([[0.1, 0.9]])}, {"P": np.array([[np.nan, 0.2]])},
+     ["P: NaN where the active has none"]),
+    # Integers against floats of the same values: equal (exact rule).
+    ({"N": np.array([1, 2])}, {"N": np.array([1.0, 2.0])}, []),
+    ({"Y": np.array([1.0], dtype=np.float32)}, {"Y": np.array([1.0001], dtype=np.float64)},
+     []),
+])
+def test_outputs_are_each_judged_and_class_scores_row_by_row(live, copy, reasons):
+    settings = ParitySettings(outputs={"P": OutputTolerance(class_scores=True)})
+    got, _ = differences(_exchange("live", **live), _exchange("copy", **copy), settings)
+    assert got == reasons
+
+
+def test_relative_tolerance_applies_when_the_absolute_one_holds():
+    settings = ParitySettings(max_abs_diff=1.0, max_rel_diff=0.01)
+    live, copy = _exchange("live", Y=np.array([10.0])), _exchange("copy", Y=np.array([10.5]))
+    reasons, worst = differences(live, copy, settings)
+    assert reasons == ["Y: max rel diff > 0.01"] and worst == {"Y": 0.5}
+    assert differences(live, _exchange("copy", Y=np.array([10.05])), settings)[0] == []
+
+
+def test_the_figures_count_each_case_and_keep_the_worst():
+    settings = ParitySettings()
+    stats = ShadowStats()
+    for value in (1.5, 1.2, 1.0):  # worst abs diff stays the largest seen
+        live, copy = _exchange("live", Y=np.array([1.0])), _exchange("copy", Y=np.array([value]))
+        stats.record(live, copy, settings)
+    assert stats.worst == {"Y": 0.5} and (stats.compared, stats.disagreed) == (3, 2)
+    small = ShadowStats()
+    small.record(_exchange("live", Y=np.array([1.0])), _exchange("copy", Y=np.array([1.01])),
+                 settings)
+    assert small.worst["Y"] == pytest.approx(0.01)  # not floored at any default
+    for attribute, counter in (("truncated", "truncated"), ("undecodable", "undecodable"),
+                               ("request_digest", "mismatched_requests")):
+        for _ in range(2):
+            live, copy = _exchange("live"), _exchange("copy")
+            setattr(copy, attribute, True if attribute == "truncated" else "other")
+            stats.record(live, copy, settings)
+        assert getattr(stats, counter) == 2, counter
+    refused = _exchange("copy")
+    refused.error = "gRPC status 3: no"
+    live_refused = _exchange("live")
+    live_refused.error = "gRPC status 3: no"
+    stats.record(_exchange("live", Y=np.array([1.0])), refused, settings)
+    stats.record(_exchange("live", Y=np.array([1.0])), refused, settings)
+    stats.record(live_refused, _exchange("copy", Y=np.array([1.0])), settings)
+    assert stats.refused == 2  # the active's refusal is a disagreement, not a refusal
+    # Latency pairs only when both sides were timed, and at most LATENCIES of them.
+    untimed = ShadowStats()
+    live, copy = _exchange("live", Y=np.array([1.0])), _exchange("copy", Y=np.array([1.0]))
+    copy.latency_s = None
+    untimed.record(live, copy, settings)
+    live.latency_s, copy.latency_s = None, 0.02
+    untimed.record(live, copy, settings)
+    assert untimed.live_latency_s == [] and untimed.latency_ratio is None
+    from gates.shadow import compare
+    full = ShadowStats(live_latency_s=[0.01] * compare.LATENCIES,
+                       copy_latency_s=[0.01] * compare.LATENCIES)
+    full.record(_exchange("live", Y=np.array([1.0])), _exchange("copy", Y=np.array([1.0])),
+                settings)
+    assert len(full.live_latency_s) == compare.LATENCIES
+    # Timeouts: counted each, with the live side's request in the example.
+    hung = ShadowStats()
+    for _ in range(2):
+        hung.timeout(_exchange("live", Y=np.array([1.0])), 2.0)
+    assert (hung.timed_out, hung.disagreed, hung.compared) == (2, 2, 2)
+    assert hung.examples[0] == {"request": "d", "model": "m",
+                                "why": "no answer from the candidate within 2 s"}
+    long = ShadowStats()
+    long._disagree(_exchange("live"), ["a" * 200, "b" * 200])
+    assert long.examples[0]["why"] == ("a" * 200 + "; " + "b" * 200)[:300]
+
+
+def test_the_figures_as_the_api_shows_them():
+    stats = ShadowStats(compared=4, disagreed=1, refused=1, timed_out=0, truncated=2,
+                        undecodable=3, mismatched_requests=5, worst={"Y": 0.5},
+                        differing={"Y": 1}, examples=[{"request": "d", "model": "m",
+                                                       "why": "Y"}],
+                        live_latency_s=[0.01, 0.03], copy_latency_s=[0.04, 0.04])
+    assert stats.as_dict() == {
+        "compared": 4, "disagreed": 1, "disagreement_rate": 0.25, "refused": 1,
+        "timed_out": 0, "truncated": 2, "undecodable": 3, "mismatched_requests": 5,
+        "worst_abs_diff": {"Y": 0.5}, "differing": {"Y": 1},
+        "examples": [{"request": "d", "model": "m", "why": "Y"}], "latency_ratio": 2.0}
+    assert ShadowStats().as_dict()["disagreement_rate"] is None
+    assert ShadowStats().as_dict()["latency_ratio"] is None
+    zero = ShadowStats(live_latency_s=[0.0], copy_latency_s=[0.01])
+    assert zero.latency_ratio is None
+
+
+def test_pairs_expire_by_side_and_orphans_add_up():
+    pairer = Pairer(ParitySettings(), timeout_s=1.0)
+    for i in range(3):
+        orphan = _exchange("copy")
+        orphan.request_id = f"orphan{i}"
+        pairer.add(orphan, 0.0)
+    hung = _exchange("live", Y=np.array([1.0]))
+    hung.request_id = "hung"
+    pairer.add(hung, 0.0)
+    pairer.expire(1.0)
+    assert pairer.orphans == 3 and pairer.stats.timed_out == 1
+    assert pairer.stats.examples[0]["request"] == "d"
+    same = _exchange("live")
+    same.request_id = "twice"
+    pairer.add(same, 2.0)
+    pairer.add(same, 2.5)  # the same side again: held, never compared with itself
+    assert pairer.stats.compared == 1
+
+
+def test_the_shadow_source_says_what_is_missing():
+    from gates.metrics.provider import MetricsError, NoData
+
+    empty = ShadowSource(lambda: ShadowStats())
+    with pytest.raises(NoData, match=r"^no shadowed request compared yet$"):
+        empty.value(Query("disagreement_rate", ""), slot="green", window_s=3)
+    with pytest.raises(NoData, match=r"^no shadowed request timed on both slots yet$"):
+        empty.value(Query("shadow_latency_ratio", ""), slot="green", window_s=3)
+    with pytest.raises(MetricsError, match=r"^no shadow step is running \(shadow metrics are "
+                                           r"measured in shadow steps only\)$"):
+        ShadowSource(lambda: None).value(Query("disagreement_rate", ""), slot="g", window_s=3)
+    for builtin, named in (("error_rate", "error_rate"), (None, "a PromQL query")):
+        with pytest.raises(MetricsError) as info:
+            empty.value(Query(builtin, "up"), slot="green", window_s=3)
+        assert str(info.value) == (f"{named} is not available from the shadow source (it has "
+                                   "disagreement_rate, shadow_latency_ratio)")
+    arguments = {"candidate": "green", "active": "blue", "window_s": 3, "max_ratio": None,
+                 "min_delta": 0, "alpha": 0.01, "beta": 0.05}
+    with pytest.raises(MetricsError, match=r"^no sequential test for shadow_latency_ratio from "
+                                           r"the shadow source$"):
+        empty.sequential("shadow_latency_ratio", error_max=0.01, **arguments)
+    with pytest.raises(NoData, match=r"^no shadowed request compared yet$"):
+        empty.sequential("disagreement_rate", error_max=0.01, **arguments)
+    # One compared request is evidence already; the gate's max is the alternative.
+    one = ShadowSource(lambda: ShadowStats(compared=1, disagreed=1))
+    result = one.sequential("disagreement_rate", error_max=0.2, **arguments)
+    assert (result.bad, result.requests, result.p0, result.p1) == (1, 1, 0.001, 0.2)
+
+
+def test_decoding_edge_cases_of_traces():
+    # A header without a value, a body without bytes: empty, not an error.
+    trace = _grpc_trace("live")
+    trace["http_buffered_trace"]["request"]["headers"].append({"key": "X-Empty"})
+    del trace["http_buffered_trace"]["response"]["headers"][0]  # no :status
+    assert decode(trace).outputs["SCORE"].tolist() == [1.0]  # type: ignore[union-attr]
+    bodiless = _grpc_trace("live")
+    del bodiless["http_buffered_trace"]["response"]["body"]["as_bytes"]
+    assert decode(bodiless).undecodable == "no gRPC message"  # type: ignore[union-attr]
+    # A trailers-only refusal (the status in the headers) and an answer without trailers.
+    trailers_only = _grpc_trace("copy", status="14", message="gone")
+    response = trailers_only["http_buffered_trace"]["response"]
+    response["headers"] += response.pop("trailers")
+    assert decode(trailers_only).error == "gRPC status 14: gone"  # type: ignore[union-attr]
+    untrailed = _grpc_trace("copy")
+    del untrailed["http_buffered_trace"]["response"]["trailers"]
+    assert decode(untrailed).error is None  # type: ignore[union-attr]
+    # Timing needs both sides' times; digests are 16 hex digits of the request body.
+    half = _grpc_trace("live")
+    del half["http_buffered_trace"]["response"]["headers_received_time"]
+    exchange = decode(half)
+    assert exchange.latency_s is None and len(exchange.request_digest) == 16  # type: ignore
+    # gRPC framing: a compressed message, a short second message, an empty message.
+    compressed = _grpc_trace("live")
+    compressed["http_buffered_trace"]["request"]["body"]["as_bytes"] = base64.b64encode(
+        struct.pack(">BI", 1, 0)).decode()
+    assert decode(compressed).undecodable == "compressed gRPC message"  # type: ignore
+    short = _grpc_trace("live")
+    body = base64.b64decode(short["http_buffered_trace"]["request"]["body"]["as_bytes"])
+    short["http_buffered_trace"]["request"]["body"]["as_bytes"] = base64.b64encode(
+        body + struct.pack(">BI", 0, 9) + b"abc").decode()
+    assert decode(short).undecodable == "short gRPC message"  # type: ignore[union-attr]
+    cut = _grpc_trace("live")
+    cut["http_buffered_trace"]["request"]["body"]["as_bytes"] = base64.b64encode(
+        body + b"\x00\x00").decode()
+    assert decode(cut).undecodable == "short gRPC message"  # type: ignore[union-attr]
+    empty = _grpc_trace("live")
+    empty["http_buffered_trace"]["request"]["body"]["as_bytes"] = base64.b64encode(
+        struct.pack(">BI", 0, 0)).decode()
+    assert decode(empty).undecodable is None and decode(empty).model == ""  # type: ignore
+    # Unreadable bodies keep at most 200 characters of why.
+    garbage = _grpc_trace("live")
+    garbage["http_buffered_trace"]["response"]["body"]["as_bytes"] = base64.b64encode(
+        struct.pack(">BI", 0, 3) + b"\xff\xff\xff").decode()
+    assert 0 < len(decode(garbage).undecodable or "") <= 200  # type: ignore[union-attr]
+
+
+def test_http_paths_choose_the_decoder():
+    def trace(path: str | None, body: bytes, status: str = "200") -> dict:
+        headers = [{"key": "x-request-id", "value": "p1"}]
+        if path is not None:
+            headers.append({"key": ":path", "value": path})
+        return {"http_buffered_trace": {
+            "request": {"headers": headers, "body": {"as_bytes": ""}},
+            "response": {"headers": [{"key": ":status", "value": status},
+                                     {"key": "x-turnout-shadow", "value": "live"}],
+                         "body": {"as_bytes": base64.b64encode(body).decode()}}}}
+
+    generate = decode(trace("/v2/models/m/versions/2/generate", b'{"TOKEN": ["a", "b"]}'))
+    assert generate.model == "m" and generate.outputs["TOKEN"].tolist() == [b"a", b"b"]  # type: ignore
+    no_path = decode(trace(None, b'{"outputs": []}'))
+    assert no_path.model == "" and no_path.outputs == {}  # type: ignore[union-attr]
+    binary = trace("/v2/models/m/infer", b"\x01\x02")
+    binary["http_buffered_trace"]["response"]["headers"].append(
+        {"key": "Inference-Header-Content-Length", "value": "0"})
+    assert decode(binary).outputs["<binary>"].tolist() == [1, 2]  # type: ignore[union-attr]
+    matrix = decode(trace("/v2/models/m/infer", json.dumps({"outputs": [
+        {"name": "M", "datatype": "INT32", "shape": [2, 2], "data": [1, 2, 3, 4]}]}).encode()))
+    assert matrix.outputs["M"].dtype == np.int32 and matrix.outputs["M"].shape == (2, 2)  # type: ignore
+    failed = decode(trace("/v2/models/m/infer", b"x" * 500, status="503"))
+    assert failed.error == "HTTP 503: " + "x" * 200  # type: ignore[union-attr]
+    streamed = decode(trace("/v2/models/m/generate_stream",
+                            b'data: {"V": [[1, 2], [3, 4]]}\n\ndata: {"V": [5]}\n\n'))
+    assert streamed.outputs["V"].tolist() == [1, 2, 3, 4, 5]  # type: ignore[union-attr]

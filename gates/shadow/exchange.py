@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+from google.protobuf.message import DecodeError
 from tritonclient.grpc import InferResult, service_pb2
 from tritonclient.utils import triton_to_np_dtype
 
@@ -112,8 +113,8 @@ def decode(trace: dict[str, Any]) -> Exchange | None:
         else:
             _decode_http(exchange, request_headers.get(":path", ""), response_body,
                          response_headers)
-    except (ValueError, KeyError, TypeError) as exc:
-        exchange.undecodable = str(exc)[:200]
+    except (ValueError, KeyError, TypeError, IndexError, DecodeError) as exc:
+        exchange.undecodable = str(exc)[:200] or type(exc).__name__
     return exchange
 
 

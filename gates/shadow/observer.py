@@ -33,6 +33,7 @@ class ShadowObserver:
         self.pairer = Pairer(settings or ParitySettings(), timeout_s=timeout_s)
         self.max_body_bytes, self.clock = max_body_bytes, clock
         self.session_errors: dict[str, str] = {}
+        self.unreadable = 0  # traces that were not even JSON of a tap's shape
         self.connected: set[str] = set()
         self._tasks: list[asyncio.Task] = []
         self._http: aiohttp.ClientSession | None = None
@@ -60,7 +61,12 @@ class ShadowObserver:
             try:
                 async for trace in traces(self._http, url, max_body_bytes=self.max_body_bytes,
                                           on_open=lambda u=url: self.connected.add(u)):
-                    exchange = decode(trace)
+                    try:
+                        exchange = decode(trace)
+                    except Exception:  # one odd trace never ends the session
+                        log.exception("shadow tap on %s: a trace could not be read", url)
+                        self.unreadable += 1
+                        continue
                     if exchange is not None:
                         self.pairer.add(exchange, self.clock())
             except asyncio.CancelledError:
