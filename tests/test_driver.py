@@ -381,3 +381,86 @@ def json_of(entry) -> str:
     import json
 
     return json.dumps(entry.evidence)
+
+
+SHADOW_STEPS = "[{shadow: 25, bake: 300ms}, {weight: 100, bake: 50ms}]"
+SHADOW_GATES = """
+  gates:
+    interval: 50ms
+    window: 1s
+    minRequests: 1
+    failureLimit: 0
+    metrics:
+      - {name: disagreement, builtin: disagreement_rate, max: 0.01, source: shadow}
+      - {name: errors, builtin: error_rate, max: 0.01}"""
+
+
+def shadow_policy() -> str:
+    text = policy(steps=SHADOW_STEPS)
+    start = text.index("  gates:")
+    end = text.index("  progressDeadline")
+    return text[:start] + SHADOW_GATES.lstrip("\n") + "\n" + text[end:]
+
+
+async def test_a_shadow_step_copies_then_stops_copying_and_judges_by_shadow_gates(env):
+    from gates.shadow.compare import ShadowStats
+    from turnout.topology import Shadow
+
+    controller, plane, store = env
+    plane.figures = ShadowStats(compared=100, disagreed=0)
+    await controller.apply(load_text(shadow_policy()), actor="t")
+    done = await until(controller, {P.PROMOTED})
+    assert plane.shadows == [Shadow("green", 25.0, "test-key"), None]
+    assert [w["green"] for w, _, _ in plane.pushes] == [0, 100]
+    shadow_rounds = [e for e in store.history() if e.kind == "gates"
+                     and (e.evidence or {}).get("step") == 0]
+    assert shadow_rounds and all(
+        [m["metric"] for m in e.evidence["measurements"]] == ["disagreement"]
+        and e.evidence["evidence"]["shadow"]["compared"] == 100 for e in shadow_rounds)
+    live_rounds = [e for e in store.history() if e.kind == "gates"
+                   and (e.evidence or {}).get("step") == 1]
+    assert live_rounds and all([m["metric"] for m in e.evidence["measurements"]] == ["errors"]
+                               and "evidence" not in e.evidence for e in live_rounds)
+    assert done.steps_log[0]["shadow"] == 25.0 and "shadow" not in done.steps_log[1]
+    await controller.stop()
+
+
+async def test_a_disagreeing_candidate_is_rolled_back_from_its_shadow_step(env):
+    from gates.shadow.compare import ShadowStats
+
+    controller, plane, store = env
+    plane.figures = ShadowStats(compared=100, disagreed=30, examples=[
+        {"request": "ab12", "model": "pair", "why": "Y: max abs diff 1 > 0.02"}])
+    await controller.apply(load_text(shadow_policy()), actor="t")
+    done = await until(controller, {P.ROLLED_BACK})
+    assert done.reason.startswith("0% on pair:v2") and plane.shadows[-1] is None
+    assert [w["green"] for w, _, _ in plane.pushes] == [0, 0]  # never a live weight
+    [decided] = [e for e in store.history() if e.kind == "transition"
+                 and e.phase_to == "rolling_back"]
+    assert "disagreement: 0.3 > max 0.01" in decided.message
+    assert decided.evidence["evidence"]["shadow"]["examples"][0]["request"] == "ab12"
+    assert controller.describe()["shadow"]["disagreed"] == 30  # kept after the step
+    await controller.stop()
+
+
+async def test_a_restarted_controller_copies_again_in_its_shadow_step(env):
+    from gates.shadow.compare import ShadowStats
+    from turnout.topology import Shadow
+
+    controller, plane, store = env
+    plane.figures = None  # nothing compared yet: the step waits
+    await controller.apply(load_text(shadow_policy().replace("bake: 300ms", "bake: 1h")),
+                           actor="t")
+    await until(controller, {P.BAKING})
+    await controller.stop()
+    plane.shadows.clear()
+    again = Controller(plane, store, registry=controller.registry, provider=Healthy(),
+                       tick_s=0.01)
+    await again.start()
+    deadline = time.monotonic() + 5
+    while not plane.shadows and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert plane.shadows == [Shadow("green", 25.0, "test-key")]
+    assert again.current().phase is P.BAKING  # the answer to the re-push changes nothing
+    plane.figures = ShadowStats(compared=5, disagreed=0)
+    await again.stop()

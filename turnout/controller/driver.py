@@ -530,12 +530,21 @@ def _failure_event(state: RolloutState, action: Action, message: str) -> Event:
 
 def _actions_to_resume(state: RolloutState) -> list[Action]:
     """What was in flight when the control plane stopped, to be done again (each is
-    idempotent). Baking simply continues on the next tick."""
+    idempotent). Baking simply continues on the next tick (a shadow step's copies pushed
+    again first)."""
     phase = state.phase
     if phase is RolloutPhase.DEPLOYING:
         return [Deploy()]
     if phase is RolloutPhase.VALIDATING:
         return [Validate()]
-    if phase in (RolloutPhase.SHIFTING, RolloutPhase.ROLLING_BACK):
+    if phase is RolloutPhase.ROLLING_BACK:
         return [PushWeights(state.target_weight)]
+    steps = policy_of(state).steps
+    shadow = steps[state.step].shadow if 0 <= state.step < len(steps) else 0.0
+    if phase is RolloutPhase.SHIFTING or (
+            shadow and phase in (RolloutPhase.BAKING, RolloutPhase.PAUSED)):
+        # A shadow step's copies live in the control plane that pushed them: a restarted
+        # (or newly leading) one pushes them again (the machine ignores the answer while
+        # baking).
+        return [PushWeights(state.target_weight, shadow)]
     return []
