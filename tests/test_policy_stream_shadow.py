@@ -150,3 +150,51 @@ def test_the_control_plane_refuses_a_shadow_it_cannot_run(tmp_path):
         plane._check_shadow(Shadow("green", 10, "k" * 20))
     with pytest.raises(ConfigError, match="shadow_admins must be a list of proxy admin URLs"):
         dataclasses.replace(plane.config, shadow_admins=("127.0.0.1:1",))
+
+
+def test_pushes_that_overtake_each_other_end_with_the_last_ones_shadow(tmp_path, monkeypatch):
+    """A shadow push whose observer is still starting when a rollback's push (no shadow)
+    comes: the routes and the observer both end as the rollback left them."""
+    from turnout import controlplane
+    from turnout.topology import Shadow
+    from turnout.weights import Weights
+
+    started: list[str] = []
+
+    class SlowObserver:
+        def __init__(self, admins):  # type: ignore[no-untyped-def]
+            self.admins = admins
+            self.stats = "figures"
+
+        async def start(self) -> None:
+            started.append("start")
+            await asyncio.sleep(0.2)
+
+        async def wait_connected(self) -> bool:
+            return True
+
+        async def stop(self) -> None:
+            started.append("stop")
+
+    monkeypatch.setattr(controlplane, "ShadowObserver", SlowObserver)
+    admin, _ = mint("a", Role.ADMIN)
+    config = ControlPlaneConfig(state_dir=tmp_path, tokens=(admin,), ingress_port=1,
+                                min_proxies=0, shadow_admins=("http://127.0.0.1:1",))
+
+    async def scenario() -> tuple[object, object, object, bool]:
+        plane = ControlPlane(config)
+        shadow = Shadow("green", 10, "k" * 20)
+        first = asyncio.ensure_future(plane.apply_weights(Weights.with_green(0), shadow=shadow,
+                                                          timeout=1))
+        await asyncio.sleep(0.05)  # its observer is starting
+        await plane.apply_weights(Weights.with_green(0), timeout=1)  # the rollback
+        await first
+        routes = plane.cache.snapshot(config.group).resources(
+            "type.googleapis.com/envoy.config.route.v3.RouteConfiguration")
+        copying = any("shadow" in r.name for c in routes.values()
+                      for r in c.virtual_hosts[0].routes)
+        return plane.shadow, plane._observer, plane.shadow_figures(), copying
+
+    shadow, observer, figures, copying = asyncio.run(scenario())
+    assert (shadow, observer, figures, copying) == (None, None, None, False)
+    assert started == ["start", "stop"]

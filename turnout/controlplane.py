@@ -98,6 +98,8 @@ class ControlPlane:
         self.weights = self.store.weights()
         self.shadow: Shadow | None = None
         self._observer: ShadowObserver | None = None
+        self._observed: Shadow | None = None  # the shadow the observer compares
+        self._observer_lock = asyncio.Lock()
         self._last_round: tuple[str, int, int] | None = None
         self._tokens: tuple[int, tuple[ApiToken, ...]] | None = None
         self._addresses: dict[str, str] = {}
@@ -339,6 +341,7 @@ class ControlPlane:
             self.shadow = shadow
             publication = self.cache.publish(
                 self.config.group, self.desired_snapshot(), min_proxies=self.config.min_proxies)
+        await self._follow_shadow()
         result = await self._settle(publication, timeout)
         log.info("shadow %s: %s", shadow, "converged" if result.converged else "NOT converged")
         return result
@@ -361,20 +364,26 @@ class ControlPlane:
         observer = self._observer
         return observer.stats if observer is not None and self.shadow is not None else None
 
-    async def _follow_shadow(self, shadow: Shadow | None) -> None:
-        """Start comparing when copies start (a fresh comparison per shadow step), stop
-        when they stop. The comparison reads the taps of ``shadow_admins``."""
-        if shadow == self.shadow:
-            return
-        if self._observer is not None:
-            await self._observer.stop()
-            self._observer = None
-        if shadow is not None:
-            self._observer = ShadowObserver(self.config.shadow_admins)
-            await self._observer.start()
-            if not await self._observer.wait_connected():
-                log.warning("shadow: not every proxy's tap answered: %s",
-                            self._observer.session_errors)
+    async def _follow_shadow(self) -> None:
+        """Compare while copies flow: bring the observer in line with the shadow published
+        last (a fresh comparison for each new shadow, none without). Serialised, and always
+        toward the latest shadow, so pushes that overtake each other (a rollback during a
+        shadow push) end with the state of the last. Copies made before its tap sessions
+        open are not compared (neither side is recorded)."""
+        async with self._observer_lock:
+            wanted = self.shadow
+            if wanted == self._observed:
+                return
+            if self._observer is not None:
+                await self._observer.stop()
+                self._observer = None
+            self._observed = wanted
+            if wanted is not None:
+                self._observer = ShadowObserver(self.config.shadow_admins)
+                await self._observer.start()
+                if not await self._observer.wait_connected():
+                    log.warning("shadow: not every proxy's tap answered: %s",
+                                self._observer.session_errors)
 
     async def apply_weights(self, weights: Weights, *, timeout: float | None = None,
                             quorum: float = 1.0, early: bool = False,
@@ -386,7 +395,6 @@ class ControlPlane:
         answer cannot hold up the next push (a rollback, say)."""
         fleet = self.replication.shared  # min_proxies then counts every replica's
         self._check_shadow(shadow)
-        await self._follow_shadow(shadow)  # recording before the first copy is made
         async with self._lock:
             self.shadow = shadow
             self.weights = weights
@@ -395,6 +403,7 @@ class ControlPlane:
                 self.config.group, self.desired_snapshot(),
                 min_proxies=0 if fleet else self.config.min_proxies, quorum=quorum,
                 early=early)
+        await self._follow_shadow()
         result = await self._settle(publication, timeout)
         if fleet and self.replication.leading:
             result = await self._with_replicas(result, timeout, quorum)
