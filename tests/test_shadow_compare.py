@@ -184,8 +184,17 @@ def test_pairs_are_compared_once_and_what_cannot_be_compared_is_counted():
     pairer.expire(12.0)
     assert pairer.stats.timed_out == 1 and pairer.orphans == 1
     assert pairer.stats.examples[-1]["why"] != "" and pairer.stats.compared == EXAMPLES + 5
-    pairer.reset()
-    assert pairer.stats.compared == 0 and pairer.orphans == 0
+    # A snapshot is what a reader on another thread gets: later comparisons leave it be.
+    frozen = pairer.stats.snapshot()
+    late, copy = _exchange("live", Y=np.array([1.0])), _exchange("copy", Y=np.array([3.0]))
+    late.request_id = copy.request_id = "late"
+    pairer.add(late, 20.0)
+    pairer.add(copy, 20.0)
+    assert pairer.stats.compared == frozen.compared + 1
+    assert frozen.compared == EXAMPLES + 5 and frozen.worst == {"Y": 1.0}
+    assert len(frozen.live_latency_s) == len(pairer.stats.live_latency_s) - 1
+    assert pairer.stats.worst == {"Y": 2.0} and frozen.differing["Y"] == EXAMPLES + 3
+    assert pairer.stats.differing["Y"] == EXAMPLES + 4
 
 
 def _metric(**fields) -> MetricSpec:  # type: ignore[no-untyped-def]

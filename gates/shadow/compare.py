@@ -8,6 +8,7 @@ on the same requests, and what could not be compared (truncated, unreadable, una
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
@@ -141,6 +142,13 @@ class ShadowStats:
             self.examples.append({"request": live.request_digest, "model": live.model,
                                   "why": "; ".join(reasons)[:300]})
 
+    def snapshot(self) -> ShadowStats:
+        """A copy that later comparisons leave alone (for a reader on another thread)."""
+        return dataclasses.replace(
+            self, worst=dict(self.worst), differing=dict(self.differing),
+            examples=list(self.examples), live_latency_s=list(self.live_latency_s),
+            copy_latency_s=list(self.copy_latency_s))
+
     def as_dict(self) -> dict[str, Any]:
         ratio = self.latency_ratio
         return {
@@ -182,7 +190,3 @@ class Pairer:
                     self.stats.timeout(exchange, self.timeout_s)
                 else:
                     self.orphans += 1
-
-    def reset(self) -> None:
-        self.stats, self.orphans = ShadowStats(), 0
-        self._waiting.clear()

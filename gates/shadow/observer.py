@@ -33,15 +33,14 @@ class ShadowObserver:
         self.pairer = Pairer(settings or ParitySettings(), timeout_s=timeout_s)
         self.max_body_bytes, self.clock = max_body_bytes, clock
         self.session_errors: dict[str, str] = {}
-        self.unreadable = 0  # traces that were not even JSON of a tap's shape
         self.connected: set[str] = set()
         self._tasks: list[asyncio.Task] = []
         self._http: aiohttp.ClientSession | None = None
 
     @property
     def stats(self) -> ShadowStats:
-        self.pairer.expire(self.clock())
-        return self.pairer.stats
+        """The comparison so far, as a copy (unanswered copies expire every 0.5 s)."""
+        return self.pairer.stats.snapshot()
 
     async def start(self) -> None:
         self._http = aiohttp.ClientSession()
@@ -65,7 +64,7 @@ class ShadowObserver:
                         exchange = decode(trace)
                     except Exception:  # one odd trace never ends the session
                         log.exception("shadow tap on %s: a trace could not be read", url)
-                        self.unreadable += 1
+                        self.pairer.stats.undecodable += 1
                         continue
                     if exchange is not None:
                         self.pairer.add(exchange, self.clock())

@@ -5,7 +5,7 @@ response carries the shadow mark are recorded (Envoy's mirror)."""
 
 from __future__ import annotations
 
-import asyncio
+import codecs
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -51,8 +51,9 @@ async def traces(session: aiohttp.ClientSession, admin_url: str, *,
                                f"{(await response.text())[:200]}")
         on_open()
         buffer = ""
+        text = codecs.getincrementaldecoder("utf-8")(errors="replace")
         async for chunk in response.content.iter_any():
-            buffer += chunk.decode()
+            buffer += text.decode(chunk)  # a chunk may end inside a character
             while True:
                 buffer = buffer.lstrip()
                 if not buffer:
@@ -63,4 +64,3 @@ async def traces(session: aiohttp.ClientSession, admin_url: str, *,
                     break  # incomplete: wait for more
                 buffer = buffer[end:]
                 yield trace
-            await asyncio.sleep(0)

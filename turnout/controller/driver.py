@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from gates.metrics import GateRound, Measurement, MetricsProvider, Phase, measure_round
 from gates.metrics.sources import SHADOW, MetricSource, ShadowSource
+from gates.shadow.compare import ShadowStats
 from gates.validation import validate_artifact
 from triton_slots.artifact import ArtifactError, artifact_signature
 from triton_slots.deploy import DeployError, deploy
@@ -415,7 +416,9 @@ class RolloutController:
             converged = result.converged or (rollback and result.answered_ok)
             event = WeightsPushed(action.weight, converged, result.seconds, detail)
         elif isinstance(action, MeasureGates):
-            event = await asyncio.to_thread(self._measure, state, action.window_s)
+            # The shadow comparison grows on this loop: read it here, not in the thread.
+            event = await asyncio.to_thread(self._measure, state, action.window_s,
+                                            self.plane.shadow_figures())
         else:  # pragma: no cover - every action type is handled above
             raise AssertionError(action)
         return event
@@ -444,7 +447,8 @@ class RolloutController:
         )
         return ValidationFinished(report.passed, report.summary, report.as_dict())
 
-    def _measure(self, state: RolloutState, window_s: float) -> GatesMeasured:
+    def _measure(self, state: RolloutState, window_s: float,
+                 figures: ShadowStats | None = None) -> GatesMeasured:
         policy = policy_of(state)
         name, version = state.model.split(":", 1)
         try:
@@ -459,11 +463,10 @@ class RolloutController:
             self.provider, metrics, candidate=state.candidate_slot,
             active=state.stable_slot, window_s=window_s,
             min_requests=policy.gates.min_requests, baselines=dict(state.baselines),
-            model=model, stream=self.stream, shadow=ShadowSource(self.plane.shadow_figures),
+            model=model, stream=self.stream, shadow=ShadowSource(lambda: figures),
             step_s=self.clock() - state.step_entered_at if state.step_entered_at else None,
         )
         if shadowing:
-            figures = self.plane.shadow_figures()
             gate_round = dataclasses.replace(
                 gate_round, evidence={"shadow": figures.as_dict() if figures else None})
         return GatesMeasured(gate_round.as_dict())
