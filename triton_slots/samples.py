@@ -93,7 +93,9 @@ def _row(a: np.ndarray, index: int, batched: bool) -> np.ndarray:
     return value[None, ...] if batched else value
 
 
-def _tensor(item: Any, where: str) -> tuple[str, str, np.ndarray]:
+def kserve_tensor(item: Any, where: str) -> tuple[str, str, np.ndarray]:
+    """A KServe v2 JSON tensor (name, datatype, shape, data) as (name, datatype, array);
+    :class:`SamplesError` naming ``where`` and the tensor when it is not one."""
     if not isinstance(item, dict):
         raise SamplesError(f"{where}: each tensor must be an object with name, shape, "
                            "datatype and data")
@@ -141,11 +143,11 @@ def _load_jsonl(path: Path) -> list[Sample]:
             raise SamplesError(f"{where}: expected a KServe v2 request with an 'inputs' list")
         inputs, datatypes = {}, {}
         for item in doc["inputs"]:
-            name, datatype, array = _tensor(item, where)
+            name, datatype, array = kserve_tensor(item, where)
             inputs[name], datatypes[name] = array, datatype
         expected = {}
         for item in doc.get("expected", []) or []:
-            name, _, array = _tensor(item, where)
+            name, _, array = kserve_tensor(item, where)
             expected[name] = array
         label = f"{where}" + (f" (id {doc['id']})" if "id" in doc else "")
         samples.append(Sample(label, inputs, expected, datatypes))

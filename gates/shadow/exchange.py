@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import InferResult, service_pb2
-from tritonclient.utils import triton_to_np_dtype
 
 from triton_slots.routing import SHADOW_HEADER
+from triton_slots.samples import kserve_tensor
 
 
 @dataclass
@@ -122,17 +122,26 @@ def _decode_grpc(exchange: Exchange, request_body: bytes, response_body: bytes,
                  headers: dict[str, str], trailers: dict[str, str]) -> None:
     request = service_pb2.ModelInferRequest.FromString(_grpc_message(request_body))
     exchange.model = request.model_name
+    exchange.error = _grpc_error(headers, trailers)
+    if exchange.error is None:
+        exchange.outputs = _outputs(service_pb2.ModelInferResponse.FromString(
+            _grpc_message(response_body)))
+
+
+def _grpc_error(headers: dict[str, str], trailers: dict[str, str]) -> str | None:
+    """The call's non-OK status (in the trailers, or the headers of a trailers-only
+    answer), None when it succeeded."""
     status = trailers.get("grpc-status", headers.get("grpc-status", "0"))
-    if status != "0":
-        message = trailers.get("grpc-message", headers.get("grpc-message", ""))
-        exchange.error = f"gRPC status {status}: {message}"[:300]
-        return
-    result = InferResult(service_pb2.ModelInferResponse.FromString(
-        _grpc_message(response_body)))
-    for output in result.get_response().outputs:
-        array = result.as_numpy(output.name)
-        if array is not None:
-            exchange.outputs[output.name] = array
+    if status == "0":
+        return None
+    message = trailers.get("grpc-message", headers.get("grpc-message", ""))
+    return f"gRPC status {status}: {message}"[:300]
+
+
+def _outputs(response: service_pb2.ModelInferResponse) -> dict[str, np.ndarray]:
+    result = InferResult(response)
+    return {output.name: array for output in response.outputs
+            if (array := result.as_numpy(output.name)) is not None}
 
 
 def _decode_grpc_stream(exchange: Exchange, request_body: bytes, response_body: bytes,
@@ -142,22 +151,17 @@ def _decode_grpc_stream(exchange: Exchange, request_body: bytes, response_body: 
     requests = [service_pb2.ModelInferRequest.FromString(m)
                 for m in _grpc_messages(request_body)]
     exchange.model = requests[0].model_name if requests else ""
+    exchange.error = _grpc_error(headers, trailers)
+    if exchange.error is not None:
+        return
     parts: dict[str, list[np.ndarray]] = {}
     for message in _grpc_messages(response_body):
         response = service_pb2.ModelStreamInferResponse.FromString(message)
         if response.error_message:
             exchange.error = f"stream error: {response.error_message}"[:300]
             return
-        result = InferResult(response.infer_response)
-        for output in response.infer_response.outputs:
-            array = result.as_numpy(output.name)
-            if array is not None:
-                parts.setdefault(output.name, []).append(array)
-    status = trailers.get("grpc-status", headers.get("grpc-status", "0"))
-    if status != "0":
-        message = trailers.get("grpc-message", headers.get("grpc-message", ""))
-        exchange.error = f"gRPC status {status}: {message}"[:300]
-        return
+        for name, array in _outputs(response.infer_response).items():
+            parts.setdefault(name, []).append(array)
     exchange.outputs = _joined(parts)
 
 
@@ -198,10 +202,6 @@ def _decode_http(exchange: Exchange, path: str, body: bytes, headers: dict[str, 
     if "inference-header-content-length" in headers:  # binary tensor extension
         exchange.outputs["<binary>"] = np.frombuffer(body, dtype=np.uint8)
         return
-    for output in json.loads(body)["outputs"]:
-        dtype = triton_to_np_dtype(output["datatype"])
-        data = output["data"]
-        array = (np.array([d.encode() if isinstance(d, str) else d for d in data],
-                          dtype=np.object_) if output["datatype"] == "BYTES"
-                 else np.array(data, dtype=dtype))
-        exchange.outputs[output["name"]] = array.reshape(output["shape"])
+    for item in json.loads(body)["outputs"]:
+        name, _, array = kserve_tensor(item, "answer")
+        exchange.outputs[name] = array
