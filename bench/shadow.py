@@ -46,6 +46,7 @@ from turnout import stack
 from turnout.assets import EXAMPLE_MODELS
 from turnout.client import ApiClient
 from turnout.policy.model import MetricSpec
+from turnout.proxy import admin_stats
 from turnout.workflow import registry_for
 
 RATE = 200.0
@@ -74,10 +75,7 @@ spec:
 
 
 def _counters(admin: str) -> dict[str, int]:
-    url = f"{admin.rstrip('/')}/stats?format=json&filter=upstream_rq_total$"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        stats = {s["name"]: int(s["value"]) for s in json.load(response)["stats"]
-                 if "value" in s}
+    stats = admin_stats(admin, "cluster.")
     return {label: stats.get(f"cluster.{cluster}.upstream_rq_total", 0)
             for label, cluster in COUNTERS.items()}
 

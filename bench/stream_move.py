@@ -21,7 +21,6 @@ import json
 import statistics
 import threading
 import time
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -32,15 +31,13 @@ from triton_slots.loadgen import fetch_signature
 from triton_slots.routing import cluster_name
 from triton_slots.streaming import LongStream, StreamCounts, StreamError
 from turnout.client import ApiClient
+from turnout.proxy import admin_stats
 
 
 def active_streams(envoy_admin: str, slot: str) -> int:
     """Requests (streams) open now on ``slot``'s gRPC cluster, in one Envoy."""
     name = f"cluster.{cluster_name(slot)}.upstream_rq_active"
-    url = f"{envoy_admin.rstrip('/')}/stats?format=json&filter=^{name}$"
-    with urllib.request.urlopen(url, timeout=2) as response:
-        stats = json.load(response)["stats"]
-    return sum(int(s["value"]) for s in stats if s.get("name") == name)
+    return admin_stats(envoy_admin, name).get(name, 0)
 
 
 @dataclass

@@ -146,10 +146,7 @@ def test_a_version_wrong_on_a_subset_disagrees_on_exactly_that_subset(live):
 def _copies(live) -> int:
     """Requests Envoy has copied (sent to its own ingress) so far."""
     name = "cluster.turnout_ingress_self.upstream_rq_total"
-    url = f"{live.envoy.admin_url.rstrip('/')}/stats?format=json&filter=^{name}$"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return sum(int(s["value"]) for s in json.load(response)["stats"]
-                   if s.get("name") == name)
+    return live.envoy.stats(name).get(name, 0)
 
 
 def test_a_pair_of_the_same_version_never_disagrees_and_shadowing_stops(live):
@@ -242,3 +239,27 @@ def test_streams_are_compared_whole_over_grpc_and_server_sent_events(live):
         client.close()
         live.loop.run(live.plane.set_shadow(None))
         live.loop.run(observer.stop())
+
+
+def test_only_envoys_copies_reach_the_candidate_through_the_shadow_header(live):
+    """The copy route takes only the shadow key (docs/shadow.md: the stack's preview key,
+    added by Envoy's mirror): a client sending another value is served by the split, and
+    the header never reaches a server either way."""
+    body = json.dumps({"inputs": [{"name": "X", "datatype": "FP32", "shape": [4],
+                                   "data": [0.9, 0.1, 0.1, 0.1]}]}).encode()
+
+    def served_by(value: str) -> tuple[str, str | None]:
+        request = urllib.request.Request(
+            f"http://{live.ingress}/v2/models/scorer/infer", data=body,
+            headers={"content-type": "application/json", "x-turnout-shadow": value})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.headers["x-turnout-served-by"], response.headers.get(
+                "x-turnout-shadow")
+
+    live.loop.run(live.plane.set_shadow(Shadow("green", 100.0, live.plane.config.preview_key)))
+    try:
+        for forged in ("copy", "live", "k" * 24, live.plane.config.preview_key[:-1]):
+            assert served_by(forged) == ("blue", "live")  # the split (and a copy made)
+        assert served_by(live.plane.config.preview_key) == ("green", "copy")
+    finally:
+        live.loop.run(live.plane.set_shadow(None))

@@ -155,17 +155,23 @@ class EnvoyProxy:
 
     def stats(self, prefix: str = "") -> dict[str, int]:
         """Counters and gauges from the admin ``/stats?format=json``."""
-        url = f"{self.admin_url}/stats?format=json"
-        if prefix:
-            url += f"&filter=^{prefix}"
-        with urllib.request.urlopen(url, timeout=2) as response:
-            body = json.load(response)
-        return {
-            s["name"]: s["value"] for s in body.get("stats", []) if isinstance(s.get("value"), int)
-        }
+        return admin_stats(self.admin_url, prefix)
 
     def stop(self) -> None:
         self.process.stop()
+
+
+def admin_stats(admin_url: str, prefix: str = "") -> dict[str, int]:
+    """Counters and gauges of the Envoy whose admin is at ``admin_url`` (names starting
+    with ``prefix``), from ``/stats?format=json``."""
+    url = f"{admin_url.rstrip('/')}/stats?format=json"
+    if prefix:
+        url += f"&filter=^{prefix}"
+    with urllib.request.urlopen(url, timeout=2) as response:
+        body = json.load(response)
+    return {
+        s["name"]: s["value"] for s in body.get("stats", []) if isinstance(s.get("value"), int)
+    }
 
 
 def route_weights(admin_url: str) -> dict[str, int]:
