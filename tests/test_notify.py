@@ -78,9 +78,11 @@ def test_a_rollback_from_a_shadow_step_carries_its_comparison():
     done.previous_rounds = [{**plain, "evidence": {"shadow": shadow}}]
     [rolled] = transition_notices(("r1", RolloutPhase.ROLLING_BACK, 1), done, steps=2)
     assert rolled.shadow == shadow
-    entered = transition_notices(("r1", RolloutPhase.BAKING, 0),
-                                 state(RolloutPhase.SHIFTING, 1), steps=2)
-    assert "shadow" not in entered[0].as_dict()
+    moving_on = state(RolloutPhase.SHIFTING, 1)  # out of a shadow step that passed
+    moving_on.previous_rounds = [{**plain, "evidence": {"shadow": shadow}}]
+    entered = transition_notices(("r1", RolloutPhase.BAKING, 0), moving_on, steps=2)
+    assert [n.kind for n in entered] == [K.STEP_ENTERED]
+    assert entered[0].shadow is None and "shadow" not in entered[0].as_dict()
     assert state(RolloutPhase.BAKING, 0).last_shadow() is None
     nothing = state(RolloutPhase.BAKING, 0)
     nothing.rounds = [plain, {**plain, "evidence": {"shadow": None}}]
