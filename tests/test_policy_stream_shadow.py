@@ -141,8 +141,10 @@ def test_the_control_plane_refuses_a_shadow_it_cannot_run(tmp_path):
         plane._check_shadow(Shadow("green", 10, "k" * 20))
     plane.config = dataclasses.replace(plane.config, shadow_admins=("http://127.0.0.1:1",))
     for bad in (0, -1, 100.5):
-        with pytest.raises(ConfigError, match=r"a shadow share is a percent in \(0, 100\]"):
-            plane._check_shadow(Shadow("green", bad, "k" * 20))
+        with pytest.raises(ValueError, match=r"^a shadow share is a percent in \(0, 100\], "
+                                             rf"not {bad}$"):
+            Shadow("green", bad, "k" * 20)
+    Shadow("green", 0.0001, "k" * 20)
     plane._check_shadow(Shadow("green", 100, "k" * 20))
     plane._check_shadow(None)
     plane.config = dataclasses.replace(plane.config, shadow_tap=False)

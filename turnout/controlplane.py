@@ -333,18 +333,9 @@ class ControlPlane:
 
     async def set_shadow(self, shadow: Shadow | None, *, timeout: float | None = None
                          ) -> Convergence:
-        """Copy a share of live requests to a slot (or stop, with None): an RDS-only
-        change, pushed and waited for like weights. Needs ``shadow_tap`` (the tap filter
-        on the ingress). Held by this replica only (replicas' proxies do not copy)."""
-        async with self._lock:
-            self._check_shadow(shadow)
-            self.shadow = shadow
-            publication = self.cache.publish(
-                self.config.group, self.desired_snapshot(), min_proxies=self.config.min_proxies)
-        await self._follow_shadow()
-        result = await self._settle(publication, timeout)
-        log.info("shadow %s: %s", shadow, "converged" if result.converged else "NOT converged")
-        return result
+        """Copy a share of live requests to a slot (or stop, with None) at today's weights
+        (see :meth:`apply_weights`). Held by this replica only."""
+        return await self.apply_weights(self.weights, shadow=shadow, timeout=timeout)
 
     def _check_shadow(self, shadow: Shadow | None) -> None:
         if shadow is None:
@@ -356,8 +347,6 @@ class ControlPlane:
             raise ConfigError("shadow traffic needs shadow_admins (the admin URLs of the "
                               "proxies whose taps record both answers) in the control-plane "
                               "configuration")
-        if not 0 < shadow.percent <= 100:
-            raise ConfigError(f"a shadow share is a percent in (0, 100], not {shadow.percent}")
 
     def shadow_figures(self) -> ShadowStats | None:
         """The running shadow comparison's figures (None when no shadow step runs)."""

@@ -63,6 +63,10 @@ class Shadow:
     percent: float
     key: str
 
+    def __post_init__(self) -> None:
+        if not 0 < self.percent <= 100:
+            raise ValueError(f"a shadow share is a percent in (0, 100], not {self.percent}")
+
 
 LISTENER_NAME = "ingress"
 ROUTE_NAME = "ingress_routes"
