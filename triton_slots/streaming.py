@@ -54,13 +54,11 @@ def stream_infer(client: grpcclient.InferenceServerClient, sig: ModelSignature,
                  arrays: Mapping[str, np.ndarray], *, headers: Mapping[str, str] | None = None,
                  timeout: float = 30.0) -> StreamAnswer:
     """Send one request on a new stream of ``client`` and read it to its final response."""
-    answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
-    client.start_stream(lambda result, error: answers.put((result, error)),
-                        headers=dict(headers or {}))
+    stream = LongStream(client, sig, renew_after_s=None, headers=headers, timeout=timeout)
     try:
-        return _send_and_read(client, sig, arrays, answers, timeout)
+        return stream.infer(arrays)
     finally:
-        client.stop_stream(cancel_requests=True)
+        stream.close()
 
 
 def _send_and_read(client: grpcclient.InferenceServerClient, sig: ModelSignature,
