@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +19,8 @@ from triton_slots.slot import Slot
 from turnout.controller.driver import RolloutController
 from turnout.controller.state import DeployFinished, RolloutPhase, RolloutState
 from turnout.policy import load_text
+from turnout.store import Fenced, Outgoing, StoreUnavailable
 from turnout.store import SqliteStore as Store
-from turnout.store import StoreUnavailable
 from turnout.weights import Weights
 from xds_server import Convergence
 from xds_server.cache import NodeOutcome
@@ -172,6 +173,44 @@ async def test_abort_goes_out_while_the_store_fails_and_is_recorded_after(env):
     kinds = [(e.actor, e.phase_to) for e in store.history()]
     assert ("sre", "rolling_back") in kinds and ("controller", "aborted") in kinds
     assert store.weights().green == 0
+    await controller.stop()
+
+
+async def test_a_deposed_leader_decides_nothing_that_reaches_the_plane(env):
+    controller, plane, store = env
+    assert store.hold_leadership("a")
+    await baking_at_20(controller)
+    pushed = list(plane.pushes)
+    assert Store(store.path).hold_leadership("b")  # another control plane took over
+    # Unlike a failing store (the abort above goes out before it is stored), a refused
+    # write is never acted on: not even a move back to the stable slot.
+    with pytest.raises(Fenced, match="no longer leads"):
+        await controller.command("abort", actor="sre")
+    await asyncio.sleep(0.2)  # ticks decide nothing either
+    assert plane.pushes == pushed and plane.weights.green == 20
+    assert store.latest_rollout()["phase"] == "baking" and store.weights().green == 20
+    await controller.stop()
+
+
+async def test_notices_are_stored_in_the_transaction_of_their_decision(env):
+    controller, _, store = env
+
+    def told(old: RolloutState | None, new: RolloutState) -> list[Outgoing]:
+        return [Outgoing("r", {"url": "http://r"},
+                         {"from": str(old.phase) if old else None, "to": str(new.phase)})]
+
+    controller.outbox = told
+    await baking_at_20(controller)
+    store.failing = True  # decided now, stored (with its notices) once the store works
+    await controller.command("abort", actor="sre")
+    await until(controller, {P.ABORTED})
+    assert [d.notice["to"] for d in store.pending_deliveries()][-1] == "baking"
+    store.failing = False
+    await asyncio.sleep(0.1)
+    moves = [(d.notice["from"], d.notice["to"]) for d in store.pending_deliveries()]
+    assert moves[0] == (None, "pending")  # the new rollout's, written with it
+    assert moves[-2:] == [("baking", "rolling_back"), ("rolling_back", "aborted")]
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(moves))  # no gap
     await controller.stop()
 
 

@@ -3,14 +3,12 @@ receiver in order, and receivers that are down or hang do not slow the rollback.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 
 import pytest
-from aiohttp import web
 
 from tests.rollout_helpers import EXAMPLES, FINISHED, policy, wait_for
+from tests.webhook_receiver import Receivers
 from triton_slots.loadgen import LoadGenerator
 from turnout import stack
 from turnout.client import ApiClient
@@ -23,44 +21,6 @@ SECRET = "webhook-secret-for-tests"
 STEPS = """
       - {weight: 10, bake: 3s}
       - {weight: 100, bake: 1s}"""
-
-
-class Receivers:
-    """A good receiver and a hanging one on a loop thread; a dead port for a third."""
-
-    def __init__(self) -> None:
-        self.got: list[tuple[dict[str, str], bytes]] = []
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.runner, self.port = asyncio.run_coroutine_threadsafe(self._start(),
-                                                                  self.loop).result(10)
-
-    async def _good(self, request: web.Request) -> web.Response:
-        self.got.append((dict(request.headers), await request.read()))
-        return web.Response(status=204)
-
-    async def _hang(self, request: web.Request) -> web.Response:
-        await asyncio.sleep(60)
-        return web.Response(status=204)
-
-    async def _start(self) -> tuple[web.AppRunner, int]:
-        app = web.Application()
-        app.router.add_post("/good", self._good)
-        app.router.add_post("/hang", self._hang)
-        runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{path}"
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,15 @@
 """Two control-plane replicas on a real PostgreSQL, one Envoy on each, real Triton pools
 and Prometheus: the leader is killed with SIGKILL mid-rollout under load; the follower
 takes over within 5 s at the same step and weights, finishes the rollout, no request
-fails, and the audit log records the takeover."""
+fails, the audit log records the takeover, and the notices the dead leader could not
+deliver (its receiver was down) arrive from the new leader, in order, with their
+idempotency keys."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import time
 
@@ -13,12 +17,14 @@ import pytest
 from click.testing import CliRunner
 
 from tests.rollout_helpers import EXAMPLES, FINISHED, policy, wait_for
+from tests.webhook_receiver import Receivers
 from triton_slots.loadgen import LoadGenerator
 from triton_slots.procs import pid_alive
 from turnout import stack
 from turnout.cli import main as cli
 from turnout.client import ApiClient
 from turnout.errors import ApiError
+from turnout.notify.webhook import IDEMPOTENCY_HEADER
 from turnout.proxy import route_weights
 from turnout.workflow import registry_for
 
@@ -28,6 +34,13 @@ STEPS = """
       - {weight: 10, bake: 1s}
       - {weight: 40, bake: 8s}
       - {weight: 100, bake: 1s}"""
+
+
+@pytest.fixture(scope="module")
+def receivers():
+    made = Receivers()
+    yield made
+    made.close()
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +74,8 @@ def test_both_replicas_serve_and_a_push_counts_every_proxy(replicas):
     assert shown.exit_code == 0, shown.output
     first = info.replicas[0]["name"]
     role = "LEADER" if statuses[first]["replica"]["leading"] else "follower"
-    assert f"replica  {first} ({role}) on postgresql://" in shown.output
+    assert re.search(rf"replica  {first} \({role}(, epoch \d+)?\) on postgresql://",
+                     shown.output), shown.output
     assert "1/1 proxies in sync" in shown.output
     # A follower refuses to act (one leader runs rollouts) and says where the leader is.
     with pytest.raises(ApiError, match="not the leader") as refused:
@@ -78,7 +92,7 @@ def test_both_replicas_serve_and_a_push_counts_every_proxy(replicas):
         ["classifier:v1", "classifier:v2"]
 
 
-def test_leader_killed_mid_rollout_follower_takes_over_and_finishes(replicas):
+def test_leader_killed_mid_rollout_follower_takes_over_and_finishes(replicas, receivers):
     info = replicas
     statuses = {r["name"]: _client(r, info).status() for r in info.replicas}
     leader = next(r for r in info.replicas if statuses[r["name"]]["replica"]["leading"])
@@ -86,7 +100,9 @@ def test_leader_killed_mid_rollout_follower_takes_over_and_finishes(replicas):
     load = LoadGenerator(info.ingress, model="classifier", concurrency=4, rate=150).start()
     try:
         client = _client(leader, info)
-        client.apply(policy("classifier:v2", name="failover", steps=STEPS), "failover.yaml")
+        hook = f"\n  notifications: [{{url: '{receivers.url('flaky')}'}}]\n"
+        client.apply(policy("classifier:v2", name="failover", steps=STEPS) + hook,
+                     "failover.yaml")
         before = wait_for(client, lambda r: r["phase"] == "baking" and r["step"] == 1,
                           what="step 2")
         for replica in info.replicas:  # both Envoys hold the step's weights
@@ -94,6 +110,7 @@ def test_leader_killed_mid_rollout_follower_takes_over_and_finishes(replicas):
         pid = stack.StackInfo.load(info.directory_path).processes[leader["process"]]
         os.kill(pid, signal.SIGKILL)
         killed = time.monotonic()
+        receivers.accepting = True  # the dead leader's notices were never delivered
         survivor = _client(follower, info)
         while not survivor.status()["replica"]["leading"]:
             assert time.monotonic() - killed < 5.0, "no new leader within 5 s"
@@ -125,3 +142,17 @@ def test_leader_killed_mid_rollout_follower_takes_over_and_finishes(replicas):
     assert takeover and f"took over from {leader['name']}" in takeover[-1]["message"]
     assert any(e["kind"] == "resume" and e["rollout"] == before["id"] for e in entries)
     print(f"failover: new leader {took:.2f} s after SIGKILL")
+    # Every notice, once each after dropping repeats by key, in the order it was decided.
+    kinds = ["started", "step_entered", "step_entered", "step_entered", "promoted"]
+    deadline = time.monotonic() + 20
+    while len({h[IDEMPOTENCY_HEADER] for h, _ in receivers.flaky}) < len(kinds):
+        assert time.monotonic() < deadline, [json.loads(b)["kind"] for _, b in receivers.flaky]
+        time.sleep(0.1)
+    seen: dict[str, dict] = {}
+    for headers, body in receivers.flaky:
+        notice = json.loads(body)
+        assert headers[IDEMPOTENCY_HEADER] == notice["id"]
+        seen.setdefault(notice["id"], notice)
+    assert [n["kind"] for n in seen.values()] == kinds
+    assert [n["step"] for n in seen.values()][1:4] == [1, 2, 3]
+    assert {n["rollout"] for n in seen.values()} == {before["id"]}

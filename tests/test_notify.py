@@ -1,5 +1,6 @@
 """Notifications: which transitions are told, the signed JSON and Slack bodies, and
-delivery to a real local HTTP receiver (in order, retried, never blocking the caller)."""
+delivery from the store's outbox to a real local HTTP receiver (in order, retried,
+kept across restarts, stopped when deposed)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,17 @@ from turnout.notify import (
     NotificationKind,
     Notifier,
     WebhookTarget,
+    outgoing,
     sign,
     transition_notices,
 )
-from turnout.notify.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
+from turnout.notify.webhook import (
+    DELIVERY_HEADER,
+    IDEMPOTENCY_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+)
+from turnout.store import SqliteStore
 
 K = NotificationKind
 
@@ -166,54 +174,122 @@ class Receiver:
         return runner, f"http://127.0.0.1:{port}/hook"
 
 
-async def test_deliveries_arrive_in_order_signed_and_retried():
+def _queue(store: SqliteStore, notices: list[Notification], *targets: dict) -> None:
+    """Store ``notices`` for ``targets`` as a decision's commit does."""
+    store.commit(outbox=outgoing(notices, targets, [f"t{i}" for i in range(len(targets))]))
+
+
+async def test_deliveries_arrive_in_order_signed_and_retried(tmp_path):
     receiver = Receiver(fail_first=2)
     runner, url = await receiver.start()
     outcomes: list[str] = []
-    notifier = Notifier(backoff_s=0.01, on_outcome=outcomes.append)
+    store = SqliteStore(tmp_path / "s.db")
+    notifier = Notifier(store, backoff_s=0.01, on_outcome=outcomes.append)
+    kinds = [K.STARTED, K.STEP_ENTERED, K.GATE_FAILED, K.ROLLING_BACK, K.ROLLED_BACK]
+    sent = [notice(k) for k in kinds]
     try:
-        target = WebhookTarget(url, secret="k")
-        kinds = [K.STARTED, K.STEP_ENTERED, K.GATE_FAILED, K.ROLLING_BACK, K.ROLLED_BACK]
-        notifier.notify([notice(k) for k in kinds], [target])
+        _queue(store, sent, {"url": url, "secret": "k"})
+        notifier.start()
         await notifier.drain(timeout=5)
     finally:
         await notifier.close()
         await runner.cleanup()
     assert [body["kind"] for _, body in receiver.got] == [str(k) for k in kinds]
-    for headers, body in receiver.got:
+    for (headers, body), made in zip(receiver.got, sent, strict=True):
         raw = json.dumps(body).encode()
         assert headers[SIGNATURE_HEADER] == sign("k", headers[TIMESTAMP_HEADER], raw)
+        assert headers[IDEMPOTENCY_HEADER] == headers[DELIVERY_HEADER] == made.id
     assert outcomes == ["retried", "retried"] + ["delivered"] * 5
+    assert store.pending_deliveries() == []
+    assert {row["state"] for row in store.deliveries()} == {"delivered"}
+    assert max(row["attempts"] for row in store.deliveries()) == 3
 
 
-async def test_a_dead_or_hanging_receiver_never_blocks_the_caller():
-    hanging = Receiver(delay_s=30)
-    runner, slow_url = await hanging.start()
-    notifier = Notifier(attempts=2, backoff_s=0.01, timeout_s=0.5)
+async def test_a_dead_receiver_holds_up_only_its_own_notices(tmp_path):
+    live = Receiver()
+    runner, url = await live.start()
+    store = SqliteStore(tmp_path / "s.db")
+    notifier = Notifier(store, attempts=50, backoff_s=0.05, timeout_s=0.5)
     try:
-        targets = [WebhookTarget("http://127.0.0.1:9/hook"), WebhookTarget(slow_url)]
-        started = time.perf_counter()
-        for _ in range(200):
-            notifier.notify([notice()], targets)
-        queued_s = time.perf_counter() - started
-        assert queued_s < 0.5, queued_s  # queueing only; nothing waited for
+        _queue(store, [notice(K.STARTED), notice(K.PROMOTED)], {"url": "http://127.0.0.1:9/hook"},
+               {"url": url})
+        notifier.start()
+        deadline = time.monotonic() + 3
+        while len(live.got) < 2:
+            assert time.monotonic() < deadline, "the live receiver waited for the dead one"
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)
     finally:
         await notifier.close()
         await runner.cleanup()
+    [first, second] = store.pending_deliveries()  # the dead one's, in order, retried
+    assert (first.notice["kind"], second.notice["kind"]) == ("started", "promoted")
+    assert first.attempts >= 2 and second.attempts == 0
 
 
-async def test_a_full_queue_drops_the_oldest_and_says_so(monkeypatch):
-    from turnout.notify import dispatcher
-
-    monkeypatch.setattr(dispatcher, "QUEUE_LIMIT", 3)
-    outcomes: list[str] = []
-    notifier = Notifier(attempts=1, timeout_s=0.2, on_outcome=outcomes.append)
+async def test_a_restart_delivers_what_was_pending_in_order_without_starting_over(tmp_path):
+    receiver = Receiver(fail_first=3)
+    runner, url = await receiver.start()
+    store = SqliteStore(tmp_path / "s.db")
+    sent = [notice(k) for k in (K.STARTED, K.STEP_ENTERED, K.PROMOTED)]
+    _queue(store, sent, {"url": url})
+    first = Notifier(store, backoff_s=0.05)
     try:
-        notifier.notify([notice(K.STARTED, at=float(i)) for i in range(5)],
-                        [WebhookTarget("http://127.0.0.1:9/hook")])
-        assert outcomes.count("dropped") == 2
+        first.start()
+        deadline = time.monotonic() + 3
+        while receiver.calls < 2:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        await first.close()  # the control plane goes, nothing delivered yet
+        assert [d.attempts for d in store.pending_deliveries()][1:] == [0, 0]
+        tries = store.pending_deliveries()[0].attempts
+        assert tries >= 2
+        second = Notifier(SqliteStore(tmp_path / "s.db"), backoff_s=0.05)  # restarted
+        second.start()
+        await second.drain(timeout=5)
+        await second.close()
+    finally:
+        await runner.cleanup()
+    assert [body["id"] for _, body in receiver.got] == [n.id for n in sent]
+    assert [row["attempts"] for row in store.deliveries()][-1] == 4  # counted on
+
+
+async def test_a_notice_that_fails_every_attempt_is_kept_and_the_next_one_goes(tmp_path):
+    receiver = Receiver(fail_first=2)
+    runner, url = await receiver.start()
+    store = SqliteStore(tmp_path / "s.db")
+    outcomes: list[str] = []
+    notifier = Notifier(store, attempts=2, backoff_s=0.01, on_outcome=outcomes.append)
+    try:
+        _queue(store, [notice(K.STARTED), notice(K.PROMOTED)], {"url": url})
+        notifier.start()
+        await notifier.drain(timeout=5)
     finally:
         await notifier.close()
+        await runner.cleanup()
+    assert [body["kind"] for _, body in receiver.got] == ["promoted"]
+    assert outcomes == ["retried", "failed", "delivered"]
+    rows = sorted(store.deliveries(), key=lambda r: r["seq"])
+    assert [(r["state"], r["attempts"], r["error"]) for r in rows] == \
+        [("failed", 2, "HTTP 503"), ("delivered", 1, "")]
+
+
+async def test_a_deposed_leader_stops_delivering(tmp_path):
+    receiver = Receiver(fail_first=1000)
+    runner, url = await receiver.start()
+    store = SqliteStore(tmp_path / "s.db")
+    assert store.hold_leadership("a")
+    _queue(store, [notice()], {"url": url})
+    notifier = Notifier(store, backoff_s=0.01)
+    try:
+        assert SqliteStore(tmp_path / "s.db").hold_leadership("b")  # another took over
+        notifier.start()
+        await asyncio.sleep(0.3)
+        assert receiver.calls == 1  # one attempt, whose record was refused: it stopped
+    finally:
+        await notifier.close()
+        await runner.cleanup()
+    assert store.pending_deliveries()[0].attempts == 0  # left for the leader
 
 
 def test_a_secret_env_must_be_a_webhook_variable_and_logs_never_show_a_url_path(monkeypatch):

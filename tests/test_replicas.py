@@ -19,6 +19,7 @@ class MemoryStore:
     replicated = True
     where = "memory"
     ERRORS = (OSError,)
+    epoch: int | None = None
 
     def __init__(self) -> None:
         self.stored = Weights()
@@ -204,3 +205,35 @@ async def test_a_single_store_has_no_fleet_to_wait_for():
     replication = Replication(FakePlane(), Solo(), replica="x")  # type: ignore[arg-type]
     assert await replication.fleet("v", timeout=0.1) == []
     await replication.report()  # nothing to report to
+
+
+async def test_a_refused_write_deposes_the_leader_at_once_and_status_says_why(monkeypatch):
+    monkeypatch.setattr(replicas_module, "POLL_S", 60.0)  # no poll helps: the fence alone
+    store, plane = MemoryStore(), FakePlane()
+    replication = Replication(plane, store, replica="a")  # type: ignore[arg-type]
+    await replication.start()
+    try:
+        await _until(lambda: replication.leading)
+        assert replication.describe()["deposed"] == ""
+        store.holder = "b"
+        await asyncio.to_thread(store.on_fenced, "epoch 1 was taken over")  # from a thread
+        await _until(lambda: not replication.leading)
+        assert plane.leading_calls == ["start", "stop"]
+        assert "epoch 1 was taken over" in replication.describe()["deposed"]
+    finally:
+        await replication.stop()
+    assert plane.leading_calls == ["start", "stop"]  # stopped once only
+
+
+async def test_a_refused_write_on_a_follower_changes_nothing(monkeypatch):
+    store, plane = MemoryStore(), FakePlane()
+    store.holder = "b"
+    replication = Replication(plane, store, replica="a")  # type: ignore[arg-type]
+    await replication.start()
+    try:
+        await asyncio.to_thread(store.on_fenced, "late write")
+        await asyncio.sleep(0.05)
+        assert not replication.leading and plane.leading_calls == []
+        assert replication.describe()["deposed"] == ""
+    finally:
+        await replication.stop()

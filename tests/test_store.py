@@ -9,7 +9,16 @@ import time
 import psycopg
 import pytest
 
-from turnout.store import AuditEntry, ReplicaReport, SqliteStore, StoreUnavailable, open_store
+from turnout.store import (
+    AuditEntry,
+    DeliveryState,
+    Fenced,
+    Outgoing,
+    ReplicaReport,
+    SqliteStore,
+    StoreUnavailable,
+    open_store,
+)
 from turnout.store.postgresql import PostgresStore
 from turnout.weights import Weights
 
@@ -19,7 +28,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def fresh_pg(postgres):
     with psycopg.connect(postgres.url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS weights, rollouts, audit, replicas, slot_servers")
+        conn.execute("DROP TABLE IF EXISTS weights, rollouts, audit, replicas, slot_servers, "
+                     "leadership, outbox")
     return postgres.url
 
 
@@ -210,3 +220,95 @@ def test_slot_server_lists_survive_a_restart_and_a_failed_write_changes_nothing(
     with pytest.raises(DiscoveryError, match="the state store cannot list slot blue's "
                                              "servers now"):
         SlotServers(store).stored("blue")
+
+
+# ---- fencing: a deposed leader's writes are refused in their own transaction -------------
+
+def _terminate_lock_session(url: str) -> None:
+    """End the leader's lock session only (as if that one connection broke); its other
+    connection keeps working."""
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_locks "
+                      "WHERE locktype='advisory'")
+
+
+def test_a_deposed_leaders_next_write_is_refused_and_changes_nothing(fresh_pg):
+    a, b = PostgresStore(fresh_pg), PostgresStore(fresh_pg)
+    told: list[str] = []
+    a.on_fenced = told.append
+    try:
+        assert a.hold_leadership("a") and a.epoch == 1
+        a.set_weights(Weights.with_green(10), actor="a")  # the leader writes
+        _terminate_lock_session(fresh_pg)
+        time.sleep(0.1)
+        assert b.hold_leadership("b") and b.epoch == 2
+        assert a.leader_epoch()[:2] == (2, "b")  # type: ignore[index]
+        # a has not noticed (no poll yet) and its query connection works: still refused.
+        with pytest.raises(Fenced, match=r"epoch 1 was taken over.*epoch 2 of replica b"):
+            a.commit(rollout=("r", "shifting", False, {"id": "r"}),
+                     weights=Weights.with_green(90),
+                     audit=[AuditEntry(kind="weights", actor="a")],
+                     outbox=[Outgoing("x", {"url": "http://x"}, {"kind": "started"})])
+        with pytest.raises(Fenced):
+            a.set_slot_servers("blue", [], actor="a", message="m")
+        assert told and "no longer leads" in told[0]
+        assert a.weights() == Weights.with_green(10)  # nothing of it was written
+        assert a.rollout("r") is None and a.slot_servers() == {}
+        assert a.pending_deliveries() == []
+        assert [e.actor for e in a.history()] == ["a"]  # only the write made while leading
+        b.set_weights(Weights.with_green(20), actor="b")  # the new leader writes
+        assert not a.hold_leadership("a")  # and a, polling, finds it no longer leads
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_leader_that_sees_a_newer_epoch_steps_down_though_its_session_lives(fresh_pg):
+    a = PostgresStore(fresh_pg)
+    try:
+        assert a.hold_leadership("a")
+        with psycopg.connect(fresh_pg, autocommit=True) as admin:  # a newer leader's epoch
+            admin.execute("UPDATE leadership SET epoch = epoch + 1, replica = 'z'")
+        assert not a.hold_leadership("a")
+        assert a.hold_leadership("a") and a.epoch == 3  # retaken: a new epoch again
+    finally:
+        a.close()
+
+
+def test_a_second_control_plane_on_one_file_fences_the_first(tmp_path):
+    first, second = SqliteStore(tmp_path / "s.db"), SqliteStore(tmp_path / "s.db")
+    assert first.hold_leadership("one") and first.epoch == 1
+    first.set_weights(Weights.with_green(10), actor="one")
+    assert second.hold_leadership("two") and second.epoch == 2
+    with pytest.raises(Fenced, match="epoch 2 of replica two"):
+        first.set_weights(Weights.with_green(50), actor="one")
+    assert not first.hold_leadership("one") and second.hold_leadership("two")
+    second.set_weights(Weights.with_green(20), actor="two")
+    assert first.weights() == Weights.with_green(20)
+    unfenced = SqliteStore(tmp_path / "s.db")  # a tool that never led writes unfenced
+    unfenced.commit(audit=[AuditEntry(kind="k", actor="tool")])
+    assert [e.actor for e in first.history()] == ["one", "two", "tool"]
+
+
+def test_outbox_rows_are_written_with_the_decision_and_read_in_order(store):
+    store.hold_leadership("me")
+    store.commit(weights=Weights.with_green(10), outbox=[
+        Outgoing("r1", {"url": "http://a"}, {"kind": "started", "n": 1}),
+        Outgoing("r2", {"url": "http://b"}, {"kind": "started", "n": 1})])
+    store.commit(outbox=[Outgoing("r1", {"url": "http://a"}, {"kind": "promoted", "n": 2})])
+    pending = store.pending_deliveries()
+    assert [(d.receiver, d.notice["n"]) for d in pending] == [("r1", 1), ("r2", 1), ("r1", 2)]
+    assert [d.seq for d in pending] == sorted(d.seq for d in pending)
+    store.record_delivery(pending[0].seq, DeliveryState.DELIVERED, attempts=1)
+    store.record_delivery(pending[1].seq, DeliveryState.PENDING, attempts=2, next_at=5.0,
+                          error="HTTP 503")
+    store.record_delivery(pending[2].seq, DeliveryState.FAILED, attempts=6, error="boom")
+    [left] = store.pending_deliveries()
+    assert (left.receiver, left.attempts, left.next_at) == ("r2", 2, 5.0)
+    shown = {row["seq"]: row for row in store.deliveries()}
+    assert shown[pending[2].seq]["state"] == "failed" and \
+        shown[pending[2].seq]["error"] == "boom"
+    with pytest.raises(StoreUnavailable):  # a failing row takes the decision back with it
+        store.commit(weights=Weights.with_green(90),
+                     outbox=[Outgoing(None, {}, {})])  # type: ignore[arg-type]
+    assert store.weights() == Weights.with_green(10)

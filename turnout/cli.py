@@ -203,7 +203,10 @@ def render_status(data: dict[str, Any]) -> str:
     replica = data.get("replica") or {}
     if replica.get("shared"):
         role = "LEADER" if replica["leading"] else "follower"
-        lines.append(f"replica  {replica['replica']} ({role}) on {replica['store']}")
+        epoch = f", epoch {replica['epoch']}" if replica.get("epoch") else ""
+        lines.append(f"replica  {replica['replica']} ({role}{epoch}) on {replica['store']}")
+        if replica.get("deposed"):
+            lines.append(f"  deposed {replica['deposed']}")
         for other in data.get("replicas", []):
             lines.append(f"  {other['replica']:<12} {'leader' if other['leader'] else '':<7}"
                          f"{other['in_sync']}/{other['proxies']} proxies in sync "

@@ -39,11 +39,11 @@ from turnout.controller.state import RolloutPhase, RolloutState, rollback_cause
 from turnout.errors import ConfigError
 from turnout.logs import LogFormat, set_rollout
 from turnout.logs import configure as configure_logs
-from turnout.notify import Notifier, WebhookTarget, transition_notices
+from turnout.notify import Notifier, WebhookTarget, outgoing, transition_notices
 from turnout.prometheus import TARGETS_FILE
 from turnout.replicas import Replication
 from turnout.slots import SlotServers
-from turnout.store import open_store
+from turnout.store import Outgoing, open_store
 from turnout.telemetry import Telemetry
 from turnout.tokens import ApiToken
 from turnout.topology import Shadow, build_snapshot
@@ -91,10 +91,11 @@ class ControlPlane:
         self._handshakes = HandshakeWatch(self._refused) if config.tls else None
         self.webhooks = tuple(WebhookTarget.from_dict(w, f"webhooks[{i}]")
                               for i, w in enumerate(config.webhooks))
-        self.notifier = Notifier(
-            on_outcome=lambda outcome: self.telemetry.webhooks.labels(outcome=outcome).inc())
         self._told: tuple[str, RolloutPhase, int] | None = None
         self.store = open_store(config.store or config.state_path)
+        self.notifier = Notifier(
+            self.store,
+            on_outcome=lambda outcome: self.telemetry.webhooks.labels(outcome=outcome).inc())
         self.weights = self.store.weights()
         self.shadow: Shadow | None = None
         self._observer: ShadowObserver | None = None
@@ -114,6 +115,7 @@ class ControlPlane:
             tick_s=config.tick_s,
             stream=EnvoyStreamSource(self.windows),
             on_change=self._rollout_changed,
+            outbox=self._outbox,
         )
         self.replication = Replication(
             self, self.store, replica=config.replica or f"{socket.gethostname()}-{os.getpid()}")
@@ -307,19 +309,21 @@ class ControlPlane:
             await self._grpc.stop(grace=1.0)
         if self._handshakes is not None:
             self._handshakes.stop()
-        await self.notifier.drain(timeout=2.0)
-        await self.notifier.close()
+        await self.notifier.close()  # what is undelivered stays in the store
         if self._http is not None:
             await self._http.close()
         self.store.close()
 
     # ---- what replication uses (turnout.replicas.Plane) ----------------------------------
     async def start_leading(self) -> None:
-        """This replica leads: resume the rollout in progress, if any."""
+        """This replica leads: resume the rollout in progress, if any, and deliver the
+        notices the store holds."""
         await self.controller.start()
+        self.notifier.start()
 
     async def stop_leading(self) -> None:
         await self.controller.stop()
+        await self.notifier.stop()
 
     def sync_counts(self) -> tuple[str, int, int]:
         """The route version served here, the proxies connected, and how many hold it."""
@@ -469,7 +473,8 @@ class ControlPlane:
             self.telemetry.rollbacks.labels(reason=rollback_cause(state)).inc()
         set_rollout(None if state.finished else state.id,
                     None if state.finished else state.step + 1)
-        self._notify(state)
+        self._told = (state.id, state.phase, state.step)
+        self.notifier.wake()  # its notices were stored with it
         self.telemetry.set_phase(state.phase, state.step)
         self.telemetry.set_rollout(state.id, state.model, state.deadline_at, state.finished)
         key = (state.id, state.step, len(state.rounds))
@@ -477,21 +482,21 @@ class ControlPlane:
             self.telemetry.record_round(state.rounds[-1])
         self._last_round = key
 
-    def _notify(self, state: RolloutState) -> None:
-        """Queue the notices for this transition; never waits for a receiver."""
-        told = (state.id, state.phase, state.step)
-        if told == self._told:
-            return
+    def _outbox(self, old: RolloutState | None, new: RolloutState) -> list[Outgoing]:
+        """The deliveries telling of ``old`` -> ``new``, stored with it (the driver's
+        ``outbox``); never raises: a notification problem must not touch the rollout."""
         try:
-            policy = policy_of(state)
-            notices = transition_notices(self._told, state, len(policy.steps))
-            targets = [*self.webhooks, *(WebhookTarget.from_dict(n, "spec.notifications")
-                                         for n in policy.notifications)]
-            if notices and targets:
-                self.notifier.notify(notices, targets)
-        except Exception:  # a notification problem must never touch the rollout
-            log.exception("notifications for rollout %s failed", state.id)
-        self._told = told
+            policy = policy_of(new)
+            previous = (old.id, old.phase, old.step) if old is not None else None
+            notices = transition_notices(previous, new, len(policy.steps))
+            if not notices:
+                return []
+            names = [*(f"webhooks[{i}]" for i in range(len(self.config.webhooks))),
+                     *(f"spec.notifications[{i}]" for i in range(len(policy.notifications)))]
+            return outgoing(notices, [*self.config.webhooks, *policy.notifications], names)
+        except Exception:
+            log.exception("notifications for rollout %s failed", new.id)
+            return []
 
     def metrics(self) -> bytes:
         proxies = self.cache.status(self.config.group)["proxies"]

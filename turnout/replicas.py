@@ -8,7 +8,14 @@ version, so a step's convergence on the leader counts every proxy on every repli
 the leader dies its session ends, another replica takes leadership within a poll, writes
 the takeover to the audit log, and resumes the rollout exactly where the store says.
 
-With the embedded (SQLite) store there is one control plane and it always leads.
+Leadership is fenced: each takeover begins a new epoch in the store and every write is
+refused, in its own transaction, unless its epoch is still the store's. A leader deposed
+before its next poll notices (its lock session cut, a pause) cannot store a decision, and
+decisions are pushed only once stored; its first refused write makes it step down at once
+(log and status say why).
+
+With the embedded (SQLite) store there is one control plane and it leads from the start
+(a second control plane on the same file fences the first).
 """
 
 from __future__ import annotations
@@ -64,17 +71,23 @@ class Replication:
         self._report_due = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._transition = asyncio.Lock()
+        #: Why this replica last stopped leading because another took over (status).
+        self.deposed = ""
 
     @property
     def shared(self) -> bool:
         return self.store.replicated
 
     async def start(self) -> None:
-        if not self.shared:
-            self.leading = True
-            await self.plane.start_leading()
-            return
         loop = asyncio.get_running_loop()
+        self.store.on_fenced = lambda reason: loop.call_soon_threadsafe(self._fenced, reason)
+        if not self.shared:
+            # Leads from the start, with a new epoch: another control plane started on the
+            # same file later fences this one (its writes are refused, so it stops).
+            self.leading = await asyncio.to_thread(self.store.hold_leadership, self.replica)
+            if self.leading:
+                await self.plane.start_leading()
+            return
 
         def on_change(change: Change) -> None:  # on the listening thread
             loop.call_soon_threadsafe(self._dirty.set)
@@ -104,6 +117,23 @@ class Replication:
                 await asyncio.to_thread(self.store.resign)
 
     # ---- leadership ---------------------------------------------------------------------
+    def _fenced(self, reason: str) -> None:
+        """A write was refused: another replica leads. Stop acting now, not at the next
+        poll (call on the loop)."""
+        if self.leading and not self._stopping.is_set():
+            task = asyncio.create_task(self._step_down(reason))
+            self._tasks.append(task)
+
+    async def _step_down(self, reason: str) -> None:
+        async with self._transition:
+            if not self.leading:
+                return
+            log.error("replica %s deposed: %s; stopping rollouts and pushes of its own",
+                      self.replica, reason)
+            self.deposed = f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {reason}"
+            self.leading = False
+            await self.plane.stop_leading()
+
     async def _elect(self) -> None:
         while True:
             held = await asyncio.to_thread(self.store.hold_leadership, self.replica)
@@ -113,6 +143,7 @@ class Replication:
                 elif not held and self.leading:
                     log.error("replica %s no longer holds leadership: stopping rollouts",
                               self.replica)
+                    self.deposed = f"{time.strftime('%Y-%m-%d %H:%M:%S')}: lost leadership"
                     self.leading = False
                     await self.plane.stop_leading()
             await asyncio.sleep(POLL_S)
@@ -221,4 +252,5 @@ class Replication:
 
     def describe(self) -> dict[str, Any]:
         return {"replica": self.replica, "leading": self.leading, "shared": self.shared,
-                "store": self.store.where}
+                "store": self.store.where, "epoch": self.store.epoch,
+                "deposed": self.deposed}

@@ -54,7 +54,7 @@ from turnout.controller.state import (
 from turnout.errors import ConfigError
 from turnout.policy import Policy
 from turnout.policy.fit import fit_problems
-from turnout.store import AuditEntry, Store, StoreUnavailable
+from turnout.store import AuditEntry, Fenced, Outgoing, Store, StoreUnavailable
 from turnout.topology import Shadow
 from turnout.weights import Weights
 
@@ -88,7 +88,7 @@ class _Job:
     task: asyncio.Task | None = None
     workers: set[asyncio.Task] = field(default_factory=set)
     # Decisions acted on while the store failed: written, in order, once it answers.
-    unsaved: list[tuple[RolloutState, Weights | None, list[AuditEntry]]] = field(
+    unsaved: list[tuple[RolloutState, Weights | None, list[AuditEntry], list[Outgoing]]] = field(
         default_factory=list)
 
 
@@ -113,7 +113,11 @@ class RolloutController:
         clock: Callable[[], float] = time.time,
         on_change: Callable[[RolloutState], None] = lambda _: None,
         stream: MetricSource | None = None,
+        outbox: Callable[[RolloutState | None, RolloutState], list[Outgoing]] =
+        lambda *_: [],
     ) -> None:
+        """``outbox`` names the notices a transition (from None: a new rollout) sends;
+        they are stored with the decision, in its transaction."""
         self.plane = plane
         self.store = store
         self.registry = registry
@@ -122,6 +126,7 @@ class RolloutController:
         self.tick_s = tick_s
         self.clock = clock
         self.on_change = on_change
+        self.outbox = outbox
         self._job: _Job | None = None
         self.health: dict[str, SlotHealth] = {}
 
@@ -215,6 +220,7 @@ class RolloutController:
             message=f"--force by {actor}: {given_up}; that rollback is given up")]
         self.store.commit(
             rollout=(state.id, str(state.phase), False, state.as_dict()),
+            outbox=self.outbox(None, state),
             audit=[*forced, AuditEntry(kind="apply", actor=actor, rollout=state.id,
                               phase_to=str(state.phase), weights=weights,
                               digests=self._digests(state),
@@ -288,14 +294,19 @@ class RolloutController:
                 await job.queue.put((Tick(), None))
 
     async def _commit(self, new: RolloutState, weights: Weights | None,
-                      audit: list[AuditEntry], *, attempts: int = COMMIT_ATTEMPTS) -> bool:
-        """Write state, weights and audit in one transaction, retrying with back-off."""
+                      audit: list[AuditEntry], outbox: list[Outgoing], *,
+                      attempts: int = COMMIT_ATTEMPTS) -> bool:
+        """Write state, weights, audit and notices in one transaction, retrying with
+        back-off."""
         delay = 0.05
         for attempt in range(attempts):
             try:
                 self.store.commit(rollout=(new.id, str(new.phase), new.finished,
-                                           new.as_dict()), weights=weights, audit=audit)
+                                           new.as_dict()), weights=weights, audit=audit,
+                                  outbox=outbox)
                 return True
+            except Fenced:
+                raise  # another replica leads: never retried, never acted on
             except StoreUnavailable as exc:
                 log.error("state write failed (attempt %d/%d): %s", attempt + 1, attempts, exc)
                 if attempt + 1 < attempts:
@@ -306,8 +317,8 @@ class RolloutController:
     async def _flush_unsaved(self, job: _Job) -> bool:
         """Write decisions taken while the store failed; True when none is left."""
         while job.unsaved:
-            state, weights, audit = job.unsaved[0]
-            if not await self._commit(state, weights, audit, attempts=1):
+            state, weights, audit, outbox = job.unsaved[0]
+            if not await self._commit(state, weights, audit, outbox, attempts=1):
                 return False
             job.unsaved.pop(0)
             log.info("rollout %s: stored a decision taken while the store failed (%s)",
@@ -337,7 +348,8 @@ class RolloutController:
         stamped = time.time()
         audit = [e if e.at else dataclasses.replace(e, at=stamped) for e in audit]
         # Durable before acting: a crash from here on resumes from this state and weights.
-        if job.unsaved or not await self._commit(new, weights, audit):
+        outbox = self.outbox(old, new)
+        if job.unsaved or not await self._commit(new, weights, audit, outbox):
             if not _safe_direction(old, new, actions):
                 if isinstance(event, (Command, Tick)):
                     # An operator gets the reason (503); a tick simply comes again.
@@ -349,7 +361,7 @@ class RolloutController:
                 raise _Deferred
             # Traffic goes back to the stable slot now; the record follows.
             log.error("rollout %s: acting on %s before it is stored", new.name, new.phase)
-            job.unsaved.append((new, weights, audit))
+            job.unsaved.append((new, weights, audit, outbox))
         job.state = new
         self.on_change(new)
         for action in actions:

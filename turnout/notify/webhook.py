@@ -18,6 +18,9 @@ from turnout.notify.events import Notification, NotificationKind
 SIGNATURE_HEADER = "X-Turnout-Signature"  # sha256=<hex HMAC of timestamp.body>
 TIMESTAMP_HEADER = "X-Turnout-Timestamp"
 DELIVERY_HEADER = "X-Turnout-Delivery"
+#: The notice's id again, under the name receivers' idempotency layers look for: a notice
+#: delivered twice (at least once: a crash between the answer and its record) has one key.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 class BodyFormat(StrEnum):
@@ -98,7 +101,7 @@ class WebhookTarget:
 
     def headers(self, notice: Notification, body: bytes, timestamp: str) -> dict[str, str]:
         headers = {"Content-Type": "application/json", DELIVERY_HEADER: notice.id,
-                   TIMESTAMP_HEADER: timestamp}
+                   IDEMPOTENCY_HEADER: notice.id, TIMESTAMP_HEADER: timestamp}
         if self.secret:
             headers[SIGNATURE_HEADER] = sign(self.secret, timestamp, body)
         return headers

@@ -8,14 +8,18 @@ from pathlib import Path
 from turnout.store.base import (
     AuditEntry,
     Change,
+    Delivery,
+    DeliveryState,
+    Fenced,
+    Outgoing,
     ReplicaReport,
     Store,
     StoreUnavailable,
 )
 from turnout.store.sqlite import SqliteStore
 
-__all__ = ["AuditEntry", "Change", "ReplicaReport", "SqliteStore", "Store",
-           "StoreUnavailable", "open_store"]
+__all__ = ["AuditEntry", "Change", "Delivery", "DeliveryState", "Fenced", "Outgoing",
+           "ReplicaReport", "SqliteStore", "Store", "StoreUnavailable", "open_store"]
 
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 

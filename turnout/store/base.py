@@ -15,6 +15,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from turnout.errors import TurnoutError
@@ -57,6 +58,23 @@ CREATE TABLE IF NOT EXISTS slot_servers (
     endpoints TEXT NOT NULL,
     updated {real} NOT NULL
 );
+CREATE TABLE IF NOT EXISTS leadership (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    epoch BIGINT NOT NULL,
+    replica TEXT NOT NULL,
+    since {real} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq {serial_key},
+    created {real} NOT NULL,
+    receiver TEXT NOT NULL,
+    target TEXT NOT NULL,
+    notice TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at {real} NOT NULL DEFAULT 0,
+    error TEXT NOT NULL DEFAULT ''
+);
 """
 
 
@@ -85,6 +103,12 @@ class StoreUnavailable(TurnoutError):
     The API answers 503 with this message."""
 
 
+class Fenced(StoreUnavailable):
+    """A write by a leader another one has replaced (its leadership epoch is no longer the
+    store's): refused in the write's own transaction, so nothing was written, and never
+    worth retrying. Whoever gets it stops acting as leader."""
+
+
 @dataclass(frozen=True)
 class ReplicaReport:
     """One control-plane replica as the shared store last heard from it: whether it leads,
@@ -105,6 +129,36 @@ class ReplicaReport:
         return dict(self.__dict__)
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """A notice to deliver, written with the decision it tells of: ``receiver`` orders
+    deliveries (one queue each), ``target`` is the receiver's settings as configured,
+    ``notice`` the notice's fields."""
+
+    receiver: str
+    target: dict[str, Any]
+    notice: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A stored notice not delivered yet: its place (``seq``), tries so far and when the
+    next is due (wall clock)."""
+
+    seq: int
+    receiver: str
+    target: dict[str, Any]
+    notice: dict[str, Any]
+    attempts: int
+    next_at: float
+
+
+class DeliveryState(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"  # every attempt failed (kept, with the last error)
+
+
 @dataclass
 class Change:
     """A change notice from another replica (what changed: ``weights`` or ``rollout``)."""
@@ -123,6 +177,11 @@ class Store:
     #: Several control planes may share this store (leadership, notices, reports).
     replicated = False
     where = ""  # for messages: the file or the database
+    #: The leadership epoch this store's writes carry (taken with leadership; None: a
+    #: tool or test that never led writes unfenced).
+    epoch: int | None = None
+    #: Called (from any thread) with the reason when a write is refused as fenced.
+    on_fenced: Callable[[str], None] | None = None
 
     def _connect(self) -> contextlib.AbstractContextManager[Any]:
         raise NotImplementedError
@@ -159,19 +218,22 @@ class Store:
         rollout: tuple[str, str, bool, dict[str, Any]] | None = None,
         weights: Weights | None = None,
         audit: list[AuditEntry] | tuple[AuditEntry, ...] = (),
+        outbox: list[Outgoing] | tuple[Outgoing, ...] = (),
     ) -> None:
-        """Write a rollout's state (id, phase, terminal, body), the weights and audit
-        entries in one transaction; raises :class:`StoreUnavailable` if it fails."""
+        """Write a rollout's state (id, phase, terminal, body), the weights, audit entries
+        and the notices to deliver in one transaction; raises :class:`StoreUnavailable` if
+        it fails (:class:`Fenced` when this store's leadership was taken over)."""
         try:
-            self._commit(rollout, weights, audit)
+            self._commit(rollout, weights, audit, outbox)
         except self.ERRORS as exc:
             raise StoreUnavailable(f"state store {self.where}: {exc}") from exc
 
     def _commit(self, rollout: tuple[str, str, bool, dict[str, Any]] | None,
-                weights: Weights | None, audit: list[AuditEntry] | tuple[AuditEntry, ...]
-                ) -> None:
+                weights: Weights | None, audit: list[AuditEntry] | tuple[AuditEntry, ...],
+                outbox: list[Outgoing] | tuple[Outgoing, ...]) -> None:
         now = time.time()
         with self.transaction() as db:
+            self._fence(db)
             if rollout is not None:
                 rid, phase, terminal, body = rollout
                 db.execute(self._q(
@@ -195,6 +257,11 @@ class Store:
                      json.dumps(entry.evidence) if entry.evidence is not None else None,
                      entry.message),
                 )
+            for out in outbox:
+                db.execute(self._q(
+                    "INSERT INTO outbox (created, receiver, target, notice) "
+                    "VALUES (?, ?, ?, ?)"),
+                    (now, out.receiver, json.dumps(out.target), json.dumps(out.notice)))
 
     def set_weights(self, weights: Weights, *, actor: str, message: str = "") -> None:
         self.commit(weights=weights, audit=[AuditEntry(
@@ -240,6 +307,38 @@ class Store:
                               (*args, limit)).fetchall()
         return [_entry(r) for r in reversed(rows)]
 
+    # ---- the outbox: notices delivered from the store, so none is lost ----------------------
+    def pending_deliveries(self, limit: int = 200) -> list[Delivery]:
+        """Notices not delivered yet, oldest first (each receiver's in order)."""
+        with self._connect() as db:
+            rows = db.execute(self._q(
+                "SELECT seq, receiver, target, notice, attempts, next_at FROM outbox "
+                "WHERE state=? ORDER BY seq LIMIT ?"), (DeliveryState.PENDING, limit)
+            ).fetchall()
+        return [Delivery(row["seq"], row["receiver"], json.loads(row["target"]),
+                         json.loads(row["notice"]), row["attempts"], row["next_at"])
+                for row in rows]
+
+    def record_delivery(self, seq: int, state: DeliveryState, *, attempts: int,
+                        next_at: float = 0.0, error: str = "") -> None:
+        """Record an attempt's outcome (fenced: a deposed leader stops delivering)."""
+        try:
+            with self.transaction() as db:
+                self._fence(db)
+                db.execute(self._q(
+                    "UPDATE outbox SET state=?, attempts=?, next_at=?, error=? WHERE seq=?"),
+                    (state, attempts, next_at, error[:500], seq))
+        except self.ERRORS as exc:
+            raise StoreUnavailable(f"state store {self.where}: {exc}") from exc
+
+    def deliveries(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The last ``limit`` outbox rows, newest first (status pages, tests)."""
+        with self._connect() as db:
+            rows = db.execute(self._q(
+                "SELECT seq, created, receiver, notice, state, attempts, error FROM outbox "
+                "ORDER BY seq DESC LIMIT ?"), (limit,)).fetchall()
+        return [{**dict(row), "notice": json.loads(row["notice"])} for row in rows]
+
     # ---- slot servers an operator listed (`turnout slots`) ---------------------------------
     def slot_servers(self) -> dict[str, list[dict[str, Any]]]:
         """Each slot's server list as an operator last set it (slots never edited are
@@ -253,6 +352,7 @@ class Store:
         """Replace ``slot``'s server list, with its audit entry, in one transaction."""
         try:
             with self.transaction() as db:
+                self._fence(db)
                 db.execute(self._q(
                     "INSERT INTO slot_servers (slot, endpoints, updated) VALUES (?, ?, ?) "
                     "ON CONFLICT(slot) DO UPDATE SET endpoints=excluded.endpoints, "
@@ -264,11 +364,55 @@ class Store:
         except self.ERRORS as exc:
             raise StoreUnavailable(f"state store {self.where}: {exc}") from exc
 
+    # ---- fencing ------------------------------------------------------------------------
+    def take_epoch(self, replica: str) -> int:
+        """Begin a new leadership epoch held by ``replica``: from now on every write made
+        under an older epoch is refused (:meth:`_fence`)."""
+        with self.transaction() as db:
+            db.execute(self._q(
+                "INSERT INTO leadership (id, epoch, replica, since) VALUES (1, 1, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET epoch=leadership.epoch + 1, "
+                "replica=excluded.replica, since=excluded.since"), (replica, time.time()))
+            row = db.execute("SELECT epoch FROM leadership WHERE id=1").fetchone()
+        self.epoch = int(row["epoch"])
+        return self.epoch
+
+    def leader_epoch(self) -> tuple[int, str, float] | None:
+        """The store's current epoch, its holder and since when (None before any)."""
+        with self._connect() as db:
+            row = db.execute("SELECT epoch, replica, since FROM leadership WHERE id=1"
+                             ).fetchone()
+        return (int(row["epoch"]), row["replica"], float(row["since"])) if row else None
+
+    def _fence(self, db: Any) -> None:
+        """Refuse this transaction's writes unless this store's epoch is still the
+        store's: the row lock taken here orders it against a takeover's new epoch (a write
+        either commits before it or sees it)."""
+        if self.epoch is None:
+            return
+        touched = db.execute(self._q(
+            "UPDATE leadership SET epoch=epoch WHERE id=1 AND epoch=?"), (self.epoch,))
+        if touched.rowcount == 1:
+            return
+        row = db.execute("SELECT epoch, replica FROM leadership WHERE id=1").fetchone()
+        now = f"epoch {row['epoch']} of replica {row['replica']}" if row else "no epoch"
+        reason = (f"leadership epoch {self.epoch} was taken over (the store holds {now}): "
+                  "this replica no longer leads; write refused")
+        if self.on_fenced is not None:
+            self.on_fenced(reason)
+        raise Fenced(f"state store {self.where}: {reason}")
+
     # ---- replicas (replicated stores only; a single store is its own leader) ---------------
     def hold_leadership(self, replica: str) -> bool:
         """Take or keep leadership; False when another replica holds it (or the store
-        cannot tell: a leader that cannot reach its store must stop leading)."""
-        return True
+        cannot tell: a leader that cannot reach its store must stop leading). A single
+        store's control plane leads from its first call, with a new epoch: a second
+        control plane on the same file fences the first."""
+        if self.epoch is None:
+            self.take_epoch(replica)
+            return True
+        held = self.leader_epoch()
+        return held is not None and held[0] == self.epoch
 
     def resign(self) -> None:
         """Give leadership up (at shutdown), so another replica takes over at once."""

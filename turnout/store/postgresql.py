@@ -4,6 +4,11 @@
   replica holds it; it is released by PostgreSQL the moment the holder's session ends
   (process killed, host gone: the socket closes), and the holder gives it up when it can
   no longer reach the database (it cannot prove it still leads).
+* **Fencing**: taking leadership begins a new epoch (a counter in the ``leadership``
+  table); every write checks, in its own transaction, that its epoch is still the store's,
+  so a deposed leader that has not noticed yet (its lock session ended while its other
+  connection works, a pause) cannot write, and so cannot act: decisions are stored before
+  they are pushed.
 * **Change notices**: every write of weights or rollout state sends ``NOTIFY turnout``
   inside its transaction (delivered on commit); followers ``LISTEN`` on a connection of
   their own and reload what changed.
@@ -127,11 +132,21 @@ class PostgresStore(Store):
             try:
                 conn = self._leadership.get()
                 if self._leading:
-                    conn.execute("SELECT 1")  # the session (and so the lock) still lives
-                    return True
+                    # The session (and so the lock) still lives, and no one took over.
+                    row = conn.execute("SELECT epoch, replica FROM leadership WHERE id=1"
+                                       ).fetchone()
+                    if row is not None and row["epoch"] == self.epoch:
+                        return True
+                    log.error("leadership epoch %s was taken over (the store holds %s): "
+                              "stepping down", self.epoch, row)
+                    self._leading = False
+                    self._leadership.drop()
+                    return False
                 row = conn.execute("SELECT pg_try_advisory_lock(%s) AS held",
                                    (LEADER_LOCK,)).fetchone()
-                self._leading = bool(row and row["held"])
+                if row and row["held"]:
+                    self.take_epoch(replica)  # older epochs' writes are refused from now
+                    self._leading = True
                 return self._leading
             except psycopg.Error as exc:
                 if self._leading:
