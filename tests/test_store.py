@@ -3,6 +3,7 @@ what only the shared store does: leadership, change notices, replica reports."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -312,3 +313,36 @@ def test_outbox_rows_are_written_with_the_decision_and_read_in_order(store):
         store.commit(weights=Weights.with_green(90),
                      outbox=[Outgoing(None, {}, {})])  # type: ignore[arg-type]
     assert store.weights() == Weights.with_green(10)
+
+
+async def test_a_leader_cut_from_its_lock_decides_nothing_that_is_pushed(fresh_pg, tmp_path):
+    """The rollout driver on real PostgreSQL: its lock session is terminated while its
+    query connection works, another replica takes over, and before any poll notices the
+    old leader's next decision (an abort, a safe direction it would otherwise act on
+    before storing) is refused and never reaches the push port."""
+    from tests.test_driver import Controller, FakePlane, Healthy, baking_at_20
+    from tests.zoo import write_model
+    from triton_slots.registry import LocalRegistry
+
+    registry = LocalRegistry(tmp_path / "registry")
+    registry.push(write_model(tmp_path / "pair", "pair"), name="pair", version="v2")
+    a, b = PostgresStore(fresh_pg), PostgresStore(fresh_pg)
+    plane = FakePlane()
+    controller = Controller(plane, a, registry=registry, provider=Healthy(), tick_s=0.01)
+    try:
+        assert a.hold_leadership("a")
+        await baking_at_20(controller)
+        pushed = list(plane.pushes)
+        _terminate_lock_session(fresh_pg)
+        await asyncio.sleep(0.1)
+        assert b.hold_leadership("b")
+        with pytest.raises(Fenced):
+            await controller.command("abort", actor="sre")
+        await asyncio.sleep(0.2)
+        assert plane.pushes == pushed and plane.weights.green == 20
+        assert b.latest_rollout()["phase"] == "baking" and b.weights().green == 20
+        assert not [e for e in b.history() if e.actor == "sre"]
+    finally:
+        await controller.stop()
+        a.close()
+        b.close()
