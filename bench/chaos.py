@@ -29,7 +29,7 @@ from triton_slots.loadgen import LoadGenerator, send
 from turnout import stack
 from turnout.client import ApiClient
 from turnout.errors import ApiError
-from turnout.proxy import EnvoyProxy
+from turnout.proxy import DRAIN_TIME_S, PARENT_SHUTDOWN_S, EnvoyProxy
 from turnout.store import SqliteStore as Store
 from turnout.workflow import registry_for
 
@@ -189,10 +189,73 @@ def envoy_restart() -> Row:
             row.recover_s = None if ok is None else time.monotonic() - killed
             row.detect_s = 0.0
             time.sleep(2)
-            row.note = "clients of the killed proxy fail until it is back (no second proxy)"
+            row.note = ("a crash of the only proxy loses what it held and fails requests "
+                        "until it is back: see the two-proxy rows; a planned restart is the "
+                        "hot-restart row")
             return _finish(row, info, client, load)
         finally:
             proxy.stop()
+
+
+def envoy_hot_restart() -> Row:
+    row = Row("Envoy hot-restarted twice under load (`turnout stack restart-envoy`)")
+    with _stack() as (info, client):
+        load = LoadGenerator(info.ingress, model="classifier", concurrency=4, rate=300).start()
+        time.sleep(2)
+        directory = Path(info.directory)
+        done = [*stack.restart_envoy(directory), *stack.restart_envoy(directory)]
+        row.detect_s = row.recover_s = 0.0  # the ingress never closed
+        pid = stack.StackInfo.load(directory).processes["envoy envoy-0"]
+        time.sleep(2)
+        row.note = (f"pids {done[0][1]} -> {done[0][2]} -> {pid}; each old process drained "
+                    f"{DRAIN_TIME_S}s and ended {PARENT_SHUTDOWN_S}s after its successor "
+                    f"started (restarts took {done[0][3]:.1f}s and {done[1][3]:.1f}s)")
+        return _finish(row, info, client, load)
+
+
+CLIENTS = 16
+
+
+def _one_of_two_killed(case: str, *, retry: bool) -> Row:
+    """Two Envoys on the ingress port (SO_REUSEPORT, as `stack up --replicas 2` runs
+    them): clients connect to both, then the second is SIGKILLed."""
+    row = Row(case)
+    with _stack() as (info, client):
+        directory = Path(info.directory)
+        second = EnvoyProxy.start(node_id="envoy-1", node_cluster="turnout",
+                                  xds_host="127.0.0.1", xds_port=info.xds_port,
+                                  work_dir=directory, log_dir=directory / "logs")
+        try:
+            second.wait_ready()
+            # Closed loop (no rate): every connection always has a request in flight.
+            load = LoadGenerator(info.ingress, model="classifier", concurrency=CLIENTS,
+                                 retry_unavailable=retry, own_connections=True).start()
+            time.sleep(2)
+            held = second.stats("http.ingress.downstream_cx_active").get(
+                "http.ingress.downstream_cx_active")
+            os.kill(second.process.pid, signal.SIGKILL)
+            row.detect_s = 0.0
+            row.recover_s = _until(lambda: send(info.ingress, 1, model="classifier").ok == 1,
+                                   10)
+            time.sleep(3)
+            row.note = (f"the killed proxy held {held} of {CLIENTS} client connections "
+                        "(closed loop: one request in flight on each); "
+                        + ("clients retry UNAVAILABLE (gRPC retry policy, 3 attempts) and "
+                           "reconnect to the survivor" if retry else
+                           "clients without a retry policy lose what was in flight there"))
+            return _finish(row, info, client, load)
+        finally:
+            second.stop()
+
+
+def proxy_killed_retrying() -> Row:
+    return _one_of_two_killed("one of two proxies SIGKILLed, clients retry UNAVAILABLE",
+                              retry=True)
+
+
+def proxy_killed_plain() -> Row:
+    return _one_of_two_killed("one of two proxies SIGKILLed, clients without retries",
+                              retry=False)
 
 
 def control_plane_kill() -> Row:
@@ -304,7 +367,9 @@ def store_full() -> Row:
 
 CASES: dict[str, Callable[[], Row]] = {
     "one_server": one_server, "candidate_slot": candidate_slot, "idle_slot": idle_slot,
-    "envoy_restart": envoy_restart, "control_plane": control_plane_kill,
+    "envoy_restart": envoy_restart, "envoy_hot_restart": envoy_hot_restart,
+    "proxy_killed_plain": proxy_killed_plain, "proxy_killed_retrying": proxy_killed_retrying,
+    "control_plane": control_plane_kill,
     "prometheus": prometheus_stop, "proxy_stopped": proxy_stopped, "store_full": store_full,
 }
 

@@ -1,7 +1,7 @@
 """Faults under load with the real stack (two Triton servers per slot, Envoy, Prometheus,
 the control plane as its own process): servers killed with SIGKILL lose no request, a
-dead candidate ends rolled back within seconds, and a stopped proxy does not wedge a
-rollout under a quorum policy."""
+dead candidate ends rolled back within seconds, a planned Envoy restart (hot restart)
+loses no request, and a stopped proxy does not wedge a rollout under a quorum policy."""
 
 from __future__ import annotations
 
@@ -9,17 +9,20 @@ import os
 import signal
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from bench.policies import ERROR_RATE
 from bench.policies import policy as rollout_policy
 from tests.rollout_helpers import FINISHED, envoy_weights, wait_for
 from triton_slots.loadgen import LoadGenerator
-from triton_slots.procs import processes_naming
+from triton_slots.procs import pid_alive, processes_naming
 from turnout import stack
+from turnout.cli import main as cli
 from turnout.client import ApiClient
-from turnout.proxy import EnvoyProxy
+from turnout.proxy import SHARED_MEMORY, EnvoyProxy, read_base_id, server_info
 
 pytestmark = pytest.mark.integration
 
@@ -46,8 +49,12 @@ def pools(tmp_path_factory):
         registry_for(directory).push(EXAMPLES / "v2", name="classifier", version="v2")
         yield info, ApiClient(info.api_url, info.token, actor="pytest")
     finally:
+        base_id = read_base_id(directory / "envoy-envoy-0.base-id")
         stack.down(directory)
     time.sleep(0.5)
+    # Hot restart's shared memory region goes with the stack.
+    assert base_id is not None and \
+        not (SHARED_MEMORY / f"envoy_shared_memory_{base_id * 10}").exists()
     # Servers killed outright leave their Python backend stubs behind unless the stack
     # stops their whole process group: nothing naming this stack may be left running.
     assert not processes_naming(directory), "processes of the stack survived stack down"
@@ -93,6 +100,33 @@ def test_candidate_slot_death_mid_bake_rolls_back_with_no_failed_request(pools):
     assert envoy_weights(info) == {"blue": 100, "green": 0}
     history = [e["message"] for e in client.history(rollout=done["id"])]
     assert any("candidate slot green unhealthy: 0/2 servers ready" in m for m in history)
+
+
+def test_a_planned_envoy_restart_loses_no_request(pools):
+    info, _client = pools
+    directory = Path(info.directory)
+    runner = CliRunner()
+    refused = runner.invoke(cli, ["stack", "restart-envoy", "--dir", str(directory),
+                                  "--node", "envoy-9"])
+    assert refused.exit_code == 1
+    assert "no Envoy 'envoy-9' in this stack (it has envoy-0)" in refused.output
+    before = stack.StackInfo.load(directory).processes["envoy envoy-0"]
+    load = LoadGenerator(info.ingress, model="classifier", concurrency=4, rate=200).start()
+    try:
+        time.sleep(1)
+        shown = runner.invoke(cli, ["stack", "restart-envoy", "--dir", str(directory),
+                                    "--parent-shutdown", "3"])
+        time.sleep(1)
+    finally:
+        stats = load.stop()
+    assert shown.exit_code == 0, shown.output
+    after = stack.StackInfo.load(directory).processes["envoy envoy-0"]
+    assert f"envoy-0: pid {before} -> {after}" in shown.output
+    assert not pid_alive(before) and pid_alive(after)
+    assert server_info(info.envoy_admin)["command_line_options"]["restart_epoch"] == 1
+    assert envoy_weights(info) == {"blue": 100, "green": 0}
+    print(f"hot restart under load: {stats.sent} sent, {stats.failed} failed")
+    assert stats.sent > 300 and stats.failed == 0, dict(stats.errors)
 
 
 @pytest.fixture(scope="module")

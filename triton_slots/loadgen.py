@@ -10,6 +10,7 @@ request is accounted for: ``ok`` or ``failed`` by gRPC status.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections import Counter
@@ -43,6 +44,26 @@ class LoadStats:
 
 class LoadError(RuntimeError):
     """A load thread crashed (not a failed request: a bug or a broken environment)."""
+
+
+#: A gRPC retry policy for UNAVAILABLE (see LoadGenerator's ``retry_unavailable``).
+RETRY_UNAVAILABLE = json.dumps({"methodConfig": [{
+    "name": [{}],
+    "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.05s", "maxBackoff": "0.5s",
+                    "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]})
+
+
+def channel_args(*, retry_unavailable: bool, own_connection: bool) -> list[tuple] | None:
+    """gRPC channel options for a load thread (None: tritonclient's defaults)."""
+    if not (retry_unavailable or own_connection):
+        return None
+    args: list[tuple] = [("grpc.max_send_message_length", 2**31 - 1),
+                         ("grpc.max_receive_message_length", 2**31 - 1)]
+    if own_connection:  # channels of one process share connections unless told not to
+        args.append(("grpc.use_local_subchannel_pool", 1))
+    if retry_unavailable:
+        args += [("grpc.enable_retries", 1), ("grpc.service_config", RETRY_UNAVAILABLE)]
+    return args
 
 
 def fetch_signature(client: grpcclient.InferenceServerClient, model: str,
@@ -87,8 +108,16 @@ class LoadGenerator:
         signature: ModelSignature | None = None,
         hints: Hints | None = None,
         requests: list[dict[str, np.ndarray]] | None = None,
+        retry_unavailable: bool = False,
+        own_connections: bool = False,
     ) -> None:
+        """``retry_unavailable``: the clients' gRPC retry policy retries a request that
+        failed UNAVAILABLE (its connection broke: a proxy went away) up to twice, as a
+        client of several proxies should. ``own_connections``: each thread opens its own
+        connection (by default gRPC shares one among a process's channels)."""
         self.address = address
+        self.channel_args = channel_args(retry_unavailable=retry_unavailable,
+                                         own_connection=own_connections)
         self.model = model
         self.concurrency = concurrency
         self.batch = batch
@@ -123,7 +152,7 @@ class LoadGenerator:
             raise
 
     def _work(self, seed: int) -> None:
-        client = grpcclient.InferenceServerClient(self.address)
+        client = grpcclient.InferenceServerClient(self.address, channel_args=self.channel_args)
         local = LoadStats()
         try:
             try:

@@ -98,6 +98,23 @@ def stack_restart_controlplane(directory: Path) -> None:
     click.echo(f"control plane running again (pid {pid})")
 
 
+@stack.command("restart-envoy")
+@dir_option
+@click.option("--node", default=None, help="Only this Envoy (envoy-0, envoy-1, ...); "
+              "default: each in turn.")
+@click.option("--parent-shutdown", "parent_shutdown", type=click.FloatRange(1, 3600),
+              default=local_stack.PARENT_SHUTDOWN_S, show_default=True,
+              help="Seconds after the new process starts when the old one ends: longer than "
+                   "the longest request or stream that should finish on it.")
+@friendly
+def stack_restart_envoy(directory: Path, node: str | None, parent_shutdown: float) -> None:
+    """Hot-restart Envoy (a new binary or bootstrap takes effect): the new process takes
+    the listening sockets over while the old one drains; requests in flight finish."""
+    done = local_stack.restart_envoy(directory, node=node, parent_shutdown_s=parent_shutdown,
+                                     progress=click.echo)
+    click.echo(f"restarted {len(done)} Envoy(s) without closing the ingress")
+
+
 @main.group()
 def traffic() -> None:
     """Move traffic between the slots."""

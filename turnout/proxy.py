@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +24,34 @@ from turnout.assets import ASSETS
 from xds_server.transport import TlsFiles
 
 BOOTSTRAP_TEMPLATE = ASSETS / "envoy" / "bootstrap.yaml"
+#: Hot restart (``turnout stack restart-envoy``): the old process drains its listeners for
+#: DRAIN_TIME_S (HTTP/2 GOAWAY, HTTP/1 ``Connection: close``: clients move to the new
+#: process on their next connection) and is ended PARENT_SHUTDOWN_S after the new one
+#: starts; a request still running on it then is cut.
+DRAIN_TIME_S = 2
+PARENT_SHUTDOWN_S = 10
+SHARED_MEMORY = Path("/dev/shm")
+
+
+def envoy_argv(config: Path, *, concurrency: int, epoch: int = 0,
+               base_id: int | None = None, base_id_path: Path | None = None,
+               parent_shutdown_s: float = PARENT_SHUTDOWN_S) -> list[str]:
+    """Envoy's command line: epoch 0 picks a free base id (written to ``base_id_path``);
+    a hot restart (``epoch`` > 0) names the running one's ``base_id`` and ends the old
+    process ``parent_shutdown_s`` after it starts."""
+    ids = ["--base-id", str(base_id)] if base_id is not None else \
+        ["--use-dynamic-base-id", *(["--base-id-path", str(base_id_path)]
+                                    if base_id_path else [])]
+    return [envoy_binary(), "-c", str(config), "--restart-epoch", str(epoch), *ids,
+            "--concurrency", str(concurrency), "--log-level", "info",
+            "--drain-time-s", str(DRAIN_TIME_S),
+            "--parent-shutdown-time-s", str(max(1, round(parent_shutdown_s)))]
+
+
+def forget_shared_memory(base_id: int) -> None:
+    """Remove the hot-restart region Envoy leaves in /dev/shm (call once no process of
+    ``base_id`` runs)."""
+    (SHARED_MEMORY / f"envoy_shared_memory_{base_id * 10}").unlink(missing_ok=True)
 
 
 def envoy_binary() -> str:
@@ -104,6 +134,7 @@ class EnvoyProxy:
     node_id: str
     admin_port: int
     process: ManagedProcess
+    base_id_path: Path | None = None
 
     @classmethod
     def start(
@@ -132,17 +163,20 @@ class EnvoyProxy:
                 xds_fallbacks=xds_fallbacks,
             )
         )
-        argv = [
-            envoy_binary(), "-c", str(config),
-            "--disable-hot-restart",
-            "--concurrency", str(concurrency),
-            "--log-level", "info",
-            "--drain-time-s", "2",
-        ]
+        base_id_path = work_dir / f"envoy-{node_id}.base-id"
+        base_id_path.unlink(missing_ok=True)
         process = ManagedProcess.spawn(
-            f"envoy {node_id}", argv, log_path=log_dir / f"envoy-{node_id}.log"
-        )
-        return cls(node_id, admin_port, process)
+            f"envoy {node_id}",
+            envoy_argv(config, concurrency=concurrency, base_id_path=base_id_path),
+            log_path=log_dir / f"envoy-{node_id}.log")
+        return cls(node_id, admin_port, process, base_id_path)
+
+    def hot_restart(self, *, timeout: float = 30.0) -> EnvoyProxy:
+        """Start the next epoch of this Envoy (reading its bootstrap file again, with the
+        binary installed now), which takes the listening sockets over while this one
+        drains; return it once it is LIVE and this process has exited."""
+        return hot_restart(self.admin_url, node_id=self.node_id, log_path=self.process.log_path,
+                           base_id_path=self.base_id_path, old=self.process, timeout=timeout)
 
     @property
     def admin_url(self) -> str:
@@ -159,6 +193,65 @@ class EnvoyProxy:
 
     def stop(self) -> None:
         self.process.stop()
+        base_id = read_base_id(self.base_id_path)
+        if base_id is not None:
+            forget_shared_memory(base_id)
+
+
+def read_base_id(path: Path | None) -> int | None:
+    """The base id an epoch-0 Envoy wrote to ``path`` (None before it did)."""
+    try:
+        return int(path.read_text().strip()) if path is not None else None
+    except (OSError, ValueError):
+        return None
+
+
+def server_info(admin_url: str) -> dict:
+    with urllib.request.urlopen(f"{admin_url.rstrip('/')}/server_info", timeout=2) as answer:
+        return json.load(answer)
+
+
+def hot_restart(admin_url: str, *, node_id: str, log_path: Path, base_id_path: Path | None,
+                old: ManagedProcess | None = None, timeout: float = 30.0,
+                parent_shutdown_s: float = PARENT_SHUTDOWN_S) -> EnvoyProxy:
+    """Hot-restart the Envoy whose admin is at ``admin_url``: its next epoch with the same
+    bootstrap file, base id and concurrency (read from its ``/server_info``). Returns the
+    new process once it serves (LIVE at the new epoch) and the old one has exited (at
+    most ``parent_shutdown_s`` later: make it longer than the longest request or stream
+    it should let finish). Raises ProcessError if the new one does not start."""
+    info = server_info(admin_url)
+    options = info["command_line_options"]
+    epoch = int(options.get("restart_epoch", 0)) + 1
+    base_id = int(options["base_id"])
+    if options.get("use_dynamic_base_id"):  # epoch 0 chose it; its options say 0
+        base_id = read_base_id(base_id_path)  # type: ignore[assignment]
+        if base_id is None:
+            raise ProcessError(f"envoy {node_id}: its base id file {base_id_path} is "
+                               "missing (it was started without one)")
+    argv = envoy_argv(Path(options["config_path"]),
+                      concurrency=int(options.get("concurrency", 1)), epoch=epoch,
+                      base_id=base_id, parent_shutdown_s=parent_shutdown_s)
+    process = ManagedProcess.spawn(f"envoy {node_id}", argv, log_path=log_path)
+    deadline = time.monotonic() + timeout
+    while True:
+        process.check_alive()
+        try:
+            now = server_info(admin_url)
+            if int(now["command_line_options"].get("restart_epoch", 0)) == epoch and \
+                    now.get("state") == "LIVE":
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        if time.monotonic() > deadline:
+            process.stop()
+            raise ProcessError(f"envoy {node_id}: epoch {epoch} not LIVE after {timeout:g}s; "
+                               f"log {log_path}")
+        time.sleep(0.05)
+    while old is not None and old.alive() and \
+            time.monotonic() < deadline + parent_shutdown_s:
+        time.sleep(0.1)
+    port = int(urllib.parse.urlsplit(admin_url).port or 0)
+    return EnvoyProxy(node_id, port, process, base_id_path)
 
 
 def admin_stats(admin_url: str, prefix: str = "") -> dict[str, int]:

@@ -35,7 +35,14 @@ from turnout.config import ControlPlaneConfig
 from turnout.errors import StackError
 from turnout.postgres import PostgresServer
 from turnout.prometheus import TARGETS_FILE, PrometheusServer, render_config
-from turnout.proxy import EnvoyProxy
+from turnout.proxy import (
+    DRAIN_TIME_S,
+    PARENT_SHUTDOWN_S,
+    EnvoyProxy,
+    forget_shared_memory,
+    hot_restart,
+    read_base_id,
+)
 from turnout.seed import registry_root, seed_all, slot_repository
 from turnout.tokens import Role, mint
 from xds_server.pki import LocalCA, write_private
@@ -395,6 +402,55 @@ def restart_control_plane(directory: Path = DEFAULT_DIR) -> int:
     return plane.pid
 
 
+def envoy_admins(info: StackInfo) -> dict[str, str]:
+    """Each Envoy of the stack (its node id) and its admin URL."""
+    if info.replicas:
+        return {f"envoy-{i}": r["envoy_admin"] for i, r in enumerate(info.replicas)}
+    return {"envoy-0": info.envoy_admin}
+
+
+def restart_envoy(directory: Path = DEFAULT_DIR, *, node: str | None = None,
+                  parent_shutdown_s: float = PARENT_SHUTDOWN_S,
+                  progress: Progress = _quiet) -> list[tuple[str, int, int, float]]:
+    """Hot-restart the stack's Envoys (or only ``node``), one after another: each new
+    process reads its bootstrap file again and takes the listening sockets over while the
+    old one drains (``DRAIN_TIME_S``) and exits ``parent_shutdown_s`` after the new one
+    started; requests in flight finish on the old one (one still running then is cut).
+    Returns (node, old pid, new pid, seconds) for each."""
+    directory = directory.resolve()
+    info = StackInfo.load(directory)
+    admins = envoy_admins(info)
+    if node is not None and node not in admins:
+        raise StackError(f"no Envoy {node!r} in this stack (it has {', '.join(admins)})")
+    done = []
+    for name, admin in admins.items():
+        if node is not None and name != node:
+            continue
+        key = f"envoy {name}"
+        pid = info.processes.get(key)
+        if pid is None or not pid_alive(pid):
+            raise StackError(f"{name} is not running (pid {pid}); `turnout stack down` and "
+                             "`up` start it again")
+        old = ManagedProcess(key, pid, Path(info.logs.get(key, directory / "logs" /
+                                                          f"envoy-{name}.log")))
+        progress(f"{name}: hot restart (the old process drains for {DRAIN_TIME_S}s and ends "
+                 f"{parent_shutdown_s:g}s after the new one starts)")
+        started = time.monotonic()
+        try:
+            new = hot_restart(admin, node_id=name, log_path=old.log_path, old=old,
+                              base_id_path=directory / f"envoy-{name}.base-id",
+                              parent_shutdown_s=parent_shutdown_s)
+        except ProcessError as exc:
+            raise StackError(str(exc)) from exc
+        except (OSError, ValueError, KeyError) as exc:
+            raise StackError(f"{name}: cannot read its admin {admin}: {exc}") from exc
+        info.record(new.process)
+        took = time.monotonic() - started
+        progress(f"  {name}: pid {pid} -> {new.process.pid}, old one gone after {took:.1f}s")
+        done.append((name, pid, new.process.pid, took))
+    return done
+
+
 def down(directory: Path = DEFAULT_DIR, *, progress: Progress = _quiet) -> list[str]:
     """Stop every process of the stack (Envoy first, Triton last), each with its process
     group, and forget it. A recorded pid now held by another process is left alone."""
@@ -410,5 +466,9 @@ def down(directory: Path = DEFAULT_DIR, *, progress: Progress = _quiet) -> list[
                      "time)")
     if info.postgres_dir:
         shutil.rmtree(info.postgres_dir, ignore_errors=True)
+    for base_id_file in directory.glob("envoy-*.base-id"):
+        base_id = read_base_id(base_id_file)
+        if base_id is not None:
+            forget_shared_memory(base_id)
     (directory / "stack.json").unlink(missing_ok=True)
     return stopped
