@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.common import OUT, ROOT_DIR, write_json
+from bench.partitions import CASES as PARTITIONS
+from bench.partitions import PartitionRow
 from bench.policies import ERROR_RATE
 from bench.policies import policy as rollout_policy
 from triton_slots.loadgen import LoadGenerator, send
@@ -365,18 +367,21 @@ def store_full() -> Row:
         shutil.rmtree(small, ignore_errors=True)
 
 
-CASES: dict[str, Callable[[], Row]] = {
+CASES: dict[str, Callable[[], object]] = {
     "one_server": one_server, "candidate_slot": candidate_slot, "idle_slot": idle_slot,
     "envoy_restart": envoy_restart, "envoy_hot_restart": envoy_hot_restart,
     "proxy_killed_plain": proxy_killed_plain, "proxy_killed_retrying": proxy_killed_retrying,
     "control_plane": control_plane_kill,
     "prometheus": prometheus_stop, "proxy_stopped": proxy_stopped, "store_full": store_full,
+    **PARTITIONS,
 }
 
 
 def render(rows: list[dict]) -> str:
     def num(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}"
+    partitions = [r for r in rows if "expected" in r]
+    rows = [r for r in rows if "expected" not in r]
     lines = [
         "# Reliability: `make chaos`", "",
         "One fault at a time under steady gRPC load through Envoy (4 clients, 300 req/s), "
@@ -394,6 +399,24 @@ def render(rows: list[dict]) -> str:
               "rollout leaving `baking`); recover: until traffic was whole again (rollback "
               "ACKed, proxy back, rollout at the same step). 0.00 where Envoy handled it "
               "without the control plane (retries, failover)."]
+    if partitions:
+        lines += [
+            "", "## Partitions", "",
+            "Two control-plane replicas and two Envoys, each in a network namespace of its "
+            "own, PostgreSQL and four Triton servers on this host, each on an address of its "
+            "own (`bench/partitions.py`); a partition is a blackhole route between two "
+            "addresses, removed to heal. Load: 100 requests/s through each Envoy. The "
+            "expected outcome was written before the case ran. Reproduce with `make chaos` "
+            "(`.venv/bin/python -m bench.chaos --only partition_...` for some).", "",
+            "| case | expected | sent | failed | decided | healed s | audit kept | note |",
+            "|---|---|---:|---:|---|---:|---|---|"]
+        for r in partitions:
+            lines.append(f"| {r['case']} | {r['expected']} | {r['sent']} | {r['failed']} | "
+                         f"{r['decided']} | {num(r['healed_s'])} | "
+                         f"{'yes' if r['audit_kept'] else 'NO'} | {r['note']} |")
+        lines += ["", "Healed: from the heal until the partitioned part agreed with the "
+                  "rest again (its weights, its readiness); 0.00 where nothing had to catch "
+                  "up. Audit kept: every entry present before the partition is there after."]
     return "\n".join(lines) + "\n"
 
 
@@ -410,7 +433,9 @@ def main(argv: list[str] | None = None) -> None:
         try:
             row = asdict(CASES[name]())
         except Exception as exc:  # a case that could not run is reported, not hidden
-            row = asdict(Row(name, note=f"case errored: {type(exc).__name__}: {exc}"[:150]))
+            note = f"case errored: {type(exc).__name__}: {exc}"[:150]
+            row = asdict(PartitionRow(name, "-", note=note) if name in PARTITIONS
+                         else Row(name, note=note))
             print(f"  errored: {exc}", flush=True)
         kept[name] = {**row, "key": name}
     rows = [kept[name] for name in CASES if name in kept]  # --only: the others as they were

@@ -149,3 +149,31 @@ def test_route_envoy_rejects_is_nacked_held_and_shown(live):
     finally:
         stats = load.stop()
     assert stats.failed == 0, stats.errors
+
+
+def test_a_control_plane_that_cannot_read_its_store_answers_503_and_status_still_works(
+        live, monkeypatch):
+    """A replica cut from its store (a partition, a dead disk) keeps serving Envoy and
+    answering: status says what it cannot read; a route that needs the store answers 503
+    naming it, never 500."""
+    import sqlite3
+
+    from turnout.client import ApiClient
+    from turnout.errors import ApiError
+    from turnout.stack import StackInfo
+
+    def unreadable(*_args: object, **_kw: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(live.plane.store, "latest_rollout", unreadable)
+    monkeypatch.setattr(live.plane.store, "history", unreadable)
+    info = StackInfo.load(live.directory)
+    shown = CliRunner().invoke(cli, ["status", "--dir", str(live.directory)])
+    assert shown.exit_code == 0, shown.output
+    assert "STORE    state store" in shown.output and "disk I/O error" in shown.output
+    with pytest.raises(ApiError, match="unreachable: disk I/O error") as refused:
+        ApiClient(info.api_url, info.token).history()
+    assert refused.value.status == 503
+    monkeypatch.undo()
+    shown = CliRunner().invoke(cli, ["status", "--dir", str(live.directory)])
+    assert shown.exit_code == 0 and "STORE" not in shown.output, shown.output

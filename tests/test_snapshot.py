@@ -287,3 +287,19 @@ def test_a_shadow_copies_a_sampled_share_of_inference_to_the_slots_own_cluster()
     assert SELF_CLUSTER not in [c.name for c in plain.resources(t.CLUSTER).values()]
     assert not any("shadow" in r.name for r in
                    plain.resources(t.ROUTE)["ingress_routes"].virtual_hosts[0].routes)
+
+
+def test_eds_never_marks_every_server_of_a_slot_unhealthy():
+    """The control plane's probes decide EDS health, except for a slot none of whose
+    servers answers them (a control plane cut from them): Envoy's own checks decide."""
+    from triton_slots.slot import Endpoint, Slot
+    from turnout.topology import eds_health
+
+    a, b, c, d = (Endpoint(f"10.0.0.{i}", 8000, 8001, 8002) for i in range(1, 5))
+    slots = {"blue": Slot("blue", (a, b)), "green": Slot("green", (c, d))}
+    one_down = {a: True, b: False, c: True, d: True}
+    assert eds_health(slots, one_down) == one_down  # the probes' verdict stands
+    slot_down = {a: False, b: False, c: True, d: False}
+    assert eds_health(slots, slot_down) == {a: True, b: True, c: True, d: False}
+    assert eds_health(slots, {}) == {a: True, b: True, c: True, d: True}
+    assert eds_health({"blue": Slot("blue")}, {a: False}) == {a: False}  # no servers

@@ -109,6 +109,8 @@ def needs(role: Role, *, body: bool = False) -> Callable[[Handler], Handler]:
                 return error(422, str(exc))
             except StoreUnavailable as exc:
                 return error(503, str(exc))
+            except plane.store.ERRORS as exc:  # a read that could not reach the store
+                return error(503, f"state store {plane.store.where} unreachable: {exc}")
         return wrapped
     return decorate
 

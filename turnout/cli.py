@@ -224,6 +224,8 @@ def render_status(data: dict[str, Any]) -> str:
         lines.append(f"replica  {replica['replica']} ({role}{epoch}) on {replica['store']}")
         if replica.get("deposed"):
             lines.append(f"  deposed {replica['deposed']}")
+    if data.get("store_error"):
+        lines.append(f"STORE    {data['store_error']}")
         for other in data.get("replicas", []):
             lines.append(f"  {other['replica']:<12} {'leader' if other['leader'] else '':<7}"
                          f"{other['in_sync']}/{other['proxies']} proxies in sync "

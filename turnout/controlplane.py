@@ -46,7 +46,7 @@ from turnout.slots import SlotServers
 from turnout.store import Outgoing, open_store
 from turnout.telemetry import Telemetry
 from turnout.tokens import ApiToken
-from turnout.topology import Shadow, build_snapshot
+from turnout.topology import Shadow, build_snapshot, eds_health
 from turnout.weights import Weights
 from xds_server import (
     AdsServer,
@@ -217,7 +217,7 @@ class ControlPlane:
             ingress_host=self.config.ingress_host,
             ingress_port=self.config.ingress_port,
             slots=self.members.slots,
-            health=self.health,
+            health=eds_health(self.members.slots, self.health),
             weights=self.weights,
             resolve=self._resolve,
             preview_key=self.config.preview_key,
@@ -264,8 +264,13 @@ class ControlPlane:
         self._grpc = grpc.aio.server(
             options=[
                 *SERVER_OPTIONS,
-                ("grpc.keepalive_time_ms", 30_000),
-                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                # A proxy cut off (a partition: no FIN, no RST) is found dead within about
+                # 5 s, inside a push's default 10 s timeout: the push stops waiting for it
+                # and it stops counting as connected. Envoys ping every 2 s (bootstrap),
+                # jittered: their pings are welcome from 1 s apart.
+                ("grpc.keepalive_time_ms", 2_000),
+                ("grpc.keepalive_timeout_ms", 3_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 1_000),
             ]
         )
         self._grpc.add_generic_rpc_handlers((self.ads.handler(), self.delta.handler(),
@@ -507,6 +512,12 @@ class ControlPlane:
         return self.telemetry.render()
 
     def status(self) -> dict[str, object]:
+        """What this replica knows; one cut from its store still answers (the rollout is
+        then unknown here and ``store_error`` says why)."""
+        try:
+            rollout, store_error = self.controller.describe(), ""
+        except self.store.ERRORS as exc:
+            rollout, store_error = None, f"state store {self.store.where} unreachable: {exc}"
         return {
             "ingress": self.config.ingress_address,
             "weights": self.weights.as_dict(),
@@ -528,7 +539,8 @@ class ControlPlane:
                 "ignored": dict(self.access_log.ignored),
             },
             "last_push": self.last_push.as_dict() if self.last_push else None,
-            "rollout": self.controller.describe(),
+            "rollout": rollout,
+            "store_error": store_error,
             "replica": self.replication.describe(),
             "replicas": [r.as_dict() for r in self.replication.peers],
         }

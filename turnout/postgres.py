@@ -47,14 +47,18 @@ class PostgresServer:
     port: int
     data_dir: Path
     process: ManagedProcess
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"postgresql://turnout@127.0.0.1:{self.port}/turnout"
+        return f"postgresql://turnout@{self.host}:{self.port}/turnout"
 
     @classmethod
-    def start(cls, *, log_path: Path, port: int = 0, timeout: float = 30.0) -> PostgresServer:
-        port = port or free_port()
+    def start(cls, *, log_path: Path, port: int = 0, timeout: float = 30.0,
+              host: str = "127.0.0.1", trust: str = "") -> PostgresServer:
+        """``host``: the address it listens on; ``trust``: a network (``10.1.2.0/24``) whose
+        clients it also trusts, besides loopback (tests of other hosts)."""
+        port = port or free_port(host)
         data_dir = Path(tempfile.mkdtemp(prefix="turnout-pg-"))
         try:
             if os.geteuid() == 0:
@@ -63,16 +67,23 @@ class PostgresServer:
             subprocess.run(_as_owner([pg_binary("initdb"), "-D", str(data_dir), "-A", "trust",
                                       "-U", "turnout", "--no-sync"]),
                            check=True, capture_output=True, timeout=60)
+            if trust:
+                with open(data_dir / "pg_hba.conf", "a") as hba:
+                    hba.write(f"host all all {trust} trust\n")
             process = ManagedProcess.spawn("postgresql", _as_owner([
                 pg_binary("postgres"), "-D", str(data_dir), "-p", str(port),
-                "-k", str(data_dir), "-c", "listen_addresses=127.0.0.1",
-                "-c", "fsync=off", "-c", "max_connections=200"]), log_path=log_path)
+                "-k", str(data_dir), "-c", f"listen_addresses={host}",
+                "-c", "fsync=off", "-c", "max_connections=200",
+                # A client cut off loses its session (and the leader its lock) in seconds.
+                "-c", "tcp_keepalives_idle=1", "-c", "tcp_keepalives_interval=1",
+                "-c", "tcp_keepalives_count=3", "-c", "tcp_user_timeout=3000"]),
+                log_path=log_path)
         except (OSError, KeyError, subprocess.SubprocessError) as exc:
             shutil.rmtree(data_dir, ignore_errors=True)
             detail = getattr(exc, "stderr", b"") or b""
             raise ProcessError(f"cannot start PostgreSQL: {exc} {detail.decode()[-500:]}"
                                ) from exc
-        server = cls(port, data_dir, process)
+        server = cls(port, data_dir, process, host)
         try:
             server._create_database(timeout)
         except BaseException:
@@ -85,7 +96,7 @@ class PostgresServer:
         import psycopg
 
         deadline = time.monotonic() + timeout
-        admin = f"postgresql://turnout@127.0.0.1:{self.port}/postgres"
+        admin = f"postgresql://turnout@{self.host}:{self.port}/postgres"
         while True:
             self.process.check_alive()
             try:

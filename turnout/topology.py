@@ -174,6 +174,21 @@ def split_routes(
         remove_request_headers=(header, PREVIEW_KEY_HEADER, SHADOW_HEADER))
 
 
+def eds_health(slots: Mapping[str, Slot], health: Mapping[Endpoint, bool]
+               ) -> dict[Endpoint, bool]:
+    """What EDS tells Envoy of each server's health: the control plane's probes, except
+    that a slot none of whose servers answers them is published healthy, leaving the
+    verdict to Envoy's own active health checks (every 0.5 s, from where traffic flows).
+    A control plane cut from a slot's servers (a partition) must not make Envoy drop
+    servers it still reaches, and send the slot's share to the other slot's version; a
+    slot that is really down fails Envoy's checks too and fails over as before."""
+    published = dict(health)
+    for slot in slots.values():
+        if slot.endpoints and not any(health.get(e, False) for e in slot.endpoints):
+            published.update(dict.fromkeys(slot.endpoints, True))
+    return published
+
+
 def build_snapshot(
     *,
     ingress_host: str,

@@ -93,9 +93,14 @@ class PostgresRegistry:
         with self._lock:
             try:
                 if self._conn is None or self._conn.closed:
+                    # Keepalives and a TCP user timeout: a partition fails a call in
+                    # seconds rather than hanging a deploy for TCP's quarter of an hour.
                     self._conn = psycopg.connect(self.url, row_factory=dict_row,
                                                  autocommit=True,
-                                                 connect_timeout=CONNECT_TIMEOUT_S)
+                                                 connect_timeout=CONNECT_TIMEOUT_S,
+                                                 keepalives=1, keepalives_idle=1,
+                                                 keepalives_interval=1, keepalives_count=3,
+                                                 tcp_user_timeout=10_000)
                 with self._conn.transaction(), self._conn.cursor() as cursor:
                     yield cursor
             except psycopg.OperationalError as exc:

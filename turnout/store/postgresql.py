@@ -41,6 +41,15 @@ CHANNEL = "turnout"
 LEADER_LOCK = 0x7475726E  # "turn": the advisory lock whose holder leads
 SCHEMA_LOCK = 0x7475726F  # serialises schema creation between replicas starting together
 CONNECT_TIMEOUT_S = 3
+#: A partition must end a session in seconds, not TCP's default quarter of an hour: sent
+#: data unacknowledged for TCP_USER_TIMEOUT_MS fails the connection, and keepalives probe an
+#: idle one after 1 s (3 unanswered, 1 s apart, end it). The server should say the same
+#: (``tcp_user_timeout``, ``tcp_keepalives_*``: see docs/fleet.md) so that a leader cut off
+#: loses its lock session, and so its leadership, as fast.
+TCP_USER_TIMEOUT_MS = 3000
+CONNECTION_OPTIONS: dict[str, int] = {
+    "connect_timeout": CONNECT_TIMEOUT_S, "keepalives": 1, "keepalives_idle": 1,
+    "keepalives_interval": 1, "keepalives_count": 3, "tcp_user_timeout": TCP_USER_TIMEOUT_MS}
 
 _SCHEMA = schema(real="DOUBLE PRECISION", serial_key="BIGSERIAL PRIMARY KEY") + """
 CREATE TABLE IF NOT EXISTS replicas (
@@ -79,7 +88,7 @@ class _Connection:
     def get(self) -> psycopg.Connection:
         if self.conn is None or self.conn.closed or self.conn.broken:
             self.conn = psycopg.connect(self.url, autocommit=True, row_factory=dict_row,
-                                        connect_timeout=CONNECT_TIMEOUT_S)
+                                        **CONNECTION_OPTIONS)
         return self.conn
 
     def drop(self) -> None:
@@ -200,7 +209,7 @@ class PostgresStore(Store):
         while not stopped():
             try:
                 with psycopg.connect(self.url, autocommit=True,
-                                     connect_timeout=CONNECT_TIMEOUT_S) as conn:
+                                     **CONNECTION_OPTIONS) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     on_change(Change("resync"))  # anything missed while not listening
                     while not stopped():
