@@ -376,10 +376,14 @@ def envoy_cut_from_its_replica() -> PartitionRow:
         same = _until(lambda: made.weights("e0") == made.weights("e1") ==
                       {"blue": 0, "green": 100}, 20)
         made.heal()
-        row.healed_s = 0.0 if moved is not None else None
+        row.healed_s = None  # nothing to catch up: e0 stays on cpb, in sync
         row.decided = (f"e0 on cpb {moved or 0:.1f}s after the cut; rollout {done['phase']}"
                        f"{'' if done['phase'] in FINISHED else ' (' + done['reason'] + ')'}; "
                        f"both Envoys at the final weights {'yes' if same is not None else 'NO'}")
+        if leader == "cpa" and done["phase"] not in FINISHED:
+            row.note = ("cpa led: its only Envoy moved to cpb, so its gates (Envoy's "
+                        "access-log stream, read by the leader from its own Envoys) had no "
+                        "data and held: missing data is never a pass")
         time.sleep(1)
         return _finish(row, made, before)
 

@@ -226,6 +226,10 @@ def render_status(data: dict[str, Any]) -> str:
             lines.append(f"  deposed {replica['deposed']}")
     if data.get("store_error"):
         lines.append(f"STORE    {data['store_error']}")
+    notices = data.get("notifications") or {}
+    if notices.get("pending") or notices.get("failed"):
+        lines.append(f"webhooks {notices.get('pending', 0)} notice(s) pending, "
+                     f"{notices.get('failed', 0)} failed (see the control plane's log)")
         for other in data.get("replicas", []):
             lines.append(f"  {other['replica']:<12} {'leader' if other['leader'] else '':<7}"
                          f"{other['in_sync']}/{other['proxies']} proxies in sync "

@@ -516,8 +516,10 @@ class ControlPlane:
         then unknown here and ``store_error`` says why)."""
         try:
             rollout, store_error = self.controller.describe(), ""
+            notices: dict[str, int] | None = self.store.delivery_counts()
         except self.store.ERRORS as exc:
-            rollout, store_error = None, f"state store {self.store.where} unreachable: {exc}"
+            rollout, notices = None, None
+            store_error = f"state store {self.store.where} unreachable: {exc}"
         return {
             "ingress": self.config.ingress_address,
             "weights": self.weights.as_dict(),
@@ -541,6 +543,7 @@ class ControlPlane:
             "last_push": self.last_push.as_dict() if self.last_push else None,
             "rollout": rollout,
             "store_error": store_error,
+            "notifications": notices,  # the outbox: pending, delivered, failed
             "replica": self.replication.describe(),
             "replicas": [r.as_dict() for r in self.replication.peers],
         }

@@ -85,8 +85,8 @@ class Notifier:
     async def _run(self) -> None:
         while True:
             self._wake.clear()
-            try:
-                pending = await asyncio.to_thread(self.store.pending_deliveries)
+            try:  # the receivers with something pending (one worker each)
+                pending = await asyncio.to_thread(self.store.pending_deliveries, 10_000)
             except self.store.ERRORS as exc:
                 log.warning("outbox: cannot read pending notices: %s", exc)
                 pending = []
@@ -102,8 +102,8 @@ class Notifier:
         """Deliver ``receiver``'s notices in order until none is pending."""
         while True:
             try:
-                heads = [d for d in await asyncio.to_thread(self.store.pending_deliveries)
-                         if d.receiver == receiver]
+                heads = await asyncio.to_thread(self.store.pending_deliveries, 1,
+                                                receiver=receiver)
             except self.store.ERRORS as exc:
                 log.warning("outbox: cannot read pending notices: %s", exc)
                 return

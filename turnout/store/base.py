@@ -308,13 +308,18 @@ class Store:
         return [_entry(r) for r in reversed(rows)]
 
     # ---- the outbox: notices delivered from the store, so none is lost ----------------------
-    def pending_deliveries(self, limit: int = 200) -> list[Delivery]:
-        """Notices not delivered yet, oldest first (each receiver's in order)."""
+    def pending_deliveries(self, limit: int = 200, *, receiver: str | None = None
+                           ) -> list[Delivery]:
+        """Notices not delivered yet (to ``receiver`` only, if given), oldest first (each
+        receiver's in order)."""
+        query = "SELECT seq, receiver, target, notice, attempts, next_at FROM outbox " \
+            "WHERE state=?"
+        args: tuple[Any, ...] = (DeliveryState.PENDING,)
+        if receiver is not None:
+            query, args = query + " AND receiver=?", (*args, receiver)
         with self._connect() as db:
-            rows = db.execute(self._q(
-                "SELECT seq, receiver, target, notice, attempts, next_at FROM outbox "
-                "WHERE state=? ORDER BY seq LIMIT ?"), (DeliveryState.PENDING, limit)
-            ).fetchall()
+            rows = db.execute(self._q(query + " ORDER BY seq LIMIT ?"), (*args, limit)
+                              ).fetchall()
         return [Delivery(row["seq"], row["receiver"], json.loads(row["target"]),
                          json.loads(row["notice"]), row["attempts"], row["next_at"])
                 for row in rows]
@@ -330,6 +335,15 @@ class Store:
                     (state, attempts, next_at, error[:500], seq))
         except self.ERRORS as exc:
             raise StoreUnavailable(f"state store {self.where}: {exc}") from exc
+
+    def delivery_counts(self) -> dict[str, int]:
+        """How many notices are pending, delivered and failed (status pages)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state"
+                              ).fetchall()
+        counts = {str(state): 0 for state in DeliveryState}
+        counts.update({row["state"]: int(row["n"]) for row in rows})
+        return counts
 
     def deliveries(self, limit: int = 100) -> list[dict[str, Any]]:
         """The last ``limit`` outbox rows, newest first (status pages, tests)."""
