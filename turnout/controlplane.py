@@ -295,6 +295,9 @@ class ControlPlane:
                         self.config.bind_host, self.xds_port)
 
     async def stop(self) -> None:
+        if self.replication.leading:  # what can go in 2 s goes; the rest waits in the store
+            with contextlib.suppress(Exception):
+                await self.notifier.drain(timeout=2.0)
         await self.replication.stop()
         await self.controller.stop()
         if self._observer is not None:
