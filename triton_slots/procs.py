@@ -64,6 +64,19 @@ class ManagedProcess:
             )
         return cls(name, popen.pid, log_path, popen)
 
+    @classmethod
+    def detached(cls, name: str, argv: list[str], *, log_path: Path) -> ManagedProcess:
+        """Start ``argv`` as no child of ours: a shell starts it in the background, in a
+        session of its own, and exits, so init is its parent from the start. For programs
+        that end when their parent does (Envoy with hot restart enabled asks for SIGTERM
+        then), started by a command that exits at once (``turnout stack up``,
+        ``restart-envoy``). Returns its pid; its output goes to ``log_path``."""
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        script = 'log=$1; shift; setsid "$@" >>"$log" 2>&1 </dev/null & echo $!'
+        started = subprocess.run(["sh", "-c", script, "sh", str(log_path), *argv],
+                                 capture_output=True, text=True, timeout=10, check=True)
+        return cls(name, int(started.stdout.strip()), log_path)
+
     @property
     def identity(self) -> str | None:
         return process_identity(self.pid)

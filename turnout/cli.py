@@ -224,16 +224,16 @@ def render_status(data: dict[str, Any]) -> str:
         lines.append(f"replica  {replica['replica']} ({role}{epoch}) on {replica['store']}")
         if replica.get("deposed"):
             lines.append(f"  deposed {replica['deposed']}")
+        for other in data.get("replicas", []):
+            lines.append(f"  {other['replica']:<12} {'leader' if other['leader'] else '':<7}"
+                         f"{other['in_sync']}/{other['proxies']} proxies in sync "
+                         f"(rds {other['rds_version'][:8]})")
     if data.get("store_error"):
         lines.append(f"STORE    {data['store_error']}")
     notices = data.get("notifications") or {}
     if notices.get("pending") or notices.get("failed"):
         lines.append(f"webhooks {notices.get('pending', 0)} notice(s) pending, "
                      f"{notices.get('failed', 0)} failed (see the control plane's log)")
-        for other in data.get("replicas", []):
-            lines.append(f"  {other['replica']:<12} {'leader' if other['leader'] else '':<7}"
-                         f"{other['in_sync']}/{other['proxies']} proxies in sync "
-                         f"(rds {other['rds_version'][:8]})")
     lines.append("proxies")
     if not xds["proxies"]:
         lines.append("  (none connected)")

@@ -165,7 +165,8 @@ class EnvoyProxy:
         )
         base_id_path = work_dir / f"envoy-{node_id}.base-id"
         base_id_path.unlink(missing_ok=True)
-        process = ManagedProcess.spawn(
+        # Detached: with hot restart enabled Envoy ends when its parent does.
+        process = ManagedProcess.detached(
             f"envoy {node_id}",
             envoy_argv(config, concurrency=concurrency, base_id_path=base_id_path),
             log_path=log_dir / f"envoy-{node_id}.log")
@@ -231,7 +232,7 @@ def hot_restart(admin_url: str, *, node_id: str, log_path: Path, base_id_path: P
     argv = envoy_argv(Path(options["config_path"]),
                       concurrency=int(options.get("concurrency", 1)), epoch=epoch,
                       base_id=base_id, parent_shutdown_s=parent_shutdown_s)
-    process = ManagedProcess.spawn(f"envoy {node_id}", argv, log_path=log_path)
+    process = ManagedProcess.detached(f"envoy {node_id}", argv, log_path=log_path)
     deadline = time.monotonic() + timeout
     while True:
         process.check_alive()
