@@ -45,6 +45,40 @@ def test_stop_takes_the_whole_process_group(tmp_path):
     assert not pid_alive(process.pid) and not pid_alive(child)
 
 
+def test_an_exited_process_is_not_alive_though_its_parent_has_not_reaped_it():
+    """A detached process (Envoy's) is reaped by init, later: until then it is a zombie,
+    which answers kill(0) yet runs nothing. Here the zombie's parent is a `sleep` that
+    never reaps."""
+    parent = subprocess.Popen(["sh", "-c", "true & echo $!; exec sleep 5"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        time.sleep(0.3)
+        assert Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        assert not pid_alive(child)
+        assert pid_alive(parent.pid)  # a running process still is
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def test_a_detached_process_outlives_the_command_that_started_it(tmp_path):
+    """What Envoy needs (with hot restart it ends when its parent does): started through
+    a shell that exits, in a session of its own, its pid is the program's."""
+    process = ManagedProcess.detached("sleeper", ["sleep", "30"], log_path=tmp_path / "l.log")
+    try:
+        time.sleep(0.2)  # setsid execs the program in this pid (it is no group leader)
+        assert pid_alive(process.pid)
+        assert Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")[0] == b"sleep"
+        assert os.getpgid(process.pid) == process.pid and os.getsid(process.pid) == process.pid
+        assert os.getppid() != int(Path(f"/proc/{process.pid}/stat").read_text()
+                                   .rsplit(")", 1)[1].split()[1])  # not our child
+    finally:
+        process.stop()
+    assert not pid_alive(process.pid)
+
+
 def test_a_pid_that_is_no_longer_ours_is_left_alone(tmp_path):
     stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:

@@ -151,7 +151,13 @@ def pid_alive(pid: int) -> bool:
         done, _ = os.waitpid(pid, os.WNOHANG)
         if done == pid:
             return False
-    return True
+    # Someone else's zombie (a detached process whose parent, init here, reaps it later)
+    # has exited all the same.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
 
 
 def stop_pid(pid: int, *, timeout: float = 10.0, popen: subprocess.Popen | None = None) -> None:
