@@ -24,7 +24,6 @@ from turnout import stack
 from turnout.cli import main as cli
 from turnout.client import ApiClient
 from turnout.errors import ApiError
-from turnout.notify.webhook import IDEMPOTENCY_HEADER
 from turnout.proxy import route_weights
 from turnout.workflow import registry_for
 
@@ -145,13 +144,13 @@ def test_leader_killed_mid_rollout_follower_takes_over_and_finishes(replicas, re
     # Every notice, once each after dropping repeats by key, in the order it was decided.
     kinds = ["started", "step_entered", "step_entered", "step_entered", "promoted"]
     deadline = time.monotonic() + 20
-    while len({h[IDEMPOTENCY_HEADER] for h, _ in receivers.flaky}) < len(kinds):
+    while len({h["Idempotency-Key"] for h, _ in receivers.flaky}) < len(kinds):
         assert time.monotonic() < deadline, [json.loads(b)["kind"] for _, b in receivers.flaky]
         time.sleep(0.1)
     seen: dict[str, dict] = {}
     for headers, body in receivers.flaky:
         notice = json.loads(body)
-        assert headers[IDEMPOTENCY_HEADER] == notice["id"]
+        assert headers["Idempotency-Key"] == notice["id"]
         seen.setdefault(notice["id"], notice)
     assert [n["kind"] for n in seen.values()] == kinds
     assert [n["step"] for n in seen.values()][1:4] == [1, 2, 3]

@@ -23,12 +23,7 @@ from turnout.notify import (
     sign,
     transition_notices,
 )
-from turnout.notify.webhook import (
-    DELIVERY_HEADER,
-    IDEMPOTENCY_HEADER,
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-)
+from turnout.notify.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from turnout.store import SqliteStore
 
 K = NotificationKind
@@ -113,7 +108,7 @@ def test_json_body_is_signed_over_timestamp_and_body():
         len(headers[SIGNATURE_HEADER]) == 7 + 64
     assert sign("s3cret", "1700000000.001", body) != headers[SIGNATURE_HEADER]
     assert sign("other", "1700000000.000", body) != headers[SIGNATURE_HEADER]
-    assert headers[DELIVERY_HEADER] == n.id
+    assert headers["X-Turnout-Delivery"] == headers["Idempotency-Key"] == n.id  # documented names
     assert SIGNATURE_HEADER not in WebhookTarget("http://h/x").headers(n, body, "1")
 
 
@@ -198,7 +193,8 @@ async def test_deliveries_arrive_in_order_signed_and_retried(tmp_path):
     for (headers, body), made in zip(receiver.got, sent, strict=True):
         raw = json.dumps(body).encode()
         assert headers[SIGNATURE_HEADER] == sign("k", headers[TIMESTAMP_HEADER], raw)
-        assert headers[IDEMPOTENCY_HEADER] == headers[DELIVERY_HEADER] == made.id
+        # The header names as docs/observability.md writes them.
+        assert headers["Idempotency-Key"] == headers["X-Turnout-Delivery"] == made.id
     assert outcomes == ["retried", "retried"] + ["delivered"] * 5
     assert store.pending_deliveries() == []
     assert {row["state"] for row in store.deliveries()} == {"delivered"}
@@ -284,7 +280,7 @@ async def test_a_deposed_leader_stops_delivering(tmp_path):
     try:
         assert SqliteStore(tmp_path / "s.db").hold_leadership("b")  # another took over
         notifier.start()
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(2.5)  # two polls: a notifier that did not stop would try again
         assert receiver.calls == 1  # one attempt, whose record was refused: it stopped
     finally:
         await notifier.close()

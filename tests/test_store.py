@@ -306,6 +306,7 @@ def test_outbox_rows_are_written_with_the_decision_and_read_in_order(store):
     store.record_delivery(pending[2].seq, DeliveryState.FAILED, attempts=6, error="boom")
     [left] = store.pending_deliveries()
     assert (left.receiver, left.attempts, left.next_at) == ("r2", 2, 5.0)
+    assert store.pending_receivers() == ["r2"]
     assert store.pending_deliveries(receiver="r1") == []
     assert store.pending_deliveries(receiver="r2") == [left]
     assert store.delivery_counts() == {"pending": 1, "delivered": 1, "failed": 1}

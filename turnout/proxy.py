@@ -172,13 +172,6 @@ class EnvoyProxy:
             log_path=log_dir / f"envoy-{node_id}.log")
         return cls(node_id, admin_port, process, base_id_path)
 
-    def hot_restart(self, *, timeout: float = 30.0) -> EnvoyProxy:
-        """Start the next epoch of this Envoy (reading its bootstrap file again, with the
-        binary installed now), which takes the listening sockets over while this one
-        drains; return it once it is LIVE and this process has exited."""
-        return hot_restart(self.admin_url, node_id=self.node_id, log_path=self.process.log_path,
-                           base_id_path=self.base_id_path, old=self.process, timeout=timeout)
-
     @property
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"

@@ -23,7 +23,7 @@ import aiohttp
 from turnout.errors import ConfigError
 from turnout.notify.events import Notification, NotificationKind
 from turnout.notify.webhook import WebhookTarget
-from turnout.store import Delivery, DeliveryState, Outgoing, Store, StoreUnavailable
+from turnout.store import Delivery, DeliveryState, Fenced, Outgoing, Store, StoreUnavailable
 
 log = logging.getLogger("turnout.notify")
 POLL_S = 1.0  # how often the leader looks for notices due (a new decision wakes it at once)
@@ -72,9 +72,11 @@ class Notifier:
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
+        self._fenced = False  # a record was refused: another replica leads
 
     def start(self) -> None:
         """Begin delivering (the leader; call on the loop)."""
+        self._fenced = False  # leading again: under a new epoch
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="notify-outbox")
 
@@ -83,14 +85,14 @@ class Notifier:
         self._wake.set()
 
     async def _run(self) -> None:
-        while True:
+        while not self._fenced:
             self._wake.clear()
             try:  # the receivers with something pending (one worker each)
-                pending = await asyncio.to_thread(self.store.pending_deliveries, 10_000)
+                receivers = await asyncio.to_thread(self.store.pending_receivers)
             except self.store.ERRORS as exc:
                 log.warning("outbox: cannot read pending notices: %s", exc)
-                pending = []
-            for receiver in dict.fromkeys(d.receiver for d in pending):
+                receivers = []
+            for receiver in receivers:
                 worker = self._workers.get(receiver)
                 if worker is None or worker.done():
                     self._workers[receiver] = asyncio.create_task(
@@ -115,8 +117,12 @@ class Notifier:
                 await asyncio.sleep(wait)
             try:
                 await self._attempt(delivery)
-            except StoreUnavailable as exc:  # fenced, or the store fails: the next leader
-                log.error("outbox: cannot record a delivery (%s); stopping", exc)
+            except Fenced as exc:  # another replica leads: it delivers from now on
+                log.error("outbox: %s; this replica stops delivering", exc)
+                self._fenced = True
+                return
+            except StoreUnavailable as exc:  # the store fails: tried again at the next poll
+                log.error("outbox: cannot record a delivery (%s)", exc)
                 return
 
     async def _attempt(self, delivery: Delivery) -> None:

@@ -75,6 +75,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     next_at {real} NOT NULL DEFAULT 0,
     error TEXT NOT NULL DEFAULT ''
 );
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (state, receiver, seq);
 """
 
 
@@ -323,6 +324,13 @@ class Store:
         return [Delivery(row["seq"], row["receiver"], json.loads(row["target"]),
                          json.loads(row["notice"]), row["attempts"], row["next_at"])
                 for row in rows]
+
+    def pending_receivers(self) -> list[str]:
+        """The receivers with a notice not delivered yet."""
+        with self._connect() as db:
+            rows = db.execute(self._q("SELECT DISTINCT receiver FROM outbox WHERE state=?"),
+                              (DeliveryState.PENDING,)).fetchall()
+        return [row["receiver"] for row in rows]
 
     def record_delivery(self, seq: int, state: DeliveryState, *, attempts: int,
                         next_at: float = 0.0, error: str = "") -> None:
